@@ -1,0 +1,4 @@
+"""Async Kubernetes client: HTTP and in-process transports, informers, work queue.
+
+Empty until the control-loop work lands.
+"""

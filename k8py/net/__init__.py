@@ -1,0 +1,1 @@
+"""Pod network (CNI), service proxy (nftables) and cluster DNS. Not built yet."""

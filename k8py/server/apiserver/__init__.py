@@ -1,0 +1,1 @@
+"""The Kubernetes REST API over HTTPS (aiohttp). Not built yet."""

@@ -1,0 +1,1 @@
+"""The scheduler: filter and score plugins in a small framework. Not built yet."""
