@@ -1,0 +1,22 @@
+"""Shared test helpers: waiting on conditions with a deadline, never bare sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+
+async def eventually(predicate, timeout: float = 5.0, interval: float = 0.01, what: str = ""):
+    """Wait until predicate() (sync or async) is truthy; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s: {what or predicate}")
+        await asyncio.sleep(interval)
