@@ -120,7 +120,7 @@ class LogBackend(abc.ABC):
     """A `Backend` over a log of records; subclasses provide storage (see module docstring)."""
 
     #: revisions covered by one compaction transaction
-    compact_window = 500
+    compact_window = 5000
     #: the most operations committed in one batch
     max_batch = 2000
 

@@ -132,7 +132,10 @@ class SQLiteBackend(LogBackend):
     # --- opening ----------------------------------------------------------------------------
 
     async def _open(self) -> tuple[int, int, Iterable[tuple[str, IndexEntry]]]:
-        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise Unavailable(f"{self.path}: {exc.strerror}") from exc
         self._take_lock()
         try:
             _check_header(self.path)
@@ -148,9 +151,15 @@ class SQLiteBackend(LogBackend):
                 async for key, mod, create, deleted, expires in cursor:
                     if not deleted:
                         live.append((key, IndexEntry(create, mod, expires)))
+        except sqlite3.OperationalError as exc:  # the file is fine, its surroundings are not
+            await self._close()
+            raise Unavailable(f"{self.path}: cannot open the database: {exc}") from exc
         except sqlite3.DatabaseError as exc:
             await self._close()
             raise CorruptStore(f"{self.path}: cannot use this database: {exc}") from exc
+        except OSError as exc:
+            await self._close()
+            raise Unavailable(f"{self.path}: {exc.strerror}") from exc
         except BaseException:
             await self._close()
             raise
@@ -160,7 +169,10 @@ class SQLiteBackend(LogBackend):
         return revision, compact_revision, live
 
     def _take_lock(self) -> None:
-        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise Unavailable(f"{self.path}: cannot take the lock: {exc.strerror}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -294,12 +306,15 @@ class SQLiteBackend(LogBackend):
         try:
             (free,) = await (await db.execute("PRAGMA freelist_count")).fetchone()
             (pages,) = await (await db.execute("PRAGMA page_count")).fetchone()
-            if free and free * 4 >= pages:
-                # Each step of this pragma frees pages: run it to the end.
-                await db.execute_fetchall("PRAGMA incremental_vacuum")
-            if os.path.exists(self.path + "-wal") and (
-                os.path.getsize(self.path + "-wal") > WAL_LIMIT_BYTES
-            ):
+            vacuumed = free and free * 4 >= pages
+            if vacuumed:
+                # Python's execute() steps this pragma once, freeing one page; a script runs
+                # it to the end.
+                await db.executescript("PRAGMA incremental_vacuum;")
+            # In WAL mode the file only shrinks when the WAL is checkpointed; a TRUNCATE
+            # checkpoint also catches a WAL that readers kept automatic checkpoints from reusing.
+            wal = self.path + "-wal"
+            if vacuumed or (os.path.exists(wal) and os.path.getsize(wal) > WAL_LIMIT_BYTES):
                 await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             log.warning("store maintenance of %s failed: %s", self.path, exc)
