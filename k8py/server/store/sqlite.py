@@ -20,8 +20,9 @@ Staying small (k3s's most reported pain is a SQLite file of many GB)
     - `auto_vacuum=INCREMENTAL` lets freed pages be returned to the file system after
       compaction; until then SQLite reuses them for new rows.
     - The WAL is checkpointed automatically every 1,000 pages and truncated back to
-      `journal_size_limit` after each checkpoint; a TRUNCATE checkpoint after compaction
-      catches the case where readers starved the automatic ones.
+      `journal_size_limit` after each checkpoint. Under a write storm the automatic
+      (passive) checkpoints fall behind, so after any transaction that leaves the WAL over
+      twice that limit, and after each compaction pass, a TRUNCATE checkpoint resets it.
 
 Connections
     One writer connection (commits and compaction, serialised by the log's write lock) and one
@@ -236,7 +237,18 @@ class SQLiteBackend(LogBackend):
             for r in records
         ]
         await self._write(lambda db: db.executemany(_INSERT, rows))
+        await self._bound_wal()
         return prev_values
+
+    async def _bound_wal(self) -> None:
+        """Checkpoint now if automatic checkpoints fell behind a write storm, so the WAL stays
+        within a small multiple of its limit instead of growing with the storm."""
+        try:
+            if os.path.getsize(self.path + "-wal") <= 2 * WAL_LIMIT_BYTES:
+                return
+            await self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("checkpoint of %s failed: %s", self.path, exc)
 
     async def _values(self, revisions: list[int]) -> dict[int, bytes]:
         marks = ",".join("?" * len(revisions))
@@ -300,6 +312,7 @@ class SQLiteBackend(LogBackend):
             lambda db: db.execute(_COMPACT_TOMBSTONES, (low, high)),
             lambda db: db.execute(_SET_META, ("compact_revision", high)),
         )
+        await self._bound_wal()
 
     async def _after_compaction(self) -> None:
         db = self._writer

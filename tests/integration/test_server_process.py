@@ -1,0 +1,81 @@
+"""`k8py server` as a real process: it opens its store, stops cleanly on SIGTERM, and turns an
+unusable database into one line and exit code 1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+def start_server(data_dir, *extra):
+    return subprocess.Popen(
+        [sys.executable, "-m", "k8py", "server", "--data-dir", str(data_dir), *extra],
+        stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for_line(proc, needle, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        if needle in line:
+            return seen
+    pytest.fail(f"server never logged {needle!r}; it said: {''.join(seen)}")
+
+
+def test_server_opens_store_and_stops_on_sigterm(tmp_path):
+    proc = start_server(tmp_path, "--disable-agent")
+    try:
+        wait_for_line(proc, "store ready at revision 0")
+        db = tmp_path / "server" / "db" / "state.db"
+        assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=20)[1]
+        assert proc.returncode == 0, rest
+        assert "store closed" in rest
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_second_server_on_same_data_dir_is_refused(tmp_path):
+    first = start_server(tmp_path, "--disable-agent")
+    try:
+        wait_for_line(first, "store ready")
+        second = start_server(tmp_path, "--disable-agent")
+        err = second.communicate(timeout=20)[1]
+        assert second.returncode == 1
+        assert "in use by another k8py process" in err.strip().splitlines()[-1]
+        assert "Traceback" not in err
+    finally:
+        first.kill()
+        first.wait()
+
+
+@pytest.mark.parametrize("content", [b"garbage" * 1000, b""])
+def test_unusable_database_is_one_line_not_a_traceback(tmp_path, content):
+    db = tmp_path / "server" / "db" / "state.db"
+    db.parent.mkdir(parents=True)
+    if content:
+        db.write_bytes(content)
+    else:  # a SQLite file that belongs to something else
+        import sqlite3
+
+        with sqlite3.connect(db) as conn:
+            conn.execute("CREATE TABLE other (x)")
+    proc = start_server(tmp_path, "--disable-agent")
+    err = proc.communicate(timeout=20)[1]
+    assert proc.returncode == 1
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("k8py: error:") and "state.db" in last
