@@ -143,6 +143,7 @@ class LogBackend(abc.ABC):
         self._expiry: list[tuple[float, str, int]] = []  # heap of (expires, key, mod_revision)
         self._pending: list[_Op] = []
         self._wakeup = asyncio.Event()
+        self._drained = asyncio.Event()
         self._write_lock = asyncio.Lock()  # one batch or one compaction window at a time
         self._hub = WatchHub()
         self._tasks: list[asyncio.Task] = []
@@ -216,9 +217,11 @@ class LogBackend(abc.ABC):
         if self._closed:
             return
         self._closed = True
-        # Let queued writes finish, then stop the loops.
-        while self._pending:
-            await asyncio.sleep(0.001)
+        # Let queued writes finish (the commit loop sets _drained when it finds none left),
+        # then stop the loops; the write lock waits out a batch still being committed.
+        if self._pending:
+            self._drained.clear()
+            await self._drained.wait()
         async with self._write_lock:
             for task in self._tasks:
                 task.cancel()
@@ -256,6 +259,7 @@ class LogBackend(abc.ABC):
     async def _commit_loop(self) -> None:
         while True:
             if not self._pending:
+                self._drained.set()
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
