@@ -1,9 +1,11 @@
 """`k8py server`: the control plane's daemons under one supervisor.
 
-Today the server runs its store: it opens the datastore named by `--datastore-endpoint`
-(by default SQLite under `<data-dir>/server/db/`), compacts it and expires keys as it runs, and
-closes it cleanly on SIGINT/SIGTERM. The API server, scheduler and controllers join here as
-they are built; until then the server says plainly that it serves no API.
+Start-up: certificates and tokens (`pki.ensure_pki`), then the store daemon opens the
+datastore named by `--datastore-endpoint` (by default SQLite under `<data-dir>/server/db/`);
+once it is ready, the API server bootstraps the system namespaces, listens on
+`--bind-address:--https-listen-port` and writes the admin kubeconfig. SIGINT/SIGTERM stop the
+API server, then close the store. The scheduler, controllers and embedded agent join here as
+they are built.
 """
 
 from __future__ import annotations
@@ -14,9 +16,17 @@ import ipaddress
 import logging
 import os
 
+from k8py.api import errors, meta
+from k8py.api.resources import Registry
 from k8py.lifecycle import Supervisor
+from k8py.server import pki
+from k8py.server.apiserver import app as apiserver
+from k8py.server.apiserver.authn import TokenFile
+from k8py.server.apiserver.storage import ObjectStore
 from k8py.server.store import open_backend
 from k8py.server.store.backend import Backend
+
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +62,61 @@ async def run_store(store: Backend, ready: asyncio.Event) -> None:
         log.info("store closed at revision %d", store.revision)
 
 
+async def bootstrap_namespaces(store: Backend, registry: Registry) -> None:
+    objects = ObjectStore(store)
+    resource = registry.get("", "v1", "namespaces")
+    for name in SYSTEM_NAMESPACES:
+        namespace = meta.prepare_create(resource, {
+            "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"},
+        }, None)
+        try:
+            await objects.create(resource, namespace)
+        except errors.AlreadyExists:
+            pass
+
+
+async def run_apiserver(config: ServerConfig, store: Backend, store_ready: asyncio.Event,
+                        certs: pki.PKI, tokens: TokenFile) -> None:
+    await store_ready.wait()
+    registry = Registry()
+    await bootstrap_namespaces(store, registry)
+    app = apiserver.make_app(store, tokens, registry)
+    context = apiserver.tls_context(certs.serving_cert, certs.serving_key, certs.ca_cert)
+    listening = asyncio.Event()
+    server = asyncio.create_task(apiserver.serve(
+        app, str(config.bind_address), config.https_listen_port, context, listening))
+    try:
+        await asyncio.wait([server, asyncio.create_task(listening.wait())],
+                           return_when=asyncio.FIRST_COMPLETED)
+        if listening.is_set():
+            host = "127.0.0.1" if config.bind_address.is_unspecified else str(config.bind_address)
+            if ":" in host:
+                host = f"[{host}]"
+            url = f"https://{host}:{config.https_listen_port}"
+            pki.write_kubeconfig(certs, config.write_kubeconfig, url, config.write_kubeconfig_mode)
+            log.info("wrote admin kubeconfig %s", config.write_kubeconfig)
+        await server
+    finally:
+        server.cancel()
+        await asyncio.gather(server, return_exceptions=True)
+
+
 async def run(config: ServerConfig) -> None:
-    os.makedirs(os.path.join(config.data_dir, "server"), mode=0o700, exist_ok=True)
+    server_dir = os.path.join(config.data_dir, "server")
+    os.makedirs(server_dir, mode=0o700, exist_ok=True)
+    service_ip = str(next(config.service_cidr.hosts()))
+    certs = pki.ensure_pki(server_dir, cluster_domain=config.cluster_domain,
+                           service_ip=service_ip, tls_san=config.tls_san)
+    tokens = TokenFile.ensure(os.path.join(server_dir, "cred", "tokens"), pki.ADMIN_USER,
+                              (pki.ADMIN_GROUP,))
     store = open_backend(config.datastore_endpoint, config.data_dir)
     store_ready = asyncio.Event()
     supervisor = Supervisor()
     supervisor.add("store", lambda: run_store(store, store_ready))
-    log.warning("the API server is not built yet: this server runs its datastore only")
+    supervisor.add("apiserver",
+                   lambda: run_apiserver(config, store, store_ready, certs, tokens))
     if not config.disable_agent:
         log.warning("the embedded agent is not built yet: running without one")
     await supervisor.run()

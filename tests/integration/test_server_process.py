@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -13,9 +14,17 @@ import time
 import pytest
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def start_server(data_dir, *extra):
     return subprocess.Popen(
-        [sys.executable, "-m", "k8py", "server", "--data-dir", str(data_dir), *extra],
+        [sys.executable, "-m", "k8py", "server", "--data-dir", str(data_dir),
+         "--bind-address", "127.0.0.1", "--https-listen-port", str(free_port()),
+         "--write-kubeconfig", str(data_dir / "kubeconfig.yaml"), *extra],
         stderr=subprocess.PIPE, text=True,
     )
 

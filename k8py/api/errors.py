@@ -1,0 +1,150 @@
+"""Kubernetes API errors: one exception per `metav1.StatusReason`, rendered as a `Status` body.
+
+Every failure the API server reports is a `StatusError` raised somewhere below the HTTP
+handler and turned into JSON in one place (`StatusError.status()`), with upstream's reason,
+code and message wording (`pods "x" not found`), so kubectl prints
+`Error from server (NotFound): pods "x" not found` exactly as it would against upstream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StatusError(Exception):
+    code = 500
+    reason = "InternalError"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        name: str = "",
+        group: str = "",
+        kind: str = "",
+        causes: list[dict[str, str]] | None = None,
+        retry_after: int | None = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = {}
+        if name:
+            self.details["name"] = name
+        if group:
+            self.details["group"] = group
+        if kind:
+            self.details["kind"] = kind
+        if causes:
+            self.details["causes"] = causes
+        if retry_after is not None:
+            self.details["retryAfterSeconds"] = retry_after
+
+    def status(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class BadRequest(StatusError):
+    code, reason = 400, "BadRequest"
+
+
+class Unauthorized(StatusError):
+    code, reason = 401, "Unauthorized"
+
+
+class Forbidden(StatusError):
+    code, reason = 403, "Forbidden"
+
+
+class NotFound(StatusError):
+    code, reason = 404, "NotFound"
+
+
+class MethodNotAllowed(StatusError):
+    code, reason = 405, "MethodNotAllowed"
+
+
+class NotAcceptable(StatusError):
+    code, reason = 406, "NotAcceptable"
+
+
+class AlreadyExists(StatusError):
+    code, reason = 409, "AlreadyExists"
+
+
+class Conflict(StatusError):
+    code, reason = 409, "Conflict"
+
+
+class Expired(StatusError):
+    code, reason = 410, "Expired"
+
+
+class RequestEntityTooLarge(StatusError):
+    code, reason = 413, "RequestEntityTooLarge"
+
+
+class UnsupportedMediaType(StatusError):
+    code, reason = 415, "UnsupportedMediaType"
+
+
+class Invalid(StatusError):
+    code, reason = 422, "Invalid"
+
+
+class TooManyRequests(StatusError):
+    code, reason = 429, "TooManyRequests"
+
+
+class InternalError(StatusError):
+    code, reason = 500, "InternalError"
+
+
+class ServiceUnavailable(StatusError):
+    code, reason = 503, "ServiceUnavailable"
+
+
+def not_found(resource: str, name: str, group: str = "") -> NotFound:
+    qualified = f"{resource}.{group}" if group else resource
+    return NotFound(f'{qualified} "{name}" not found', name=name, group=group, kind=resource)
+
+
+def already_exists(resource: str, name: str, group: str = "") -> AlreadyExists:
+    qualified = f"{resource}.{group}" if group else resource
+    return AlreadyExists(
+        f'{qualified} "{name}" already exists', name=name, group=group, kind=resource
+    )
+
+
+def conflict(resource: str, name: str, group: str = "") -> Conflict:
+    qualified = f"{resource}.{group}" if group else resource
+    return Conflict(
+        f'Operation cannot be fulfilled on {qualified} "{name}": the object has been modified; '
+        "please apply your changes to the latest version and try again",
+        name=name,
+        group=group,
+        kind=resource,
+    )
+
+
+def invalid(kind: str, name: str, causes: list[tuple[str, str, str]], group: str = "") -> Invalid:
+    """causes: (field, reason such as FieldValueRequired, message)."""
+    qualified = f"{kind}.{group}" if group else kind
+    summary = ", ".join(f"{field}: {message}" for field, _, message in causes)
+    return Invalid(
+        f'{qualified} "{name}" is invalid: {summary}',
+        name=name,
+        group=group,
+        kind=kind,
+        causes=[{"reason": r, "message": m, "field": f} for f, r, m in causes],
+    )

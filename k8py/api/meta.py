@@ -1,0 +1,165 @@
+"""Object metadata on create and update, as upstream's generic registry handles it.
+
+On create: the name comes from `metadata.name` or is made from `generateName` plus five
+random characters; names are checked (DNS-1123 subdomain; a DNS-1123 label for namespaces and
+services, as upstream); the server sets `uid`, `creationTimestamp` and `generation: 1` and
+drops whatever the client sent for `resourceVersion`, `deletionTimestamp` and the like.
+
+On update: identity fields are carried over from the stored object (`uid`,
+`creationTimestamp`, `generateName`, `deletionTimestamp`), and `generation` is bumped when
+anything other than metadata and status changed (the "spec" of any kind).
+
+These functions take and return plain dicts; they never mutate their inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import random
+import re
+import string
+import uuid
+from typing import Any
+
+from k8py.api.errors import BadRequest, invalid
+from k8py.api.resources import Resource
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_NAMED = {("", "namespaces"), ("", "services")}
+# Letters upstream uses for generateName suffixes (no vowels, no confusable digits).
+_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+SERVER_SET_FIELDS = ("uid", "creationTimestamp", "resourceVersion", "deletionTimestamp",
+                     "deletionGracePeriodSeconds", "generation", "selfLink")
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def name_problem(resource: Resource, name: str) -> str | None:
+    """Why name is not valid for resource, or None."""
+    if (resource.group, resource.plural) in _LABEL_NAMED:
+        if len(name) > 63:
+            return "must be no more than 63 characters"
+        if not DNS1123_LABEL.match(name):
+            return (
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters"
+                " or '-', and must start and end with an alphanumeric character"
+            )
+        return None
+    if len(name) > 253:
+        return "must be no more than 253 characters"
+    if not DNS1123_SUBDOMAIN.match(name):
+        return (
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters,"
+            " '-' or '.', and must start and end with an alphanumeric character"
+        )
+    return None
+
+
+def check_type(resource: Resource, obj: Any) -> dict[str, Any]:
+    """The body must be an object of the resource's kind (filled in when missing)."""
+    if not isinstance(obj, dict):
+        raise BadRequest("the request body must be a JSON or YAML object")
+    obj = copy.deepcopy(obj)
+    kind = obj.setdefault("kind", resource.kind)
+    api_version = obj.setdefault("apiVersion", resource.api_version)
+    if kind != resource.kind or api_version != resource.api_version:
+        raise BadRequest(
+            f"the API version in the data ({api_version}) does not match the expected API "
+            f"version ({resource.api_version})"
+            if api_version != resource.api_version
+            else f"the kind in the data ({kind}) does not match the expected kind "
+            f"({resource.kind})"
+        )
+    metadata = obj.setdefault("metadata", {})
+    if not isinstance(metadata, dict):
+        raise BadRequest("metadata must be an object")
+    return obj
+
+
+def prepare_create(resource: Resource, obj: dict[str, Any], namespace: str | None) -> dict:
+    """A new object ready to store (see module docstring); raises Invalid or BadRequest."""
+    obj = check_type(resource, obj)
+    metadata = obj["metadata"]
+    if resource.namespaced:
+        given = metadata.get("namespace")
+        if given and namespace and given != namespace:
+            raise BadRequest(
+                "the namespace of the provided object does not match the namespace sent on "
+                "the request"
+            )
+        metadata["namespace"] = namespace or given or "default"
+    else:
+        metadata.pop("namespace", None)
+    name = metadata.get("name")
+    if not name:
+        prefix = metadata.get("generateName")
+        if not prefix:
+            raise invalid(resource.kind, "", [("metadata.name", "FieldValueRequired",
+                                              "Required value: name or generateName is "
+                                              "required")], resource.group)
+        suffix = "".join(random.choices(_SUFFIX_ALPHABET, k=5))
+        name = metadata["name"] = prefix[: 253 - 5] + suffix
+    if not isinstance(name, str):
+        raise BadRequest("metadata.name must be a string")
+    problem = name_problem(resource, name)
+    if problem:
+        raise invalid(resource.kind, name, [("metadata.name", "FieldValueInvalid",
+                                            f'Invalid value: "{name}": {problem}')],
+                      resource.group)
+    for field in SERVER_SET_FIELDS:
+        metadata.pop(field, None)
+    metadata["uid"] = str(uuid.uuid4())
+    metadata["creationTimestamp"] = now()
+    metadata["generation"] = 1
+    _check_maps(resource, obj)
+    return obj
+
+
+def prepare_update(resource: Resource, obj: dict[str, Any], old: dict[str, Any]) -> dict:
+    """The new version of old, with identity carried over and generation maintained."""
+    obj = check_type(resource, obj)
+    metadata, old_meta = obj["metadata"], old["metadata"]
+    name = old_meta["name"]
+    if metadata.get("name", name) != name:
+        raise BadRequest(
+            f'the name of the object ({metadata.get("name")}) does not match the name on '
+            f"the URL ({name})"
+        )
+    metadata["name"] = name
+    if resource.namespaced:
+        metadata["namespace"] = old_meta["namespace"]
+    for field in ("uid", "creationTimestamp", "generateName", "deletionTimestamp",
+                  "deletionGracePeriodSeconds"):
+        if field in old_meta:
+            metadata[field] = old_meta[field]
+        else:
+            metadata.pop(field, None)
+    generation = old_meta.get("generation", 1)
+    if _spec_of(obj) != _spec_of(old):
+        generation += 1
+    metadata["generation"] = generation
+    metadata.pop("resourceVersion", None)
+    _check_maps(resource, obj)
+    return obj
+
+
+def _spec_of(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+def _check_maps(resource: Resource, obj: dict[str, Any]) -> None:
+    metadata = obj["metadata"]
+    for field in ("labels", "annotations"):
+        value = metadata.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise invalid(resource.kind, metadata.get("name", ""), [
+                (f"metadata.{field}", "FieldValueInvalid", "must be a map of strings to strings")
+            ], resource.group)

@@ -1,0 +1,139 @@
+"""JSON patch (RFC 6902) and JSON merge patch (RFC 7386), on plain dicts.
+
+Both are pure: they return a new document and never modify their inputs. A patch that cannot
+apply raises `PatchError` with a message the API server returns as a 422 (upstream answers
+a failed `test` or a missing path the same way).
+
+Strategic merge patch and server-side apply need the upstream schemas' merge keys and live
+elsewhere once built.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+
+class PatchError(ValueError):
+    pass
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: objects merge recursively, null deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def _pointer(path: str) -> list[str]:
+    if path == "":
+        return []
+    if not path.startswith("/"):
+        raise PatchError(f"invalid JSON pointer {path!r}")
+    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
+
+
+def _index(container: list, token: str, *, for_add: bool = False) -> int:
+    if for_add and token == "-":
+        return len(container)
+    if not token.isdigit() or (len(token) > 1 and token[0] == "0"):
+        raise PatchError(f"invalid array index {token!r}")
+    i = int(token)
+    if i > len(container) or (not for_add and i == len(container)):
+        raise PatchError(f"array index {i} out of range")
+    return i
+
+
+def _parent(doc: Any, tokens: list[str]) -> Any:
+    for token in tokens[:-1]:
+        if isinstance(doc, dict):
+            if token not in doc:
+                raise PatchError(f"path segment {token!r} not found")
+            doc = doc[token]
+        elif isinstance(doc, list):
+            doc = doc[_index(doc, token)]
+        else:
+            raise PatchError(f"cannot descend into a scalar at {token!r}")
+    return doc
+
+
+def _get(doc: Any, tokens: list[str]) -> Any:
+    if not tokens:
+        return doc
+    parent = _parent(doc, tokens)
+    last = tokens[-1]
+    if isinstance(parent, dict):
+        if last not in parent:
+            raise PatchError(f"path {'/' + '/'.join(tokens)!r} not found")
+        return parent[last]
+    if isinstance(parent, list):
+        return parent[_index(parent, last)]
+    raise PatchError("cannot index a scalar")
+
+
+def _remove(doc: Any, tokens: list[str]) -> Any:
+    if not tokens:
+        raise PatchError("cannot remove the whole document")
+    parent = _parent(doc, tokens)
+    last = tokens[-1]
+    if isinstance(parent, dict):
+        if last not in parent:
+            raise PatchError(f"path {'/' + '/'.join(tokens)!r} not found")
+        return parent.pop(last)
+    if isinstance(parent, list):
+        return parent.pop(_index(parent, last))
+    raise PatchError("cannot remove from a scalar")
+
+
+def _add(doc: Any, tokens: list[str], value: Any) -> Any:
+    if not tokens:
+        return value
+    parent = _parent(doc, tokens)
+    last = tokens[-1]
+    if isinstance(parent, dict):
+        parent[last] = value
+    elif isinstance(parent, list):
+        parent.insert(_index(parent, last, for_add=True), value)
+    else:
+        raise PatchError("cannot add to a scalar")
+    return doc
+
+
+def json_patch(document: Any, operations: Any) -> Any:
+    """RFC 6902: apply operations in order; all or nothing."""
+    if not isinstance(operations, list):
+        raise PatchError("a JSON patch must be a list of operations")
+    doc = copy.deepcopy(document)
+    for op in operations:
+        if not isinstance(op, dict) or "op" not in op or "path" not in op:
+            raise PatchError(f"invalid operation {op!r}")
+        kind, tokens = op["op"], _pointer(str(op["path"]))
+        if kind in ("add", "replace", "test") and "value" not in op:
+            raise PatchError(f"operation {kind} needs a value")
+        if kind == "add":
+            doc = _add(doc, tokens, copy.deepcopy(op["value"]))
+        elif kind == "remove":
+            _remove(doc, tokens)
+        elif kind == "replace":
+            _get(doc, tokens)
+            if not tokens:
+                doc = copy.deepcopy(op["value"])
+            else:
+                _remove(doc, tokens)
+                doc = _add(doc, tokens, copy.deepcopy(op["value"]))
+        elif kind in ("move", "copy"):
+            source = _pointer(str(op.get("from", "")))
+            value = _get(doc, source) if kind == "copy" else _remove(doc, source)
+            doc = _add(doc, tokens, copy.deepcopy(value))
+        elif kind == "test":
+            if _get(doc, tokens) != op["value"]:
+                raise PatchError(f"test operation failed at {op['path']!r}")
+        else:
+            raise PatchError(f"unknown operation {kind!r}")
+    return doc

@@ -1,0 +1,139 @@
+"""The resource registry: every kind the API server serves, with its names, scope and verbs.
+
+A `Resource` is the unit the REST layer, discovery and storage all key on. Built-in kinds are
+listed here once, as upstream's discovery for v1.32 shows them (plural, singular, short names,
+categories, subresources). Custom resources will be added at run time from
+CustomResourceDefinitions through `Registry.add`.
+
+Storage keys follow Kubernetes' own shape: `/registry/<group>/<plural>/<namespace>/<name>`,
+with `core` standing for the empty (legacy) group.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+
+
+@dataclasses.dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    subresources: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    verbs: tuple[str, ...] = ALL_VERBS
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def group_version(self) -> str:
+        return self.api_version
+
+    @property
+    def list_kind(self) -> str:
+        return self.kind + "List"
+
+    @property
+    def qualified(self) -> str:
+        """How upstream names the resource in messages: `pods`, `deployments.apps`."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    def prefix(self, namespace: str | None = None) -> str:
+        """The store prefix of all objects (namespace None) or of one namespace's objects."""
+        base = f"/registry/{self.group or 'core'}/{self.plural}/"
+        return base + f"{namespace}/" if namespace and self.namespaced else base
+
+    def key(self, namespace: str | None, name: str) -> str:
+        return self.prefix(namespace if self.namespaced else None) + name
+
+
+def _r(group, version, kind, plural, namespaced=True, short=(), sub=(), cat=(), verbs=ALL_VERBS):
+    return Resource(group, version, kind, plural, namespaced, tuple(short), tuple(sub), tuple(cat),
+                    verbs)
+
+
+_ALL = ("all",)
+
+BUILTIN: tuple[Resource, ...] = (
+    # core/v1
+    _r("", "v1", "Namespace", "namespaces", False, ["ns"], ["status", "finalize"],
+       verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
+    _r("", "v1", "Pod", "pods", True, ["po"], ["status", "binding", "eviction", "log"], _ALL),
+    _r("", "v1", "Service", "services", True, ["svc"], ["status"], _ALL,
+       verbs=("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")),
+    _r("", "v1", "Endpoints", "endpoints", True, ["ep"]),
+    _r("", "v1", "ConfigMap", "configmaps", True, ["cm"]),
+    _r("", "v1", "Secret", "secrets", True),
+    _r("", "v1", "Node", "nodes", False, ["no"], ["status"]),
+    _r("", "v1", "Event", "events", True, ["ev"]),
+    _r("", "v1", "ServiceAccount", "serviceaccounts", True, ["sa"]),
+    _r("", "v1", "ReplicationController", "replicationcontrollers", True, ["rc"],
+       ["status", "scale"], _ALL),
+    _r("", "v1", "PersistentVolume", "persistentvolumes", False, ["pv"], ["status"]),
+    _r("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", True, ["pvc"], ["status"]),
+    _r("", "v1", "LimitRange", "limitranges", True, ["limits"]),
+    _r("", "v1", "ResourceQuota", "resourcequotas", True, ["quota"], ["status"]),
+    # apps/v1
+    _r("apps", "v1", "Deployment", "deployments", True, ["deploy"], ["status", "scale"], _ALL),
+    _r("apps", "v1", "ReplicaSet", "replicasets", True, ["rs"], ["status", "scale"], _ALL),
+    _r("apps", "v1", "StatefulSet", "statefulsets", True, ["sts"], ["status", "scale"], _ALL),
+    _r("apps", "v1", "DaemonSet", "daemonsets", True, ["ds"], ["status"], _ALL),
+    _r("apps", "v1", "ControllerRevision", "controllerrevisions", True),
+    # batch/v1
+    _r("batch", "v1", "Job", "jobs", True, (), ["status"], _ALL),
+    _r("batch", "v1", "CronJob", "cronjobs", True, ["cj"], ["status"], _ALL),
+    # others
+    _r("coordination.k8s.io", "v1", "Lease", "leases", True),
+    _r("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True),
+    _r("events.k8s.io", "v1", "Event", "events", True, ["ev"]),
+    _r("networking.k8s.io", "v1", "Ingress", "ingresses", True, ["ing"], ["status"]),
+    _r("networking.k8s.io", "v1", "IngressClass", "ingressclasses", False),
+    _r("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", True, ["netpol"]),
+    _r("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True, ["pdb"], ["status"]),
+    _r("rbac.authorization.k8s.io", "v1", "Role", "roles", True),
+    _r("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True),
+    _r("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
+    _r("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False),
+    _r("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, ["sc"]),
+    _r("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions",
+       False, ["crd", "crds"], ["status"]),
+)
+
+
+class Registry:
+    """Resources by (group, version, plural), and the groups in discovery order."""
+
+    def __init__(self, resources: tuple[Resource, ...] = BUILTIN):
+        self._by_path: dict[tuple[str, str, str], Resource] = {}
+        self._groups: dict[str, list[str]] = {}  # group -> versions, in order of appearance
+        for resource in resources:
+            self.add(resource)
+
+    def add(self, resource: Resource) -> None:
+        self._by_path[(resource.group, resource.version, resource.plural)] = resource
+        versions = self._groups.setdefault(resource.group, [])
+        if resource.version not in versions:
+            versions.append(resource.version)
+
+    def get(self, group: str, version: str, plural: str) -> Resource | None:
+        return self._by_path.get((group, version, plural))
+
+    def groups(self) -> dict[str, list[str]]:
+        return {g: list(v) for g, v in self._groups.items()}
+
+    def in_group_version(self, group: str, version: str) -> list[Resource]:
+        return [r for (g, v, _), r in self._by_path.items() if g == group and v == version]
+
+    def has_group_version(self, group: str, version: str) -> bool:
+        return version in self._groups.get(group, ())

@@ -1,0 +1,171 @@
+"""The API server: an aiohttp application over HTTPS, and the daemon that serves it.
+
+Request flow:
+    TLS (client certificate optional, verified against the cluster CA)
+    → `errors_middleware`: any `StatusError` becomes its `Status` body; anything unexpected is
+      logged and answered 500 (never a traceback to the client)
+    → `authn_middleware`: user from certificate or bearer token; anonymous only for
+      /healthz, /livez, /readyz, /version
+    → route: health, version, discovery, or `RestHandler` for /api/v1/... and /apis/g/v/...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from k8py.api import errors
+from k8py.api.resources import Registry
+from k8py.server.apiserver import bodies, discovery
+from k8py.server.apiserver.authn import TokenFile, authenticate, is_anonymous_path
+from k8py.server.apiserver.rest import RestHandler, parse_target
+from k8py.server.apiserver.storage import ObjectStore
+from k8py.server.store.backend import Backend
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+REGISTRY_KEY = web.AppKey("registry", Registry)
+REST_KEY = web.AppKey("rest", RestHandler)
+TOKENS_KEY = web.AppKey("tokens", TokenFile)
+
+
+def _status_response(error: errors.StatusError) -> web.Response:
+    return web.json_response(error.status(), status=error.code)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except errors.StatusError as exc:
+        return _status_response(exc)
+    except web.HTTPException as exc:  # aiohttp's own: unknown route, body too large, ...
+        if exc.status == 404:
+            return _status_response(errors.NotFound("the server could not find the requested "
+                                                    "resource"))
+        if exc.status == 413:
+            return _status_response(errors.RequestEntityTooLarge(
+                "Request entity too large: limit is 3145728"))
+        if exc.status == 405:
+            return _status_response(errors.MethodNotAllowed(
+                "the server does not allow this method on the requested resource"))
+        raise
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception:
+        log.exception("internal error serving %s %s", request.method, request.path)
+        return _status_response(errors.InternalError("an internal error occurred"))
+
+
+@web.middleware
+async def authn_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    user = authenticate(request, request.app[TOKENS_KEY])
+    if user is None and not is_anonymous_path(request.path):
+        raise errors.Unauthorized("Unauthorized")
+    request["user"] = user
+    return await handler(request)
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.Response(text="ok", content_type="text/plain")
+
+
+async def version(request: web.Request) -> web.Response:
+    return web.json_response(discovery.version_info())
+
+
+async def core_root(request: web.Request) -> web.Response:
+    if discovery.wants_aggregated(request.headers.get("Accept", "")):
+        body = discovery.aggregated(request.app[REGISTRY_KEY], legacy=True)
+        return web.Response(text=json.dumps(body),
+                            headers={"Content-Type": discovery.AGGREGATED_CONTENT_TYPE})
+    return web.json_response(discovery.api_versions())
+
+
+async def groups_root(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY_KEY]
+    if discovery.wants_aggregated(request.headers.get("Accept", "")):
+        body = discovery.aggregated(registry, legacy=False)
+        return web.Response(text=json.dumps(body),
+                            headers={"Content-Type": discovery.AGGREGATED_CONTENT_TYPE})
+    return web.json_response(discovery.api_group_list(registry))
+
+
+async def group_root(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY_KEY]
+    group = request.match_info["group"]
+    listing = [g for g in discovery.api_group_list(registry)["groups"] if g["name"] == group]
+    if not listing:
+        raise errors.NotFound("the server could not find the requested resource")
+    return web.json_response({"kind": "APIGroup", "apiVersion": "v1", **listing[0]})
+
+
+async def resources(request: web.Request) -> web.StreamResponse:
+    """Everything under /api/v1/ and /apis/<group>/<version>/."""
+    registry = request.app[REGISTRY_KEY]
+    group = request.match_info.get("group", "")
+    version = request.match_info["version"]
+    if not registry.has_group_version(group, version):
+        raise errors.NotFound("the server could not find the requested resource")
+    tail = request.match_info.get("tail", "")
+    parts = [p for p in tail.split("/") if p]
+    if not parts:
+        if request.method != "GET":
+            raise errors.MethodNotAllowed("the server does not allow this method")
+        return web.json_response(discovery.api_resource_list(registry, group, version))
+    target = parse_target(registry, group, version, parts)
+    return await request.app[REST_KEY].handle(request, target)
+
+
+def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None) -> web.Application:
+    registry = registry or Registry()
+    # A little headroom over the 3 MiB limit so that bodies.read_raw says it, not aiohttp.
+    app = web.Application(middlewares=[errors_middleware, authn_middleware],
+                          client_max_size=bodies.MAX_BODY_BYTES + 1)
+    app[REGISTRY_KEY] = registry
+    app[REST_KEY] = RestHandler(registry, ObjectStore(store))
+    app[TOKENS_KEY] = tokens
+    for path in ("/healthz", "/livez", "/readyz"):
+        app.router.add_get(path, health)
+        app.router.add_get(path + "/{check:.*}", health)
+    app.router.add_get("/version", version)
+    app.router.add_get("/api", core_root)
+    app.router.add_get("/apis", groups_root)
+    app.router.add_get("/apis/{group}", group_root)
+    app.router.add_route("*", "/api/{version:v1}", resources)
+    app.router.add_route("*", "/api/{version:v1}/{tail:.*}", resources)
+    app.router.add_route("*", "/apis/{group}/{version}", resources)
+    app.router.add_route("*", "/apis/{group}/{version}/{tail:.*}", resources)
+    return app
+
+
+def tls_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=client_ca)
+    context.load_cert_chain(cert, key)
+    context.verify_mode = ssl.CERT_OPTIONAL
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+async def serve(app: web.Application, host: str, port: int, context: ssl.SSLContext,
+                ready: asyncio.Event | None = None) -> None:
+    """Serve until cancelled."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, ssl_context=context, reuse_address=True)
+        await site.start()
+        log.info("API server listening on https://%s:%d", host, port)
+        if ready is not None:
+            ready.set()
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

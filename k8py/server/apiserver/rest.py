@@ -1,0 +1,334 @@
+"""The REST verbs on resources: get, list, watch, create, update, patch, delete,
+deletecollection, for every resource in the registry, namespaced or cluster-scoped.
+
+URL shapes (upstream's):
+    /api/v1/<plural>[/<name>[/<subresource>]]                          cluster scope, or
+    /api/v1/namespaces/<ns>/<plural>[/<name>[/<subresource>]]          namespaced
+    /apis/<group>/<version>/...                                        the same for groups
+A namespaced plural without a namespace lists or watches across all namespaces.
+
+Semantics follow upstream's generic registry:
+- update needs the object's current resourceVersion when it carries one (409 otherwise); an
+  update that changes nothing writes nothing;
+- for kinds with a `status` subresource, the main resource ignores status changes and the
+  `status` subresource changes only status;
+- delete of an object with finalizers sets `deletionTimestamp` and keeps it; an update that
+  removes the last finalizer of such an object deletes it;
+- `dryRun=All` runs every check and writes nothing.
+Not yet: strategic merge patch, server-side apply, Table output, field validation against
+schemas, protobuf bodies, graceful pod deletion, garbage collection (propagation policies
+are accepted and treated as Background).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from aiohttp import web
+
+from k8py.api import errors, meta, patching, selectors
+from k8py.api.resources import Registry, Resource
+from k8py.server.apiserver import bodies
+from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
+from k8py.server.apiserver.watchserving import serve_watch
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    resource: Resource
+    namespace: str | None
+    name: str | None
+    subresource: str | None
+
+
+def parse_target(registry: Registry, group: str, version: str, parts: list[str]) -> Target:
+    """Which resource, namespace, name and subresource a path (after the version) names."""
+    namespace = None
+    if len(parts) >= 3 and parts[0] == "namespaces" and not (
+        len(parts) == 3 and parts[2] in ("status", "finalize")
+    ):
+        namespace, parts = parts[1], parts[2:]
+    if not parts or len(parts) > 3:
+        raise errors.NotFound("the server could not find the requested resource")
+    resource = registry.get(group, version, parts[0])
+    if resource is None:
+        raise errors.NotFound("the server could not find the requested resource")
+    name = parts[1] if len(parts) > 1 else None
+    subresource = parts[2] if len(parts) > 2 else None
+    if subresource is not None and subresource not in resource.subresources:
+        raise errors.NotFound("the server could not find the requested resource")
+    if namespace is not None and not resource.namespaced:
+        raise errors.NotFound("the server could not find the requested resource")
+    if namespace is not None:
+        problem = meta.name_problem(registry.get("", "v1", "namespaces"), namespace)
+        if problem:
+            raise errors.NotFound("the server could not find the requested resource")
+    return Target(resource, namespace, name, subresource)
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("true", "1")
+
+
+def _dry_run(request: web.Request) -> bool:
+    values = request.query.getall("dryRun", [])
+    for value in values:
+        if value != "All":
+            raise errors.BadRequest(f'unsupported dryRun value "{value}": only "All" is allowed')
+    return bool(values)
+
+
+def _matcher(request: web.Request):
+    try:
+        label = selectors.label_matcher(request.query.get("labelSelector", ""))
+        field = selectors.field_matcher(request.query.get("fieldSelector", ""))
+    except ValueError as exc:
+        raise errors.BadRequest(str(exc)) from None
+    return lambda obj: label(obj) and field(obj)
+
+
+class RestHandler:
+    def __init__(self, registry: Registry, objects: ObjectStore):
+        self.registry = registry
+        self.objects = objects
+
+    async def handle(self, request: web.Request, target: Target) -> web.StreamResponse:
+        method = request.method
+        if target.subresource not in (None, "status"):
+            raise errors.MethodNotAllowed(
+                f"the {target.subresource} subresource is not served yet"
+            )
+        if target.name is None:
+            if method == "GET":
+                if _flag(request, "watch"):
+                    return await serve_watch(request, self.objects, target.resource,
+                                             target.namespace, _matcher(request))
+                return web.json_response(await self.list(request, target))
+            if method == "POST":
+                if target.resource.namespaced and target.namespace is None:
+                    raise errors.MethodNotAllowed("create needs a namespace in the URL")
+                return web.json_response(await self.create(request, target), status=201)
+            if method == "DELETE":
+                return web.json_response(await self.delete_collection(request, target))
+        else:
+            if target.resource.namespaced and target.namespace is None:
+                raise errors.NotFound("the server could not find the requested resource")
+            if method == "GET":
+                return web.json_response(await self.get(request, target))
+            if method == "PUT":
+                return web.json_response(await self.update(request, target))
+            if method == "PATCH":
+                return web.json_response(await self.patch(request, target))
+            if method == "DELETE":
+                body, status = await self.delete(request, target)
+                return web.json_response(body, status=status)
+        raise errors.MethodNotAllowed(f"the server does not allow this method on the requested "
+                                      f"resource")
+
+    # --- reads ------------------------------------------------------------------------------
+
+    async def get(self, request: web.Request, target: Target) -> dict[str, Any]:
+        revision = parse_resource_version(request.query.get("resourceVersion"))
+        # "0" means "any version", which the latest is.
+        return await self.objects.get(target.resource, target.namespace, target.name,
+                                      revision=0 if revision == 0 else revision)
+
+    async def list(self, request: web.Request, target: Target) -> dict[str, Any]:
+        query = request.query
+        try:
+            limit = int(query.get("limit", "0") or 0)
+        except ValueError:
+            raise errors.BadRequest(f"invalid limit: {query.get('limit')!r}") from None
+        revision = parse_resource_version(query.get("resourceVersion"))
+        match = query.get("resourceVersionMatch", "")
+        if match not in ("", "NotOlderThan", "Exact"):
+            raise errors.BadRequest(f"invalid resourceVersionMatch: {match!r}")
+        if match and not query.get("resourceVersion"):
+            raise errors.BadRequest("resourceVersionMatch requires resourceVersion")
+        # Exact reads at that revision; NotOlderThan and "0" may read the latest, which is
+        # never older.
+        at = revision if match == "Exact" else 0
+        items, list_revision, token = await self.objects.list(
+            target.resource, target.namespace, matches=_matcher(request),
+            limit=max(limit, 0), continue_token=query.get("continue", ""), revision=at,
+        )
+        metadata: dict[str, Any] = {"resourceVersion": str(list_revision)}
+        if token:
+            metadata["continue"] = token
+        return {
+            "kind": target.resource.list_kind,
+            "apiVersion": target.resource.api_version,
+            "metadata": metadata,
+            "items": items,
+        }
+
+    # --- writes -----------------------------------------------------------------------------
+
+    async def create(self, request: web.Request, target: Target) -> dict[str, Any]:
+        body = await bodies.read_document(request, bodies.OBJECT_TYPES)
+        obj = meta.prepare_create(target.resource, body, target.namespace)
+        if target.resource.namespaced and target.resource.plural != "namespaces":
+            await self._require_namespace(obj["metadata"]["namespace"])
+        if _dry_run(request):
+            return obj
+        return await self.objects.create(target.resource, obj)
+
+    async def _require_namespace(self, namespace: str) -> None:
+        ns = self.registry.get("", "v1", "namespaces")
+        try:
+            current = await self.objects.get(ns, None, namespace)
+        except errors.NotFound:
+            raise errors.NotFound(f'namespaces "{namespace}" not found', name=namespace,
+                                  kind="namespaces") from None
+        if current["metadata"].get("deletionTimestamp"):
+            raise errors.Forbidden(
+                f"unable to create new content in namespace {namespace} because it is being "
+                "terminated"
+            )
+
+    async def update(self, request: web.Request, target: Target) -> dict[str, Any]:
+        body = await bodies.read_document(request, bodies.OBJECT_TYPES)
+        if not isinstance(body, dict):
+            raise errors.BadRequest("the request body must be a JSON or YAML object")
+        current = await self.objects.get(target.resource, target.namespace, target.name)
+        wanted = parse_resource_version((body.get("metadata") or {}).get("resourceVersion"))
+        if wanted and str(wanted) != current["metadata"]["resourceVersion"]:
+            raise errors.conflict(target.resource.plural, target.name, target.resource.group)
+        return await self._write_update(request, target, body, current)
+
+    async def patch(self, request: web.Request, target: Target) -> dict[str, Any]:
+        media_type = request.content_type
+        if media_type not in (bodies.MERGE_PATCH, bodies.JSON_PATCH):
+            raise errors.UnsupportedMediaType(
+                f"the body of the request was in an unknown format - accepted media types "
+                f"include: {bodies.JSON_PATCH}, {bodies.MERGE_PATCH} (strategic merge patch "
+                "and server-side apply are not supported yet)"
+            )
+        patch = await bodies.read_document(request, {bodies.MERGE_PATCH, bodies.JSON_PATCH})
+        current = await self.objects.get(target.resource, target.namespace, target.name)
+        try:
+            if media_type == bodies.JSON_PATCH:
+                patched = patching.json_patch(current, patch)
+            else:
+                patched = patching.merge_patch(current, patch)
+        except patching.PatchError as exc:
+            raise errors.Invalid(str(exc)) from None
+        if not isinstance(patched, dict):
+            raise errors.BadRequest("the patched object is not an object")
+        patched.setdefault("metadata", {})
+        if not isinstance(patched["metadata"], dict):
+            raise errors.BadRequest("metadata must be an object")
+        wanted = parse_resource_version(patched["metadata"].get("resourceVersion"))
+        if wanted and str(wanted) != current["metadata"]["resourceVersion"]:
+            raise errors.conflict(target.resource.plural, target.name, target.resource.group)
+        return await self._write_update(request, target, patched, current)
+
+    async def _write_update(self, request: web.Request, target: Target, body: dict,
+                            current: dict) -> dict[str, Any]:
+        resource = target.resource
+        new = meta.prepare_update(resource, body, current)
+        if "status" in resource.subresources:
+            if target.subresource == "status":
+                status = new.get("status")
+                new = {k: v for k, v in current.items() if k != "status"}
+                if status is not None:
+                    new["status"] = status
+                new["metadata"] = {**current["metadata"]}
+                new["metadata"].pop("resourceVersion", None)
+            elif "status" in current:
+                new["status"] = current["status"]
+            else:
+                new.pop("status", None)
+        revision = int(current["metadata"]["resourceVersion"])
+        if _dry_run(request):
+            return {**new, "metadata": {**new["metadata"], "resourceVersion": str(revision)}}
+        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+            deleted = await self.objects.delete(resource, target.namespace, target.name,
+                                                revision)
+            return deleted
+        unchanged = {**current, "metadata": {k: v for k, v in current["metadata"].items()
+                                              if k != "resourceVersion"}}
+        if new == unchanged:
+            return current
+        return await self.objects.update(resource, new, revision)
+
+    async def delete(self, request: web.Request, target: Target) -> tuple[dict[str, Any], int]:
+        options = await self._delete_options(request)
+        resource = target.resource
+        current = await self.objects.get(resource, target.namespace, target.name)
+        preconditions = options.get("preconditions") or {}
+        if preconditions.get("uid") and preconditions["uid"] != current["metadata"]["uid"]:
+            raise errors.Conflict(
+                f"Precondition failed: UID in precondition: {preconditions['uid']}, UID in "
+                f"object meta: {current['metadata']['uid']}"
+            )
+        if preconditions.get("resourceVersion") and (
+            preconditions["resourceVersion"] != current["metadata"]["resourceVersion"]
+        ):
+            raise errors.conflict(resource.plural, target.name, resource.group)
+        revision = int(current["metadata"]["resourceVersion"])
+        if current["metadata"].get("finalizers"):
+            if current["metadata"].get("deletionTimestamp"):
+                return current, 202
+            marked = {**current, "metadata": {**current["metadata"],
+                                              "deletionTimestamp": meta.now(),
+                                              "deletionGracePeriodSeconds": 0}}
+            if _dry_run(request):
+                return marked, 202
+            return await self.objects.update(resource, marked, revision), 202
+        if _dry_run(request):
+            return current, 200
+        await self.objects.delete(resource, target.namespace, target.name, revision)
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {"name": target.name, "group": resource.group, "kind": resource.plural,
+                        "uid": current["metadata"]["uid"]},
+        }, 200
+
+    async def _delete_options(self, request: web.Request) -> dict[str, Any]:
+        options = {}
+        if request.body_exists:
+            body = await bodies.read_document(request, bodies.OBJECT_TYPES)
+            if body is not None and not isinstance(body, dict):
+                raise errors.BadRequest("DeleteOptions must be an object")
+            options = body or {}
+        policy = options.get("propagationPolicy") or request.query.get("propagationPolicy")
+        if policy not in (None, "Background", "Foreground", "Orphan"):
+            raise errors.BadRequest(f"propagationPolicy {policy!r} is not supported")
+        return options
+
+    async def delete_collection(self, request: web.Request, target: Target) -> dict[str, Any]:
+        await self._delete_options(request)
+        items, revision, _ = await self.objects.list(
+            target.resource, target.namespace, matches=_matcher(request)
+        )
+        dry_run = _dry_run(request)
+        deleted = []
+        for item in items:
+            sub = Target(target.resource, item["metadata"].get("namespace"),
+                         item["metadata"]["name"], None)
+            if dry_run:
+                deleted.append(item)
+                continue
+            try:
+                if item["metadata"].get("finalizers"):
+                    marked = {**item, "metadata": {**item["metadata"],
+                                                   "deletionTimestamp": meta.now()}}
+                    deleted.append(await self.objects.update(
+                        target.resource, marked, int(item["metadata"]["resourceVersion"])))
+                else:
+                    deleted.append(await self.objects.delete(
+                        target.resource, sub.namespace, sub.name,
+                        int(item["metadata"]["resourceVersion"])))
+            except (errors.NotFound, errors.Conflict):
+                continue  # changed or gone meanwhile: like upstream, best effort per item
+        return {
+            "kind": target.resource.list_kind,
+            "apiVersion": target.resource.api_version,
+            "metadata": {"resourceVersion": str(revision)},
+            "items": deleted,
+        }

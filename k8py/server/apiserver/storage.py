@@ -1,0 +1,241 @@
+"""Kubernetes objects over the store: encoding, keys, resourceVersions, and store errors
+mapped to `Status` errors — once, here (kine's server/ layer does the same for etcd).
+
+Objects are stored as compact JSON without `metadata.resourceVersion`; on the way out the
+store revision of the object's last write is put back as its resourceVersion, so it can
+never disagree with the store. A list's resourceVersion is the revision it was read at.
+
+Lists
+    `limit`/`continue` page through one snapshot: the continue token carries the revision of
+    the first page and the last key returned (upstream's `{"v","rv","start"}` token). Label
+    and field selectors filter after reading, and reading goes on until the page is full, as
+    upstream's etcd3 storage does. A token whose revision has been compacted is a 410.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+from k8py.api import errors
+from k8py.api.resources import Resource
+from k8py.server.store import backend as store_errors
+from k8py.server.store.backend import Backend, EventType, KeyValue
+
+Matcher = Callable[[dict[str, Any]], bool]
+
+_EXPIRED_CONTINUE = (
+    "The provided continue parameter is too old to display a consistent list result. You can "
+    "start a new list without the continue parameter, or use the continue token in this "
+    "response to retrieve the remainder of the results. Continuing with the provided token "
+    "results in an inconsistent list - objects that were created, modified, or deleted between "
+    "the time the first chunk was returned and now may show up in the list."
+)
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    metadata = obj.get("metadata") or {}
+    if "resourceVersion" in metadata:
+        obj = {**obj, "metadata": {k: v for k, v in metadata.items() if k != "resourceVersion"}}
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode(kv: KeyValue) -> dict[str, Any]:
+    obj = json.loads(kv.value)
+    obj["metadata"]["resourceVersion"] = str(kv.mod_revision)
+    return obj
+
+
+def parse_resource_version(value: str | None, what: str = "resourceVersion") -> int:
+    if not value:
+        return 0
+    try:
+        revision = int(value)
+    except ValueError:
+        raise errors.BadRequest(f"invalid {what}: {value!r}") from None
+    if revision < 0:
+        raise errors.BadRequest(f"invalid {what}: {value!r}")
+    return revision
+
+
+def encode_continue(revision: int, last_key: str, prefix: str) -> str:
+    token = {"v": "meta.k8s.io/v1", "rv": revision, "start": last_key[len(prefix):] + "\x00"}
+    return base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
+
+
+def decode_continue(token: str, prefix: str) -> tuple[int, str]:
+    """(revision, key to continue after) from a continue token."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        revision, start = int(data["rv"]), str(data["start"])
+    except (ValueError, KeyError, TypeError):
+        raise errors.BadRequest("continue key is not valid: bad token") from None
+    if data.get("v") != "meta.k8s.io/v1" or revision <= 0 or "/" in start.rstrip("\x00"):
+        raise errors.BadRequest("continue key is not valid: unknown token")
+    return revision, prefix + start.rstrip("\x00")
+
+
+class ObjectStore:
+    """CRUD, list and watch of objects of any resource, over one Backend."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+
+    async def get(self, resource: Resource, namespace: str | None, name: str,
+                  revision: int = 0) -> dict[str, Any]:
+        try:
+            kv = await self.backend.get(resource.key(namespace, name), revision=revision)
+        except store_errors.StoreError as exc:
+            raise _status(exc, resource, name) from exc
+        if kv is None:
+            raise errors.not_found(resource.plural, name, resource.group)
+        return decode(kv)
+
+    async def create(self, resource: Resource, obj: dict[str, Any],
+                     ttl: float | None = None) -> dict[str, Any]:
+        meta = obj["metadata"]
+        try:
+            kv = await self.backend.create(
+                resource.key(meta.get("namespace"), meta["name"]), encode(obj), ttl=ttl
+            )
+        except store_errors.StoreError as exc:
+            raise _status(exc, resource, meta["name"]) from exc
+        return _with_version(obj, kv.mod_revision)
+
+    async def update(self, resource: Resource, obj: dict[str, Any], revision: int,
+                     ttl: float | None = None) -> dict[str, Any]:
+        meta = obj["metadata"]
+        try:
+            kv = await self.backend.update(
+                resource.key(meta.get("namespace"), meta["name"]), encode(obj),
+                mod_revision=revision, ttl=ttl,
+            )
+        except store_errors.StoreError as exc:
+            raise _status(exc, resource, meta["name"]) from exc
+        return _with_version(obj, kv.mod_revision)
+
+    async def delete(self, resource: Resource, namespace: str | None, name: str,
+                     revision: int = 0) -> dict[str, Any]:
+        try:
+            kv = await self.backend.delete(resource.key(namespace, name), mod_revision=revision)
+        except store_errors.StoreError as exc:
+            raise _status(exc, resource, name) from exc
+        return decode(kv)
+
+    async def list(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        *,
+        matches: Matcher | None = None,
+        limit: int = 0,
+        continue_token: str = "",
+        revision: int = 0,
+    ) -> tuple[list[dict[str, Any]], int, str]:
+        """(items, revision, continue token or '')."""
+        prefix = resource.prefix(namespace)
+        after = None
+        if continue_token:
+            revision, after = decode_continue(continue_token, prefix)
+        items: list[dict[str, Any]] = []
+        try:
+            while True:
+                want = limit - len(items) if limit else 0
+                page = await self.backend.range(
+                    prefix, after=after, limit=max(want, 100) if limit else 0,
+                    revision=revision,
+                )
+                revision = page.revision
+                for kv in page.items:
+                    obj = decode(kv)
+                    if matches is None or matches(obj):
+                        items.append(obj)
+                        if limit and len(items) == limit:
+                            more = page.more or kv is not page.items[-1]
+                            token = encode_continue(revision, kv.key, prefix) if more else ""
+                            return items, revision, token
+                if not page.more:
+                    return items, revision, ""
+                after = page.items[-1].key
+        except store_errors.Compacted as exc:
+            if continue_token:
+                raise errors.Expired(_EXPIRED_CONTINUE) from exc
+            raise _status(exc, resource, "") from exc
+        except store_errors.StoreError as exc:
+            raise _status(exc, resource, "") from exc
+
+    def watch(self, resource: Resource, namespace: str | None,
+              start_revision: int) -> ObjectWatch:
+        """Events from start_revision on; raises Expired (410) if it is compacted."""
+        try:
+            stream = self.backend.watch(resource.prefix(namespace), start_revision=start_revision)
+        except store_errors.Compacted as exc:
+            raise _too_old(start_revision - 1, exc) from exc
+        return ObjectWatch(stream, resource, start_revision)
+
+
+class ObjectWatch:
+    """Store events as (ADDED|MODIFIED|DELETED, object, previous object or None).
+    `next()` may be cancelled (a timeout) without losing events."""
+
+    def __init__(self, stream, resource: Resource, start_revision: int):
+        self._stream = stream
+        self._resource = resource
+        self._start = start_revision
+
+    async def next(self) -> list[tuple[str, dict[str, Any], dict[str, Any] | None]]:
+        try:
+            events = await anext(self._stream)
+        except store_errors.Compacted as exc:
+            raise _too_old(self._start - 1, exc) from exc
+        except store_errors.WatchExpired as exc:
+            raise errors.Expired(str(exc)) from exc
+        except store_errors.StoreError as exc:
+            raise _status(exc, self._resource, "") from exc
+        out = []
+        for event in events:
+            prev = decode(event.prev) if event.prev is not None else None
+            if event.type is EventType.DELETE:
+                # A deleted object's final resourceVersion is the delete's revision.
+                obj = decode(event.prev)
+                obj["metadata"]["resourceVersion"] = str(event.revision)
+                out.append(("DELETED", obj, prev))
+            elif event.type is EventType.CREATE:
+                out.append(("ADDED", decode(event.kv), None))
+            else:
+                out.append(("MODIFIED", decode(event.kv), prev))
+        return out
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def _with_version(obj: dict[str, Any], revision: int) -> dict[str, Any]:
+    return {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(revision)}}
+
+
+def _too_old(revision: int, exc: store_errors.Compacted) -> errors.Expired:
+    return errors.Expired(
+        f"too old resource version: {revision} ({exc.compact_revision})"
+    )
+
+
+def _status(exc: store_errors.StoreError, resource: Resource, name: str) -> errors.StatusError:
+    """The Status error a store error stands for."""
+    if isinstance(exc, store_errors.KeyExists):
+        return errors.already_exists(resource.plural, name, resource.group)
+    if isinstance(exc, store_errors.KeyNotFound):
+        return errors.not_found(resource.plural, name, resource.group)
+    if isinstance(exc, store_errors.Conflict):
+        return errors.conflict(resource.plural, name, resource.group)
+    if isinstance(exc, store_errors.Compacted):
+        return errors.Expired(f"too old resource version: {exc.requested} "
+                              f"({exc.compact_revision})")
+    if isinstance(exc, store_errors.FutureRevision):
+        return errors.TooManyRequests(
+            f"Too large resource version: {exc.requested}, current: {exc.current}",
+            retry_after=1,
+        )
+    return errors.ServiceUnavailable(f"storage unavailable: {exc}")

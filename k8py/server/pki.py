@@ -1,0 +1,268 @@
+"""The cluster's certificates, admin credentials, join token and admin kubeconfig.
+
+On first start the server creates, under `<data-dir>/server/tls/` (folder 0700, files 0600):
+
+- `server-ca.crt/.key`: the cluster CA (ECDSA P-256, ten years), which signs everything else
+  and which clients trust;
+- `serving.crt/.key`: the API server's certificate, for the SANs `kubernetes`,
+  `kubernetes.default`, `kubernetes.default.svc`, `kubernetes.default.svc.<domain>`,
+  `localhost`, the hostname, `127.0.0.1`, the node's addresses, the first service IP
+  (`10.43.0.1`) and every `--tls-san`. It is re-issued when that list changes;
+- `client-admin.crt/.key`: the admin's client certificate, CN `system:admin`, O
+  `system:masters` (upstream's superuser group).
+
+`<data-dir>/server/token` holds the join token `K10<sha256 of the CA>::server:<secret>` (k3s's
+format: an agent can check the CA it is handed against the hash). The admin kubeconfig embeds
+the CA and the admin's certificate and is written with the mode the operator asked for.
+
+Existing files are reused, so restarting the server keeps every credential valid.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime
+import hashlib
+import ipaddress
+import os
+import secrets
+import socket
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+ADMIN_USER = "system:admin"
+ADMIN_GROUP = "system:masters"
+
+
+@dataclasses.dataclass(frozen=True)
+class PKI:
+    tls_dir: str
+    ca_cert: str
+    ca_key: str
+    serving_cert: str
+    serving_key: str
+    admin_cert: str
+    admin_key: str
+    token_file: str
+
+
+def _write_private(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Write a file that only its owner may read, atomically."""
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, mode)  # os.open's mode is filtered by the umask
+    os.replace(tmp, path)
+
+
+def _new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _load(cert_path: str, key_path: str):
+    with open(cert_path, "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    with open(key_path, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), None)
+    return cert, key
+
+
+def _issue(
+    subject: x509.Name,
+    key,
+    issuer_cert,
+    issuer_key,
+    *,
+    days: int,
+    ca: bool = False,
+    sans: list[x509.GeneralName] | None = None,
+    usages: list | None = None,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_cert.subject if issuer_cert is not None else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
+        )
+    else:
+        builder = builder.add_extension(
+            x509.KeyUsage(True, False, True, False, False, False, False, False, False), True
+        )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    if usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    return builder.sign(issuer_key if issuer_key is not None else key, hashes.SHA256())
+
+
+def serving_names(
+    cluster_domain: str, service_ip: str, extra: tuple[str, ...] = ()
+) -> tuple[list[str], list[str]]:
+    """(DNS names, IP addresses) the serving certificate must cover."""
+    dns = [
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        f"kubernetes.default.svc.{cluster_domain}",
+        "localhost",
+        socket.gethostname(),
+    ]
+    ips = ["127.0.0.1", "::1", service_ip]
+    try:
+        ips += [
+            info[4][0]
+            for info in socket.getaddrinfo(socket.gethostname(), None)
+            if info[0] in (socket.AF_INET, socket.AF_INET6)
+        ]
+    except OSError:
+        pass
+    for name in extra:
+        try:
+            ips.append(str(ipaddress.ip_address(name)))
+        except ValueError:
+            dns.append(name)
+    return sorted(set(dns)), sorted(set(ips), key=lambda a: (":" in a, a))
+
+
+def ensure_pki(
+    server_dir: str, *, cluster_domain: str, service_ip: str, tls_san: tuple[str, ...] = ()
+) -> PKI:
+    tls = os.path.join(server_dir, "tls")
+    os.makedirs(tls, mode=0o700, exist_ok=True)
+    os.chmod(tls, 0o700)
+    p = PKI(
+        tls,
+        os.path.join(tls, "server-ca.crt"),
+        os.path.join(tls, "server-ca.key"),
+        os.path.join(tls, "serving.crt"),
+        os.path.join(tls, "serving.key"),
+        os.path.join(tls, "client-admin.crt"),
+        os.path.join(tls, "client-admin.key"),
+        os.path.join(server_dir, "token"),
+    )
+
+    if os.path.exists(p.ca_cert) and os.path.exists(p.ca_key):
+        ca_cert, ca_key = _load(p.ca_cert, p.ca_key)
+    else:
+        ca_key = _new_key()
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "k8py-server-ca")])
+        ca_cert = _issue(name, ca_key, None, None, days=3650, ca=True)
+        _write_private(p.ca_key, _key_pem(ca_key))
+        _write_private(p.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
+
+    dns, ips = serving_names(cluster_domain, service_ip, tls_san)
+    wanted = [x509.DNSName(d) for d in dns] + [
+        x509.IPAddress(ipaddress.ip_address(i)) for i in ips
+    ]
+    if not _serving_covers(p, set(dns), set(ips)):
+        key = _new_key()
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")])
+        cert = _issue(
+            name, key, ca_cert, ca_key, days=365, sans=wanted,
+            usages=[ExtendedKeyUsageOID.SERVER_AUTH],
+        )
+        _write_private(p.serving_key, _key_pem(key))
+        _write_private(p.serving_cert, cert.public_bytes(serialization.Encoding.PEM))
+
+    if not (os.path.exists(p.admin_cert) and os.path.exists(p.admin_key)):
+        key = _new_key()
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, ADMIN_GROUP),
+                x509.NameAttribute(NameOID.COMMON_NAME, ADMIN_USER),
+            ]
+        )
+        cert = _issue(
+            name, key, ca_cert, ca_key, days=365, usages=[ExtendedKeyUsageOID.CLIENT_AUTH]
+        )
+        _write_private(p.admin_key, _key_pem(key))
+        _write_private(p.admin_cert, cert.public_bytes(serialization.Encoding.PEM))
+
+    if not os.path.exists(p.token_file):
+        ca_hash = hashlib.sha256(ca_cert.public_bytes(serialization.Encoding.PEM)).hexdigest()
+        token = f"K10{ca_hash}::server:{secrets.token_hex(16)}"
+        _write_private(p.token_file, token.encode() + b"\n")
+    return p
+
+
+def _serving_covers(p: PKI, dns: set[str], ips: set[str]) -> bool:
+    if not (os.path.exists(p.serving_cert) and os.path.exists(p.serving_key)):
+        return False
+    cert, _ = _load(p.serving_cert, p.serving_key)
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    have_dns = set(sans.get_values_for_type(x509.DNSName))
+    have_ips = {str(a) for a in sans.get_values_for_type(x509.IPAddress)}
+    expires = cert.not_valid_after_utc
+    fresh = expires - datetime.datetime.now(datetime.timezone.utc) > datetime.timedelta(days=30)
+    return dns <= have_dns and ips <= have_ips and fresh
+
+
+def read_token(p: PKI) -> str:
+    with open(p.token_file, encoding="ascii") as f:
+        return f.read().strip()
+
+
+def write_kubeconfig(p: PKI, path: str, server_url: str, mode: int) -> None:
+    """The admin kubeconfig, credentials embedded, written with `mode`."""
+
+    def b64(file: str) -> str:
+        with open(file, "rb") as f:
+            return base64.b64encode(f.read()).decode()
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "default",
+                "cluster": {
+                    "server": server_url,
+                    "certificate-authority-data": b64(p.ca_cert),
+                },
+            }
+        ],
+        "users": [
+            {
+                "name": "default",
+                "user": {
+                    "client-certificate-data": b64(p.admin_cert),
+                    "client-key-data": b64(p.admin_key),
+                },
+            }
+        ],
+        "contexts": [{"name": "default", "context": {"cluster": "default", "user": "default"}}],
+        "current-context": "default",
+        "preferences": {},
+    }
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    _write_private(path, yaml.safe_dump(config, sort_keys=False).encode(), mode)
