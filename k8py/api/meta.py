@@ -6,8 +6,9 @@ services, as upstream); the server sets `uid`, `creationTimestamp` and `generati
 drops whatever the client sent for `resourceVersion`, `deletionTimestamp` and the like.
 
 On update: identity fields are carried over from the stored object (`uid`,
-`creationTimestamp`, `generateName`, `deletionTimestamp`), and `generation` is bumped when
-anything other than metadata and status changed (the "spec" of any kind).
+`creationTimestamp`, `generateName`, `deletionTimestamp`). For the kinds whose upstream
+strategy tracks it (`defaults.GENERATION_TRACKED`), `generation` starts at 1 and is bumped
+when anything other than metadata and status changed. Both paths apply the kind's defaults.
 
 These functions take and return plain dicts; they never mutate their inputs.
 """
@@ -22,6 +23,7 @@ import string
 import uuid
 from typing import Any
 
+from k8py.api.defaults import apply_defaults, tracks_generation
 from k8py.api.errors import BadRequest, invalid
 from k8py.api.resources import Resource
 
@@ -114,9 +116,10 @@ def prepare_create(resource: Resource, obj: dict[str, Any], namespace: str | Non
         metadata.pop(field, None)
     metadata["uid"] = str(uuid.uuid4())
     metadata["creationTimestamp"] = now()
-    metadata["generation"] = 1
+    if tracks_generation(resource):
+        metadata["generation"] = 1
     _check_maps(resource, obj)
-    return obj
+    return apply_defaults(resource, obj)
 
 
 def prepare_update(resource: Resource, obj: dict[str, Any], old: dict[str, Any]) -> dict:
@@ -138,11 +141,14 @@ def prepare_update(resource: Resource, obj: dict[str, Any], old: dict[str, Any])
             metadata[field] = old_meta[field]
         else:
             metadata.pop(field, None)
-    generation = old_meta.get("generation", 1)
-    if _spec_of(obj) != _spec_of(old):
-        generation += 1
-    metadata["generation"] = generation
+    metadata.pop("generation", None)
     metadata.pop("resourceVersion", None)
+    obj = apply_defaults(resource, obj)
+    if tracks_generation(resource):
+        generation = old_meta.get("generation", 1)
+        if _spec_of(obj) != _spec_of(old):
+            generation += 1
+        obj["metadata"]["generation"] = generation
     _check_maps(resource, obj)
     return obj
 

@@ -66,11 +66,7 @@ async def bootstrap_namespaces(store: Backend, registry: Registry) -> None:
     objects = ObjectStore(store)
     resource = registry.get("", "v1", "namespaces")
     for name in SYSTEM_NAMESPACES:
-        namespace = meta.prepare_create(resource, {
-            "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
-            "spec": {"finalizers": ["kubernetes"]},
-            "status": {"phase": "Active"},
-        }, None)
+        namespace = meta.prepare_create(resource, {"metadata": {"name": name}}, None)
         try:
             await objects.create(resource, namespace)
         except errors.AlreadyExists:

@@ -34,6 +34,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REGISTRY_KEY = web.AppKey("registry", Registry)
 REST_KEY = web.AppKey("rest", RestHandler)
 TOKENS_KEY = web.AppKey("tokens", TokenFile)
+USER_KEY = web.RequestKey("user", object)
 
 
 def _status_response(error: errors.StatusError) -> web.Response:
@@ -69,8 +70,14 @@ async def authn_middleware(request: web.Request, handler: Handler) -> web.Stream
     user = authenticate(request, request.app[TOKENS_KEY])
     if user is None and not is_anonymous_path(request.path):
         raise errors.Unauthorized("Unauthorized")
-    request["user"] = user
+    request[USER_KEY] = user
     return await handler(request)
+
+
+def _aggregated_response(body: dict) -> web.Response:
+    # Bytes, so aiohttp sends the content type exactly as kubectl compares it.
+    return web.Response(body=json.dumps(body).encode(),
+                        headers={"Content-Type": discovery.AGGREGATED_CONTENT_TYPE})
 
 
 async def health(request: web.Request) -> web.Response:
@@ -84,8 +91,7 @@ async def version(request: web.Request) -> web.Response:
 async def core_root(request: web.Request) -> web.Response:
     if discovery.wants_aggregated(request.headers.get("Accept", "")):
         body = discovery.aggregated(request.app[REGISTRY_KEY], legacy=True)
-        return web.Response(text=json.dumps(body),
-                            headers={"Content-Type": discovery.AGGREGATED_CONTENT_TYPE})
+        return _aggregated_response(body)
     return web.json_response(discovery.api_versions())
 
 
@@ -93,8 +99,7 @@ async def groups_root(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY_KEY]
     if discovery.wants_aggregated(request.headers.get("Accept", "")):
         body = discovery.aggregated(registry, legacy=False)
-        return web.Response(text=json.dumps(body),
-                            headers={"Content-Type": discovery.AGGREGATED_CONTENT_TYPE})
+        return _aggregated_response(body)
     return web.json_response(discovery.api_group_list(registry))
 
 

@@ -1,0 +1,67 @@
+"""Upstream's defaulting for the built-in kinds, applied on create and update.
+
+Each kind's defaults are one small function of the object (a pure copy-in, copy-out), looked
+up by (group, plural). Only the kinds listed here are defaulted so far; the rest are stored as
+sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from k8py.api.resources import Resource
+
+Obj = dict[str, Any]
+
+
+def _secret(obj: Obj) -> Obj:
+    # stringData is a write-only convenience: merged into data, base64-encoded, then dropped.
+    string_data = obj.pop("stringData", None) or {}
+    if string_data:
+        data = obj.setdefault("data", {}) or {}
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+        obj["data"] = data
+    obj.setdefault("type", "Opaque")
+    return obj
+
+
+def _namespace(obj: Obj) -> Obj:
+    name = obj["metadata"].get("name", "")
+    labels = obj["metadata"].setdefault("labels", {}) or {}
+    labels["kubernetes.io/metadata.name"] = name
+    obj["metadata"]["labels"] = labels
+    spec = obj.setdefault("spec", {}) or {}
+    spec.setdefault("finalizers", ["kubernetes"])
+    obj["spec"] = spec
+    status = obj.setdefault("status", {}) or {}
+    status.setdefault("phase", "Active")
+    obj["status"] = status
+    return obj
+
+
+DEFAULTERS: dict[tuple[str, str], Callable[[Obj], Obj]] = {
+    ("", "secrets"): _secret,
+    ("", "namespaces"): _namespace,
+}
+
+# Kinds whose metadata.generation counts spec changes (upstream's strategies set it for these).
+GENERATION_TRACKED = frozenset({
+    ("apps", "deployments"), ("apps", "replicasets"), ("apps", "statefulsets"),
+    ("apps", "daemonsets"), ("batch", "jobs"), ("batch", "cronjobs"),
+    ("", "replicationcontrollers"), ("policy", "poddisruptionbudgets"),
+    ("networking.k8s.io", "networkpolicies"), ("networking.k8s.io", "ingresses"),
+    ("apiextensions.k8s.io", "customresourcedefinitions"),
+})
+
+
+def apply_defaults(resource: Resource, obj: Obj) -> Obj:
+    defaulter = DEFAULTERS.get((resource.group, resource.plural))
+    return defaulter(copy.deepcopy(obj)) if defaulter else obj
+
+
+def tracks_generation(resource: Resource) -> bool:
+    return (resource.group, resource.plural) in GENERATION_TRACKED

@@ -1,0 +1,273 @@
+"""The REST API against a real server: identity, discovery, CRUD, lists, watch, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+
+CM = "/api/v1/namespaces/default/configmaps"
+
+
+def configmap(name, **data):
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
+
+
+async def test_anonymous_gets_health_and_version_only(server):
+    connector = aiohttp.TCPConnector(ssl=server.ssl(client_cert=False))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for path in ("/healthz", "/livez", "/readyz"):
+            async with session.get(server.url + path) as r:
+                assert r.status == 200 and await r.text() == "ok"
+        async with session.get(server.url + "/version") as r:
+            version = await r.json()
+            assert version["minor"] == "32" and "+k8py" in version["gitVersion"]
+        async with session.get(server.url + "/api/v1/namespaces") as r:
+            assert r.status == 401
+            body = await r.json()
+            assert body["kind"] == "Status" and body["reason"] == "Unauthorized"
+        headers = {"Authorization": "Bearer wrong"}
+        async with session.get(server.url + "/api/v1/namespaces", headers=headers) as r:
+            assert r.status == 401
+        headers = {"Authorization": f"Bearer {server.token}"}
+        async with session.get(server.url + "/api/v1/namespaces", headers=headers) as r:
+            assert r.status == 200
+            names = [ns["metadata"]["name"] for ns in (await r.json())["items"]]
+            assert {"default", "kube-system", "kube-public", "kube-node-lease"} <= set(names)
+
+
+async def test_discovery_legacy_and_aggregated(client):
+    status, body = await client.request("GET", "/api")
+    assert status == 200 and body["versions"] == ["v1"]
+    status, body = await client.request("GET", "/apis")
+    assert "apps" in [g["name"] for g in body["groups"]]
+    status, body = await client.request("GET", "/apis/apps/v1")
+    deployments = [r for r in body["resources"] if r["name"] == "deployments"][0]
+    assert deployments["namespaced"] and deployments["shortNames"] == ["deploy"]
+    assert "deployments/scale" in [r["name"] for r in body["resources"]]
+    accept = ("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
+              "application/json")
+    async with client.session.get(client.server.url + "/apis",
+                                  headers={"Accept": accept}) as r:
+        assert r.headers["Content-Type"] == (
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList")
+        body = await r.json(content_type=None)
+        assert body["kind"] == "APIGroupDiscoveryList"
+        apps = [g for g in body["items"] if g["metadata"]["name"] == "apps"][0]
+        assert apps["versions"][0]["freshness"] == "Current"
+    status, _ = await client.request("GET", "/apis/nope/v1")
+    assert status == 404
+
+
+async def test_create_get_update_delete(client):
+    status, created = await client.request("POST", CM, configmap("a", k="v"))
+    assert status == 201
+    meta = created["metadata"]
+    assert meta["namespace"] == "default" and meta["uid"] and meta["creationTimestamp"]
+    assert "generation" not in meta
+    status, got = await client.request("GET", f"{CM}/a")
+    assert status == 200 and got == created
+
+    status, body = await client.request("POST", CM, configmap("a"))
+    assert status == 409 and body["reason"] == "AlreadyExists"
+    assert body["message"] == 'configmaps "a" already exists'
+
+    updated = {**got, "data": {"k": "v2"}}
+    status, after = await client.request("PUT", f"{CM}/a", updated)
+    assert status == 200 and after["data"] == {"k": "v2"}
+    assert int(after["metadata"]["resourceVersion"]) > int(meta["resourceVersion"])
+    assert after["metadata"]["uid"] == meta["uid"]
+
+    status, body = await client.request("PUT", f"{CM}/a", updated)  # stale resourceVersion
+    assert status == 409 and body["reason"] == "Conflict"
+
+    status, body = await client.request("DELETE", f"{CM}/a")
+    assert status == 200 and body["status"] == "Success"
+    status, body = await client.request("GET", f"{CM}/a")
+    assert status == 404 and body["message"] == 'configmaps "a" not found'
+
+
+async def test_generate_name_and_defaults(client):
+    status, created = await client.request(
+        "POST", "/api/v1/namespaces/default/secrets",
+        {"metadata": {"generateName": "tok-"}, "stringData": {"p": "hello"}},
+    )
+    assert status == 201
+    assert created["metadata"]["name"].startswith("tok-")
+    assert len(created["metadata"]["name"]) == len("tok-") + 5
+    assert created["data"] == {"p": "aGVsbG8="} and "stringData" not in created
+    assert created["type"] == "Opaque" and created["kind"] == "Secret"
+
+
+async def test_generation_counts_spec_changes_only(client):
+    path = "/apis/apps/v1/namespaces/default/deployments"
+    deployment = {"metadata": {"name": "d"}, "spec": {"replicas": 1}}
+    status, created = await client.request("POST", path, deployment)
+    assert status == 201 and created["metadata"]["generation"] == 1
+    status, patched = await client.request(
+        "PATCH", f"{path}/d", {"metadata": {"labels": {"a": "b"}}},
+        content_type="application/merge-patch+json")
+    assert patched["metadata"]["generation"] == 1
+    status, patched = await client.request(
+        "PATCH", f"{path}/d", {"spec": {"replicas": 3}},
+        content_type="application/merge-patch+json")
+    assert patched["metadata"]["generation"] == 2
+    # The main resource ignores status; the status subresource changes only status.
+    status, patched = await client.request(
+        "PATCH", f"{path}/d", {"status": {"replicas": 9}},
+        content_type="application/merge-patch+json")
+    assert "status" not in patched
+    status, patched = await client.request(
+        "PATCH", f"{path}/d/status", {"status": {"replicas": 3}, "spec": {"replicas": 7}},
+        content_type="application/merge-patch+json")
+    assert status == 200, patched
+    assert patched["status"] == {"replicas": 3} and patched["spec"]["replicas"] == 3
+
+
+async def test_json_patch_and_failed_test(client):
+    await client.request("POST", CM, configmap("p", a="1"))
+    status, body = await client.request(
+        "PATCH", f"{CM}/p", [{"op": "add", "path": "/data/b", "value": "2"}],
+        content_type="application/json-patch+json")
+    assert status == 200 and body["data"] == {"a": "1", "b": "2"}
+    status, body = await client.request(
+        "PATCH", f"{CM}/p", [{"op": "test", "path": "/data/a", "value": "nope"}],
+        content_type="application/json-patch+json")
+    assert status == 422 and body["kind"] == "Status"
+
+
+async def test_list_with_selectors_limit_and_continue(client):
+    for i in range(7):
+        cm = configmap(f"c{i}")
+        cm["metadata"]["labels"] = {"tier": "web" if i % 2 else "db", "n": str(i)}
+        await client.request("POST", CM, cm)
+    status, body = await client.request("GET", CM, labelSelector="tier=web")
+    assert [i["metadata"]["name"] for i in body["items"]] == ["c1", "c3", "c5"]
+    status, body = await client.request("GET", CM, labelSelector="tier in (db),n!=0")
+    assert [i["metadata"]["name"] for i in body["items"]] == ["c2", "c4", "c6"]
+    status, body = await client.request("GET", CM, fieldSelector="metadata.name=c4")
+    assert [i["metadata"]["name"] for i in body["items"]] == ["c4"]
+    status, body = await client.request("GET", CM, labelSelector="bad key!")
+    assert status == 400
+
+    names, token, revision = [], None, None
+    while True:
+        params = {"limit": "3"}
+        if token:
+            params["continue"] = token
+        status, page = await client.request("GET", CM, **params)
+        assert status == 200
+        names += [i["metadata"]["name"] for i in page["items"]]
+        revision = revision or page["metadata"]["resourceVersion"]
+        assert page["metadata"]["resourceVersion"] == revision
+        token = page["metadata"].get("continue")
+        if not token:
+            break
+        await client.request("POST", CM, configmap(f"late{len(names)}"))  # not in the snapshot
+    assert names == [f"c{i}" for i in range(7)]
+    status, body = await client.request("GET", CM, limit="2", **{"continue": "garbage"})
+    assert status == 400
+
+
+async def test_all_namespaces_and_cluster_scope(client):
+    await client.request("POST", "/api/v1/namespaces", {"metadata": {"name": "other"}})
+    await client.request("POST", "/api/v1/namespaces/other/configmaps", configmap("x"))
+    await client.request("POST", CM, configmap("y"))
+    status, body = await client.request("GET", "/api/v1/configmaps")
+    assert {(i["metadata"]["namespace"], i["metadata"]["name"]) for i in body["items"]} >= {
+        ("other", "x"), ("default", "y")}
+    status, ns = await client.request("GET", "/api/v1/namespaces/other")
+    assert status == 200 and ns["status"]["phase"] == "Active"
+    status, body = await client.request("POST", "/api/v1/namespaces/missing/configmaps",
+                                        configmap("z"))
+    assert status == 404 and body["message"] == 'namespaces "missing" not found'
+
+
+async def test_finalizers_hold_deletion_until_removed(client):
+    cm = configmap("f")
+    cm["metadata"]["finalizers"] = ["example.com/hold"]
+    await client.request("POST", CM, cm)
+    status, body = await client.request("DELETE", f"{CM}/f")
+    assert status == 202 and body["metadata"]["deletionTimestamp"]
+    status, body = await client.request("GET", f"{CM}/f")
+    assert status == 200
+    status, body = await client.request(
+        "PATCH", f"{CM}/f", {"metadata": {"finalizers": None}},
+        content_type="application/merge-patch+json")
+    assert status == 200
+    status, _ = await client.request("GET", f"{CM}/f")
+    assert status == 404
+
+
+async def test_dry_run_writes_nothing(client):
+    status, body = await client.request("POST", CM, configmap("dry"), dryRun="All")
+    assert status == 201 and body["metadata"]["name"] == "dry"
+    status, _ = await client.request("GET", f"{CM}/dry")
+    assert status == 404
+
+
+async def read_events(response, count, timeout=5):
+    events = []
+    async def read():
+        while len(events) < count:
+            line = await response.content.readline()
+            if not line:
+                break
+            events.append(json.loads(line))
+    await asyncio.wait_for(read(), timeout)
+    return events
+
+
+async def test_watch_from_version_and_with_initial_state(client):
+    _, first = await client.request("POST", CM, configmap("w1"))
+    rv = first["metadata"]["resourceVersion"]
+    url = client.server.url + CM
+    async with client.session.get(url, params={"watch": "true", "resourceVersion": rv}) as r:
+        assert r.status == 200
+        _, second = await client.request("POST", CM, configmap("w2"))
+        await client.request("PATCH", f"{CM}/w2", {"data": {"x": "1"}},
+                             content_type="application/merge-patch+json")
+        await client.request("DELETE", f"{CM}/w1")
+        events = await read_events(r, 3)
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("ADDED", "w2"), ("MODIFIED", "w2"), ("DELETED", "w1")]
+    # No resourceVersion: current objects first, as ADDED.
+    async with client.session.get(url, params={"watch": "1"}) as r:
+        events = await read_events(r, 1)
+    assert events[0]["type"] == "ADDED" and events[0]["object"]["metadata"]["name"] == "w2"
+
+
+async def test_watch_with_label_selector_sees_objects_leave_and_enter(client):
+    cm = configmap("sel")
+    cm["metadata"]["labels"] = {"app": "a"}
+    _, created = await client.request("POST", CM, cm)
+    params = {"watch": "true", "labelSelector": "app=a",
+              "resourceVersion": created["metadata"]["resourceVersion"]}
+    async with client.session.get(client.server.url + CM, params=params) as r:
+        for value in ("b", "a"):
+            await client.request("PATCH", f"{CM}/sel", {"metadata": {"labels": {"app": value}}},
+                                 content_type="application/merge-patch+json")
+        events = await read_events(r, 2)
+    assert [e["type"] for e in events] == ["DELETED", "ADDED"]
+
+
+async def test_watch_from_compacted_version_is_410_in_stream(client, server):
+    for i in range(5):
+        await client.request("POST", CM, configmap(f"old{i}"))
+    await server.store.compact(server.store.revision)
+    params = {"watch": "true", "resourceVersion": "1"}
+    async with client.session.get(client.server.url + CM, params=params) as r:
+        assert r.status == 200
+        events = await read_events(r, 1)
+    assert events[0]["type"] == "ERROR"
+    assert events[0]["object"]["code"] == 410 and events[0]["object"]["reason"] == "Expired"
+
+
+async def test_watch_timeout_ends_stream(client):
+    params = {"watch": "true", "timeoutSeconds": "1", "resourceVersion": "1"}
+    async with client.session.get(client.server.url + "/api/v1/namespaces/default/pods",
+                                  params=params) as r:
+        body = await asyncio.wait_for(r.read(), 10)
+    assert body == b""
