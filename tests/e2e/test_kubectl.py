@@ -1,0 +1,135 @@
+"""kubectl 1.32, unchanged, against k8py: what works today.
+
+Not yet covered here (issue 3 continues): apply (needs OpenAPI and strategic merge patch),
+server-side apply, Tables, explain, typed `create` (protobuf bodies), auth can-i, CRDs.
+Manifests are created with --validate=false until OpenAPI is served.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+MANIFEST = """
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: shop
+  labels: {app: shop, tier: web}
+data:
+  color: blue
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: busybox}]
+"""
+
+
+def test_version_reports_v1_32(cluster):
+    out = cluster.kubectl("version", "-o", "json").stdout
+    server = json.loads(out)["serverVersion"]
+    assert server["minor"] == "32" and server["gitVersion"].endswith("+k8py")
+
+
+def test_api_resources(cluster):
+    out = cluster.kubectl("api-resources").stdout
+    for line in ("deployments", "configmaps", "customresourcedefinitions", "leases"):
+        assert line in out
+    assert "deploy" in out  # short names
+
+
+def test_create_get_and_output_formats(cluster):
+    cluster.kubectl("create", "-f", "-", "--validate=false", input=MANIFEST)
+    names = cluster.kubectl("get", "cm,deploy", "-n", "shop", "-o", "name").stdout.split()
+    assert names == ["configmap/settings", "deployment.apps/web"]
+    color = cluster.kubectl("get", "cm", "settings", "-n", "shop",
+                            "-o", "jsonpath={.data.color}").stdout
+    assert color == "blue"
+    yaml_out = cluster.kubectl("get", "deploy", "web", "-n", "shop", "-o", "yaml").stdout
+    assert "replicas: 2" in yaml_out and "generation: 1" in yaml_out
+    plain = cluster.kubectl("get", "ns").stdout
+    assert "shop" in plain and "kube-system" in plain
+    selected = cluster.kubectl("get", "cm", "-A", "-l", "tier=web", "-o", "name").stdout
+    assert selected.split() == ["configmap/settings"]
+
+
+def test_label_annotate_patch_replace_delete(cluster):
+    cluster.kubectl("create", "-f", "-", "--validate=false", input="""
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: edit-me}
+data: {a: "1"}
+""")
+    cluster.kubectl("label", "cm", "edit-me", "stage=test")
+    cluster.kubectl("annotate", "cm", "edit-me", "note=hello")
+    cluster.kubectl("patch", "cm", "edit-me", "--type=merge", "-p", '{"data":{"b":"2"}}')
+    cluster.kubectl("patch", "cm", "edit-me", "--type=json",
+                    "-p", '[{"op":"remove","path":"/data/a"}]')
+    obj = json.loads(cluster.kubectl("get", "cm", "edit-me", "-o", "json").stdout)
+    assert obj["metadata"]["labels"] == {"stage": "test"}
+    assert obj["metadata"]["annotations"] == {"note": "hello"}
+    assert obj["data"] == {"b": "2"}
+
+    obj["data"]["c"] = "3"
+    cluster.kubectl("replace", "-f", "-", "--validate=false", input=json.dumps(obj))
+    stale = cluster.kubectl("replace", "-f", "-", "--validate=false", input=json.dumps(obj),
+                            check=False)
+    assert stale.returncode != 0 and "Conflict" in stale.stderr
+
+    out = cluster.kubectl("delete", "cm", "edit-me").stdout
+    assert 'configmap "edit-me" deleted' in out
+    missing = cluster.kubectl("get", "cm", "edit-me", check=False)
+    assert missing.returncode == 1
+    assert 'Error from server (NotFound): configmaps "edit-me" not found' in missing.stderr
+
+
+def test_errors_are_upstream_shaped(cluster):
+    dup = cluster.kubectl("create", "namespace", "kube-system", check=False)
+    assert dup.returncode != 0
+    bad = cluster.kubectl("create", "-f", "-", "--validate=false", check=False, input="""
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: Not_Valid}
+""")
+    assert bad.returncode != 0
+    assert "Invalid" in bad.stderr and "metadata.name" in bad.stderr
+
+
+def test_get_watch_streams_changes(cluster):
+    cluster.kubectl("create", "-f", "-", "--validate=false",
+                    input="apiVersion: v1\nkind: ConfigMap\nmetadata: {name: watched}\n")
+    watcher = subprocess.Popen(
+        [cluster.kubectl_path, "--cache-dir", str(cluster.root / "cache"), "get", "cm",
+         "watched", "-w", "-o", "jsonpath={.data.n}{\"\\n\"}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster.env,
+    )
+    try:
+        first = watcher.stdout.readline()  # the current state
+        assert first == "\n"
+        for n in ("1", "2"):
+            cluster.kubectl("patch", "cm", "watched", "--type=merge",
+                            "-p", json.dumps({"data": {"n": n}}))
+        deadline = time.monotonic() + 20
+        lines = []
+        while len(lines) < 2 and time.monotonic() < deadline:
+            lines.append(watcher.stdout.readline().strip())
+        assert lines == ["1", "2"]
+    finally:
+        watcher.kill()
+        watcher.wait()
