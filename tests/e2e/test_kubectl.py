@@ -133,3 +133,28 @@ def test_get_watch_streams_changes(cluster):
     finally:
         watcher.kill()
         watcher.wait()
+
+
+def test_strategic_merge_patch_and_set_image(cluster):
+    cluster.kubectl("create", "-f", "-", "--validate=false", input="""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: smp}
+spec:
+  selector: {matchLabels: {app: smp}}
+  template:
+    metadata: {labels: {app: smp}}
+    spec:
+      containers:
+      - {name: main, image: busybox:1}
+      - {name: side, image: busybox:1}
+""")
+    cluster.kubectl("patch", "deploy", "smp", "-p",
+                    '{"spec":{"template":{"spec":{"containers":[{"name":"side","image":"x:2"}]}}}}')
+    cluster.kubectl("set", "image", "deploy/smp", "main=busybox:3")
+    images = cluster.kubectl("get", "deploy", "smp", "-o",
+                             "jsonpath={.spec.template.spec.containers[*].image}").stdout
+    assert images == "busybox:3 x:2"
+    generation = cluster.kubectl("get", "deploy", "smp", "-o",
+                                 "jsonpath={.metadata.generation}").stdout
+    assert generation == "3"

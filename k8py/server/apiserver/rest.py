@@ -15,7 +15,8 @@ Semantics follow upstream's generic registry:
 - delete of an object with finalizers sets `deletionTimestamp` and keeps it; an update that
   removes the last finalizer of such an object deletes it;
 - `dryRun=All` runs every check and writes nothing.
-Not yet: strategic merge patch, server-side apply, Table output, field validation against
+Patches: JSON patch, merge patch, and strategic merge patch for the built-in kinds (merge
+keys from the upstream schemas). Not yet: server-side apply, Table output, field validation against
 schemas, protobuf bodies, graceful pod deletion, garbage collection (propagation policies
 are accepted and treated as Background).
 """
@@ -27,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from k8py.api import errors, meta, patching, selectors
+from k8py.api import errors, meta, patching, schemas, selectors, strategic
 from k8py.api.resources import Registry, Resource
 from k8py.server.apiserver import bodies
 from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
@@ -199,17 +200,23 @@ class RestHandler:
 
     async def patch(self, request: web.Request, target: Target) -> dict[str, Any]:
         media_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if media_type not in (bodies.MERGE_PATCH, bodies.JSON_PATCH):
+        resource = target.resource
+        schema = schemas.for_kind(resource.group, resource.version, resource.kind)
+        accepted = [bodies.JSON_PATCH, bodies.MERGE_PATCH]
+        if schema is not None:  # upstream has no strategic merge patch for custom resources
+            accepted.append(bodies.STRATEGIC_MERGE_PATCH)
+        if media_type not in accepted:
             raise errors.UnsupportedMediaType(
                 f"the body of the request was in an unknown format - accepted media types "
-                f"include: {bodies.JSON_PATCH}, {bodies.MERGE_PATCH} (strategic merge patch "
-                "and server-side apply are not supported yet)"
+                f"include: {', '.join(accepted)} (server-side apply is not supported yet)"
             )
-        patch = await bodies.read_document(request, {bodies.MERGE_PATCH, bodies.JSON_PATCH})
+        patch = await bodies.read_document(request, set(accepted))
         current = await self.objects.get(target.resource, target.namespace, target.name)
         try:
             if media_type == bodies.JSON_PATCH:
                 patched = patching.json_patch(current, patch)
+            elif media_type == bodies.STRATEGIC_MERGE_PATCH:
+                patched = strategic.strategic_merge_patch(current, patch, schema)
             else:
                 patched = patching.merge_patch(current, patch)
         except patching.PatchError as exc:

@@ -1,0 +1,81 @@
+"""The upstream schemas of the built-in kinds, from the published data (not retyped).
+
+The `kubernetes-validate` package ships the JSON schemas that upstream's OpenAPI documents
+produce, per Kubernetes version, including `x-kubernetes-group-version-kind`,
+`x-kubernetes-patch-strategy`/`-patch-merge-key` and list-map keys. k8py reads the v1.32
+definitions once, on first use, and answers questions about them: which definition describes
+a kind, and how a field patches. (OpenAPI serving and strict field validation will read them
+here too.)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Any
+
+SCHEMA_VERSION = "v1.32.0"
+
+
+@functools.cache
+def definitions() -> dict[str, dict[str, Any]]:
+    import kubernetes_validate  # the data package; imported only when schemas are needed
+
+    path = os.path.join(os.path.dirname(kubernetes_validate.__file__), "kubernetes-json-schema",
+                        f"{SCHEMA_VERSION}-local", "_definitions.json")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)["$defs"]
+
+
+@functools.cache
+def _by_kind() -> dict[tuple[str, str, str], str]:
+    index = {}
+    for name, schema in definitions().items():
+        for gvk in schema.get("x-kubernetes-group-version-kind", ()):
+            index[(gvk.get("group", ""), gvk["version"], gvk["kind"])] = name
+    return index
+
+
+class Node:
+    """A position in a schema: what a field holds and how it patches."""
+
+    __slots__ = ("schema",)
+
+    def __init__(self, schema: dict[str, Any]):
+        self.schema = _resolve(schema)
+
+    def field(self, name: str) -> Node | None:
+        prop = (self.schema.get("properties") or {}).get(name)
+        if prop is None:
+            extra = self.schema.get("additionalProperties")
+            return Node(extra) if isinstance(extra, dict) else None
+        return Node(prop)
+
+    def items(self) -> Node | None:
+        items = self.schema.get("items")
+        return Node(items) if isinstance(items, dict) else None
+
+    @property
+    def patch_strategies(self) -> set[str]:
+        return set(filter(None, self.schema.get("x-kubernetes-patch-strategy", "").split(",")))
+
+    @property
+    def merge_key(self) -> str | None:
+        return self.schema.get("x-kubernetes-patch-merge-key")
+
+
+def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
+    """Follow a $ref, keeping the referring node's own patch extensions (they live beside it)."""
+    ref = schema.get("$ref")
+    if not ref:
+        return schema
+    target = definitions()[ref.rsplit("/", 1)[-1]]
+    own = {k: v for k, v in schema.items() if k.startswith("x-kubernetes-patch")}
+    return {**target, **own} if own else target
+
+
+def for_kind(group: str, version: str, kind: str) -> Node | None:
+    """The schema of a built-in kind, or None (custom resources, unknown kinds)."""
+    name = _by_kind().get((group, version, kind))
+    return Node(definitions()[name]) if name else None
