@@ -158,3 +158,25 @@ spec:
     generation = cluster.kubectl("get", "deploy", "smp", "-o",
                                  "jsonpath={.metadata.generation}").stdout
     assert generation == "3"
+
+
+def test_get_prints_upstream_columns(cluster):
+    cluster.kubectl("create", "-f", "-", "--validate=false", input="""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: cols}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: cols}}
+  template:
+    metadata: {labels: {app: cols}}
+    spec:
+      containers: [{name: web, image: nginx}]
+""")
+    out = cluster.kubectl("get", "deploy", "cols", "-o", "wide").stdout.splitlines()
+    assert out[0].split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS",
+                              "IMAGES", "SELECTOR"]
+    assert out[1].split()[:4] == ["cols", "0/3", "0", "0"]
+    assert out[1].split()[5:] == ["web", "nginx", "app=cols"]
+    ns = cluster.kubectl("get", "ns", "kube-system").stdout.splitlines()
+    assert ns[0].split() == ["NAME", "STATUS", "AGE"] and ns[1].split()[1] == "Active"

@@ -24,11 +24,12 @@ are accepted and treated as Background).
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 from aiohttp import web
 
-from k8py.api import errors, meta, patching, schemas, selectors, strategic
+from k8py.api import errors, meta, patching, schemas, selectors, strategic, tables
 from k8py.api.resources import Registry, Resource
 from k8py.server.apiserver import bodies
 from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
@@ -68,6 +69,31 @@ def parse_target(registry: Registry, group: str, version: str, parts: list[str])
     return Target(resource, namespace, name, subresource)
 
 
+TABLE_CONTENT_TYPE = "application/json;as=Table;v=v1;g=meta.k8s.io"
+
+
+def wants_table(request: web.Request) -> bool:
+    """Whether the Accept header asks for a meta.k8s.io Table (as `kubectl get` does)."""
+    for part in request.headers.get("Accept", "").split(","):
+        params = {p.strip() for p in part.split(";")}
+        if "as=Table" in params and "g=meta.k8s.io" in params and (
+            "v=v1" in params or "v=v1beta1" in params
+        ):
+            return True
+    return False
+
+
+def table_response(request: web.Request, resource: Resource, objects: list[dict],
+                   list_metadata: dict | None = None) -> web.Response:
+    include = request.query.get("includeObject", "Metadata")
+    if include not in ("None", "Metadata", "Object"):
+        raise errors.BadRequest(f"invalid includeObject: {include!r}")
+    body = tables.table(resource.group, resource.plural, objects, include_object=include,
+                        list_metadata=list_metadata)
+    return web.Response(body=json.dumps(body).encode(),
+                        headers={"Content-Type": TABLE_CONTENT_TYPE})
+
+
 def _flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "").lower() in ("true", "1")
 
@@ -104,8 +130,13 @@ class RestHandler:
             if method == "GET":
                 if _flag(request, "watch"):
                     return await serve_watch(request, self.objects, target.resource,
-                                             target.namespace, _matcher(request))
-                return web.json_response(await self.list(request, target))
+                                             target.namespace, _matcher(request),
+                                             as_table=wants_table(request))
+                body = await self.list(request, target)
+                if wants_table(request):
+                    return table_response(request, target.resource, body["items"],
+                                          body["metadata"])
+                return web.json_response(body)
             if method == "POST":
                 if target.resource.namespaced and target.namespace is None:
                     raise errors.MethodNotAllowed("create needs a namespace in the URL")
@@ -116,7 +147,11 @@ class RestHandler:
             if target.resource.namespaced and target.namespace is None:
                 raise errors.NotFound("the server could not find the requested resource")
             if method == "GET":
-                return web.json_response(await self.get(request, target))
+                obj = await self.get(request, target)
+                if wants_table(request) and target.subresource is None:
+                    return table_response(request, target.resource, [obj],
+                                          {"resourceVersion": obj["metadata"]["resourceVersion"]})
+                return web.json_response(obj)
             if method == "PUT":
                 return web.json_response(await self.update(request, target))
             if method == "PATCH":

@@ -8,6 +8,8 @@
   carrying a 410 `Expired` Status, then the stream ends; the client relists.
 - `allowWatchBookmarks=true`: a BOOKMARK (an object of the watched kind holding only
   `metadata.resourceVersion`) after each idle minute, so a client can resume cheaply.
+- With a Table Accept header (`kubectl get -w`), each object is sent as a one-row Table;
+  the column definitions ride with the first.
 - `timeoutSeconds` ends the stream (default 30 minutes, as upstream's minimum request
   timeout), after which clients re-watch from the last version they saw.
 """
@@ -21,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from k8py.api import errors
+from k8py.api import errors, tables
 from k8py.api.resources import Resource
 from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
 
@@ -33,8 +35,24 @@ def _line(event_type: str, obj: dict[str, Any]) -> bytes:
     return json.dumps({"type": event_type, "object": obj}, separators=(",", ":")).encode() + b"\n"
 
 
+class _TableEvents:
+    """Turns watched objects into one-row Tables; column definitions go with the first."""
+
+    def __init__(self, resource: Resource, include: str):
+        self.resource, self.include, self.sent_columns = resource, include, False
+
+    def __call__(self, obj: dict[str, Any]) -> dict[str, Any]:
+        body = tables.table(self.resource.group, self.resource.plural, [obj],
+                            include_object=self.include,
+                            list_metadata={"resourceVersion": obj["metadata"]["resourceVersion"]},
+                            with_columns=not self.sent_columns)
+        self.sent_columns = True
+        return body
+
+
 async def serve_watch(request: web.Request, objects: ObjectStore, resource: Resource,
-                      namespace: str | None, matches) -> web.StreamResponse:
+                      namespace: str | None, matches, as_table: bool = False
+                      ) -> web.StreamResponse:
     query = request.query
     rv_text = query.get("resourceVersion", "")
     revision = parse_resource_version(rv_text)
@@ -50,6 +68,8 @@ async def serve_watch(request: web.Request, objects: ObjectStore, resource: Reso
         start = list_revision + 1
     else:
         start = revision + 1
+    render = _TableEvents(resource, query.get("includeObject", "Metadata")) if as_table \
+        else (lambda obj: obj)
     response = web.StreamResponse(status=200)
     response.content_type = "application/json"
     response.enable_chunked_encoding()
@@ -63,7 +83,7 @@ async def serve_watch(request: web.Request, objects: ObjectStore, resource: Reso
     deadline = time.monotonic() + max(timeout, 0)
     try:
         for obj in initial:
-            await response.write(_line("ADDED", obj))
+            await response.write(_line("ADDED", render(obj)))
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -87,7 +107,7 @@ async def serve_watch(request: web.Request, objects: ObjectStore, resource: Reso
                     event_type = "ADDED" if now_matches else "DELETED"
                 elif not now_matches:
                     continue
-                chunk += _line(event_type, obj)
+                chunk += _line(event_type, render(obj))
             if chunk:
                 await response.write(bytes(chunk))
     except ConnectionResetError:

@@ -1,0 +1,452 @@
+"""Server-side printing: `meta.k8s.io/v1` Tables, with upstream's columns for common kinds.
+
+`kubectl get` asks for `application/json;as=Table;v=v1;g=meta.k8s.io` and prints the cells
+as they come, so the columns and cell texts here are what users see. They follow upstream's
+printers (pkg/printers/internalversion/printers.go): column names in Title Case (kubectl
+upper-cases them), `priority: 1` for the `-o wide` extras, ages as `duration.HumanDuration`
+writes them. Kinds without a printer get NAME and AGE, as upstream prints custom resources
+without printer columns.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from typing import Any
+
+Obj = dict[str, Any]
+Column = tuple[str, str, int, Callable[[Obj, datetime.datetime], Any]]  # name, type, priority
+
+
+def human_duration(seconds: float) -> str:
+    """upstream's apimachinery duration.HumanDuration."""
+    s = int(seconds)
+    if s < -1:
+        return "<invalid>"
+    if s < 0:
+        return "0s"
+    if s < 120:
+        return f"{s}s"
+    minutes = s // 60
+    if minutes < 10:
+        return f"{minutes}m" if s % 60 == 0 else f"{minutes}m{s % 60}s"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = s // 3600
+    if hours < 8:
+        return f"{hours}h" if minutes % 60 == 0 else f"{hours}h{minutes % 60}m"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        return f"{hours // 24}d" if hours % 24 == 0 else f"{hours // 24}d{hours % 24}h"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    if hours < 24 * 365 * 8:
+        days = (hours // 24) % 365
+        return f"{hours // 24 // 365}y" if days == 0 else f"{hours // 24 // 365}y{days}d"
+    return f"{hours // 24 // 365}y"
+
+
+def _parse_time(value: str | None) -> datetime.datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return None
+
+
+def _since(value: str | None, now: datetime.datetime) -> str:
+    t = _parse_time(value)
+    return "<unknown>" if t is None else human_duration((now - t).total_seconds())
+
+
+def _age(obj: Obj, now) -> str:
+    return _since(obj.get("metadata", {}).get("creationTimestamp"), now)
+
+
+def _name(obj: Obj, now) -> str:
+    return obj.get("metadata", {}).get("name", "")
+
+
+def _get(obj: Any, *path: str, default: Any = None) -> Any:
+    for part in path:
+        if not isinstance(obj, dict):
+            return default
+        obj = obj.get(part)
+    return default if obj is None else obj
+
+
+def _containers(obj: Obj, *template: str) -> list[Obj]:
+    return _get(obj, *template, "containers", default=[]) or []
+
+
+def _names(containers: list[Obj]) -> str:
+    return ",".join(c.get("name", "") for c in containers)
+
+
+def _images(containers: list[Obj]) -> str:
+    return ",".join(c.get("image", "") for c in containers)
+
+
+def _selector(obj: Obj, now=None) -> str:
+    selector = _get(obj, "spec", "selector", default={})
+    if not isinstance(selector, dict):
+        return "<none>"
+    labels = selector.get("matchLabels", selector if "matchLabels" not in selector and
+                          "matchExpressions" not in selector else {})
+    parts = [f"{k}={v}" for k, v in sorted((labels or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        op = expr.get("operator", "")
+        values = ",".join(expr.get("values") or [])
+        if op in ("In", "NotIn"):
+            parts.append(f"{expr.get('key')} {op.lower()} ({values})")
+        elif op == "Exists":
+            parts.append(expr.get("key", ""))
+        elif op == "DoesNotExist":
+            parts.append("!" + expr.get("key", ""))
+    return ",".join(parts) or "<none>"
+
+
+# --- pods -----------------------------------------------------------------------------------
+
+
+def _pod_status(pod: Obj, now) -> str:
+    status = pod.get("status") or {}
+    reason = status.get("reason") or status.get("phase") or "Pending"
+    init_statuses = status.get("initContainerStatuses") or []
+    for i, cs in enumerate(init_statuses):
+        state = cs.get("state") or {}
+        terminated, waiting = state.get("terminated"), state.get("waiting")
+        if terminated and terminated.get("exitCode") == 0:
+            continue
+        if terminated:
+            reason = "Init:" + (terminated.get("reason") or
+                                f"ExitCode:{terminated.get('exitCode')}")
+        elif waiting and waiting.get("reason") and waiting["reason"] != "PodInitializing":
+            reason = "Init:" + waiting["reason"]
+        else:
+            reason = f"Init:{i}/{len(_get(pod, 'spec', 'initContainers', default=[]))}"
+        break
+    else:
+        running = False
+        for cs in reversed(status.get("containerStatuses") or []):
+            state = cs.get("state") or {}
+            if state.get("waiting", {}).get("reason"):
+                reason = state["waiting"]["reason"]
+            elif state.get("terminated"):
+                t = state["terminated"]
+                reason = t.get("reason") or (f"Signal:{t['signal']}" if t.get("signal")
+                                             else f"ExitCode:{t.get('exitCode')}")
+            elif state.get("running") and cs.get("ready"):
+                running = True
+        if reason == "Completed" and running:
+            reason = "Running"
+    if pod.get("metadata", {}).get("deletionTimestamp"):
+        reason = "Unknown" if status.get("reason") == "NodeLost" else "Terminating"
+    return reason
+
+
+def _pod_ready(pod: Obj, now) -> str:
+    statuses = _get(pod, "status", "containerStatuses", default=[])
+    ready = sum(1 for cs in statuses if cs.get("ready"))
+    return f"{ready}/{len(_containers(pod, 'spec'))}"
+
+
+def _pod_restarts(pod: Obj, now) -> str:
+    statuses = _get(pod, "status", "containerStatuses", default=[])
+    restarts = sum(cs.get("restartCount", 0) for cs in statuses)
+    last = None
+    for cs in statuses:
+        finished = _parse_time(_get(cs, "lastState", "terminated", "finishedAt"))
+        if finished and (last is None or finished > last):
+            last = finished
+    if restarts and last is not None:
+        return f"{restarts} ({human_duration((now - last).total_seconds())} ago)"
+    return str(restarts)
+
+
+def _pod_gates(pod: Obj, now) -> str:
+    gates = _get(pod, "spec", "readinessGates", default=[])
+    if not gates:
+        return "<none>"
+    conditions = {c.get("type"): c.get("status") for c in
+                  _get(pod, "status", "conditions", default=[])}
+    ready = sum(1 for g in gates if conditions.get(g.get("conditionType")) == "True")
+    return f"{ready}/{len(gates)}"
+
+
+def _or_none(value: Any) -> Any:
+    return "<none>" if value in (None, "") else value
+
+
+# --- the printers ---------------------------------------------------------------------------
+
+NAME: Column = ("Name", "string", 0, _name)
+AGE: Column = ("Age", "string", 0, _age)
+
+
+def _wide_workload(*template: str) -> list[Column]:
+    return [
+        ("Containers", "string", 1, lambda o, n: _names(_containers(o, *template))),
+        ("Images", "string", 1, lambda o, n: _images(_containers(o, *template))),
+        ("Selector", "string", 1, _selector),
+    ]
+
+
+def _service_ports(svc: Obj, now) -> str:
+    ports = []
+    for p in _get(svc, "spec", "ports", default=[]):
+        text = f"{p.get('port')}"
+        if p.get("nodePort"):
+            text += f":{p['nodePort']}"
+        ports.append(f"{text}/{p.get('protocol', 'TCP')}")
+    return ",".join(ports) or "<none>"
+
+
+def _external_ips(svc: Obj, now) -> str:
+    spec = svc.get("spec") or {}
+    kind = spec.get("type", "ClusterIP")
+    ingress = [i.get("ip") or i.get("hostname") for i in
+               _get(svc, "status", "loadBalancer", "ingress", default=[])]
+    if kind == "ExternalName":
+        return spec.get("externalName", "<none>")
+    if kind == "LoadBalancer":
+        ips = ingress + list(spec.get("externalIPs") or [])
+        return ",".join(ips) if ips else "<pending>"
+    return ",".join(spec.get("externalIPs") or []) or "<none>"
+
+
+def _node_status(node: Obj, now) -> str:
+    ready = next((c for c in _get(node, "status", "conditions", default=[])
+                  if c.get("type") == "Ready"), None)
+    status = "Ready" if ready and ready.get("status") == "True" else "NotReady"
+    if ready is None:
+        status = "Unknown"
+    if _get(node, "spec", "unschedulable"):
+        status += ",SchedulingDisabled"
+    return status
+
+
+def _node_roles(node: Obj, now) -> str:
+    labels = _get(node, "metadata", "labels", default={})
+    roles = sorted(k.split("/", 1)[1] for k in labels
+                   if k.startswith("node-role.kubernetes.io/") and "/" in k)
+    return ",".join(r for r in roles if r) or "<none>"
+
+
+def _node_address(kind: str):
+    def cell(node: Obj, now) -> str:
+        for address in _get(node, "status", "addresses", default=[]):
+            if address.get("type") == kind:
+                return address.get("address", "<none>")
+        return "<none>"
+    return cell
+
+
+def _job_status(job: Obj, now) -> str:
+    for c in _get(job, "status", "conditions", default=[]):
+        if c.get("status") == "True" and c.get("type") in ("Complete", "Failed"):
+            return c["type"]
+        if c.get("status") == "True" and c.get("type") == "Suspended":
+            return "Suspended"
+    return "Running"
+
+
+def _job_duration(job: Obj, now) -> str:
+    start = _parse_time(_get(job, "status", "startTime"))
+    if start is None:
+        return ""
+    end = _parse_time(_get(job, "status", "completionTime")) or now
+    return human_duration((end - start).total_seconds())
+
+
+def _count(*path: str):
+    return lambda o, n: _get(o, *path, default=0)
+
+
+PRINTERS: dict[tuple[str, str], list[Column]] = {
+    ("", "pods"): [
+        NAME,
+        ("Ready", "string", 0, _pod_ready),
+        ("Status", "string", 0, _pod_status),
+        ("Restarts", "string", 0, _pod_restarts),
+        AGE,
+        ("IP", "string", 1, lambda o, n: _or_none(_get(o, "status", "podIP"))),
+        ("Node", "string", 1, lambda o, n: _or_none(_get(o, "spec", "nodeName"))),
+        ("Nominated Node", "string", 1,
+         lambda o, n: _or_none(_get(o, "status", "nominatedNodeName"))),
+        ("Readiness Gates", "string", 1, _pod_gates),
+    ],
+    ("apps", "deployments"): [
+        NAME,
+        ("Ready", "string", 0, lambda o, n: f"{_get(o, 'status', 'readyReplicas', default=0)}/"
+                                            f"{_get(o, 'spec', 'replicas', default=1)}"),
+        ("Up-to-date", "integer", 0, _count("status", "updatedReplicas")),
+        ("Available", "integer", 0, _count("status", "availableReplicas")),
+        AGE,
+        *_wide_workload("spec", "template", "spec"),
+    ],
+    ("apps", "replicasets"): [
+        NAME,
+        ("Desired", "integer", 0, lambda o, n: _get(o, "spec", "replicas", default=1)),
+        ("Current", "integer", 0, _count("status", "replicas")),
+        ("Ready", "integer", 0, _count("status", "readyReplicas")),
+        AGE,
+        *_wide_workload("spec", "template", "spec"),
+    ],
+    ("apps", "statefulsets"): [
+        NAME,
+        ("Ready", "string", 0, lambda o, n: f"{_get(o, 'status', 'readyReplicas', default=0)}/"
+                                            f"{_get(o, 'spec', 'replicas', default=1)}"),
+        AGE,
+        *_wide_workload("spec", "template", "spec")[:2],
+    ],
+    ("apps", "daemonsets"): [
+        NAME,
+        ("Desired", "integer", 0, _count("status", "desiredNumberScheduled")),
+        ("Current", "integer", 0, _count("status", "currentNumberScheduled")),
+        ("Ready", "integer", 0, _count("status", "numberReady")),
+        ("Up-to-date", "integer", 0, _count("status", "updatedNumberScheduled")),
+        ("Available", "integer", 0, _count("status", "numberAvailable")),
+        ("Node Selector", "string", 0, lambda o, n: ",".join(
+            f"{k}={v}" for k, v in sorted(
+                _get(o, "spec", "template", "spec", "nodeSelector", default={}).items()))
+         or "<none>"),
+        AGE,
+        *_wide_workload("spec", "template", "spec"),
+    ],
+    ("", "services"): [
+        NAME,
+        ("Type", "string", 0, lambda o, n: _get(o, "spec", "type", default="ClusterIP")),
+        ("Cluster-IP", "string", 0, lambda o, n: _or_none(_get(o, "spec", "clusterIP"))),
+        ("External-IP", "string", 0, _external_ips),
+        ("Port(s)", "string", 0, _service_ports),
+        AGE,
+        ("Selector", "string", 1, lambda o, n: ",".join(
+            f"{k}={v}" for k, v in sorted(_get(o, "spec", "selector", default={}).items()))
+         or "<none>"),
+    ],
+    ("", "namespaces"): [
+        NAME,
+        ("Status", "string", 0, lambda o, n: _get(o, "status", "phase", default="")),
+        AGE,
+    ],
+    ("", "nodes"): [
+        NAME,
+        ("Status", "string", 0, _node_status),
+        ("Roles", "string", 0, _node_roles),
+        AGE,
+        ("Version", "string", 0, lambda o, n: _get(o, "status", "nodeInfo", "kubeletVersion",
+                                                   default="")),
+        ("Internal-IP", "string", 1, _node_address("InternalIP")),
+        ("External-IP", "string", 1, _node_address("ExternalIP")),
+        ("OS-Image", "string", 1, lambda o, n: _get(o, "status", "nodeInfo", "osImage",
+                                                    default="<unknown>")),
+        ("Kernel-Version", "string", 1, lambda o, n: _get(o, "status", "nodeInfo",
+                                                          "kernelVersion", default="<unknown>")),
+        ("Container-Runtime", "string", 1, lambda o, n: _get(
+            o, "status", "nodeInfo", "containerRuntimeVersion", default="<unknown>")),
+    ],
+    ("", "configmaps"): [
+        NAME,
+        ("Data", "integer", 0, lambda o, n: len(o.get("data") or {}) +
+         len(o.get("binaryData") or {})),
+        AGE,
+    ],
+    ("", "secrets"): [
+        NAME,
+        ("Type", "string", 0, lambda o, n: o.get("type", "Opaque")),
+        ("Data", "integer", 0, lambda o, n: len(o.get("data") or {})),
+        AGE,
+    ],
+    ("", "serviceaccounts"): [
+        NAME,
+        ("Secrets", "integer", 0, lambda o, n: len(o.get("secrets") or [])),
+        AGE,
+    ],
+    ("", "endpoints"): [
+        NAME,
+        ("Endpoints", "string", 0, lambda o, n: ",".join(
+            f"{a.get('ip')}:{p.get('port')}" for s in o.get("subsets") or []
+            for a in s.get("addresses") or [] for p in s.get("ports") or [{}])[:100]
+         or "<none>"),
+        AGE,
+    ],
+    ("batch", "jobs"): [
+        NAME,
+        ("Status", "string", 0, _job_status),
+        ("Completions", "string", 0, lambda o, n: f"{_get(o, 'status', 'succeeded', default=0)}/"
+                                                  f"{_get(o, 'spec', 'completions', default=1)}"),
+        ("Duration", "string", 0, _job_duration),
+        AGE,
+        *_wide_workload("spec", "template", "spec"),
+    ],
+    ("batch", "cronjobs"): [
+        NAME,
+        ("Schedule", "string", 0, lambda o, n: _get(o, "spec", "schedule", default="")),
+        ("Timezone", "string", 0, lambda o, n: _get(o, "spec", "timeZone", default="<none>")),
+        ("Suspend", "boolean", 0, lambda o, n: bool(_get(o, "spec", "suspend", default=False))),
+        ("Active", "integer", 0, lambda o, n: len(_get(o, "status", "active", default=[]))),
+        ("Last Schedule", "string", 0, lambda o, n: _since(
+            _get(o, "status", "lastScheduleTime"), n) if _get(o, "status", "lastScheduleTime")
+         else "<none>"),
+        AGE,
+    ],
+    ("coordination.k8s.io", "leases"): [
+        NAME,
+        ("Holder", "string", 0, lambda o, n: _get(o, "spec", "holderIdentity", default="")),
+        AGE,
+    ],
+    ("", "events"): [
+        ("Last Seen", "string", 0, lambda o, n: _since(
+            o.get("lastTimestamp") or o.get("eventTime") or
+            _get(o, "metadata", "creationTimestamp"), n)),
+        ("Type", "string", 0, lambda o, n: o.get("type", "")),
+        ("Reason", "string", 0, lambda o, n: o.get("reason", "")),
+        ("Object", "string", 0, lambda o, n: f"{_get(o, 'involvedObject', 'kind', default='')}"
+                                             f"/{_get(o, 'involvedObject', 'name', default='')}"
+                                             .lower()),
+        ("Message", "string", 0, lambda o, n: (o.get("message") or "").strip()),
+    ],
+}
+
+
+def columns_for(group: str, plural: str) -> list[Column]:
+    return PRINTERS.get((group, plural), [NAME, AGE])
+
+
+def _column_definition(column: Column) -> dict[str, Any]:
+    name, kind, priority, _ = column
+    return {"name": name, "type": kind, "format": "name" if name == "Name" else "",
+            "description": "", "priority": priority}
+
+
+def _row_object(obj: Obj, include: str) -> Obj | None:
+    if include == "None":
+        return None
+    if include == "Object":
+        return obj
+    return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+            "metadata": obj.get("metadata", {})}
+
+
+def table(group: str, plural: str, objects: list[Obj], *, include_object: str = "Metadata",
+          list_metadata: Obj | None = None, with_columns: bool = True) -> Obj:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    columns = columns_for(group, plural)
+    rows = []
+    for obj in objects:
+        row: Obj = {"cells": [cell(obj, now) for _, _, _, cell in columns]}
+        partial = _row_object(obj, include_object)
+        if partial is not None:
+            row["object"] = partial
+        rows.append(row)
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_metadata or {},
+        "columnDefinitions": [_column_definition(c) for c in columns] if with_columns else [],
+        "rows": rows,
+    }
