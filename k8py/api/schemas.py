@@ -75,7 +75,12 @@ def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
     return {**target, **own} if own else target
 
 
+def kind_definition(group: str, version: str, kind: str) -> str | None:
+    """The definition name of a built-in kind (`io.k8s.api.apps.v1.Deployment`), or None."""
+    return _by_kind().get((group, version, kind))
+
+
 def for_kind(group: str, version: str, kind: str) -> Node | None:
     """The schema of a built-in kind, or None (custom resources, unknown kinds)."""
-    name = _by_kind().get((group, version, kind))
+    name = kind_definition(group, version, kind)
     return Node(definitions()[name]) if name else None

@@ -180,3 +180,58 @@ spec:
     assert out[1].split()[5:] == ["web", "nginx", "app=cols"]
     ns = cluster.kubectl("get", "ns", "kube-system").stdout.splitlines()
     assert ns[0].split() == ["NAME", "STATUS", "AGE"] and ns[1].split()[1] == "Active"
+
+
+APPLY = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: applied}
+spec:
+  replicas: REPLICAS
+  selector: {matchLabels: {app: applied}}
+  template:
+    metadata: {labels: {app: applied}}
+    spec:
+      containers:
+      - {name: web, image: IMAGE}
+      - {name: side, image: busybox}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: applied}
+data: DATA
+"""
+
+
+def manifest(replicas=2, image="nginx:1", data='{a: "1"}'):
+    return (APPLY.replace("REPLICAS", str(replicas)).replace("IMAGE", image)
+            .replace("DATA", data))
+
+
+def test_apply_create_then_change(cluster):
+    out = cluster.kubectl("apply", "-f", "-", input=manifest()).stdout
+    assert "deployment.apps/applied created" in out and "configmap/applied created" in out
+    out = cluster.kubectl("apply", "-f", "-", input=manifest(5, "nginx:2", '{b: "2"}')).stdout
+    assert "deployment.apps/applied configured" in out
+    got = cluster.kubectl("get", "deploy", "applied", "-o", "jsonpath={.spec.replicas} "
+                          "{.spec.template.spec.containers[*].image} "
+                          "{.metadata.generation}").stdout
+    assert got == "5 nginx:2 busybox 2"
+    data = json.loads(cluster.kubectl("get", "cm", "applied", "-o", "jsonpath={.data}").stdout)
+    assert data == {"b": "2"}, "apply removes keys dropped from the manifest"
+    again = cluster.kubectl("apply", "-f", "-", input=manifest(5, "nginx:2", '{b: "2"}')).stdout
+    assert "unchanged" in again
+
+
+def test_apply_strict_validation_names_the_unknown_field(cluster):
+    bad = manifest().replace("replicas: 2", "replicas: 2\n  replicaz: 3")
+    proc = cluster.kubectl("apply", "-f", "-", input=bad, check=False)
+    assert proc.returncode != 0
+    assert 'unknown field "spec.replicaz"' in proc.stderr
+
+
+def test_explain(cluster):
+    out = cluster.kubectl("explain", "deployment.spec.strategy").stdout
+    assert "KIND:       Deployment" in out and "rollingUpdate" in out
+    out = cluster.kubectl("explain", "pods.spec.containers.image").stdout
+    assert "image" in out and "string" in out

@@ -6,7 +6,7 @@ Request flow:
       logged and answered 500 (never a traceback to the client)
     → `authn_middleware`: user from certificate or bearer token; anonymous only for
       /healthz, /livez, /readyz, /version
-    → route: health, version, discovery, or `RestHandler` for /api/v1/... and /apis/g/v/...
+    → route: health, version, discovery, OpenAPI, or `RestHandler` for /api/v1/... and /apis/g/v/...
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from aiohttp import web
 
 from k8py.api import errors
 from k8py.api.resources import Registry
-from k8py.server.apiserver import bodies, discovery
+from k8py.server.apiserver import bodies, discovery, openapi
 from k8py.server.apiserver.authn import TokenFile, authenticate, is_anonymous_path
 from k8py.server.apiserver.rest import RestHandler, parse_target
 from k8py.server.apiserver.storage import ObjectStore
@@ -129,6 +129,22 @@ async def resources(request: web.Request) -> web.StreamResponse:
     return await request.app[REST_KEY].handle(request, target)
 
 
+async def openapi_v3_root(request: web.Request) -> web.Response:
+    return web.json_response(openapi.v3_root(request.app[REGISTRY_KEY]))
+
+
+async def openapi_v3_document(request: web.Request) -> web.Response:
+    body = openapi.v3_document(request.app[REGISTRY_KEY], request.match_info["path"])
+    if body is None:
+        raise errors.NotFound("the server could not find the requested resource")
+    return web.Response(body=body, content_type="application/json")
+
+
+async def openapi_v2(request: web.Request) -> web.Response:
+    return web.Response(body=openapi.v2_document(request.app[REGISTRY_KEY]),
+                        content_type="application/json")
+
+
 def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None) -> web.Application:
     registry = registry or Registry()
     # A little headroom over the 3 MiB limit so that bodies.read_raw says it, not aiohttp.
@@ -141,6 +157,9 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
         app.router.add_get(path, health)
         app.router.add_get(path + "/{check:.*}", health)
     app.router.add_get("/version", version)
+    app.router.add_get("/openapi/v3", openapi_v3_root)
+    app.router.add_get("/openapi/v3/{path:.+}", openapi_v3_document)
+    app.router.add_get("/openapi/v2", openapi_v2)
     app.router.add_get("/api", core_root)
     app.router.add_get("/apis", groups_root)
     app.router.add_get("/apis/{group}", group_root)

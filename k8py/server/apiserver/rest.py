@@ -14,11 +14,14 @@ Semantics follow upstream's generic registry:
   `status` subresource changes only status;
 - delete of an object with finalizers sets `deletionTimestamp` and keeps it; an update that
   removes the last finalizer of such an object deletes it;
-- `dryRun=All` runs every check and writes nothing.
+- `dryRun=All` runs every check and writes nothing;
+- fields the upstream schema of a built-in kind does not know are dropped, as upstream's typed
+  decoding drops them; `fieldValidation=Strict` refuses them (400, or 422 for patches), `Warn`
+  (the default) answers with a `Warning: 299 - "unknown field \"spec.foo\""` header each.
 Patches: JSON patch, merge patch, and strategic merge patch for the built-in kinds (merge
-keys from the upstream schemas). Not yet: server-side apply, Table output, field validation against
-schemas, protobuf bodies, graceful pod deletion, garbage collection (propagation policies
-are accepted and treated as Background).
+keys from the upstream schemas). Tables for `kubectl get` (see `k8py.api.tables`).
+Not yet: server-side apply, protobuf bodies, graceful pod deletion, garbage collection
+(propagation policies are accepted and treated as Background), custom resources.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
-from k8py.api import errors, meta, patching, schemas, selectors, strategic, tables
+from k8py.api import errors, meta, patching, pruning, schemas, selectors, strategic, tables
 from k8py.api.resources import Registry, Resource
 from k8py.server.apiserver import bodies
 from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
@@ -67,6 +70,50 @@ def parse_target(registry: Registry, group: str, version: str, parts: list[str])
         if problem:
             raise errors.NotFound("the server could not find the requested resource")
     return Target(resource, namespace, name, subresource)
+
+
+WARNINGS_KEY = web.RequestKey("warnings", list)
+FIELD_VALIDATION = ("Ignore", "Warn", "Strict")
+
+
+def _field_validation(request: web.Request) -> str:
+    mode = request.query.get("fieldValidation", "") or "Warn"
+    if mode not in FIELD_VALIDATION:
+        raise errors.BadRequest(
+            f'fieldValidation must be one of "Ignore", "Warn" or "Strict", not "{mode}"')
+    return mode
+
+
+def drop_unknown_fields(request: web.Request, resource: Resource, obj: dict,
+                        patched: bool = False) -> dict:
+    """Prune fields the kind's schema does not know; Strict refuses them, Warn warns."""
+    mode = _field_validation(request)
+    schema = schemas.for_kind(resource.group, resource.version, resource.kind)
+    if schema is None:
+        return obj
+    pruned, unknown = pruning.prune(obj, schema)
+    if not unknown:
+        return obj
+    listed = ", ".join(f'unknown field "{path}"' for path in unknown)
+    if mode == "Strict":
+        message = f"strict decoding error: {listed}"
+        if patched:
+            value = json.dumps(obj, separators=(",", ":"))
+            raise errors.Invalid(f' "" is invalid: patch: Invalid value: "{value}": {message}',
+                                 causes=[{"reason": "FieldValueInvalid", "message":
+                                          f'Invalid value: "{value}": {message}',
+                                          "field": "patch"}])
+        raise errors.BadRequest(f'{resource.kind} in version "{resource.version}" cannot be '
+                                f"handled as a {resource.kind}: {message}")
+    if mode == "Warn":
+        request.setdefault(WARNINGS_KEY, []).extend(f'unknown field "{p}"' for p in unknown)
+    return pruned
+
+
+def _with_warnings(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    for warning in request.get(WARNINGS_KEY, ()):
+        response.headers.add("Warning", f"299 - {json.dumps(warning)}")
+    return response
 
 
 TABLE_CONTENT_TYPE = "application/json;as=Table;v=v1;g=meta.k8s.io"
@@ -121,6 +168,10 @@ class RestHandler:
         self.objects = objects
 
     async def handle(self, request: web.Request, target: Target) -> web.StreamResponse:
+        response = await self._dispatch(request, target)
+        return _with_warnings(request, response) if WARNINGS_KEY in request else response
+
+    async def _dispatch(self, request: web.Request, target: Target) -> web.StreamResponse:
         method = request.method
         if target.subresource not in (None, "status"):
             raise errors.MethodNotAllowed(
@@ -203,6 +254,8 @@ class RestHandler:
 
     async def create(self, request: web.Request, target: Target) -> dict[str, Any]:
         body = await bodies.read_document(request, bodies.OBJECT_TYPES)
+        if isinstance(body, dict):
+            body = drop_unknown_fields(request, target.resource, body)
         obj = meta.prepare_create(target.resource, body, target.namespace)
         if target.resource.namespaced and target.resource.plural != "namespaces":
             await self._require_namespace(obj["metadata"]["namespace"])
@@ -227,6 +280,7 @@ class RestHandler:
         body = await bodies.read_document(request, bodies.OBJECT_TYPES)
         if not isinstance(body, dict):
             raise errors.BadRequest("the request body must be a JSON or YAML object")
+        body = drop_unknown_fields(request, target.resource, body)
         current = await self.objects.get(target.resource, target.namespace, target.name)
         wanted = parse_resource_version((body.get("metadata") or {}).get("resourceVersion"))
         if wanted and str(wanted) != current["metadata"]["resourceVersion"]:
@@ -261,6 +315,7 @@ class RestHandler:
         patched.setdefault("metadata", {})
         if not isinstance(patched["metadata"], dict):
             raise errors.BadRequest("metadata must be an object")
+        patched = drop_unknown_fields(request, target.resource, patched, patched=True)
         wanted = parse_resource_version(patched["metadata"].get("resourceVersion"))
         if wanted and str(wanted) != current["metadata"]["resourceVersion"]:
             raise errors.conflict(target.resource.plural, target.name, target.resource.group)

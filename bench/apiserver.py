@@ -1,0 +1,261 @@
+"""API server benchmark over HTTPS against a real `k8py server --disable-agent` process.
+
+    .venv/bin/python bench/apiserver.py [--pods 5000] [--store sqlite|memory]
+
+Prints, for pods (a realistic ~1.5 KB manifest) with 32 concurrent clients: create, get and
+update throughput with p50/p99 latency; a paced mixed load of 500 requests/s (70% get,
+20% update, 10% list of one namespace page) with its p50/p99; a LIST of all pods; watch
+fan-out (200 watchers on pods, latency from just before a create to each watcher's receipt);
+and the server's resident memory (VmRSS) before and after holding the pods.
+
+The load generator is one Python process with aiohttp, sharing the 2 cores with the server:
+its own cost is part of every figure (an upper bound on the server's latency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import aiohttp
+import yaml
+
+CONCURRENCY = 32
+
+
+def pod(name: str) -> dict:
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "bench", "tier": "web",
+                                              "pod-template-hash": "5d8f9c7b6"},
+                     "annotations": {"bench/note": "x" * 200}},
+        "spec": {
+            "containers": [{
+                "name": "app", "image": "registry.example/app:1.2.3",
+                "args": ["--port=8080", "--log-level=info"],
+                "ports": [{"containerPort": 8080, "name": "http", "protocol": "TCP"}],
+                "env": [{"name": f"VAR_{i}", "value": f"value-{i}"} for i in range(8)],
+                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"},
+                              "limits": {"cpu": "500m", "memory": "256Mi"}},
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080},
+                                   "periodSeconds": 5},
+            }],
+            "restartPolicy": "Always", "terminationGracePeriodSeconds": 30,
+            "dnsPolicy": "ClusterFirst", "schedulerName": "default-scheduler",
+        },
+    }
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p / 100))] * 1000
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Bench:
+    def __init__(self, url: str, context: ssl.SSLContext):
+        self.url = url
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=context, limit=CONCURRENCY * 8))
+        self.base = url + "/api/v1/namespaces/default/pods"
+
+    async def timed(self, method: str, url: str, body=None, expect=(200, 201)):
+        start = time.perf_counter()
+        data = json.dumps(body) if body is not None else None
+        async with self.session.request(method, url, data=data,
+                                        headers={"Content-Type": "application/json"}) as r:
+            payload = await r.read()
+            if r.status not in expect:
+                raise RuntimeError(f"{method} {url}: {r.status} {payload[:200]!r}")
+        return time.perf_counter() - start, payload
+
+    async def phase(self, label: str, count: int, make_request) -> None:
+        latencies: list[float] = []
+        queue = iter(range(count))
+
+        async def worker():
+            for i in queue:
+                latency, _ = await make_request(i)
+                latencies.append(latency)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        elapsed = time.perf_counter() - start
+        print(f"  {label:<28} {count / elapsed:8,.0f}/s   p50 {pct(latencies, 50):6.1f} ms"
+              f"   p99 {pct(latencies, 99):6.1f} ms")
+
+    async def run(self, pods: int, pid: int) -> None:
+        print(f"  server RSS at start: {rss_mb(pid):.0f} MB")
+        await self.phase(f"create {pods} pods", pods,
+                         lambda i: self.timed("POST", self.base, pod(f"p{i:05}")))
+        versions = {}
+        _, listing = await self.timed("GET", self.base)
+        for item in json.loads(listing)["items"]:
+            versions[item["metadata"]["name"]] = item
+        await self.phase("get one pod", pods * 2,
+                         lambda i: self.timed("GET", f"{self.base}/p{i % pods:05}"))
+
+        async def update(i):
+            name = f"p{i % pods:05}"
+            obj = versions[name]
+            obj["metadata"]["labels"]["rev"] = str(i)
+            latency, body = await self.timed("PUT", f"{self.base}/{name}", obj)
+            versions[name] = json.loads(body)
+            return latency, body
+
+        await self.phase("update (PUT) pods", min(pods, 2000), update)
+
+        times = []
+        for _ in range(5):
+            latency, body = await self.timed("GET", self.base)
+            times.append(latency)
+        size = len(body) / 1e6
+        print(f"  LIST of {pods} pods: median {statistics.median(times) * 1000:.0f} ms "
+              f"({size:.1f} MB)")
+        await self.mixed(pods, rate=500, seconds=10, versions=versions)
+        await self.watch_fanout(200, 50)
+        print(f"  server RSS holding {pods} pods: {rss_mb(pid):.0f} MB")
+
+    async def mixed(self, pods: int, rate: int, seconds: int, versions: dict) -> None:
+        latencies: list[float] = []
+        start = time.perf_counter()
+        tasks = []
+
+        async def one(i):
+            kind = i % 10
+            if kind < 7:
+                latency, _ = await self.timed("GET", f"{self.base}/p{i % pods:05}")
+            elif kind < 9:
+                name = f"p{(i * 7) % pods:05}"
+                obj = versions[name]
+                obj["metadata"]["labels"]["mixed"] = str(i)
+                latency, body = await self.timed("PUT", f"{self.base}/{name}", obj,
+                                                 expect=(200, 409))
+                if latency and body:
+                    try:
+                        fresh = json.loads(body)
+                        if fresh.get("kind") == "Pod":
+                            versions[name] = fresh
+                    except ValueError:
+                        pass
+            else:
+                latency, _ = await self.timed("GET", f"{self.base}?limit=50")
+            latencies.append(latency)
+
+        for i in range(rate * seconds):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+        achieved = len(latencies) / (time.perf_counter() - start)
+        print(f"  mixed load at {rate}/s for {seconds} s: achieved {achieved:,.0f}/s, "
+              f"p50 {pct(latencies, 50):.1f} ms, p99 {pct(latencies, 99):.1f} ms")
+
+    async def watch_fanout(self, watchers: int, writes: int) -> None:
+        issued: dict[str, float] = {}
+        latencies: list[float] = []
+        _, listing = await self.timed("GET", self.base + "?limit=1")
+        rv = json.loads(listing)["metadata"]["resourceVersion"]
+        ready = 0
+
+        async def watch():
+            nonlocal ready
+            params = {"watch": "true", "resourceVersion": rv, "labelSelector": "app=fan"}
+            async with self.session.get(self.base, params=params,
+                                        timeout=aiohttp.ClientTimeout(total=None)) as r:
+                ready += 1
+                seen = 0
+                while seen < writes:
+                    line = await r.content.readline()
+                    if not line:
+                        return
+                    event = json.loads(line)
+                    latencies.append(time.perf_counter() -
+                                     issued[event["object"]["metadata"]["name"]])
+                    seen += 1
+
+        tasks = [asyncio.create_task(watch()) for _ in range(watchers)]
+        while ready < watchers:
+            await asyncio.sleep(0.05)
+        for i in range(writes):
+            name = f"fan{i:04}"
+            body = pod(name)
+            body["metadata"]["labels"]["app"] = "fan"
+            issued[name] = time.perf_counter()
+            await self.timed("POST", self.base, body)
+            await asyncio.sleep(0.02)
+        await asyncio.wait_for(asyncio.gather(*tasks), 120)
+        print(f"  watch fan-out, {watchers} watchers x {writes} creates: "
+              f"p50 {pct(latencies, 50):.1f} ms, p99 {pct(latencies, 99):.1f} ms")
+
+
+async def main(args) -> None:
+    root = tempfile.mkdtemp(prefix="k8py-apibench-", dir=args.dir)
+    port = free_port()
+    kubeconfig = os.path.join(root, "kubeconfig.yaml")
+    endpoint = "memory://" if args.store == "memory" else ""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "k8py", "server", "--disable-agent", "--data-dir",
+         os.path.join(root, "data"), "--bind-address", "127.0.0.1", "--https-listen-port",
+         str(port), "--write-kubeconfig", kubeconfig, "--datastore-endpoint", endpoint],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(kubeconfig):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("server did not start")
+            await asyncio.sleep(0.1)
+        tls = os.path.join(root, "data", "server", "tls")
+        context = ssl.create_default_context(cafile=os.path.join(tls, "server-ca.crt"))
+        context.load_cert_chain(os.path.join(tls, "client-admin.crt"),
+                                os.path.join(tls, "client-admin.key"))
+        print(f"API benchmark: https://127.0.0.1:{port}, {args.store} store, "
+              f"{CONCURRENCY} concurrent clients")
+        bench = Bench(f"https://127.0.0.1:{port}", context)
+        try:
+            await bench.run(args.pods, proc.pid)
+        finally:
+            await bench.session.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pods", type=int, default=5000)
+    parser.add_argument("--store", choices=("sqlite", "memory"), default="sqlite")
+    parser.add_argument("--dir", default=os.getcwd())
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,187 @@
+"""OpenAPI documents built from the upstream schemas: v3 per group-version, and v2.
+
+`GET /openapi/v3` lists one document per group-version (`api/v1`, `apis/apps/v1`, ...) with a
+`serverRelativeURL` carrying the document's hash (upper-case hex SHA-512, as upstream). Each
+document has:
+- `paths` for every resource: the collection path (get with the operation-level
+  `x-kubernetes-group-version-kind`, post) and the item path (get, put, patch, delete). Every
+  write operation lists the `fieldValidation` query parameter inline: that is how kubectl
+  decides to send `fieldValidation=Strict` and leave validation to the server;
+- `components.schemas`: the kinds' schemas and everything they reference, with
+  `x-kubernetes-group-version-kind` as a list (what `kubectl explain` matches on), refs as
+  `#/components/schemas/<name>`, and JSON-schema type lists (`["string", "null"]`) turned
+  into OpenAPI's single type.
+
+`GET /openapi/v2` is the same content as one Swagger 2.0 document (refs `#/definitions/...`).
+Documents are built on first request and cached as bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from typing import Any
+
+from k8py import KUBERNETES_VERSION
+from k8py.api import schemas
+from k8py.api.resources import Registry, Resource
+
+_QUERY_PARAMS = ("dryRun", "fieldManager", "fieldValidation")
+
+
+def _convert(value: Any, ref_prefix: str) -> Any:
+    """A schema from the data package in OpenAPI form."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key == "$ref" and isinstance(item, str):
+                out[key] = ref_prefix + item.rsplit("/", 1)[-1]
+            elif key == "type" and isinstance(item, list):
+                types = [t for t in item if t != "null"]
+                if len(types) == 1:
+                    out[key] = types[0]
+            else:
+                out[key] = _convert(item, ref_prefix)
+        return out
+    if isinstance(value, list):
+        return [_convert(v, ref_prefix) for v in value]
+    return value
+
+
+def _references(name: str, seen: set[str]) -> None:
+    if name in seen:
+        return
+    seen.add(name)
+    stack = [schemas.definitions()[name]]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                target = ref.rsplit("/", 1)[-1]
+                if target not in seen and target in schemas.definitions():
+                    seen.add(target)
+                    stack.append(schemas.definitions()[target])
+            stack.extend(v for k, v in node.items() if k != "$ref")
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def _schema_name(resource: Resource) -> str | None:
+    return schemas.kind_definition(resource.group, resource.version, resource.kind)
+
+
+def _parameters(names: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [{"name": n, "in": "query", "schema": {"type": "string"}, "uniqueItems": True}
+            for n in names]
+
+
+def _paths(resources: list[Resource], ref_prefix: str, v3: bool) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for r in resources:
+        name = _schema_name(r)
+        gvk = {"group": r.group, "kind": r.kind, "version": r.version}
+        root = f"/apis/{r.group}/{r.version}" if r.group else "/api/v1"
+        collection = (f"{root}/namespaces/{{namespace}}/{r.plural}" if r.namespaced
+                      else f"{root}/{r.plural}")
+        body = {"$ref": ref_prefix + name} if name else {"type": "object"}
+
+        def op(verb: str, params: tuple[str, ...] = ()) -> dict[str, Any]:
+            operation: dict[str, Any] = {
+                "operationId": f"{verb}{r.kind}",
+                "x-kubernetes-action": verb,
+                "x-kubernetes-group-version-kind": gvk,
+                "parameters": _parameters(params) if v3 else [
+                    {"name": p, "in": "query", "type": "string", "uniqueItems": True}
+                    for p in params],
+                "responses": {"200": {"description": "OK"}},
+            }
+            if verb in ("post", "put", "patch"):
+                if v3:
+                    operation["requestBody"] = {"content": {"*/*": {"schema": body}},
+                                                "required": True}
+                else:
+                    operation["parameters"].append(
+                        {"name": "body", "in": "body", "required": True, "schema": body})
+            return operation
+
+        paths[collection] = {
+            "get": op("list"),
+            "post": op("post", _QUERY_PARAMS),
+        }
+        paths[collection + "/{name}"] = {
+            "get": op("get"),
+            "put": op("put", _QUERY_PARAMS),
+            "patch": op("patch", _QUERY_PARAMS + ("force",)),
+            "delete": op("delete", ("dryRun",)),
+        }
+    return paths
+
+
+def _components(resources: list[Resource], ref_prefix: str) -> dict[str, Any]:
+    names: set[str] = set()
+    for r in resources:
+        name = _schema_name(r)
+        if name:
+            _references(name, names)
+    return {n: _convert(schemas.definitions()[n], ref_prefix) for n in sorted(names)}
+
+
+def _info() -> dict[str, str]:
+    return {"title": "Kubernetes", "version": KUBERNETES_VERSION}
+
+
+@functools.cache
+def _v3_document(registry: Registry, group: str, version: str) -> bytes:
+    resources = registry.in_group_version(group, version)
+    prefix = "#/components/schemas/"
+    doc = {
+        "openapi": "3.0.0",
+        "info": _info(),
+        "paths": _paths(resources, prefix, v3=True),
+        "components": {"schemas": _components(resources, prefix)},
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def group_version_path(group: str, version: str) -> str:
+    return f"apis/{group}/{version}" if group else f"api/{version}"
+
+
+def v3_root(registry: Registry) -> dict[str, Any]:
+    paths = {}
+    for group, versions in registry.groups().items():
+        for version in versions:
+            key = group_version_path(group, version)
+            digest = hashlib.sha512(_v3_document(registry, group, version)).hexdigest().upper()
+            paths[key] = {"serverRelativeURL": f"/openapi/v3/{key}?hash={digest}"}
+    return {"paths": paths}
+
+
+def v3_document(registry: Registry, path: str) -> bytes | None:
+    """The document for `api/v1` or `apis/<group>/<version>`, or None."""
+    parts = path.strip("/").split("/")
+    if parts[:1] == ["api"] and len(parts) == 2:
+        group, version = "", parts[1]
+    elif parts[:1] == ["apis"] and len(parts) == 3:
+        group, version = parts[1], parts[2]
+    else:
+        return None
+    if not registry.has_group_version(group, version):
+        return None
+    return _v3_document(registry, group, version)
+
+
+@functools.cache
+def v2_document(registry: Registry) -> bytes:
+    resources = [r for g, vs in registry.groups().items() for v in vs
+                 for r in registry.in_group_version(g, v)]
+    prefix = "#/definitions/"
+    doc = {
+        "swagger": "2.0",
+        "info": _info(),
+        "paths": _paths(resources, prefix, v3=False),
+        "definitions": _components(resources, prefix),
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
