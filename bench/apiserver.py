@@ -106,9 +106,10 @@ class Bench:
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
         elapsed = time.perf_counter() - start
         print(f"  {label:<28} {count / elapsed:8,.0f}/s   p50 {pct(latencies, 50):6.1f} ms"
-              f"   p99 {pct(latencies, 99):6.1f} ms")
+              f"   p99 {pct(latencies, 99):6.1f} ms   (server RSS {rss_mb(self.pid):.0f} MB)")
 
     async def run(self, pods: int, pid: int) -> None:
+        self.pid = pid
         print(f"  server RSS at start: {rss_mb(pid):.0f} MB")
         await self.phase(f"create {pods} pods", pods,
                          lambda i: self.timed("POST", self.base, pod(f"p{i:05}")))
@@ -135,10 +136,11 @@ class Bench:
             times.append(latency)
         size = len(body) / 1e6
         print(f"  LIST of {pods} pods: median {statistics.median(times) * 1000:.0f} ms "
-              f"({size:.1f} MB)")
+              f"({size:.1f} MB)   (server RSS {rss_mb(pid):.0f} MB)")
         await self.mixed(pods, rate=500, seconds=10, versions=versions)
-        await self.watch_fanout(200, 50)
         print(f"  server RSS holding {pods} pods: {rss_mb(pid):.0f} MB")
+        await self.watch_fanout(200, 50)
+        print(f"  server RSS with 200 open watches: {rss_mb(pid):.0f} MB")
 
     async def mixed(self, pods: int, rate: int, seconds: int, versions: dict) -> None:
         latencies: list[float] = []

@@ -154,6 +154,9 @@ def _dry_run(request: web.Request) -> bool:
 
 
 def _matcher(request: web.Request):
+    """The selectors' test for objects, or None when the request has no selector."""
+    if not request.query.get("labelSelector") and not request.query.get("fieldSelector"):
+        return None
     try:
         label = selectors.label_matcher(request.query.get("labelSelector", ""))
         field = selectors.field_matcher(request.query.get("fieldSelector", ""))
@@ -183,11 +186,11 @@ class RestHandler:
                     return await serve_watch(request, self.objects, target.resource,
                                              target.namespace, _matcher(request),
                                              as_table=wants_table(request))
-                body = await self.list(request, target)
                 if wants_table(request):
+                    body = await self.list(request, target)
                     return table_response(request, target.resource, body["items"],
                                           body["metadata"])
-                return web.json_response(body)
+                return await self.list_bytes(request, target)
             if method == "POST":
                 if target.resource.namespaced and target.namespace is None:
                     raise errors.MethodNotAllowed("create needs a namespace in the URL")
@@ -198,11 +201,14 @@ class RestHandler:
             if target.resource.namespaced and target.namespace is None:
                 raise errors.NotFound("the server could not find the requested resource")
             if method == "GET":
-                obj = await self.get(request, target)
                 if wants_table(request) and target.subresource is None:
+                    obj = await self.get(request, target)
                     return table_response(request, target.resource, [obj],
                                           {"resourceVersion": obj["metadata"]["resourceVersion"]})
-                return web.json_response(obj)
+                revision = parse_resource_version(request.query.get("resourceVersion"))
+                body = await self.objects.get_raw(target.resource, target.namespace,
+                                                  target.name, revision=revision)
+                return web.Response(body=body, content_type="application/json")
             if method == "PUT":
                 return web.json_response(await self.update(request, target))
             if method == "PATCH":
@@ -221,24 +227,63 @@ class RestHandler:
         return await self.objects.get(target.resource, target.namespace, target.name,
                                       revision=0 if revision == 0 else revision)
 
-    async def list(self, request: web.Request, target: Target) -> dict[str, Any]:
+    async def list_bytes(self, request: web.Request, target: Target) -> web.StreamResponse:
+        """A JSON list assembled from stored bytes, without decoding the items. A list without
+        a limit is streamed page by page (chunked), so a LIST of thousands of objects never
+        sits in memory whole."""
         query = request.query
-        try:
-            limit = int(query.get("limit", "0") or 0)
-        except ValueError:
-            raise errors.BadRequest(f"invalid limit: {query.get('limit')!r}") from None
+        if query.get("limit", "0") not in ("", "0") or query.get("continue"):
+            body = await self.list(request, target, as_bytes=True)
+            head = {"kind": body["kind"], "apiVersion": body["apiVersion"],
+                    "metadata": body["metadata"]}
+            prefix = json.dumps(head, separators=(",", ":")).encode()[:-1] + b',"items":['
+            return web.Response(body=prefix + b",".join(body["items"]) + b"]}",
+                                content_type="application/json")
+        revision = self._list_revision(request)
+        pages = self.objects.pages(target.resource, target.namespace,
+                                   matches=_matcher(request), revision=revision)
+        revision, first = await anext(pages)  # errors surface here, before the headers
+        head = {"kind": target.resource.list_kind, "apiVersion": target.resource.api_version,
+                "metadata": {"resourceVersion": str(revision)}}
+        response = web.StreamResponse()
+        response.content_type = "application/json"
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(json.dumps(head, separators=(",", ":")).encode()[:-1]
+                             + b',"items":[' + b",".join(first))
+        wrote = bool(first)
+        async for _, items in pages:
+            if items:
+                await response.write((b"," if wrote else b"") + b",".join(items))
+                wrote = True
+        await response.write(b"]}")
+        await response.write_eof()
+        return response
+
+    def _list_revision(self, request: web.Request) -> int:
+        """The revision a list reads at: Exact asks for one; otherwise the latest."""
+        query = request.query
         revision = parse_resource_version(query.get("resourceVersion"))
         match = query.get("resourceVersionMatch", "")
         if match not in ("", "NotOlderThan", "Exact"):
             raise errors.BadRequest(f"invalid resourceVersionMatch: {match!r}")
         if match and not query.get("resourceVersion"):
             raise errors.BadRequest("resourceVersionMatch requires resourceVersion")
-        # Exact reads at that revision; NotOlderThan and "0" may read the latest, which is
-        # never older.
-        at = revision if match == "Exact" else 0
+        # NotOlderThan and "0" may read the latest, which is never older.
+        return revision if match == "Exact" else 0
+
+    async def list(self, request: web.Request, target: Target,
+                   as_bytes: bool = False) -> dict[str, Any]:
+        query = request.query
+        try:
+            limit = int(query.get("limit", "0") or 0)
+        except ValueError:
+            raise errors.BadRequest(f"invalid limit: {query.get('limit')!r}") from None
+        at = self._list_revision(request)
         items, list_revision, token = await self.objects.list(
             target.resource, target.namespace, matches=_matcher(request),
             limit=max(limit, 0), continue_token=query.get("continue", ""), revision=at,
+            as_bytes=as_bytes,
         )
         metadata: dict[str, Any] = {"resourceVersion": str(list_revision)}
         if token:

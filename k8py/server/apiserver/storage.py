@@ -1,9 +1,11 @@
 """Kubernetes objects over the store: encoding, keys, resourceVersions, and store errors
 mapped to `Status` errors — once, here (kine's server/ layer does the same for etcd).
 
-Objects are stored as compact JSON without `metadata.resourceVersion`; on the way out the
-store revision of the object's last write is put back as its resourceVersion, so it can
-never disagree with the store. A list's resourceVersion is the revision it was read at.
+Objects are stored as compact JSON without `metadata.resourceVersion`, metadata first; on the
+way out the store revision of the object's last write is put back as its resourceVersion, so
+it can never disagree with the store. Plain GETs and LISTs splice it into the stored bytes
+(`raw`) and never decode the object: that is most of the API server's read speed and memory.
+A list's resourceVersion is the revision it was read at.
 
 Lists
     `limit`/`continue` page through one snapshot: the continue token carries the revision of
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from k8py.api import errors
@@ -35,11 +37,28 @@ _EXPIRED_CONTINUE = (
 )
 
 
+_METADATA_OPEN = b'{"metadata":{'
+
+
 def encode(obj: dict[str, Any]) -> bytes:
-    metadata = obj.get("metadata") or {}
-    if "resourceVersion" in metadata:
-        obj = {**obj, "metadata": {k: v for k, v in metadata.items() if k != "resourceVersion"}}
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact JSON with metadata first and no resourceVersion (see `raw`)."""
+    metadata = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "resourceVersion"}
+    rest = {k: v for k, v in obj.items() if k != "metadata"}
+    return json.dumps({"metadata": metadata, **rest}, separators=(",", ":"),
+                      ensure_ascii=False).encode()
+
+
+def raw(kv: KeyValue) -> bytes:
+    """The stored JSON with its resourceVersion spliced in, without decoding it: stored
+    objects start with `{"metadata":{`, so the field goes right after that."""
+    value = kv.value
+    if not value.startswith(_METADATA_OPEN):
+        return json.dumps(decode(kv), separators=(",", ":"), ensure_ascii=False).encode()
+    cut = len(_METADATA_OPEN)
+    field = b'"resourceVersion":"%d"' % kv.mod_revision
+    if value[cut:cut + 1] != b"}":
+        field += b","
+    return value[:cut] + field + value[cut:]
 
 
 def decode(kv: KeyValue) -> dict[str, Any]:
@@ -93,6 +112,17 @@ class ObjectStore:
             raise errors.not_found(resource.plural, name, resource.group)
         return decode(kv)
 
+    async def get_raw(self, resource: Resource, namespace: str | None, name: str,
+                      revision: int = 0) -> bytes:
+        """The object as JSON bytes, never decoded (the fast path for plain GETs)."""
+        try:
+            kv = await self.backend.get(resource.key(namespace, name), revision=revision)
+        except store_errors.StoreError as exc:
+            raise _status(exc, resource, name) from exc
+        if kv is None:
+            raise errors.not_found(resource.plural, name, resource.group)
+        return raw(kv)
+
     async def create(self, resource: Resource, obj: dict[str, Any],
                      ttl: float | None = None) -> dict[str, Any]:
         meta = obj["metadata"]
@@ -133,13 +163,15 @@ class ObjectStore:
         limit: int = 0,
         continue_token: str = "",
         revision: int = 0,
-    ) -> tuple[list[dict[str, Any]], int, str]:
-        """(items, revision, continue token or '')."""
+        as_bytes: bool = False,
+    ) -> tuple[list[Any], int, str]:
+        """(items, revision, continue token or ''). Items are dicts, or JSON bytes with
+        `as_bytes` (decoded only when a selector must look at them)."""
         prefix = resource.prefix(namespace)
         after = None
         if continue_token:
             revision, after = decode_continue(continue_token, prefix)
-        items: list[dict[str, Any]] = []
+        items: list[Any] = []
         try:
             while True:
                 want = limit - len(items) if limit else 0
@@ -149,13 +181,17 @@ class ObjectStore:
                 )
                 revision = page.revision
                 for kv in page.items:
-                    obj = decode(kv)
-                    if matches is None or matches(obj):
-                        items.append(obj)
-                        if limit and len(items) == limit:
-                            more = page.more or kv is not page.items[-1]
-                            token = encode_continue(revision, kv.key, prefix) if more else ""
-                            return items, revision, token
+                    if matches is not None:
+                        obj = decode(kv)
+                        if not matches(obj):
+                            continue
+                        items.append(raw(kv) if as_bytes else obj)
+                    else:
+                        items.append(raw(kv) if as_bytes else decode(kv))
+                    if limit and len(items) == limit:
+                        more = page.more or kv is not page.items[-1]
+                        token = encode_continue(revision, kv.key, prefix) if more else ""
+                        return items, revision, token
                 if not page.more:
                     return items, revision, ""
                 after = page.items[-1].key
@@ -165,6 +201,29 @@ class ObjectStore:
             raise _status(exc, resource, "") from exc
         except store_errors.StoreError as exc:
             raise _status(exc, resource, "") from exc
+
+    async def pages(self, resource: Resource, namespace: str | None, *,
+                    matches: Matcher | None = None, revision: int = 0, page_size: int = 500
+                    ) -> AsyncIterator[tuple[int, list[bytes]]]:
+        """A whole list as (revision, JSON bytes of a page of items), page by page, all at the
+        revision of the first page: memory stays bounded by one page however long the list."""
+        prefix = resource.prefix(namespace)
+        after = None
+        while True:
+            try:
+                page = await self.backend.range(prefix, after=after, limit=page_size,
+                                                revision=revision)
+            except store_errors.StoreError as exc:
+                raise _status(exc, resource, "") from exc
+            revision = page.revision
+            items = []
+            for kv in page.items:
+                if matches is None or matches(decode(kv)):
+                    items.append(raw(kv))
+            yield revision, items
+            if not page.more:
+                return
+            after = page.items[-1].key
 
     def watch(self, resource: Resource, namespace: str | None,
               start_revision: int) -> ObjectWatch:

@@ -61,6 +61,9 @@ async def serve_watch(request: web.Request, objects: ObjectStore, resource: Reso
     except ValueError:
         raise errors.BadRequest(f"invalid timeoutSeconds: {query.get('timeoutSeconds')!r}")
     bookmarks = query.get("allowWatchBookmarks", "").lower() in ("true", "1")
+    if matches is None:
+        def matches(obj: dict[str, Any]) -> bool:
+            return True
 
     initial: list[dict[str, Any]] = []
     if revision == 0:
