@@ -134,3 +134,22 @@ def field_matcher(selector: str) -> Callable[[dict[str, Any]], bool]:
         return all((_field(obj, path) == value) == equal for path, equal, value in terms)
 
     return matches
+
+
+def format_label_selector(selector: dict[str, Any] | None) -> str:
+    """A metav1.LabelSelector as the query-string syntax (`app=web,tier in (a,b)`)."""
+    if not selector:
+        return ""
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        key, op = expr.get("key", ""), expr.get("operator", "")
+        values = ",".join(sorted(expr.get("values") or []))
+        if op == "In":
+            parts.append(f"{key} in ({values})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({values})")
+        elif op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+    return ",".join(parts)

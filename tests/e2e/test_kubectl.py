@@ -235,3 +235,29 @@ def test_explain(cluster):
     assert "KIND:       Deployment" in out and "rollingUpdate" in out
     out = cluster.kubectl("explain", "pods.spec.containers.image").stdout
     assert "image" in out and "string" in out
+
+
+def test_scale(cluster):
+    cluster.kubectl("create", "-f", "-", "--validate=false", input="""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: scaled}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: scaled}}
+  template:
+    metadata: {labels: {app: scaled}}
+    spec:
+      containers: [{name: web, image: nginx}]
+""")
+    assert "scaled" in cluster.kubectl("scale", "deploy", "scaled", "--replicas=4").stdout
+    got = cluster.kubectl("get", "deploy", "scaled",
+                          "-o", "jsonpath={.spec.replicas} {.metadata.generation}").stdout
+    assert got == "4 2"
+    scale = json.loads(cluster.kubectl(
+        "get", "--raw", "/apis/apps/v1/namespaces/default/deployments/scaled/scale").stdout)
+    assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 4
+    assert scale["status"]["selector"] == "app=scaled"
+    stale = cluster.kubectl("scale", "deploy", "scaled", "--replicas=2",
+                            "--resource-version=1", check=False)
+    assert stale.returncode != 0 and "resource version" in stale.stderr

@@ -34,7 +34,7 @@ from aiohttp import web
 
 from k8py.api import errors, meta, patching, pruning, schemas, selectors, strategic, tables
 from k8py.api.resources import Registry, Resource
-from k8py.server.apiserver import bodies
+from k8py.server.apiserver import bodies, scale
 from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
 from k8py.server.apiserver.watchserving import serve_watch
 
@@ -176,6 +176,8 @@ class RestHandler:
 
     async def _dispatch(self, request: web.Request, target: Target) -> web.StreamResponse:
         method = request.method
+        if target.subresource == "scale":
+            return await self._scale(request, target)
         if target.subresource not in (None, "status"):
             raise errors.MethodNotAllowed(
                 f"the {target.subresource} subresource is not served yet"
@@ -218,6 +220,25 @@ class RestHandler:
                 return web.json_response(body, status=status)
         raise errors.MethodNotAllowed(f"the server does not allow this method on the requested "
                                       f"resource")
+
+    async def _scale(self, request: web.Request, target: Target) -> web.Response:
+        args = (self.objects, target.resource, target.namespace, target.name)
+        if request.method == "GET":
+            return web.json_response(await scale.get(*args))
+        if request.method == "PUT":
+            body = await bodies.read_document(request, bodies.OBJECT_TYPES)
+            return web.json_response(await scale.update(*args, body, dry_run=_dry_run(request)))
+        if request.method == "PATCH":
+            media_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            accepted = {bodies.JSON_PATCH, bodies.MERGE_PATCH, bodies.STRATEGIC_MERGE_PATCH}
+            if media_type not in accepted:
+                raise errors.UnsupportedMediaType(
+                    f"the body of the request was in an unknown format - accepted media types "
+                    f"include: {', '.join(sorted(accepted))}")
+            body = await bodies.read_document(request, accepted)
+            return web.json_response(await scale.update(*args, body, media_type=media_type,
+                                                        dry_run=_dry_run(request)))
+        raise errors.MethodNotAllowed("the scale subresource allows get, update and patch")
 
     # --- reads ------------------------------------------------------------------------------
 

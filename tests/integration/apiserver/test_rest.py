@@ -271,3 +271,26 @@ async def test_watch_timeout_ends_stream(client):
                                   params=params) as r:
         body = await asyncio.wait_for(r.read(), 10)
     assert body == b""
+
+
+async def test_scale_subresource_changes_only_replicas_with_cas(client):
+    path = "/apis/apps/v1/namespaces/default/deployments"
+    await client.request("POST", path, {"metadata": {"name": "s"}, "spec": {
+        "replicas": 1, "selector": {"matchLabels": {"a": "b"},
+                                    "matchExpressions": [{"key": "t", "operator": "In",
+                                                          "values": ["y", "x"]}]}}})
+    status, scale = await client.request("GET", f"{path}/s/scale")
+    assert status == 200 and scale["status"]["selector"] == "a=b,t in (x,y)"
+    status, body = await client.request("PUT", f"{path}/s/scale",
+                                        {**scale, "spec": {"replicas": 3}})
+    assert status == 200 and body["spec"]["replicas"] == 3
+    status, body = await client.request("PUT", f"{path}/s/scale",
+                                        {**scale, "spec": {"replicas": 5}})
+    assert status == 409, "the Scale carried a stale resourceVersion"
+    status, body = await client.request("PATCH", f"{path}/s/scale", {"spec": {"replicas": -1}},
+                                        content_type="application/merge-patch+json")
+    assert status == 422
+    _, deployment = await client.request("GET", f"{path}/s")
+    assert deployment["spec"]["replicas"] == 3 and deployment["metadata"]["generation"] == 2
+    status, _ = await client.request("GET", "/api/v1/namespaces/default/configmaps/x/scale")
+    assert status == 404
