@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from k8py.api.resources import Resource
+from k8py.api.timestamps import now
 
 Obj = dict[str, Any]
 
@@ -43,9 +44,31 @@ def _namespace(obj: Obj) -> Obj:
     return obj
 
 
+def _crd(obj: Obj) -> Obj:
+    # Upstream's apiextensions controllers accept the names and establish the CRD at once
+    # when nothing conflicts; k8py does it on write, so clients never wait for it.
+    spec = obj.get("spec") or {}
+    status = obj.setdefault("status", {}) or {}
+    status["acceptedNames"] = spec.get("names") or {}
+    status["storedVersions"] = sorted(
+        {v["name"] for v in spec.get("versions") or [] if v.get("storage")}
+        | set(status.get("storedVersions") or []))
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    for kind, reason, message in (
+        ("NamesAccepted", "NoConflicts", "no conflicts found"),
+        ("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+    ):
+        conditions.setdefault(kind, {"type": kind, "status": "True", "reason": reason,
+                                     "message": message, "lastTransitionTime": now()})
+    status["conditions"] = list(conditions.values())
+    obj["status"] = status
+    return obj
+
+
 DEFAULTERS: dict[tuple[str, str], Callable[[Obj], Obj]] = {
     ("", "secrets"): _secret,
     ("", "namespaces"): _namespace,
+    ("apiextensions.k8s.io", "customresourcedefinitions"): _crd,
 }
 
 # Kinds whose metadata.generation counts spec changes (upstream's strategies set it for these).
@@ -64,4 +87,4 @@ def apply_defaults(resource: Resource, obj: Obj) -> Obj:
 
 
 def tracks_generation(resource: Resource) -> bool:
-    return (resource.group, resource.plural) in GENERATION_TRACKED
+    return resource.custom or (resource.group, resource.plural) in GENERATION_TRACKED

@@ -10,22 +10,25 @@ On update: identity fields are carried over from the stored object (`uid`,
 strategy tracks it (`defaults.GENERATION_TRACKED`), `generation` starts at 1 and is bumped
 when anything other than metadata and status changed. Both paths apply the kind's defaults.
 
+Both end with validation: the kind's rules (`validation`) and, for custom resources, their
+CRD's schema (`structural`); any cause is a 422 Invalid.
+
 These functions take and return plain dicts; they never mutate their inputs.
 """
 
 from __future__ import annotations
 
 import copy
-import datetime
 import random
 import re
-import string
 import uuid
 from typing import Any
 
+from k8py.api import structural, validation
 from k8py.api.defaults import apply_defaults, tracks_generation
 from k8py.api.errors import BadRequest, invalid
 from k8py.api.resources import Resource
+from k8py.api.timestamps import now
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -34,10 +37,6 @@ _LABEL_NAMED = {("", "namespaces"), ("", "services")}
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 SERVER_SET_FIELDS = ("uid", "creationTimestamp", "resourceVersion", "deletionTimestamp",
                      "deletionGracePeriodSeconds", "generation", "selfLink")
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def name_problem(resource: Resource, name: str) -> str | None:
@@ -119,7 +118,7 @@ def prepare_create(resource: Resource, obj: dict[str, Any], namespace: str | Non
     if tracks_generation(resource):
         metadata["generation"] = 1
     _check_maps(resource, obj)
-    return apply_defaults(resource, obj)
+    return _validated(resource, apply_defaults(resource, obj))
 
 
 def prepare_update(resource: Resource, obj: dict[str, Any], old: dict[str, Any]) -> dict:
@@ -150,6 +149,17 @@ def prepare_update(resource: Resource, obj: dict[str, Any], old: dict[str, Any])
             generation += 1
         obj["metadata"]["generation"] = generation
     _check_maps(resource, obj)
+    return _validated(resource, obj)
+
+
+def _validated(resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
+    """obj, or Invalid with every cause the kind's rules (or CRD schema) find."""
+    causes = validation.validate(resource, obj)
+    if resource.custom and resource.schema:
+        body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+        causes += structural.validate(body, resource.schema)
+    if causes:
+        raise invalid(resource.kind, obj["metadata"].get("name", ""), causes, resource.group)
     return obj
 
 

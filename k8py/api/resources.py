@@ -27,6 +27,9 @@ class Resource:
     subresources: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     verbs: tuple[str, ...] = ALL_VERBS
+    #: served from a CustomResourceDefinition (`from_crd`), with its openAPIV3Schema
+    custom: bool = False
+    schema: dict | None = dataclasses.field(default=None, compare=False, hash=False)
 
     @property
     def singular(self) -> str:
@@ -111,12 +114,36 @@ BUILTIN: tuple[Resource, ...] = (
 )
 
 
+def from_crd(crd: dict) -> list[Resource]:
+    """The resources a CustomResourceDefinition serves, one per served version."""
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    resources = []
+    for version in spec.get("versions") or []:
+        if not version.get("served", True):
+            continue
+        subresources = version.get("subresources") or {}
+        resources.append(Resource(
+            spec["group"], version["name"], names["kind"], names["plural"],
+            spec.get("scope", "Namespaced") == "Namespaced",
+            tuple(names.get("shortNames") or ()),
+            tuple(s for s in ("status", "scale") if s in subresources),
+            tuple(names.get("categories") or ()),
+            custom=True,
+            schema=(version.get("schema") or {}).get("openAPIV3Schema"),
+        ))
+    return resources
+
+
 class Registry:
-    """Resources by (group, version, plural), and the groups in discovery order."""
+    """Resources by (group, version, plural), and the groups in discovery order.
+    `generation` grows with every change, for caches built from the registry."""
 
     def __init__(self, resources: tuple[Resource, ...] = BUILTIN):
         self._by_path: dict[tuple[str, str, str], Resource] = {}
         self._groups: dict[str, list[str]] = {}  # group -> versions, in order of appearance
+        self._crds: dict[str, list[Resource]] = {}  # CRD name -> the resources it serves
+        self.generation = 0
         for resource in resources:
             self.add(resource)
 
@@ -125,6 +152,30 @@ class Registry:
         versions = self._groups.setdefault(resource.group, [])
         if resource.version not in versions:
             versions.append(resource.version)
+        self.generation += 1
+
+    def remove(self, resource: Resource) -> None:
+        self._by_path.pop((resource.group, resource.version, resource.plural), None)
+        if not self.in_group_version(resource.group, resource.version):
+            versions = self._groups.get(resource.group, [])
+            if resource.version in versions:
+                versions.remove(resource.version)
+            if not versions:
+                self._groups.pop(resource.group, None)
+        self.generation += 1
+
+    def sync_crd(self, crd: dict | None, name: str) -> None:
+        """Serve what CRD `name` defines now (None: it was deleted)."""
+        for resource in self._crds.pop(name, []):
+            self.remove(resource)
+        if crd is not None:
+            resources = from_crd(crd)
+            for resource in resources:
+                self.add(resource)
+            self._crds[name] = resources
+
+    def crd_resources(self, name: str) -> list[Resource]:
+        return list(self._crds.get(name, ()))
 
     def get(self, group: str, version: str, plural: str) -> Resource | None:
         return self._by_path.get((group, version, plural))

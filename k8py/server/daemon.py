@@ -21,6 +21,7 @@ from k8py.api.resources import Registry
 from k8py.lifecycle import Supervisor
 from k8py.server import pki
 from k8py.server.apiserver import app as apiserver
+from k8py.server.apiserver import crds
 from k8py.server.apiserver.authn import TokenFile
 from k8py.server.apiserver.storage import ObjectStore
 from k8py.server.store import open_backend
@@ -62,8 +63,10 @@ async def run_store(store: Backend, ready: asyncio.Event) -> None:
         log.info("store closed at revision %d", store.revision)
 
 
-async def bootstrap_namespaces(store: Backend, registry: Registry) -> None:
+async def bootstrap(store: Backend, registry: Registry) -> None:
+    """The system namespaces, and the stored CRDs' resources in the registry."""
     objects = ObjectStore(store)
+    await crds.load(registry, objects)
     resource = registry.get("", "v1", "namespaces")
     for name in SYSTEM_NAMESPACES:
         namespace = meta.prepare_create(resource, {"metadata": {"name": name}}, None)
@@ -77,7 +80,7 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
                         certs: pki.PKI, tokens: TokenFile) -> None:
     await store_ready.wait()
     registry = Registry()
-    await bootstrap_namespaces(store, registry)
+    await bootstrap(store, registry)
     app = apiserver.make_app(store, tokens, registry)
     context = apiserver.tls_context(certs.serving_cert, certs.serving_key, certs.ca_cert)
     listening = asyncio.Event()

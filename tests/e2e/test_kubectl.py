@@ -261,3 +261,44 @@ spec:
     stale = cluster.kubectl("scale", "deploy", "scaled", "--replicas=2",
                             "--resource-version=1", check=False)
     assert stale.returncode != 0 and "resource version" in stale.stderr
+
+
+CRD_MANIFEST = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: gadgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: gadgets, singular: gadget, kind: Gadget, shortNames: [gd]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer}
+"""
+
+
+def test_crds_and_custom_resources(cluster):
+    cluster.kubectl("apply", "-f", "-", input=CRD_MANIFEST)
+    cluster.kubectl("wait", "--for=condition=Established", "crd/gadgets.example.com",
+                    "--timeout=20s")
+    gadget = "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g1}\nspec: {size: 1}\n"
+    assert "gadget.example.com/g1 created" in cluster.kubectl(
+        "apply", "-f", "-", input=gadget).stdout
+    assert "configured" in cluster.kubectl(
+        "apply", "-f", "-", input=gadget.replace("size: 1", "size: 2")).stdout
+    assert cluster.kubectl("get", "gd", "g1", "-o", "jsonpath={.spec.size}").stdout == "2"
+    bad = cluster.kubectl("apply", "-f", "-", check=False,
+                          input=gadget.replace("size: 1", "size: big"))
+    assert bad.returncode != 0 and "must be of type integer" in bad.stderr
+    cluster.kubectl("delete", "crd", "gadgets.example.com")
+    gone = cluster.kubectl("get", "gadgets", check=False)
+    assert gone.returncode != 0

@@ -13,7 +13,8 @@ document has:
   into OpenAPI's single type.
 
 `GET /openapi/v2` is the same content as one Swagger 2.0 document (refs `#/definitions/...`).
-Documents are built on first request and cached as bytes.
+Documents are built on first request and cached as bytes, keyed on the registry's generation
+so a new CRD shows at once.
 """
 
 from __future__ import annotations
@@ -132,8 +133,12 @@ def _info() -> dict[str, str]:
     return {"title": "Kubernetes", "version": KUBERNETES_VERSION}
 
 
-@functools.cache
 def _v3_document(registry: Registry, group: str, version: str) -> bytes:
+    return _v3_cached(registry, group, version, registry.generation)
+
+
+@functools.lru_cache(maxsize=64)
+def _v3_cached(registry: Registry, group: str, version: str, generation: int) -> bytes:
     resources = registry.in_group_version(group, version)
     prefix = "#/components/schemas/"
     doc = {
@@ -173,8 +178,12 @@ def v3_document(registry: Registry, path: str) -> bytes | None:
     return _v3_document(registry, group, version)
 
 
-@functools.cache
 def v2_document(registry: Registry) -> bytes:
+    return _v2_cached(registry, registry.generation)
+
+
+@functools.lru_cache(maxsize=4)
+def _v2_cached(registry: Registry, generation: int) -> bytes:
     resources = [r for g, vs in registry.groups().items() for v in vs
                  for r in registry.in_group_version(g, v)]
     prefix = "#/definitions/"

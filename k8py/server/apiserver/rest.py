@@ -21,7 +21,8 @@ Semantics follow upstream's generic registry:
 Patches: JSON patch, merge patch, and strategic merge patch for the built-in kinds (merge
 keys from the upstream schemas). Tables for `kubectl get` (see `k8py.api.tables`).
 Not yet: server-side apply, protobuf bodies, graceful pod deletion, garbage collection
-(propagation policies are accepted and treated as Background), custom resources.
+(propagation policies are accepted and treated as Background), `kubectl explain` for custom
+resources. Custom resources are served as their CRDs define them (see `crds`).
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from typing import Any
 
 from aiohttp import web
 
-from k8py.api import errors, meta, patching, pruning, schemas, selectors, strategic, tables
+from k8py.api import (errors, meta, patching, pruning, schemas, selectors, strategic,
+                      structural, tables)
 from k8py.api.resources import Registry, Resource
-from k8py.server.apiserver import bodies, scale
+from k8py.server.apiserver import bodies, crds, scale
 from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
 from k8py.server.apiserver.watchserving import serve_watch
 
@@ -88,10 +90,15 @@ def drop_unknown_fields(request: web.Request, resource: Resource, obj: dict,
                         patched: bool = False) -> dict:
     """Prune fields the kind's schema does not know; Strict refuses them, Warn warns."""
     mode = _field_validation(request)
-    schema = schemas.for_kind(resource.group, resource.version, resource.kind)
-    if schema is None:
-        return obj
-    pruned, unknown = pruning.prune(obj, schema)
+    if resource.custom:
+        if not resource.schema:
+            return obj
+        pruned, unknown = structural.prune(obj, resource.schema)
+    else:
+        schema = schemas.for_kind(resource.group, resource.version, resource.kind)
+        if schema is None:
+            return obj
+        pruned, unknown = pruning.prune(obj, schema)
     if not unknown:
         return obj
     listed = ", ".join(f'unknown field "{path}"' for path in unknown)
@@ -327,7 +334,9 @@ class RestHandler:
             await self._require_namespace(obj["metadata"]["namespace"])
         if _dry_run(request):
             return obj
-        return await self.objects.create(target.resource, obj)
+        created = await self.objects.create(target.resource, obj)
+        crds.after_write(self.registry, target.resource, created)
+        return created
 
     async def _require_namespace(self, namespace: str) -> None:
         ns = self.registry.get("", "v1", "namespaces")
@@ -407,14 +416,23 @@ class RestHandler:
         if _dry_run(request):
             return {**new, "metadata": {**new["metadata"], "resourceVersion": str(revision)}}
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
-            deleted = await self.objects.delete(resource, target.namespace, target.name,
-                                                revision)
-            return deleted
+            return await self._remove(resource, target.namespace, target.name, revision)
         unchanged = {**current, "metadata": {k: v for k, v in current["metadata"].items()
                                               if k != "resourceVersion"}}
         if new == unchanged:
             return current
-        return await self.objects.update(resource, new, revision)
+        updated = await self.objects.update(resource, new, revision)
+        crds.after_write(self.registry, resource, updated)
+        return updated
+
+    async def _remove(self, resource: Resource, namespace: str | None, name: str,
+                      revision: int) -> dict[str, Any]:
+        """Delete an object for good (finalizers done); a CRD takes its objects with it."""
+        current = await self.objects.get(resource, namespace, name)
+        await crds.before_delete(self.registry, self.objects, resource, current)
+        deleted = await self.objects.delete(resource, namespace, name, revision)
+        crds.after_delete(self.registry, resource, deleted)
+        return deleted
 
     async def delete(self, request: web.Request, target: Target) -> tuple[dict[str, Any], int]:
         options = await self._delete_options(request)
@@ -442,7 +460,7 @@ class RestHandler:
             return await self.objects.update(resource, marked, revision), 202
         if _dry_run(request):
             return current, 200
-        await self.objects.delete(resource, target.namespace, target.name, revision)
+        await self._remove(resource, target.namespace, target.name, revision)
         return {
             "kind": "Status",
             "apiVersion": "v1",
@@ -484,7 +502,7 @@ class RestHandler:
                     deleted.append(await self.objects.update(
                         target.resource, marked, int(item["metadata"]["resourceVersion"])))
                 else:
-                    deleted.append(await self.objects.delete(
+                    deleted.append(await self._remove(
                         target.resource, sub.namespace, sub.name,
                         int(item["metadata"]["resourceVersion"])))
             except (errors.NotFound, errors.Conflict):

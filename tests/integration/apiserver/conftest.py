@@ -16,7 +16,7 @@ import pytest
 from k8py.server import pki
 from k8py.server.apiserver import app as apiserver
 from k8py.server.apiserver.authn import TokenFile
-from k8py.server.daemon import bootstrap_namespaces
+from k8py.server.daemon import bootstrap
 from k8py.api.resources import Registry
 from k8py.server.store import open_backend
 
@@ -54,7 +54,7 @@ async def server(request, tmp_path):
     store = open_backend(url, data_dir)
     await store.start()
     registry = Registry()
-    await bootstrap_namespaces(store, registry)
+    await bootstrap(store, registry)
     app = apiserver.make_app(store, tokens, registry)
     port = free_port()
     ready = asyncio.Event()

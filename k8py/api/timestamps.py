@@ -1,0 +1,10 @@
+"""Timestamps as the Kubernetes API writes them: RFC 3339, UTC, whole seconds
+(`2026-11-26T09:30:00Z`, metav1.Time's JSON form)."""
+
+from __future__ import annotations
+
+import datetime
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
