@@ -113,6 +113,8 @@ def prepare_create(resource: Resource, obj: dict[str, Any], namespace: str | Non
                       resource.group)
     for field in SERVER_SET_FIELDS:
         metadata.pop(field, None)
+    if "status" in resource.subresources:
+        obj.pop("status", None)  # status is the system's to write, through /status
     metadata["uid"] = str(uuid.uuid4())
     metadata["creationTimestamp"] = now()
     if tracks_generation(resource):

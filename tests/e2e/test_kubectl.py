@@ -302,3 +302,31 @@ def test_crds_and_custom_resources(cluster):
     cluster.kubectl("delete", "crd", "gadgets.example.com")
     gone = cluster.kubectl("get", "gadgets", check=False)
     assert gone.returncode != 0
+
+
+def test_typed_create_commands_send_protobuf(cluster):
+    cluster.kubectl("create", "namespace", "typed")
+    cluster.kubectl("create", "configmap", "tc", "-n", "typed", "--from-literal=a=b")
+    cluster.kubectl("create", "secret", "generic", "ts", "-n", "typed", "--from-literal=p=q")
+    cluster.kubectl("create", "deployment", "td", "-n", "typed", "--image=nginx:1",
+                    "--replicas=2", "--port=80")
+    cluster.kubectl("create", "job", "tj", "-n", "typed", "--image=busybox", "--",
+                    "echo", "hi")
+    cm = json.loads(cluster.kubectl("get", "cm", "tc", "-n", "typed", "-o", "json").stdout)
+    assert cm["data"] == {"a": "b"}
+    secret = json.loads(cluster.kubectl("get", "secret", "ts", "-n", "typed",
+                                        "-o", "json").stdout)
+    assert secret["data"] == {"p": "cQ=="}  # base64 of "q"
+    deployment = json.loads(cluster.kubectl("get", "deploy", "td", "-n", "typed",
+                                            "-o", "json").stdout)
+    assert deployment["spec"]["replicas"] == 2
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "nginx:1" and container["ports"][0]["containerPort"] == 80
+    assert deployment["spec"]["selector"]["matchLabels"] == {"app": "td"}
+    job = json.loads(cluster.kubectl("get", "job", "tj", "-n", "typed", "-o", "json").stdout)
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["echo", "hi"]
+
+
+def test_auth_can_i(cluster):
+    proc = cluster.kubectl("auth", "can-i", "create", "pods")
+    assert proc.stdout.strip() == "yes"

@@ -22,7 +22,7 @@ from aiohttp import web
 from k8py.api import errors
 from k8py.api.resources import Registry
 from k8py.server.apiserver import bodies, discovery, openapi
-from k8py.server.apiserver.authn import TokenFile, authenticate, is_anonymous_path
+from k8py.server.apiserver.authn import USER_KEY, TokenFile, authenticate, is_anonymous_path
 from k8py.server.apiserver.rest import RestHandler, parse_target
 from k8py.server.apiserver.storage import ObjectStore
 from k8py.server.store.backend import Backend
@@ -34,7 +34,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REGISTRY_KEY = web.AppKey("registry", Registry)
 REST_KEY = web.AppKey("rest", RestHandler)
 TOKENS_KEY = web.AppKey("tokens", TokenFile)
-USER_KEY = web.RequestKey("user", object)
 
 
 def _status_response(error: errors.StatusError) -> web.Response:

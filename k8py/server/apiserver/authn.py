@@ -28,6 +28,9 @@ class User:
     groups: tuple[str, ...] = ()
 
 
+USER_KEY = web.RequestKey("user", User)
+
+
 class TokenFile:
     """Static bearer tokens, read once at start."""
 

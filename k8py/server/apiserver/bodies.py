@@ -4,7 +4,8 @@
 - JSON and YAML are accepted for objects; patches by their own media types. YAML aliases are
   refused (an alias bomb is small on the wire and huge once expanded); documents nested past
   Python's recursion limit are a 400, not a crash.
-- Protobuf bodies are answered 415 until the protobuf decoder lands.
+- Kubernetes protobuf bodies (kubectl's typed `create` and `auth can-i`) are decoded into
+  the same JSON form (`k8py.api.protobuf`); answers are always JSON, which kubectl accepts.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from k8py.api import errors
+from k8py.api import errors, protobuf
 
 MAX_BODY_BYTES = 3 * 1024 * 1024
 
@@ -52,10 +53,10 @@ async def read_raw(request: web.Request) -> bytes:
 def decode(raw: bytes, media_type: str) -> Any:
     """The document in raw, given its media type (without parameters)."""
     if media_type == PROTOBUF:
-        raise errors.UnsupportedMediaType(
-            f'the body of the request was in an unknown format - accepted media types include: '
-            f'application/json, application/yaml (protobuf is not supported yet)'
-        )
+        try:
+            return protobuf.decode_body(raw)
+        except protobuf.ProtobufError as exc:
+            raise errors.BadRequest(f"the protobuf body cannot be decoded: {exc}") from None
     try:
         if media_type in YAML_TYPES or media_type == APPLY_PATCH:
             documents = list(yaml.load_all(raw, Loader=_PureNoAliasLoader))

@@ -36,7 +36,8 @@ from aiohttp import web
 from k8py.api import (errors, meta, patching, pruning, schemas, selectors, strategic,
                       structural, tables)
 from k8py.api.resources import Registry, Resource
-from k8py.server.apiserver import bodies, crds, scale
+from k8py.server.apiserver import bodies, crds, reviews, scale
+from k8py.server.apiserver.authn import USER_KEY
 from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
 from k8py.server.apiserver.watchserving import serve_watch
 
@@ -326,7 +327,9 @@ class RestHandler:
     # --- writes -----------------------------------------------------------------------------
 
     async def create(self, request: web.Request, target: Target) -> dict[str, Any]:
-        body = await bodies.read_document(request, bodies.OBJECT_TYPES)
+        body = await bodies.read_document(request, bodies.OBJECT_TYPES | {bodies.PROTOBUF})
+        if (target.resource.group, target.resource.plural) in reviews.REVIEWS:
+            return reviews.answer(target.resource, body, request.get(USER_KEY))
         if isinstance(body, dict):
             body = drop_unknown_fields(request, target.resource, body)
         obj = meta.prepare_create(target.resource, body, target.namespace)
