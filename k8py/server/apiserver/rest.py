@@ -13,7 +13,10 @@ Semantics follow upstream's generic registry:
 - for kinds with a `status` subresource, the main resource ignores status changes and the
   `status` subresource changes only status;
 - delete of an object with finalizers sets `deletionTimestamp` and keeps it; an update that
-  removes the last finalizer of such an object deletes it;
+  removes the last finalizer of such an object deletes it; a pod bound to a node is deleted
+  gracefully (`deletionTimestamp` = now + grace period, default its
+  terminationGracePeriodSeconds), for its kubelet to finish; an unbound one at once;
+- Events are written with a one-hour time-to-live, after which the store deletes them;
 - `dryRun=All` runs every check and writes nothing;
 - fields the upstream schema of a built-in kind does not know are dropped, as upstream's typed
   decoding drops them; `fieldValidation=Strict` refuses them (400, or 422 for patches), `Warn`
@@ -34,7 +37,7 @@ from typing import Any
 from aiohttp import web
 
 from k8py.api import (errors, meta, patching, pruning, schemas, selectors, strategic,
-                      structural, tables)
+                      structural, tables, timestamps)
 from k8py.api.resources import Registry, Resource
 from k8py.server.apiserver import bodies, crds, reviews, scale
 from k8py.server.apiserver.authn import USER_KEY
@@ -159,6 +162,28 @@ def _dry_run(request: web.Request) -> bool:
         if value != "All":
             raise errors.BadRequest(f'unsupported dryRun value "{value}": only "All" is allowed')
     return bool(values)
+
+
+def _grace_period(resource: Resource, obj: dict, options: dict,
+                  request: web.Request) -> int:
+    """Seconds a pod gets to stop (upstream's pod strategy); 0 means delete at once."""
+    if (resource.group, resource.plural) != ("", "pods"):
+        return 0
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    if not spec.get("nodeName") or status.get("phase") in ("Succeeded", "Failed"):
+        return 0
+    value = options.get("gracePeriodSeconds", request.query.get("gracePeriodSeconds"))
+    if value is None or value == "":
+        value = spec.get("terminationGracePeriodSeconds", 30)
+    try:
+        grace = int(value)
+    except (TypeError, ValueError):
+        raise errors.BadRequest(f"invalid gracePeriodSeconds: {value!r}") from None
+    return max(grace, 0)
+
+
+# Events expire (upstream's --event-ttl default): the store deletes them after this long.
+TTL_SECONDS = {("", "events"): 3600.0, ("events.k8s.io", "events"): 3600.0}
 
 
 def _matcher(request: web.Request):
@@ -337,7 +362,8 @@ class RestHandler:
             await self._require_namespace(obj["metadata"]["namespace"])
         if _dry_run(request):
             return obj
-        created = await self.objects.create(target.resource, obj)
+        ttl = TTL_SECONDS.get((target.resource.group, target.resource.plural))
+        created = await self.objects.create(target.resource, obj, ttl=ttl)
         crds.after_write(self.registry, target.resource, created)
         return created
 
@@ -424,7 +450,8 @@ class RestHandler:
                                               if k != "resourceVersion"}}
         if new == unchanged:
             return current
-        updated = await self.objects.update(resource, new, revision)
+        ttl = TTL_SECONDS.get((resource.group, resource.plural))
+        updated = await self.objects.update(resource, new, revision, ttl=ttl)
         crds.after_write(self.registry, resource, updated)
         return updated
 
@@ -452,6 +479,19 @@ class RestHandler:
         ):
             raise errors.conflict(resource.plural, target.name, resource.group)
         revision = int(current["metadata"]["resourceVersion"])
+        grace = _grace_period(resource, current, options, request)
+        if grace:
+            # A running pod is deleted gracefully: marked now, removed by its kubelet once
+            # its containers have stopped (or at once if it was never scheduled).
+            existing = current["metadata"].get("deletionGracePeriodSeconds")
+            if existing is not None and existing <= grace:
+                return current, 200
+            marked = {**current, "metadata": {**current["metadata"],
+                                              "deletionTimestamp": timestamps.after(grace),
+                                              "deletionGracePeriodSeconds": grace}}
+            if _dry_run(request):
+                return marked, 200
+            return await self.objects.update(resource, marked, revision), 200
         if current["metadata"].get("finalizers"):
             if current["metadata"].get("deletionTimestamp"):
                 return current, 202

@@ -294,3 +294,36 @@ async def test_scale_subresource_changes_only_replicas_with_cas(client):
     assert deployment["spec"]["replicas"] == 3 and deployment["metadata"]["generation"] == 2
     status, _ = await client.request("GET", "/api/v1/namespaces/default/configmaps/x/scale")
     assert status == 404
+
+
+async def test_pod_deletion_is_graceful_only_once_bound(client):
+    pods = "/api/v1/namespaces/default/pods"
+    spec = {"containers": [{"name": "c", "image": "busybox"}]}
+    await client.request("POST", pods, {"metadata": {"name": "free"}, "spec": spec})
+    status, _ = await client.request("DELETE", f"{pods}/free")
+    assert status == 200
+    status, _ = await client.request("GET", f"{pods}/free")
+    assert status == 404, "a pod on no node goes at once"
+
+    bound = {**spec, "nodeName": "n1", "terminationGracePeriodSeconds": 20}
+    await client.request("POST", pods, {"metadata": {"name": "bound"}, "spec": bound})
+    status, body = await client.request("DELETE", f"{pods}/bound")
+    assert status == 200 and body["metadata"]["deletionGracePeriodSeconds"] == 20
+    assert body["metadata"]["deletionTimestamp"]
+    status, body = await client.request("DELETE", f"{pods}/bound",
+                                        {"gracePeriodSeconds": 5})
+    assert body["metadata"]["deletionGracePeriodSeconds"] == 5, "a shorter grace wins"
+    status, body = await client.request("DELETE", f"{pods}/bound",
+                                        {"gracePeriodSeconds": 0})
+    status, _ = await client.request("GET", f"{pods}/bound")
+    assert status == 404, "grace 0 (what the kubelet sends) removes it"
+
+
+async def test_events_get_a_time_to_live(client, server):
+    status, event = await client.request("POST", "/api/v1/namespaces/default/events", {
+        "metadata": {"name": "e1"}, "involvedObject": {"kind": "Pod", "name": "p"},
+        "reason": "Test", "message": "hello", "type": "Normal"})
+    assert status == 201
+    key = "/registry/core/events/default/e1"
+    entry = server.store._index[key]
+    assert entry.expires > 0, "events expire, as upstream's --event-ttl"
