@@ -330,3 +330,21 @@ def test_typed_create_commands_send_protobuf(cluster):
 def test_auth_can_i(cluster):
     proc = cluster.kubectl("auth", "can-i", "create", "pods")
     assert proc.stdout.strip() == "yes"
+
+
+def test_server_side_apply(cluster):
+    manifest_text = manifest(3, "nginx:1", '{a: "1"}').replace("applied", "ssa")
+    assert "serverside-applied" in cluster.kubectl(
+        "apply", "--server-side", "-f", "-", input=manifest_text).stdout
+    managed = json.loads(cluster.kubectl("get", "deploy", "ssa", "-o",
+                                         "jsonpath={.metadata.managedFields}").stdout)
+    assert [(m["manager"], m["operation"]) for m in managed] == [("kubectl", "Apply")]
+    cluster.kubectl("scale", "deploy", "ssa", "--replicas=5")
+    conflict = cluster.kubectl("apply", "--server-side", "-f", "-", input=manifest_text,
+                               check=False)
+    assert conflict.returncode != 0 and ".spec.replicas" in conflict.stderr
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
+                    input=manifest_text.replace("side, image: busybox", "side, image: x:9"))
+    got = cluster.kubectl("get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas} "
+                          "{.spec.template.spec.containers[*].image}").stdout
+    assert got == "3 nginx:1 x:9"

@@ -23,7 +23,8 @@ Semantics follow upstream's generic registry:
   (the default) answers with a `Warning: 299 - "unknown field \"spec.foo\""` header each.
 Patches: JSON patch, merge patch, and strategic merge patch for the built-in kinds (merge
 keys from the upstream schemas). Tables for `kubectl get` (see `k8py.api.tables`).
-Not yet: server-side apply, protobuf bodies, graceful pod deletion, garbage collection
+Server-side apply (`application/apply-patch+yaml`) and managedFields on every write
+(`k8py.api.apply`). Not yet: garbage collection
 (propagation policies are accepted and treated as Background), `kubectl explain` for custom
 resources. Custom resources are served as their CRDs define them (see `crds`).
 """
@@ -36,8 +37,8 @@ from typing import Any
 
 from aiohttp import web
 
-from k8py.api import (errors, meta, patching, pruning, schemas, selectors, strategic,
-                      structural, tables, timestamps)
+from k8py.api import (apply, errors, meta, patching, pruning, schemas, selectors,
+                      strategic, structural, tables, timestamps)
 from k8py.api.resources import Registry, Resource
 from k8py.server.apiserver import bodies, crds, reviews, scale
 from k8py.server.apiserver.authn import USER_KEY
@@ -182,6 +183,16 @@ def _grace_period(resource: Resource, obj: dict, options: dict,
     return max(grace, 0)
 
 
+def _manager(request: web.Request) -> str:
+    return apply.manager_from(request.query.get("fieldManager"),
+                              request.headers.get("User-Agent", ""))
+
+
+def _schema(resource: Resource):
+    return None if resource.custom else schemas.for_kind(resource.group, resource.version,
+                                                         resource.kind)
+
+
 # Events expire (upstream's --event-ttl default): the store deletes them after this long.
 TTL_SECONDS = {("", "events"): 3600.0, ("events.k8s.io", "events"): 3600.0}
 
@@ -260,7 +271,8 @@ class RestHandler:
             return web.json_response(await scale.get(*args))
         if request.method == "PUT":
             body = await bodies.read_document(request, bodies.OBJECT_TYPES)
-            return web.json_response(await scale.update(*args, body, dry_run=_dry_run(request)))
+            return web.json_response(await scale.update(*args, body, manager=_manager(request),
+                                                        dry_run=_dry_run(request)))
         if request.method == "PATCH":
             media_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
             accepted = {bodies.JSON_PATCH, bodies.MERGE_PATCH, bodies.STRATEGIC_MERGE_PATCH}
@@ -270,6 +282,7 @@ class RestHandler:
                     f"include: {', '.join(sorted(accepted))}")
             body = await bodies.read_document(request, accepted)
             return web.json_response(await scale.update(*args, body, media_type=media_type,
+                                                        manager=_manager(request),
                                                         dry_run=_dry_run(request)))
         raise errors.MethodNotAllowed("the scale subresource allows get, update and patch")
 
@@ -358,6 +371,8 @@ class RestHandler:
         if isinstance(body, dict):
             body = drop_unknown_fields(request, target.resource, body)
         obj = meta.prepare_create(target.resource, body, target.namespace)
+        obj = apply.record_update(None, obj, _manager(request), target.resource.api_version,
+                                  _schema(target.resource))
         if target.resource.namespaced and target.resource.plural != "namespaces":
             await self._require_namespace(obj["metadata"]["namespace"])
         if _dry_run(request):
@@ -394,6 +409,8 @@ class RestHandler:
     async def patch(self, request: web.Request, target: Target) -> dict[str, Any]:
         media_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         resource = target.resource
+        if media_type == bodies.APPLY_PATCH:
+            return await self.server_side_apply(request, target)
         schema = schemas.for_kind(resource.group, resource.version, resource.kind)
         accepted = [bodies.JSON_PATCH, bodies.MERGE_PATCH]
         if schema is not None:  # upstream has no strategic merge patch for custom resources
@@ -401,7 +418,7 @@ class RestHandler:
         if media_type not in accepted:
             raise errors.UnsupportedMediaType(
                 f"the body of the request was in an unknown format - accepted media types "
-                f"include: {', '.join(accepted)} (server-side apply is not supported yet)"
+                f"include: {', '.join(accepted + [bodies.APPLY_PATCH])}"
             )
         patch = await bodies.read_document(request, set(accepted))
         current = await self.objects.get(target.resource, target.namespace, target.name)
@@ -425,10 +442,51 @@ class RestHandler:
             raise errors.conflict(target.resource.plural, target.name, target.resource.group)
         return await self._write_update(request, target, patched, current)
 
+    async def server_side_apply(self, request: web.Request, target: Target) -> dict[str, Any]:
+        resource = target.resource
+        if not request.query.get("fieldManager"):
+            raise errors.BadRequest("PATCH, application/apply-patch+yaml: fieldManager is "
+                                    "required for apply requests")
+        config = await bodies.read_document(request, {bodies.APPLY_PATCH})
+        config = apply.parse_config(config)
+        config = meta.check_type(resource, config)
+        if config["metadata"].get("name", target.name) != target.name:
+            raise errors.BadRequest("the name of the object in the apply configuration does "
+                                    "not match the name on the URL")
+        config["metadata"]["name"] = target.name
+        try:
+            config = drop_unknown_fields(request, resource, config)
+        except errors.StatusError as exc:
+            raise errors.BadRequest(f"error strict decoding YAML: {exc.message}") from None
+        force = _flag(request, "force")
+        manager = request.query["fieldManager"]
+        try:
+            current = await self.objects.get(resource, target.namespace, target.name)
+        except errors.NotFound:
+            current = None
+        if current is None:
+            obj = meta.prepare_create(resource, config, target.namespace)
+            obj = apply.apply(None, obj, manager, force, resource.api_version, _schema(resource))
+            if resource.namespaced:
+                await self._require_namespace(obj["metadata"]["namespace"])
+            if _dry_run(request):
+                return obj
+            created = await self.objects.create(resource, obj)
+            crds.after_write(self.registry, resource, created)
+            return created
+        merged = apply.apply(current, config, manager, force, resource.api_version,
+                             _schema(resource))
+        return await self._write_update(request, target, merged, current, applied=True)
+
     async def _write_update(self, request: web.Request, target: Target, body: dict,
-                            current: dict) -> dict[str, Any]:
+                            current: dict, applied: bool = False) -> dict[str, Any]:
         resource = target.resource
         new = meta.prepare_update(resource, body, current)
+        if applied:
+            new["metadata"]["managedFields"] = body["metadata"].get("managedFields", [])
+        else:
+            new = apply.record_update(current, new, _manager(request), resource.api_version,
+                                      _schema(resource), target.subresource or "")
         if "status" in resource.subresources:
             if target.subresource == "status":
                 status = new.get("status")

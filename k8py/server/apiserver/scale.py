@@ -5,14 +5,16 @@ replicationcontrollers): `spec.replicas` from the parent's spec, `status.replica
 `status.selector` (the label selector as a string, as upstream) from its status and spec, and
 the parent's name, uid and resourceVersion. PUT and PATCH (merge, JSON, strategic) change
 only the parent's `spec.replicas`, with compare-and-swap on the parent's resourceVersion, so
-`kubectl scale` never overwrites a concurrent change to anything else.
+`kubectl scale` never overwrites a concurrent change to anything else. The manager that
+scales owns `spec.replicas` afterwards (managedFields, subresource `scale`), so a later
+server-side apply of a different replica count conflicts with it, as upstream.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from k8py.api import errors, meta, patching, schemas, strategic
+from k8py.api import apply, errors, meta, patching, schemas, strategic
 from k8py.api.resources import Resource
 from k8py.api.selectors import format_label_selector
 from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
@@ -56,7 +58,7 @@ async def get(objects: ObjectStore, resource: Resource, namespace: str | None,
 
 
 async def update(objects: ObjectStore, resource: Resource, namespace: str | None, name: str,
-                 body: Any, *, media_type: str | None = None,
+                 body: Any, *, manager: str, media_type: str | None = None,
                  dry_run: bool = False) -> dict[str, Any]:
     """Replace (media_type None) or patch the Scale; returns the new Scale."""
     parent = await objects.get(resource, namespace, name)
@@ -85,5 +87,8 @@ async def update(objects: ObjectStore, resource: Resource, namespace: str | None
     new = meta.prepare_update(resource, changed, parent)
     if "status" in parent:
         new["status"] = parent["status"]
+    new = apply.record_update(parent, new, manager, resource.api_version,
+                              schemas.for_kind(resource.group, resource.version, resource.kind),
+                              "scale")
     stored = await objects.update(resource, new, int(parent["metadata"]["resourceVersion"]))
     return to_scale(stored)
