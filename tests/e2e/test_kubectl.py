@@ -348,3 +348,53 @@ def test_server_side_apply(cluster):
     got = cluster.kubectl("get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas} "
                           "{.spec.template.spec.containers[*].image}").stdout
     assert got == "3 nginx:1 x:9"
+
+
+def test_describe_edit_diff_wait_and_cascading_delete(cluster, tmp_path):
+    cluster.kubectl("apply", "-f", "-", input=manifest(2).replace("applied", "misc"))
+    described = cluster.kubectl("describe", "deploy", "misc").stdout
+    assert "Name:" in described and "misc" in described and "nginx:1" in described
+
+    editor = tmp_path / "editor.sh"
+    editor.write_text("#!/bin/sh\nsed -i 's/nginx:1/nginx:edited/' \"$1\"\n")
+    editor.chmod(0o755)
+    env = {**cluster.env, "KUBE_EDITOR": str(editor)}
+    proc = subprocess.run([cluster.kubectl_path, "--cache-dir", str(cluster.root / "cache"),
+                           "edit", "deploy", "misc"], env=env, capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    image = cluster.kubectl("get", "deploy", "misc", "-o",
+                            "jsonpath={.spec.template.spec.containers[0].image}").stdout
+    assert image == "nginx:edited"
+
+    changed = manifest(7).replace("applied", "misc")
+    diff = cluster.kubectl("diff", "-f", "-", input=changed, check=False)
+    assert diff.returncode == 1, diff.stderr  # 1 = differences found
+    assert "+  replicas: 7" in diff.stdout
+    replicas = cluster.kubectl("get", "deploy", "misc", "-o", "jsonpath={.spec.replicas}").stdout
+    assert replicas == "2", "diff must not change anything"
+
+    cluster.kubectl("label", "deploy", "misc", "ready=yes")
+    cluster.kubectl("wait", "--for=jsonpath={.metadata.labels.ready}=yes", "deploy/misc",
+                    "--timeout=20s")
+    for cascade, name in (("background", "bg"), ("foreground", "fg"), ("orphan", "or")):
+        cluster.kubectl("create", "configmap", f"del-{name}")
+        out = cluster.kubectl("delete", "configmap", f"del-{name}", f"--cascade={cascade}",
+                              "--wait=true", "--timeout=20s").stdout
+        assert f'configmap "del-{name}" deleted' in out
+
+
+def test_get_watch_prints_table_rows(cluster):
+    cluster.kubectl("create", "configmap", "tw")
+    watcher = subprocess.Popen(
+        [cluster.kubectl_path, "--cache-dir", str(cluster.root / "cache"), "get", "cm", "tw",
+         "-w"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster.env)
+    try:
+        header = watcher.stdout.readline().split()
+        assert header == ["NAME", "DATA", "AGE"]
+        assert watcher.stdout.readline().split()[:2] == ["tw", "0"]
+        cluster.kubectl("patch", "cm", "tw", "--type=merge", "-p", '{"data":{"k":"v"}}')
+        assert watcher.stdout.readline().split()[:2] == ["tw", "1"]
+    finally:
+        watcher.kill()
+        watcher.wait()
