@@ -151,12 +151,13 @@ def prepare_update(resource: Resource, obj: dict[str, Any], old: dict[str, Any])
             generation += 1
         obj["metadata"]["generation"] = generation
     _check_maps(resource, obj)
-    return _validated(resource, obj)
+    return _validated(resource, obj, old)
 
 
-def _validated(resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
+def _validated(resource: Resource, obj: dict[str, Any],
+               old: dict[str, Any] | None = None) -> dict[str, Any]:
     """obj, or Invalid with every cause the kind's rules (or CRD schema) find."""
-    causes = validation.validate(resource, obj)
+    causes = validation.validate(resource, obj, old)
     if resource.custom and resource.schema:
         body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
         causes += structural.validate(body, resource.schema)

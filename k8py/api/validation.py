@@ -1,8 +1,12 @@
 """Validation of the built-in kinds beyond names and metadata: upstream's rules, kind by kind.
 
-A validator takes the object about to be stored and returns causes `(field, reason,
-message)`; any cause makes the request a 422 Invalid. Only the kinds listed here are
-validated so far.
+A validator takes the object about to be stored (and, on update, the stored one) and returns
+causes `(field, reason, message)` in upstream's wording; any cause makes the request a 422
+Invalid. Covered so far: pods and pod templates (containers required, names, images, ports
+in 1-65535, protocols, restart/DNS/pull policies, a running pod's immutable spec), workloads
+(selector required, matching the template, immutable), jobs (restart policy, immutable
+template), services (type, ports, names, immutable clusterIP), config maps and secrets (key
+syntax, `immutable`), CRDs. Other kinds are checked only by their schema (unknown fields).
 """
 
 from __future__ import annotations
@@ -56,11 +60,250 @@ def _crd(obj: dict[str, Any]) -> list[Cause]:
     return causes
 
 
-VALIDATORS: dict[tuple[str, str], Callable[[dict[str, Any]], list[Cause]]] = {
-    ("apiextensions.k8s.io", "customresourcedefinitions"): _crd,
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+PROTOCOLS = ("SCTP", "TCP", "UDP")
+
+
+def _required(causes: list[Cause], field: str) -> None:
+    causes.append((field, "FieldValueRequired", "Required value"))
+
+
+def _not_supported(causes: list[Cause], field: str, value: Any, allowed: tuple) -> None:
+    shown = ", ".join(f'"{a}"' for a in allowed)
+    causes.append((field, "FieldValueNotSupported",
+                   f'Unsupported value: "{value}": supported values: {shown}'))
+
+
+def _port(causes: list[Cause], field: str, value: Any, required: bool = True) -> None:
+    if value is None or (not required and value == 0):  # an optional port of 0 is unset
+        if required:
+            _required(causes, field)
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+        causes.append((field, "FieldValueInvalid",
+                       f"Invalid value: {value}: must be between 1 and 65535, inclusive"))
+
+
+def _containers(causes: list[Cause], containers: Any, field: str, required: bool) -> None:
+    if not isinstance(containers, list) or not containers:
+        if required:
+            _required(causes, field)
+        return
+    names = set()
+    for i, c in enumerate(containers):
+        where = f"{field}[{i}]"
+        if not isinstance(c, dict):
+            causes.append((where, "FieldValueInvalid", "Invalid value: must be an object"))
+            continue
+        name = c.get("name")
+        if not name:
+            _required(causes, f"{where}.name")
+        elif not isinstance(name, str) or len(name) > 63 or not _DNS_LABEL.match(name):
+            causes.append((f"{where}.name", "FieldValueInvalid",
+                           f'Invalid value: "{name}": a lowercase RFC 1123 label must consist '
+                           "of lower case alphanumeric characters or '-', and must start and "
+                           "end with an alphanumeric character"))
+        elif name in names:
+            causes.append((f"{where}.name", "FieldValueDuplicate",
+                           f'Duplicate value: "{name}"'))
+        names.add(name)
+        if not c.get("image") and field.endswith("containers") and "ephemeral" not in field:
+            _required(causes, f"{where}.image")
+        for j, port in enumerate(c.get("ports") or []):
+            if not isinstance(port, dict):
+                continue
+            _port(causes, f"{where}.ports[{j}].containerPort", port.get("containerPort"))
+            _port(causes, f"{where}.ports[{j}].hostPort", port.get("hostPort"), False)
+            if port.get("protocol", "TCP") not in PROTOCOLS:
+                _not_supported(causes, f"{where}.ports[{j}].protocol", port["protocol"],
+                               PROTOCOLS)
+        policy = c.get("imagePullPolicy")
+        if policy is not None and policy not in ("Always", "IfNotPresent", "Never"):
+            _not_supported(causes, f"{where}.imagePullPolicy", policy,
+                           ("Always", "IfNotPresent", "Never"))
+
+
+def _pod_spec(causes: list[Cause], spec: Any, field: str) -> None:
+    if not isinstance(spec, dict):
+        _required(causes, field)
+        return
+    _containers(causes, spec.get("containers"), f"{field}.containers", True)
+    _containers(causes, spec.get("initContainers"), f"{field}.initContainers", False)
+    policy = spec.get("restartPolicy")
+    if policy is not None and policy not in ("Always", "OnFailure", "Never"):
+        _not_supported(causes, f"{field}.restartPolicy", policy, ("Always", "OnFailure", "Never"))
+    dns = spec.get("dnsPolicy")
+    allowed = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
+    if dns is not None and dns not in allowed:
+        _not_supported(causes, f"{field}.dnsPolicy", dns, allowed)
+
+
+def _pod(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
+    causes: list[Cause] = []
+    _pod_spec(causes, obj.get("spec"), "spec")
+    if old is not None and not causes:
+        # Upstream lets a running pod change only these spec fields.
+        mutable = ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds",
+                   "schedulingGates")
+        new_spec = {k: v for k, v in (obj.get("spec") or {}).items() if k not in mutable}
+        old_spec = {k: v for k, v in (old.get("spec") or {}).items() if k not in mutable}
+        for spec in (new_spec, old_spec):
+            spec["containers"] = [{k: v for k, v in c.items() if k != "image"}
+                                  for c in spec.get("containers") or []]
+            spec["initContainers"] = [{k: v for k, v in c.items() if k != "image"}
+                                      for c in spec.get("initContainers") or []]
+            if not old_spec.get("nodeName"):
+                spec.pop("nodeName", None)  # binding sets it once
+        if new_spec != old_spec:
+            causes.append(("spec", "FieldValueForbidden",
+                           "Forbidden: pod updates may not change fields other than "
+                           "`spec.containers[*].image`,`spec.initContainers[*].image`,"
+                           "`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to "
+                           "existing tolerations),`spec.terminationGracePeriodSeconds` "
+                           "(allow it to be set to 1 if it was previously negative)"))
+    return causes
+
+
+def _selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def _workload(obj: dict[str, Any], old: dict[str, Any] | None,
+              selector_required: bool = True) -> list[Cause]:
+    causes: list[Cause] = []
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        _required(causes, "spec")
+        return causes
+    replicas = spec.get("replicas")
+    if replicas is not None and (not isinstance(replicas, int) or replicas < 0):
+        causes.append(("spec.replicas", "FieldValueInvalid",
+                       f"Invalid value: {replicas}: must be greater than or equal to 0"))
+    selector = spec.get("selector")
+    template = spec.get("template") or {}
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    if not selector:
+        if selector_required:
+            _required(causes, "spec.selector")
+    elif isinstance(selector, dict):
+        if not (selector.get("matchLabels") or selector.get("matchExpressions")):
+            causes.append(("spec.selector", "FieldValueInvalid",
+                           "Invalid value: empty selector is invalid for deployment"))
+        elif not _selector_matches(selector, labels):
+            causes.append(("spec.template.metadata.labels", "FieldValueInvalid",
+                           f"Invalid value: {labels}: `selector` does not match template "
+                           "`labels`"))
+        if old is not None and selector != (old.get("spec") or {}).get("selector"):
+            causes.append(("spec.selector", "FieldValueInvalid",
+                           f"Invalid value: {selector}: field is immutable"))
+    _pod_spec(causes, template.get("spec"), "spec.template.spec")
+    return causes
+
+
+def _job(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
+    causes: list[Cause] = []
+    spec = obj.get("spec") or {}
+    template = spec.get("template") or {}
+    _pod_spec(causes, template.get("spec"), "spec.template.spec")
+    policy = (template.get("spec") or {}).get("restartPolicy")
+    if policy not in ("OnFailure", "Never"):
+        _not_supported(causes, "spec.template.spec.restartPolicy", policy or "",
+                       ("OnFailure", "Never"))
+    if old is not None and template != ((old.get("spec") or {}).get("template") or {}):
+        causes.append(("spec.template", "FieldValueInvalid",
+                       "Invalid value: field is immutable"))
+    return causes
+
+
+SERVICE_TYPES = ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort")
+
+
+def _service(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
+    causes: list[Cause] = []
+    spec = obj.get("spec") or {}
+    kind = spec.get("type", "ClusterIP")
+    if kind not in SERVICE_TYPES:
+        _not_supported(causes, "spec.type", kind, SERVICE_TYPES)
+    ports = spec.get("ports") or []
+    if not ports and kind != "ExternalName" and spec.get("clusterIP") != "None":
+        _required(causes, "spec.ports")
+    names = set()
+    for i, port in enumerate(ports):
+        if not isinstance(port, dict):
+            continue
+        _port(causes, f"spec.ports[{i}].port", port.get("port"))
+        if port.get("protocol", "TCP") not in PROTOCOLS:
+            _not_supported(causes, f"spec.ports[{i}].protocol", port["protocol"], PROTOCOLS)
+        if len(ports) > 1 and not port.get("name"):
+            _required(causes, f"spec.ports[{i}].name")
+        if port.get("name") and port["name"] in names:
+            causes.append((f"spec.ports[{i}].name", "FieldValueDuplicate",
+                           f'Duplicate value: "{port["name"]}"'))
+        names.add(port.get("name"))
+        target = port.get("targetPort")
+        if isinstance(target, int) and not isinstance(target, bool):
+            _port(causes, f"spec.ports[{i}].targetPort", target)
+    if kind == "ExternalName" and not spec.get("externalName"):
+        _required(causes, "spec.externalName")
+    if old is not None:
+        before = (old.get("spec") or {}).get("clusterIP")
+        if before and spec.get("clusterIP", before) != before:
+            causes.append(("spec.clusterIP", "FieldValueInvalid",
+                           f'Invalid value: "{spec.get("clusterIP")}": field is immutable'))
+    return causes
+
+
+def _config(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
+    causes: list[Cause] = []
+    for field in ("data", "binaryData"):
+        for key in obj.get(field) or {}:
+            if not _CONFIG_KEY.match(key) or len(key) > 253:
+                causes.append((f"{field}[{key}]", "FieldValueInvalid",
+                               f'Invalid value: "{key}": a valid config key must consist of '
+                               "alphanumeric characters, '-', '_' or '.'"))
+    if old is not None and old.get("immutable"):
+        if any(obj.get(f) != old.get(f) for f in ("data", "binaryData", "immutable")):
+            causes.append(("data", "FieldValueForbidden",
+                           "Forbidden: field is immutable when `immutable` is set"))
+    return causes
+
+
+def _new_only(check: Callable[[dict[str, Any]], list[Cause]]):
+    return lambda obj, old: check(obj)
+
+
+VALIDATORS: dict[tuple[str, str], Callable[[dict[str, Any], dict[str, Any] | None],
+                                           list[Cause]]] = {
+    ("apiextensions.k8s.io", "customresourcedefinitions"): _new_only(_crd),
+    ("", "pods"): _pod,
+    ("apps", "deployments"): _workload,
+    ("apps", "replicasets"): _workload,
+    ("apps", "statefulsets"): _workload,
+    ("apps", "daemonsets"): _workload,
+    ("", "replicationcontrollers"): lambda obj, old: _workload(obj, old, False),
+    ("batch", "jobs"): _job,
+    ("", "services"): _service,
+    ("", "configmaps"): _config,
+    ("", "secrets"): _config,
 }
 
 
-def validate(resource: Resource, obj: dict[str, Any]) -> list[Cause]:
+def validate(resource: Resource, obj: dict[str, Any],
+             old: dict[str, Any] | None = None) -> list[Cause]:
+    """Causes against the kind's rules; old is the stored object on update."""
     validator = VALIDATORS.get((resource.group, resource.plural))
-    return validator(obj) if validator else []
+    return validator(obj, old) if validator else []

@@ -9,6 +9,8 @@ import aiohttp
 import pytest
 
 CM = "/api/v1/namespaces/default/configmaps"
+TEMPLATE = {"metadata": {"labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
 
 
 def configmap(name, **data):
@@ -103,7 +105,8 @@ async def test_generate_name_and_defaults(client):
 
 async def test_generation_counts_spec_changes_only(client):
     path = "/apis/apps/v1/namespaces/default/deployments"
-    deployment = {"metadata": {"name": "d"}, "spec": {"replicas": 1}}
+    deployment = {"metadata": {"name": "d"}, "spec": {
+        "replicas": 1, "selector": {"matchLabels": {"a": "b"}}, "template": TEMPLATE}}
     status, created = await client.request("POST", path, deployment)
     assert status == 201 and created["metadata"]["generation"] == 1
     status, patched = await client.request(
@@ -275,10 +278,13 @@ async def test_watch_timeout_ends_stream(client):
 
 async def test_scale_subresource_changes_only_replicas_with_cas(client):
     path = "/apis/apps/v1/namespaces/default/deployments"
-    await client.request("POST", path, {"metadata": {"name": "s"}, "spec": {
-        "replicas": 1, "selector": {"matchLabels": {"a": "b"},
-                                    "matchExpressions": [{"key": "t", "operator": "In",
-                                                          "values": ["y", "x"]}]}}})
+    template = {**TEMPLATE, "metadata": {"labels": {"a": "b", "t": "x"}}}
+    status, _ = await client.request("POST", path, {"metadata": {"name": "s"}, "spec": {
+        "replicas": 1, "template": template,
+        "selector": {"matchLabels": {"a": "b"},
+                     "matchExpressions": [{"key": "t", "operator": "In",
+                                           "values": ["y", "x"]}]}}})
+    assert status == 201
     status, scale = await client.request("GET", f"{path}/s/scale")
     assert status == 200 and scale["status"]["selector"] == "a=b,t in (x,y)"
     status, body = await client.request("PUT", f"{path}/s/scale",

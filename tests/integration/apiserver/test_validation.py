@@ -1,0 +1,72 @@
+"""Upstream's validation rules for the built-in kinds, as 422 Invalid with causes."""
+
+from __future__ import annotations
+
+import pytest
+
+PODS = "/api/v1/namespaces/default/pods"
+DEPLOYMENTS = "/apis/apps/v1/namespaces/default/deployments"
+SERVICES = "/api/v1/namespaces/default/services"
+CM = "/api/v1/namespaces/default/configmaps"
+
+
+def pod(name="p", **spec):
+    return {"metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}], **spec}}
+
+
+@pytest.mark.parametrize("path, body, fields", [
+    (PODS, {"metadata": {"name": "p"}, "spec": {}}, ["spec.containers"]),
+    (PODS, pod(containers=[{"name": "c"}]), ["spec.containers[0].image"]),
+    (PODS, pod(containers=[{"name": "Bad", "image": "x"}, {"name": "d", "image": "x",
+                                                          "ports": [{"containerPort": 70000,
+                                                                     "protocol": "XTP"}]}]),
+     ["spec.containers[0].name", "spec.containers[1].ports[0].containerPort",
+      "spec.containers[1].ports[0].protocol"]),
+    (PODS, pod(restartPolicy="Sometimes"), ["spec.restartPolicy"]),
+    (DEPLOYMENTS, {"metadata": {"name": "d"}, "spec": {
+        "selector": {"matchLabels": {"app": "a"}},
+        "template": {"metadata": {"labels": {"app": "b"}},
+                     "spec": {"containers": [{"name": "c", "image": "x"}]}}}},
+     ["spec.template.metadata.labels"]),
+    (DEPLOYMENTS, {"metadata": {"name": "d"}, "spec": {"replicas": -1}},
+     ["spec.replicas", "spec.selector", "spec.template.spec"]),
+    (SERVICES, {"metadata": {"name": "s"}, "spec": {"type": "Magic", "ports": [{"port": 0}]}},
+     ["spec.type", "spec.ports[0].port"]),
+    (SERVICES, {"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80},
+                                                              {"port": 81}]}},
+     ["spec.ports[0].name", "spec.ports[1].name"]),
+    (CM, {"metadata": {"name": "c"}, "data": {"bad key!": "x"}}, ["data[bad key!]"]),
+])
+async def test_invalid_objects_name_their_fields(client, path, body, fields):
+    status, err = await client.request("POST", path, body)
+    assert status == 422, err
+    assert err["reason"] == "Invalid"
+    assert sorted(c["field"] for c in err["details"]["causes"]) == sorted(fields)
+
+
+async def test_running_pod_spec_is_immutable_but_image_is_not(client):
+    _, created = await client.request("POST", PODS, pod())
+    changed = {**created, "spec": {**created["spec"], "restartPolicy": "Never"}}
+    status, err = await client.request("PUT", f"{PODS}/p", changed)
+    assert status == 422 and "pod updates may not change fields" in err["message"]
+    new_image = {**created, "spec": {**created["spec"], "containers": [
+        {"name": "c", "image": "busybox:2"}]}}
+    status, _ = await client.request("PUT", f"{PODS}/p", new_image)
+    assert status == 200
+
+
+async def test_immutable_selector_and_configmap(client):
+    template = {"metadata": {"labels": {"app": "a", "v": "1"}},
+                "spec": {"containers": [{"name": "c", "image": "x"}]}}
+    _, d = await client.request("POST", DEPLOYMENTS, {"metadata": {"name": "d"}, "spec": {
+        "selector": {"matchLabels": {"app": "a"}}, "template": template}})
+    status, err = await client.request(
+        "PATCH", f"{DEPLOYMENTS}/d", {"spec": {"selector": {"matchLabels": {"v": "1"}}}},
+        content_type="application/merge-patch+json")
+    assert status == 422 and err["details"]["causes"][0]["field"] == "spec.selector"
+    await client.request("POST", CM, {"metadata": {"name": "frozen"}, "data": {"a": "1"},
+                                      "immutable": True})
+    status, err = await client.request("PATCH", f"{CM}/frozen", {"data": {"a": "2"}},
+                                       content_type="application/merge-patch+json")
+    assert status == 422 and "immutable" in err["message"]
