@@ -19,12 +19,12 @@ Fields applied with equal values are shared: both managers keep them.
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
 from k8py.api import errors, fieldsets
 from k8py.api.fieldsets import Path
+from k8py.api.jsondoc import clone
 from k8py.api.schemas import Node
 from k8py.api.strategic import strategic_merge_patch
 from k8py.api.timestamps import now
@@ -67,7 +67,8 @@ def _with_entries(obj: dict[str, Any], entries: list[dict[str, Any]]) -> dict[st
 
 def record_update(old: dict[str, Any] | None, new: dict[str, Any], manager: str,
                   api_version: str, schema: Node | None, subresource: str = "") -> dict:
-    """new with managedFields: manager owns what it changed, taken from the others."""
+    """new with managedFields: manager owns what it changed, taken from the others. Trees
+    are edited path by path, never rebuilt: an update costs what it changed."""
     entries = _entries(old) if old is not None else []
     changed = _owned(fieldsets.changed_paths(old or {}, _strip(new), schema)
                      if old is not None else fieldsets.field_set(_strip(new), schema))
@@ -75,19 +76,23 @@ def record_update(old: dict[str, Any] | None, new: dict[str, Any], manager: str,
         changed = {p for p in changed if p[:1] != ("f:status",)}
     if not changed:
         return _with_entries(new, entries)
-    updated = []
     mine = None
     for entry in entries:
-        paths = fieldsets.from_fields_v1(entry.get("fieldsV1") or {})
         if entry.get("manager") == manager and entry.get("operation") == "Update" and \
                 entry.get("subresource", "") == subresource:
-            mine = paths
+            mine = entry
             continue
-        entry["fieldsV1"] = fieldsets.to_fields_v1(paths - changed)
-        updated.append(entry)
-    updated.append(_entry(manager, "Update", api_version, (mine or set()) | changed,
-                          subresource))
-    return _with_entries(new, updated)
+        tree = clone(entry.get("fieldsV1") or {})
+        if any([fieldsets.tree_discard(tree, path) for path in changed]):
+            entry["fieldsV1"] = tree
+    if mine is None:
+        mine = _entry(manager, "Update", api_version, set(), subresource)
+        entries.append(mine)
+    tree = clone(mine.get("fieldsV1") or {})
+    for path in changed:
+        fieldsets.tree_add(tree, path)
+    mine.update(fieldsV1=tree, time=now(), apiVersion=api_version)
+    return _with_entries(new, entries)
 
 
 def _strip(obj: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +133,7 @@ def apply(live: dict[str, Any] | None, config: dict[str, Any], manager: str, for
     if conflicts and not force:
         raise _conflict_error(conflicts)
 
-    merged = strategic_merge_patch(current, copy.deepcopy(config), schema)
+    merged = strategic_merge_patch(current, clone(config), schema)
     others_paths = set().union(*(paths for _, paths in others)) if others else set()
     removed: list[Path] = []
     for path in sorted(previous - applied - others_paths, key=len):

@@ -8,10 +8,10 @@ sent.
 from __future__ import annotations
 
 import base64
-import copy
 from collections.abc import Callable
 from typing import Any
 
+from k8py.api.jsondoc import clone
 from k8py.api.resources import Resource
 from k8py.api.timestamps import now
 
@@ -83,7 +83,7 @@ GENERATION_TRACKED = frozenset({
 
 def apply_defaults(resource: Resource, obj: Obj) -> Obj:
     defaulter = DEFAULTERS.get((resource.group, resource.plural))
-    return defaulter(copy.deepcopy(obj)) if defaulter else obj
+    return defaulter(clone(obj)) if defaulter else obj
 
 
 def tracks_generation(resource: Resource) -> bool:

@@ -151,7 +151,60 @@ def from_fields_v1(tree: dict[str, Any], path: Path = ()) -> set[Path]:
     return paths
 
 
-def changed_paths(old: Any, new: Any, schema: Node | None) -> set[Path]:
-    """The paths of new whose values differ from old's (what an update takes ownership of)."""
-    return {p for p in field_set(new, schema) if lookup(old, p, schema) != (True, lookup(
-        new, p, schema)[1])}
+def changed_paths(old: Any, new: Any, schema: Node | None, path: Path = ()) -> set[Path]:
+    """The paths of new whose values differ from old's (what an update takes ownership of),
+    found in one walk of both objects."""
+    if old == new:
+        return set()
+    if isinstance(new, dict) and new and isinstance(old, dict):
+        paths: set[Path] = set()
+        for name, item in new.items():
+            paths |= changed_paths(old.get(name, _MISSING), item, child(schema, name),
+                                   path + (f"f:{name}",))
+        return paths
+    if isinstance(new, list) and new and isinstance(old, list):
+        keys = _list_keys(schema)
+        if keys:
+            items = schema.items() if schema is not None else None
+            before = {element_key(e, keys): e for e in old}
+            paths = set()
+            for element in new:
+                key = element_key(element, keys)
+                previous = before.get(key, _MISSING)
+                if previous is _MISSING:
+                    paths |= field_set(element, items, path + (key,)) | {path + (key,)}
+                else:
+                    paths |= changed_paths(previous, element, items, path + (key,))
+            return paths
+        if _is_set(schema):
+            return {p for p in field_set(new, schema, path)
+                    if p[-1] not in {"v:" + json.dumps(e, separators=(",", ":")) for e in old}}
+    return field_set(new, schema, path) if path else set()
+
+
+_MISSING = object()
+
+
+def tree_discard(tree: dict[str, Any], path: Path) -> bool:
+    """Remove path from a FieldsV1 tree in place, pruning emptied parents; True if found."""
+    if not path:
+        return False
+    head, rest = path[0], path[1:]
+    sub = tree.get(head)
+    if sub is None:
+        return False
+    if not rest:
+        del tree[head]
+        return True
+    found = tree_discard(sub, rest)
+    if found and not sub:
+        del tree[head]
+    return found
+
+
+def tree_add(tree: dict[str, Any], path: Path) -> None:
+    node = tree
+    for element in path:
+        node = node.setdefault(element, {})
+    if path and path[-1].startswith("k:"):
+        node.setdefault(".", {})

@@ -18,7 +18,6 @@ These functions take and return plain dicts; they never mutate their inputs.
 
 from __future__ import annotations
 
-import copy
 import random
 import re
 import uuid
@@ -27,6 +26,7 @@ from typing import Any
 from k8py.api import structural, validation
 from k8py.api.defaults import apply_defaults, tracks_generation
 from k8py.api.errors import BadRequest, invalid
+from k8py.api.jsondoc import clone
 from k8py.api.resources import Resource
 from k8py.api.timestamps import now
 
@@ -64,7 +64,7 @@ def check_type(resource: Resource, obj: Any) -> dict[str, Any]:
     """The body must be an object of the resource's kind (filled in when missing)."""
     if not isinstance(obj, dict):
         raise BadRequest("the request body must be a JSON or YAML object")
-    obj = copy.deepcopy(obj)
+    obj = clone(obj)
     kind = obj.setdefault("kind", resource.kind)
     api_version = obj.setdefault("apiVersion", resource.api_version)
     if kind != resource.kind or api_version != resource.api_version:

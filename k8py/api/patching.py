@@ -10,8 +10,9 @@ elsewhere once built.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
+
+from k8py.api.jsondoc import clone
 
 
 class PatchError(ValueError):
@@ -20,14 +21,18 @@ class PatchError(ValueError):
 
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386: objects merge recursively, null deletes, anything else replaces."""
+    return _merge_in_place(clone(target), patch)
+
+
+def _merge_in_place(target: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return clone(patch)
+    result = target if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
         else:
-            result[key] = merge_patch(result.get(key), value)
+            result[key] = _merge_in_place(result.get(key), value)
     return result
 
 
@@ -109,7 +114,7 @@ def json_patch(document: Any, operations: Any) -> Any:
     """RFC 6902: apply operations in order; all or nothing."""
     if not isinstance(operations, list):
         raise PatchError("a JSON patch must be a list of operations")
-    doc = copy.deepcopy(document)
+    doc = clone(document)
     for op in operations:
         if not isinstance(op, dict) or "op" not in op or "path" not in op:
             raise PatchError(f"invalid operation {op!r}")
@@ -117,20 +122,20 @@ def json_patch(document: Any, operations: Any) -> Any:
         if kind in ("add", "replace", "test") and "value" not in op:
             raise PatchError(f"operation {kind} needs a value")
         if kind == "add":
-            doc = _add(doc, tokens, copy.deepcopy(op["value"]))
+            doc = _add(doc, tokens, clone(op["value"]))
         elif kind == "remove":
             _remove(doc, tokens)
         elif kind == "replace":
             _get(doc, tokens)
             if not tokens:
-                doc = copy.deepcopy(op["value"])
+                doc = clone(op["value"])
             else:
                 _remove(doc, tokens)
-                doc = _add(doc, tokens, copy.deepcopy(op["value"]))
+                doc = _add(doc, tokens, clone(op["value"]))
         elif kind in ("move", "copy"):
             source = _pointer(str(op.get("from", "")))
             value = _get(doc, source) if kind == "copy" else _remove(doc, source)
-            doc = _add(doc, tokens, copy.deepcopy(value))
+            doc = _add(doc, tokens, clone(value))
         elif kind == "test":
             if _get(doc, tokens) != op["value"]:
                 raise PatchError(f"test operation failed at {op['path']!r}")

@@ -38,23 +38,36 @@ def _by_kind() -> dict[tuple[str, str, str], str]:
 
 
 class Node:
-    """A position in a schema: what a field holds and how it patches."""
+    """A position in a schema: what a field holds and how it patches. Children are made once
+    and kept, so walking the same schema again (every write does) costs dictionary lookups."""
 
-    __slots__ = ("schema",)
+    __slots__ = ("schema", "_children")
 
     def __init__(self, schema: dict[str, Any]):
         self.schema = _resolve(schema)
+        self._children: dict[str, Node | None] = {}
 
     def field(self, name: str) -> Node | None:
+        try:
+            return self._children[name]
+        except KeyError:
+            pass
         prop = (self.schema.get("properties") or {}).get(name)
         if prop is None:
             extra = self.schema.get("additionalProperties")
-            return Node(extra) if isinstance(extra, dict) else None
-        return Node(prop)
+            node = Node(extra) if isinstance(extra, dict) else None
+        else:
+            node = Node(prop)
+        self._children[name] = node
+        return node
 
     def items(self) -> Node | None:
-        items = self.schema.get("items")
-        return Node(items) if isinstance(items, dict) else None
+        try:
+            return self._children["[]"]
+        except KeyError:
+            items = self.schema.get("items")
+            node = self._children["[]"] = Node(items) if isinstance(items, dict) else None
+            return node
 
     @property
     def patch_strategies(self) -> set[str]:
@@ -80,6 +93,7 @@ def kind_definition(group: str, version: str, kind: str) -> str | None:
     return _by_kind().get((group, version, kind))
 
 
+@functools.lru_cache(maxsize=None)
 def for_kind(group: str, version: str, kind: str) -> Node | None:
     """The schema of a built-in kind, or None (custom resources, unknown kinds)."""
     name = kind_definition(group, version, kind)

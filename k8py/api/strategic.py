@@ -20,9 +20,9 @@ Fields the schema does not describe merge like a JSON merge patch. The functions
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
+from k8py.api.jsondoc import clone
 from k8py.api.patching import PatchError
 from k8py.api.schemas import Node
 
@@ -39,7 +39,7 @@ def _is_directive(key: str) -> bool:
 def strategic_merge_patch(original: dict[str, Any], patch: Any, schema: Node | None) -> Any:
     if not isinstance(patch, dict):
         raise PatchError("a strategic merge patch must be a JSON object")
-    return _merge_map(copy.deepcopy(original), patch, schema)
+    return _merge_map(clone(original), patch, schema)
 
 
 def _merge_map(original: Any, patch: dict[str, Any], schema: Node | None) -> Any:
