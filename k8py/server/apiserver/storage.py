@@ -101,6 +101,7 @@ class ObjectStore:
 
     def __init__(self, backend: Backend):
         self.backend = backend
+        self._events: dict[tuple[str, int], WatchEvent] = {}  # see ObjectWatch
 
     async def get(self, resource: Resource, namespace: str | None, name: str,
                   revision: int = 0) -> dict[str, Any]:
@@ -232,19 +233,51 @@ class ObjectStore:
             stream = self.backend.watch(resource.prefix(namespace), start_revision=start_revision)
         except store_errors.Compacted as exc:
             raise _too_old(start_revision - 1, exc) from exc
-        return ObjectWatch(stream, resource, start_revision)
+        return ObjectWatch(stream, resource, start_revision, self._events)
+
+
+class WatchEvent:
+    """One change as watchers see it. Shared by every watcher of the same event, so it is
+    decoded once and serialized once however many watch it; never mutate `object`."""
+
+    __slots__ = ("type", "object", "previous", "_line")
+
+    def __init__(self, event_type: str, obj: dict[str, Any], previous: dict[str, Any] | None):
+        self.type, self.object, self.previous = event_type, obj, previous
+        self._line: bytes | None = None
+
+    def line(self) -> bytes:
+        """The event as one line of a JSON watch stream."""
+        if self._line is None:
+            self._line = json.dumps({"type": self.type, "object": self.object},
+                                    separators=(",", ":")).encode() + b"\n"
+        return self._line
+
+
+def _watch_event(event) -> WatchEvent:
+    prev = decode(event.prev) if event.prev is not None else None
+    if event.type is EventType.DELETE:
+        # A deleted object's final resourceVersion is the delete's revision.
+        obj = decode(event.prev)
+        obj["metadata"]["resourceVersion"] = str(event.revision)
+        return WatchEvent("DELETED", obj, prev)
+    if event.type is EventType.CREATE:
+        return WatchEvent("ADDED", decode(event.kv), None)
+    return WatchEvent("MODIFIED", decode(event.kv), prev)
 
 
 class ObjectWatch:
-    """Store events as (ADDED|MODIFIED|DELETED, object, previous object or None).
-    `next()` may be cancelled (a timeout) without losing events."""
+    """Store events as `WatchEvent`s. `next()` may be cancelled (a timeout) without losing
+    events. Watchers of one resource share decoded events through `cache`."""
 
-    def __init__(self, stream, resource: Resource, start_revision: int):
+    def __init__(self, stream, resource: Resource, start_revision: int,
+                 cache: dict[tuple[str, int], WatchEvent]):
         self._stream = stream
         self._resource = resource
         self._start = start_revision
+        self._cache = cache
 
-    async def next(self) -> list[tuple[str, dict[str, Any], dict[str, Any] | None]]:
+    async def next(self) -> list[WatchEvent]:
         try:
             events = await anext(self._stream)
         except store_errors.Compacted as exc:
@@ -255,20 +288,20 @@ class ObjectWatch:
             raise _status(exc, self._resource, "") from exc
         out = []
         for event in events:
-            prev = decode(event.prev) if event.prev is not None else None
-            if event.type is EventType.DELETE:
-                # A deleted object's final resourceVersion is the delete's revision.
-                obj = decode(event.prev)
-                obj["metadata"]["resourceVersion"] = str(event.revision)
-                out.append(("DELETED", obj, prev))
-            elif event.type is EventType.CREATE:
-                out.append(("ADDED", decode(event.kv), None))
-            else:
-                out.append(("MODIFIED", decode(event.kv), prev))
+            key = (event.kv.key, event.revision)
+            shared = self._cache.get(key)
+            if shared is None:
+                shared = self._cache[key] = _watch_event(event)
+                while len(self._cache) > EVENT_CACHE_SIZE:
+                    del self._cache[next(iter(self._cache))]  # oldest first (insertion order)
+            out.append(shared)
         return out
 
     def close(self) -> None:
         self._stream.close()
+
+
+EVENT_CACHE_SIZE = 4096
 
 
 def _with_version(obj: dict[str, Any], revision: int) -> dict[str, Any]:

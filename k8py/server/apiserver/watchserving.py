@@ -103,14 +103,18 @@ async def serve_watch(request: web.Request, objects: ObjectStore, resource: Reso
                 await response.write(_line("ERROR", exc.status()))
                 break
             chunk = bytearray()
-            for event_type, obj, prev in events:
+            for event in events:
+                event_type, obj = event.type, event.object
                 now_matches = matches(obj)
-                before = prev is not None and matches(prev)
+                before = event.previous is not None and matches(event.previous)
                 if event_type == "MODIFIED" and now_matches != before:
                     event_type = "ADDED" if now_matches else "DELETED"
                 elif not now_matches:
                     continue
-                chunk += _line(event_type, render(obj))
+                if event_type == event.type and not as_table:
+                    chunk += event.line()  # serialized once for all watchers
+                else:
+                    chunk += _line(event_type, render(obj))
             if chunk:
                 await response.write(bytes(chunk))
     except ConnectionResetError:
