@@ -16,6 +16,7 @@ import click
 
 from k8py import KUBERNETES_VERSION, __version__
 from k8py.config import CIDR, ConfiguredCommand, DNSName, FileMode, IPAddress, option
+from k8py.lifecycle import use_one_malloc_arena
 
 log = logging.getLogger("k8py")
 
@@ -122,6 +123,7 @@ def _run(coroutine) -> None:
 
 def main() -> None:
     """Entry point: click's own error output is several lines; ours is one."""
+    use_one_malloc_arena()
     try:
         cli.main(prog_name="k8py", standalone_mode=False)
     except click.UsageError as exc:
