@@ -40,7 +40,7 @@ from aiohttp import web
 from k8py.api import (apply, errors, meta, patching, pruning, schemas, selectors,
                       strategic, structural, tables, timestamps)
 from k8py.api.resources import Registry, Resource
-from k8py.server.apiserver import bodies, crds, reviews, scale
+from k8py.server.apiserver import bodies, crds, podsubresources, reviews, scale
 from k8py.server.apiserver.authn import USER_KEY
 from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
 from k8py.server.apiserver.watchserving import serve_watch
@@ -222,6 +222,8 @@ class RestHandler:
         method = request.method
         if target.subresource == "scale":
             return await self._scale(request, target)
+        if target.subresource in ("binding", "eviction"):
+            return await self._pod_subresource(request, target)
         if target.subresource not in (None, "status"):
             raise errors.MethodNotAllowed(
                 f"the {target.subresource} subresource is not served yet"
@@ -264,6 +266,32 @@ class RestHandler:
                 return web.json_response(body, status=status)
         raise errors.MethodNotAllowed(f"the server does not allow this method on the requested "
                                       f"resource")
+
+    async def _pod_subresource(self, request: web.Request, target: Target) -> web.Response:
+        if request.method != "POST":
+            raise errors.MethodNotAllowed(f"the {target.subresource} subresource allows create")
+        body = await bodies.read_document(request, bodies.OBJECT_TYPES | {bodies.PROTOBUF})
+        if target.subresource == "binding":
+            result = await podsubresources.bind(self.objects, target.resource, target.namespace,
+                                                target.name, body)
+        else:
+            async def delete(pod: dict) -> None:
+                revision = int(pod["metadata"]["resourceVersion"])
+                grace = _grace_period(target.resource, pod,
+                                      (body or {}).get("deleteOptions") or {}, request)
+                if grace:
+                    marked = {**pod, "metadata": {**pod["metadata"],
+                                                  "deletionTimestamp": timestamps.after(grace),
+                                                  "deletionGracePeriodSeconds": grace}}
+                    await self.objects.update(target.resource, marked, revision)
+                else:
+                    await self._remove(target.resource, target.namespace, target.name,
+                                       revision)
+
+            budgets = self.registry.get("policy", "v1", "poddisruptionbudgets")
+            result = await podsubresources.evict(self.objects, target.resource, budgets,
+                                                 target.namespace, target.name, delete)
+        return web.json_response(result, status=201)
 
     async def _scale(self, request: web.Request, target: Target) -> web.Response:
         args = (self.objects, target.resource, target.namespace, target.name)

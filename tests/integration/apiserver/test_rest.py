@@ -333,3 +333,48 @@ async def test_events_get_a_time_to_live(client, server):
     key = "/registry/core/events/default/e1"
     entry = server.store._index[key]
     assert entry.expires > 0, "events expire, as upstream's --event-ttl"
+
+
+async def test_binding_sets_the_node_once(client):
+    pods = "/api/v1/namespaces/default/pods"
+    await client.request("POST", pods, {"metadata": {"name": "b"}, "spec": {
+        "containers": [{"name": "c", "image": "x"}]}})
+    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "b"},
+               "target": {"kind": "Node", "name": "node-1"}}
+    status, _ = await client.request("POST", f"{pods}/b/binding", binding)
+    assert status == 201
+    _, pod = await client.request("GET", f"{pods}/b")
+    assert pod["spec"]["nodeName"] == "node-1"
+    assert {"type": "PodScheduled", "status": "True"}.items() <= pod["status"][
+        "conditions"][0].items()
+    status, err = await client.request("POST", f"{pods}/b/binding", binding)
+    assert status == 409 and "already assigned" in err["message"]
+
+
+async def test_eviction_honours_disruption_budgets(client):
+    pods = "/api/v1/namespaces/default/pods"
+    pdbs = "/apis/policy/v1/namespaces/default/poddisruptionbudgets"
+    for name in ("e1", "e2"):
+        await client.request("POST", pods, {"metadata": {"name": name, "labels": {"app": "e"}},
+                                            "spec": {"containers": [{"name": "c",
+                                                                     "image": "x"}]}})
+        _, pod = await client.request("GET", f"{pods}/{name}")
+        await client.request("PUT", f"{pods}/{name}/status",
+                             {**pod, "status": {"phase": "Running"}})
+    _, pdb = await client.request("POST", pdbs, {"metadata": {"name": "budget"}, "spec": {
+        "minAvailable": 1, "selector": {"matchLabels": {"app": "e"}}}})
+    await client.request("PUT", f"{pdbs}/budget/status", {**pdb, "status": {
+        "disruptionsAllowed": 1, "observedGeneration": 1, "currentHealthy": 2,
+        "desiredHealthy": 1, "expectedPods": 2}})
+    eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "e1"}}
+    status, _ = await client.request("POST", f"{pods}/e1/eviction", eviction)
+    assert status == 201
+    status, _ = await client.request("GET", f"{pods}/e1")
+    assert status == 404
+    status, err = await client.request("POST", f"{pods}/e2/eviction",
+                                       {**eviction, "metadata": {"name": "e2"}})
+    assert status == 429 and err["reason"] == "TooManyRequests"
+    assert err["message"] == ("Cannot evict pod as it would violate the pod's disruption "
+                              "budget.")
+    status, _ = await client.request("GET", f"{pods}/e2")
+    assert status == 200

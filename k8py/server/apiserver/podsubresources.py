@@ -1,0 +1,96 @@
+"""The pod subresources the control plane serves: `binding` and `eviction`.
+
+binding (POST pods/NAME/binding, a v1 Binding): what the scheduler does to place a pod. It
+sets `spec.nodeName` once, with compare-and-swap, and the `PodScheduled` condition; binding
+a pod that is already bound is a 409, as upstream ("pod x is already assigned to node y").
+
+eviction (POST pods/NAME/eviction, a policy/v1 Eviction): a delete that honours
+PodDisruptionBudgets. Every budget in the pod's namespace whose selector matches the pod must
+allow a disruption (`status.disruptionsAllowed` > 0, kept by the disruption controller); the
+eviction then spends one (decrementing it and recording the pod in `disruptedPods`, with
+compare-and-swap) and deletes the pod gracefully. Otherwise it is a 429 TooManyRequests with
+upstream's message, and the pod stays. A pod that is not running yet (Pending) or is done
+(Succeeded/Failed) can always be evicted, as upstream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from k8py.api import errors, timestamps
+from k8py.api.resources import Resource
+from k8py.server.apiserver.storage import ObjectStore
+
+PDB_VIOLATION = "Cannot evict pod as it would violate the pod's disruption budget."
+
+
+def _selector_matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    if selector is None:
+        return False  # policy/v1: a null selector matches no pod, an empty one every pod
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        present = key in labels
+        if (op == "In" and labels.get(key) not in values) or (
+                op == "NotIn" and present and labels[key] in values) or (
+                op == "Exists" and not present) or (op == "DoesNotExist" and present):
+            return False
+    return True
+
+
+async def bind(objects: ObjectStore, pods: Resource, namespace: str, name: str,
+               binding: Any) -> dict[str, Any]:
+    if not isinstance(binding, dict) or not isinstance(binding.get("target"), dict):
+        raise errors.BadRequest("the body must be a v1 Binding with a target")
+    node = binding["target"].get("name")
+    if not node:
+        raise errors.invalid("Binding", name, [("target.name", "FieldValueRequired",
+                                                "Required value")])
+    pod = await objects.get(pods, namespace, name)
+    current = (pod.get("spec") or {}).get("nodeName")
+    if current:
+        raise errors.Conflict(f"Operation cannot be fulfilled on pods/binding \"{name}\": pod "
+                              f"{name} is already assigned to node \"{current}\"",
+                              name=name, kind="pods/binding")
+    if pod["metadata"].get("deletionTimestamp"):
+        raise errors.Conflict(f"pod {name} is being deleted, cannot be assigned to a host")
+    status = dict(pod.get("status") or {})
+    conditions = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
+    conditions.append({"type": "PodScheduled", "status": "True",
+                       "lastTransitionTime": timestamps.now(), "lastProbeTime": None})
+    status["conditions"] = conditions
+    bound = {**pod, "spec": {**pod["spec"], "nodeName": node}, "status": status}
+    await objects.update(pods, bound, int(pod["metadata"]["resourceVersion"]))
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "code": 201}
+
+
+async def evict(objects: ObjectStore, pods: Resource, budgets: Resource, namespace: str,
+                name: str, delete) -> dict[str, Any]:
+    """Spend a disruption from every matching budget, then delete the pod with `delete`."""
+    pod = await objects.get(pods, namespace, name)
+    phase = (pod.get("status") or {}).get("phase", "Pending")
+    if phase not in ("Pending", "Succeeded", "Failed") and not pod["metadata"].get(
+            "deletionTimestamp"):
+        labels = pod["metadata"].get("labels") or {}
+        items, _, _ = await objects.list(budgets, namespace)
+        matching = [b for b in items
+                    if _selector_matches((b.get("spec") or {}).get("selector"), labels)]
+        if len(matching) > 1:
+            raise errors.InternalError("This pod has more than one PodDisruptionBudget, "
+                                       "which the eviction subresource does not support.")
+        for budget in matching:
+            status = dict(budget.get("status") or {})
+            if status.get("observedGeneration", 0) < budget["metadata"].get("generation", 1) \
+                    or status.get("disruptionsAllowed", 0) <= 0:
+                raise errors.TooManyRequests(PDB_VIOLATION, retry_after=10)
+            status["disruptionsAllowed"] -= 1
+            status["disruptedPods"] = {**(status.get("disruptedPods") or {}),
+                                       name: timestamps.now()}
+            await objects.update(budgets, {**budget, "status": status},
+                                 int(budget["metadata"]["resourceVersion"]))
+    await delete(pod)
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "code": 201}
