@@ -1,8 +1,11 @@
 """Upstream's defaulting for the built-in kinds, applied on create and update.
 
 Each kind's defaults are one small function of the object (a pure copy-in, copy-out), looked
-up by (group, plural). Only the kinds listed here are defaulted so far; the rest are stored as
-sent.
+up by (group, plural): the values upstream's `SetDefaults_*` functions fill in, so a stored
+object reads back as it would from upstream (pods' restart, DNS and pull policies, grace
+period and scheduler; workloads' replicas, strategies and history limits; services' type,
+protocols and target ports; jobs' parallelism, completions and backoff; secrets' stringData;
+namespaces' finalizer and phase; CRDs' status). Kinds not listed are stored as sent.
 """
 
 from __future__ import annotations
@@ -65,10 +68,171 @@ def _crd(obj: Obj) -> Obj:
     return obj
 
 
+def _container(c: Obj) -> None:
+    c.setdefault("terminationMessagePath", "/dev/termination-log")
+    c.setdefault("terminationMessagePolicy", "File")
+    if "imagePullPolicy" not in c:
+        image = c.get("image") or ""
+        tag = image.rsplit("/", 1)[-1]
+        latest = "@" not in tag and (":" not in tag or tag.endswith(":latest"))
+        c["imagePullPolicy"] = "Always" if latest else "IfNotPresent"
+    for port in c.get("ports") or []:
+        if isinstance(port, dict):
+            port.setdefault("protocol", "TCP")
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        if isinstance(c.get(probe), dict):
+            p = c[probe]
+            for key, value in (("timeoutSeconds", 1), ("periodSeconds", 10),
+                               ("successThreshold", 1), ("failureThreshold", 3)):
+                p.setdefault(key, value)
+            if isinstance(p.get("httpGet"), dict):
+                p["httpGet"].setdefault("path", "/")
+                p["httpGet"].setdefault("scheme", "HTTP")
+
+
+def _pod_spec(spec: Obj) -> None:
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("securityContext", {})
+    spec.setdefault("schedulerName", "default-scheduler")
+    if spec.get("serviceAccount") and not spec.get("serviceAccountName"):
+        spec["serviceAccountName"] = spec["serviceAccount"]
+    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        if isinstance(c, dict):
+            _container(c)
+
+
+def _template(obj: Obj) -> Obj | None:
+    template = (obj.get("spec") or {}).get("template")
+    if isinstance(template, dict) and isinstance(template.get("spec"), dict):
+        _pod_spec(template["spec"])
+        return template
+    return None
+
+
+def _pod(obj: Obj) -> Obj:
+    if isinstance(obj.get("spec"), dict):
+        _pod_spec(obj["spec"])
+        obj["spec"].setdefault("enableServiceLinks", True)
+    return obj
+
+
+def _workload(replicas: bool = True, history: bool = True):
+    def defaulter(obj: Obj) -> Obj:
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            return obj
+        _template(obj)
+        if replicas:
+            spec.setdefault("replicas", 1)
+        if history:
+            spec.setdefault("revisionHistoryLimit", 10)
+        return obj
+    return defaulter
+
+
+def _deployment(obj: Obj) -> Obj:
+    obj = _workload()(obj)
+    spec = obj.get("spec")
+    if isinstance(spec, dict):
+        spec.setdefault("progressDeadlineSeconds", 600)
+        strategy = spec.setdefault("strategy", {})
+        strategy.setdefault("type", "RollingUpdate")
+        if strategy["type"] == "RollingUpdate":
+            rolling = strategy.setdefault("rollingUpdate", {})
+            rolling.setdefault("maxUnavailable", "25%")
+            rolling.setdefault("maxSurge", "25%")
+    return obj
+
+
+def _statefulset(obj: Obj) -> Obj:
+    obj = _workload()(obj)
+    spec = obj.get("spec")
+    if isinstance(spec, dict):
+        spec.setdefault("podManagementPolicy", "OrderedReady")
+        strategy = spec.setdefault("updateStrategy", {})
+        strategy.setdefault("type", "RollingUpdate")
+        if strategy["type"] == "RollingUpdate":
+            strategy.setdefault("rollingUpdate", {}).setdefault("partition", 0)
+        spec.setdefault("persistentVolumeClaimRetentionPolicy",
+                        {"whenDeleted": "Retain", "whenScaled": "Retain"})
+    return obj
+
+
+def _daemonset(obj: Obj) -> Obj:
+    obj = _workload(replicas=False)(obj)
+    spec = obj.get("spec")
+    if isinstance(spec, dict):
+        strategy = spec.setdefault("updateStrategy", {})
+        strategy.setdefault("type", "RollingUpdate")
+        if strategy["type"] == "RollingUpdate":
+            rolling = strategy.setdefault("rollingUpdate", {})
+            rolling.setdefault("maxUnavailable", 1)
+            rolling.setdefault("maxSurge", 0)
+    return obj
+
+
+def _job(obj: Obj) -> Obj:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return obj
+    _template(obj)
+    spec.setdefault("parallelism", 1)
+    if "completions" not in spec and spec["parallelism"] == 1:
+        spec["completions"] = 1
+    spec.setdefault("backoffLimit", 6)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
+    return obj
+
+
+def _cronjob(obj: Obj) -> Obj:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return obj
+    spec.setdefault("concurrencyPolicy", "Allow")
+    spec.setdefault("suspend", False)
+    spec.setdefault("successfulJobsHistoryLimit", 3)
+    spec.setdefault("failedJobsHistoryLimit", 1)
+    job_template = spec.get("jobTemplate")
+    if isinstance(job_template, dict):
+        _job(job_template)
+    return obj
+
+
+def _service(obj: Obj) -> Obj:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return obj
+    spec.setdefault("type", "ClusterIP")
+    if spec["type"] != "ExternalName":
+        spec.setdefault("sessionAffinity", "None")
+        spec.setdefault("internalTrafficPolicy", "Cluster")
+    if spec["type"] in ("NodePort", "LoadBalancer"):
+        spec.setdefault("externalTrafficPolicy", "Cluster")
+    for port in spec.get("ports") or []:
+        if isinstance(port, dict):
+            port.setdefault("protocol", "TCP")
+            if "port" in port:
+                port.setdefault("targetPort", port["port"])
+    return obj
+
+
 DEFAULTERS: dict[tuple[str, str], Callable[[Obj], Obj]] = {
     ("", "secrets"): _secret,
     ("", "namespaces"): _namespace,
     ("apiextensions.k8s.io", "customresourcedefinitions"): _crd,
+    ("", "pods"): _pod,
+    ("", "services"): _service,
+    ("", "replicationcontrollers"): _workload(history=False),
+    ("apps", "deployments"): _deployment,
+    ("apps", "replicasets"): _workload(history=False),
+    ("apps", "statefulsets"): _statefulset,
+    ("apps", "daemonsets"): _daemonset,
+    ("batch", "jobs"): _job,
+    ("batch", "cronjobs"): _cronjob,
 }
 
 # Kinds whose metadata.generation counts spec changes (upstream's strategies set it for these).

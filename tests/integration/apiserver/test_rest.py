@@ -378,3 +378,49 @@ async def test_eviction_honours_disruption_budgets(client):
                               "budget.")
     status, _ = await client.request("GET", f"{pods}/e2")
     assert status == 200
+
+
+async def test_upstream_defaults_fill_in(client):
+    _, pod = await client.request("POST", "/api/v1/namespaces/default/pods", {
+        "metadata": {"name": "defaults"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "ports": [
+            {"containerPort": 80}]}]}})
+    spec = pod["spec"]
+    assert (spec["restartPolicy"], spec["dnsPolicy"], spec["terminationGracePeriodSeconds"],
+            spec["schedulerName"]) == ("Always", "ClusterFirst", 30, "default-scheduler")
+    container = spec["containers"][0]
+    assert container["imagePullPolicy"] == "Always"  # no tag means latest
+    assert container["ports"][0]["protocol"] == "TCP"
+    _, svc = await client.request("POST", "/api/v1/namespaces/default/services", {
+        "metadata": {"name": "defaults"}, "spec": {"ports": [{"port": 80}]}})
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert svc["spec"]["ports"][0] == {"port": 80, "protocol": "TCP", "targetPort": 80}
+    _, d = await client.request("POST", "/apis/apps/v1/namespaces/default/deployments", {
+        "metadata": {"name": "defaults"}, "spec": {
+            "selector": {"matchLabels": {"a": "b"}}, "template": TEMPLATE}})
+    assert d["spec"]["replicas"] == 1 and d["spec"]["revisionHistoryLimit"] == 10
+    assert d["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {
+        "maxUnavailable": "25%", "maxSurge": "25%"}}
+
+
+async def test_deletecollection_with_selector(client):
+    for name, tier in (("dc1", "a"), ("dc2", "a"), ("dc3", "b")):
+        await client.request("POST", CM, {"metadata": {"name": name, "labels": {"t": tier}}})
+    status, body = await client.request("DELETE", CM, labelSelector="t=a")
+    assert status == 200 and sorted(i["metadata"]["name"] for i in body["items"]) == [
+        "dc1", "dc2"]
+    _, left = await client.request("GET", CM)
+    assert [i["metadata"]["name"] for i in left["items"]] == ["dc3"]
+
+
+async def test_watch_bookmarks(client, monkeypatch):
+    from k8py.server.apiserver import watchserving
+
+    monkeypatch.setattr(watchserving, "BOOKMARK_INTERVAL", 0.2)
+    params = {"watch": "true", "allowWatchBookmarks": "true", "resourceVersion": "1",
+              "timeoutSeconds": "5"}
+    async with client.session.get(client.server.url + CM, params=params) as r:
+        events = await read_events(r, 1)
+    assert events[0]["type"] == "BOOKMARK"
+    assert events[0]["object"]["kind"] == "ConfigMap"
+    assert int(events[0]["object"]["metadata"]["resourceVersion"]) >= 1

@@ -32,7 +32,7 @@ def pod(name="p", **spec):
     (DEPLOYMENTS, {"metadata": {"name": "d"}, "spec": {"replicas": -1}},
      ["spec.replicas", "spec.selector", "spec.template.spec"]),
     (SERVICES, {"metadata": {"name": "s"}, "spec": {"type": "Magic", "ports": [{"port": 0}]}},
-     ["spec.type", "spec.ports[0].port"]),
+     ["spec.type", "spec.ports[0].port", "spec.ports[0].targetPort"]),
     (SERVICES, {"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80},
                                                               {"port": 81}]}},
      ["spec.ports[0].name", "spec.ports[1].name"]),
@@ -50,8 +50,8 @@ async def test_running_pod_spec_is_immutable_but_image_is_not(client):
     changed = {**created, "spec": {**created["spec"], "restartPolicy": "Never"}}
     status, err = await client.request("PUT", f"{PODS}/p", changed)
     assert status == 422 and "pod updates may not change fields" in err["message"]
-    new_image = {**created, "spec": {**created["spec"], "containers": [
-        {"name": "c", "image": "busybox:2"}]}}
+    container = {**created["spec"]["containers"][0], "image": "busybox:2"}
+    new_image = {**created, "spec": {**created["spec"], "containers": [container]}}
     status, _ = await client.request("PUT", f"{PODS}/p", new_image)
     assert status == 200
 
