@@ -153,3 +153,19 @@ def format_label_selector(selector: dict[str, Any] | None) -> str:
         elif op == "DoesNotExist":
             parts.append(f"!{key}")
     return ",".join(parts)
+
+
+def selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a metav1.LabelSelector (`matchLabels`, `matchExpressions`) selects labels.
+    An empty selector selects everything; callers decide what a missing one means."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        present = key in labels
+        if (op == "In" and labels.get(key) not in values) or (
+                op == "NotIn" and present and labels[key] in values) or (
+                op == "Exists" and not present) or (op == "DoesNotExist" and present):
+            return False
+    return True

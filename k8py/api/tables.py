@@ -14,6 +14,8 @@ import datetime
 from collections.abc import Callable
 from typing import Any
 
+from k8py.api.selectors import format_label_selector
+
 Obj = dict[str, Any]
 Column = tuple[str, str, int, Callable[[Obj, datetime.datetime], Any]]  # name, type, priority
 
@@ -94,19 +96,9 @@ def _selector(obj: Obj, now=None) -> str:
     selector = _get(obj, "spec", "selector", default={})
     if not isinstance(selector, dict):
         return "<none>"
-    labels = selector.get("matchLabels", selector if "matchLabels" not in selector and
-                          "matchExpressions" not in selector else {})
-    parts = [f"{k}={v}" for k, v in sorted((labels or {}).items())]
-    for expr in selector.get("matchExpressions") or []:
-        op = expr.get("operator", "")
-        values = ",".join(expr.get("values") or [])
-        if op in ("In", "NotIn"):
-            parts.append(f"{expr.get('key')} {op.lower()} ({values})")
-        elif op == "Exists":
-            parts.append(expr.get("key", ""))
-        elif op == "DoesNotExist":
-            parts.append("!" + expr.get("key", ""))
-    return ",".join(parts) or "<none>"
+    if "matchLabels" not in selector and "matchExpressions" not in selector:
+        selector = {"matchLabels": selector}  # a replicationcontroller's plain map
+    return format_label_selector(selector) or "<none>"
 
 
 # --- pods -----------------------------------------------------------------------------------

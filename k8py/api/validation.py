@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from k8py.api.resources import Resource
+from k8py.api.selectors import selector_matches
 
 Cause = tuple[str, str, str]
 _PLURAL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -165,23 +166,6 @@ def _pod(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
     return causes
 
 
-def _selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expr in selector.get("matchExpressions") or []:
-        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
-        if op == "In" and labels.get(key) not in values:
-            return False
-        if op == "NotIn" and key in labels and labels[key] in values:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-    return True
-
-
 def _workload(obj: dict[str, Any], old: dict[str, Any] | None,
               selector_required: bool = True) -> list[Cause]:
     causes: list[Cause] = []
@@ -203,7 +187,7 @@ def _workload(obj: dict[str, Any], old: dict[str, Any] | None,
         if not (selector.get("matchLabels") or selector.get("matchExpressions")):
             causes.append(("spec.selector", "FieldValueInvalid",
                            "Invalid value: empty selector is invalid for deployment"))
-        elif not _selector_matches(selector, labels):
+        elif not selector_matches(selector, labels):
             causes.append(("spec.template.metadata.labels", "FieldValueInvalid",
                            f"Invalid value: {labels}: `selector` does not match template "
                            "`labels`"))

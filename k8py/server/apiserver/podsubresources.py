@@ -19,25 +19,15 @@ from typing import Any
 
 from k8py.api import errors, timestamps
 from k8py.api.resources import Resource
+from k8py.api.selectors import selector_matches
 from k8py.server.apiserver.storage import ObjectStore
 
 PDB_VIOLATION = "Cannot evict pod as it would violate the pod's disruption budget."
 
 
-def _selector_matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
-    if selector is None:
-        return False  # policy/v1: a null selector matches no pod, an empty one every pod
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expr in selector.get("matchExpressions") or []:
-        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
-        present = key in labels
-        if (op == "In" and labels.get(key) not in values) or (
-                op == "NotIn" and present and labels[key] in values) or (
-                op == "Exists" and not present) or (op == "DoesNotExist" and present):
-            return False
-    return True
+def _selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    # policy/v1: a null selector matches no pod, an empty one every pod
+    return selector is not None and selector_matches(selector, labels)
 
 
 async def bind(objects: ObjectStore, pods: Resource, namespace: str, name: str,
@@ -77,7 +67,7 @@ async def evict(objects: ObjectStore, pods: Resource, budgets: Resource, namespa
         labels = pod["metadata"].get("labels") or {}
         items, _, _ = await objects.list(budgets, namespace)
         matching = [b for b in items
-                    if _selector_matches((b.get("spec") or {}).get("selector"), labels)]
+                    if _selects((b.get("spec") or {}).get("selector"), labels)]
         if len(matching) > 1:
             raise errors.InternalError("This pod has more than one PodDisruptionBudget, "
                                        "which the eviction subresource does not support.")

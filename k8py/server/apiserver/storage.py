@@ -103,26 +103,24 @@ class ObjectStore:
         self.backend = backend
         self._events: dict[tuple[str, int], WatchEvent] = {}  # see ObjectWatch
 
-    async def get(self, resource: Resource, namespace: str | None, name: str,
-                  revision: int = 0) -> dict[str, Any]:
+    async def _read(self, resource: Resource, namespace: str | None, name: str,
+                    revision: int) -> KeyValue:
         try:
             kv = await self.backend.get(resource.key(namespace, name), revision=revision)
         except store_errors.StoreError as exc:
             raise _status(exc, resource, name) from exc
         if kv is None:
             raise errors.not_found(resource.plural, name, resource.group)
-        return decode(kv)
+        return kv
+
+    async def get(self, resource: Resource, namespace: str | None, name: str,
+                  revision: int = 0) -> dict[str, Any]:
+        return decode(await self._read(resource, namespace, name, revision))
 
     async def get_raw(self, resource: Resource, namespace: str | None, name: str,
                       revision: int = 0) -> bytes:
         """The object as JSON bytes, never decoded (the fast path for plain GETs)."""
-        try:
-            kv = await self.backend.get(resource.key(namespace, name), revision=revision)
-        except store_errors.StoreError as exc:
-            raise _status(exc, resource, name) from exc
-        if kv is None:
-            raise errors.not_found(resource.plural, name, resource.group)
-        return raw(kv)
+        return raw(await self._read(resource, namespace, name, revision))
 
     async def create(self, resource: Resource, obj: dict[str, Any],
                      ttl: float | None = None) -> dict[str, Any]:
