@@ -140,7 +140,7 @@ async def k8py_churn(path: str, keys: int, updates: int) -> None:
         nonlocal wal_peak
         while not stop.is_set():
             wal_peak = max(wal_peak, (await store.stats()).wal_bytes)
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.05)
 
     # 64 writers, each updating random keys among its own, so compare-and-swap never fails.
     async def writer(n: int) -> None:
@@ -158,7 +158,14 @@ async def k8py_churn(path: str, keys: int, updates: int) -> None:
     deadline = time.monotonic() + 30
     while store.compact_revision < store.revision - store.retain and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-    await asyncio.sleep(2 * store.compact_interval)
+    # ... and give its free pages back: wait until the file stops shrinking.
+    previous = -1
+    while time.monotonic() < deadline:
+        await asyncio.sleep(2 * store.compact_interval)
+        size = (await store.stats()).db_bytes
+        if size == previous:
+            break
+        previous = size
     stop.set()
     await sampler
     stats = await store.stats()

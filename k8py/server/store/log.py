@@ -185,7 +185,8 @@ class LogBackend(abc.ABC):
         `high` as the compact revision. One transaction."""
 
     async def _after_compaction(self) -> None:
-        """Give space back (checkpoint, vacuum) after a compaction pass; under the write lock."""
+        """Give space back (checkpoint, vacuum), a bounded amount per call; called under the
+        write lock on every tick of the compaction loop."""
 
     async def _file_sizes(self) -> tuple[int, int]:
         return 0, 0
@@ -433,20 +434,21 @@ class LogBackend(abc.ABC):
             async with self._write_lock:
                 await self._compact_records(self._compacted_through, high)
             self._compacted_through = high
-        async with self._write_lock:
-            await self._after_compaction()
 
     async def _compaction_loop(self) -> None:
         while True:
             await asyncio.sleep(self.compact_interval)
             target = max(self._revision - self.retain, self._compact_revision)
-            if target > self._compacted_through:
-                try:
+            try:
+                if target > self._compacted_through:
                     await self.compact(target)
-                except StoreError as exc:
-                    log.warning("compaction to %d failed, will retry: %s", target, exc)
-                except Exception:
-                    log.exception("compaction to %d failed, will retry", target)
+                # Space freed by this pass or earlier ones goes back a slice at a time.
+                async with self._write_lock:
+                    await self._after_compaction()
+            except StoreError as exc:
+                log.warning("compaction to %d failed, will retry: %s", target, exc)
+            except Exception:
+                log.exception("compaction to %d failed, will retry", target)
 
 
 def _check(op: _Op, current: IndexEntry | None) -> StoreError | None:

@@ -18,7 +18,8 @@ Staying small (k3s's most reported pain is a SQLite file of many GB)
     - Compaction runs by itself every second, keeping `retain` revisions of history, in windows
       of 500 revisions, each its own short transaction between write batches.
     - `auto_vacuum=INCREMENTAL` lets freed pages be returned to the file system after
-      compaction; until then SQLite reuses them for new rows.
+      compaction, in slices of 1,024 pages each followed by a checkpoint (a vacuum moves
+      pages through the WAL); until then SQLite reuses them for new rows.
     - The WAL is checkpointed automatically every 1,000 pages and truncated back to
       `journal_size_limit` after each checkpoint. Under a write storm the automatic
       (passive) checkpoints fall behind, so after any transaction that leaves the WAL over
@@ -61,6 +62,8 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = "1"
 SQLITE_HEADER = b"SQLite format 3\x00"
 WAL_LIMIT_BYTES = 4 * 1024 * 1024
+VACUUM_SLICE_PAGES = 1024  # 4 MiB of pages moved per slice
+VACUUM_SLICES_PER_PASS = 8
 
 _SCHEMA = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -315,20 +318,22 @@ class SQLiteBackend(LogBackend):
         await self._bound_wal()
 
     async def _after_compaction(self) -> None:
+        """Give free pages back to the file system, a slice at a time: a vacuum moves pages,
+        and every page it moves goes through the WAL, so one big vacuum would make one big
+        WAL. Each slice is followed by a checkpoint that truncates the WAL."""
         db = self._writer
         try:
-            (free,) = await (await db.execute("PRAGMA freelist_count")).fetchone()
-            (pages,) = await (await db.execute("PRAGMA page_count")).fetchone()
-            vacuumed = free and free * 4 >= pages
-            if vacuumed:
+            for _ in range(VACUUM_SLICES_PER_PASS):
+                (free,) = await (await db.execute("PRAGMA freelist_count")).fetchone()
+                (pages,) = await (await db.execute("PRAGMA page_count")).fetchone()
+                if not free or free * 4 < pages:
+                    break
                 # Python's execute() steps this pragma once, freeing one page; a script runs
                 # it to the end.
-                await db.executescript("PRAGMA incremental_vacuum;")
-            # In WAL mode the file only shrinks when the WAL is checkpointed; a TRUNCATE
-            # checkpoint also catches a WAL that readers kept automatic checkpoints from reusing.
-            wal = self.path + "-wal"
-            if vacuumed or (os.path.exists(wal) and os.path.getsize(wal) > WAL_LIMIT_BYTES):
+                await db.executescript(f"PRAGMA incremental_vacuum({VACUUM_SLICE_PAGES});")
+                # In WAL mode the file only shrinks when the WAL is checkpointed.
                 await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            await self._bound_wal()
         except sqlite3.Error as exc:
             log.warning("store maintenance of %s failed: %s", self.path, exc)
 
