@@ -91,7 +91,9 @@ def decode_continue(token: str, prefix: str) -> tuple[int, str]:
         revision, start = int(data["rv"]), str(data["start"])
     except (ValueError, KeyError, TypeError):
         raise errors.BadRequest("continue key is not valid: bad token") from None
-    if data.get("v") != "meta.k8s.io/v1" or revision <= 0 or "/" in start.rstrip("\x00"):
+    # The start key is read relative to the list's own prefix, and the read is bounded by
+    # that prefix, so a token can never reach outside the collection it came from.
+    if data.get("v") != "meta.k8s.io/v1" or revision <= 0:
         raise errors.BadRequest("continue key is not valid: unknown token")
     return revision, prefix + start.rstrip("\x00")
 

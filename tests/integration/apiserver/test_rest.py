@@ -424,3 +424,22 @@ async def test_watch_bookmarks(client, monkeypatch):
     assert events[0]["type"] == "BOOKMARK"
     assert events[0]["object"]["kind"] == "ConfigMap"
     assert int(events[0]["object"]["metadata"]["resourceVersion"]) >= 1
+
+
+async def test_paging_across_namespaces(client):
+    """`kubectl get -A` pages with limit=500: continue tokens must carry namespace/name."""
+    for ns in ("pa", "pb"):
+        await client.request("POST", "/api/v1/namespaces", {"metadata": {"name": ns}})
+        for i in range(3):
+            await client.request("POST", f"/api/v1/namespaces/{ns}/configmaps",
+                                 {"metadata": {"name": f"c{i}"}})
+    seen, token = [], None
+    while True:
+        params = {"limit": "2", **({"continue": token} if token else {})}
+        status, page = await client.request("GET", "/api/v1/configmaps", **params)
+        assert status == 200, page
+        seen += [(i["metadata"]["namespace"], i["metadata"]["name"]) for i in page["items"]]
+        token = page["metadata"].get("continue")
+        if not token:
+            break
+    assert seen == [(ns, f"c{i}") for ns in ("pa", "pb") for i in range(3)]
