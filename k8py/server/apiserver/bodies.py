@@ -2,8 +2,8 @@
 
 - Bodies over 3 MiB are refused with 413 before they are parsed (upstream's limit).
 - JSON and YAML are accepted for objects; patches by their own media types. YAML aliases are
-  refused (an alias bomb is small on the wire and huge once expanded); documents nested past
-  Python's recursion limit are a 400, not a crash.
+  refused (an alias bomb is small on the wire and huge once expanded); documents nested more
+  than 200 levels are a 400, not a crash deeper in the server.
 - Kubernetes protobuf bodies (kubectl's typed `create` and `auth can-i`) are decoded into
   the same JSON form (`k8py.api.protobuf`); answers are always JSON, which kubectl accepts.
 """
@@ -50,8 +50,32 @@ async def read_raw(request: web.Request) -> bytes:
         raise errors.RequestEntityTooLarge("Request entity too large: limit is 3145728") from None
 
 
+MAX_DEPTH = 200  # far deeper than any Kubernetes object; shallow enough for every walk
+
+
+def _too_deep(document: Any) -> bool:
+    stack = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return False
+
+
 def decode(raw: bytes, media_type: str) -> Any:
-    """The document in raw, given its media type (without parameters)."""
+    """The document in raw, given its media type (without parameters); at most MAX_DEPTH
+    levels deep, so no later step can run out of stack on it."""
+    document = _decode(raw, media_type)
+    if _too_deep(document):
+        raise errors.BadRequest(f"the request body is nested more than {MAX_DEPTH} levels deep")
+    return document
+
+
+def _decode(raw: bytes, media_type: str) -> Any:
     if media_type == PROTOBUF:
         try:
             return protobuf.decode_body(raw)
