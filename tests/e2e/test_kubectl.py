@@ -398,3 +398,13 @@ def test_get_watch_prints_table_rows(cluster):
     finally:
         watcher.kill()
         watcher.wait()
+
+
+def test_explain_custom_resource(cluster):
+    cluster.kubectl("apply", "-f", "-", input=CRD_MANIFEST.replace("gadgets", "doodads")
+                    .replace("gadget", "doodad").replace("Gadget", "Doodad")
+                    .replace("[gd]", "[dd]"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/doodads.example.com",
+                    "--timeout=20s")
+    out = cluster.kubectl("explain", "doodads.spec").stdout
+    assert "KIND:       Doodad" in out and "size" in out

@@ -13,6 +13,8 @@ document has:
   into OpenAPI's single type.
 
 `GET /openapi/v2` is the same content as one Swagger 2.0 document (refs `#/definitions/...`).
+Custom resources appear under their group-versions with their CRD's schema (named
+`com.example.v1.Widget`, as upstream), so `kubectl explain` works for them too.
 Documents are built on first request and cached as bytes, keyed on the registry's generation
 so a new CRD shows at once.
 """
@@ -26,6 +28,7 @@ from typing import Any
 
 from k8py import KUBERNETES_VERSION
 from k8py.api import schemas
+from k8py.api.jsondoc import clone
 from k8py.api.resources import Registry, Resource
 
 _QUERY_PARAMS = ("dryRun", "fieldManager", "fieldValidation")
@@ -69,8 +72,30 @@ def _references(name: str, seen: set[str]) -> None:
             stack.extend(node)
 
 
+OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+
+
 def _schema_name(resource: Resource) -> str | None:
+    if resource.custom:  # upstream names CRD schemas by reversed group: com.example.v1.Widget
+        return ".".join([*reversed(resource.group.split(".")), resource.version, resource.kind])
     return schemas.kind_definition(resource.group, resource.version, resource.kind)
+
+
+def _custom_schema(resource: Resource, ref_prefix: str) -> dict[str, Any]:
+    """A custom resource's schema as upstream publishes it: the CRD's openAPIV3Schema with
+    the standard apiVersion, kind and metadata, and its group-version-kind."""
+    schema = clone(resource.schema or {})
+    schema.setdefault("type", "object")
+    properties = schema.setdefault("properties", {})
+    properties.setdefault("apiVersion", {"type": "string", "description": "APIVersion defines "
+                                         "the versioned schema of this representation of an "
+                                         "object."})
+    properties.setdefault("kind", {"type": "string", "description": "Kind is a string value "
+                                   "representing the REST resource this object represents."})
+    properties["metadata"] = {"$ref": ref_prefix + OBJECT_META}
+    schema["x-kubernetes-group-version-kind"] = [
+        {"group": resource.group, "kind": resource.kind, "version": resource.version}]
+    return schema
 
 
 def _parameters(names: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -122,11 +147,17 @@ def _paths(resources: list[Resource], ref_prefix: str, v3: bool) -> dict[str, An
 
 def _components(resources: list[Resource], ref_prefix: str) -> dict[str, Any]:
     names: set[str] = set()
+    custom = {}
     for r in resources:
         name = _schema_name(r)
-        if name:
+        if r.custom:
+            custom[name] = _custom_schema(r, ref_prefix)
+            _references(OBJECT_META, names)
+        elif name:
             _references(name, names)
-    return {n: _convert(schemas.definitions()[n], ref_prefix) for n in sorted(names)}
+    components = {n: _convert(schemas.definitions()[n], ref_prefix) for n in sorted(names)}
+    components.update(custom)
+    return components
 
 
 def _info() -> dict[str, str]:
