@@ -25,8 +25,9 @@ Patches: JSON patch, merge patch, and strategic merge patch for the built-in kin
 keys from the upstream schemas). Tables for `kubectl get` (see `k8py.api.tables`).
 Server-side apply (`application/apply-patch+yaml`) and managedFields on every write
 (`k8py.api.apply`). Not yet: garbage collection
-(propagation policies are accepted and treated as Background), `kubectl explain` for custom
-resources. Custom resources are served as their CRDs define them (see `crds`).
+(propagation policies are accepted and treated as Background) and the namespace lifecycle
+(deleting a namespace does not yet delete its contents). Custom resources are served as their
+CRDs define them (see `crds`).
 """
 
 from __future__ import annotations
