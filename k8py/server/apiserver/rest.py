@@ -194,6 +194,8 @@ def _schema(resource: Resource):
                                                          resource.kind)
 
 
+GUARANTEED_UPDATE_TRIES = 100  # upstream retries until its request deadline
+
 # Events expire (upstream's --event-ttl default): the store deletes them after this long.
 TTL_SECONDS = {("", "events"): 3600.0, ("events.k8s.io", "events"): 3600.0}
 
@@ -429,11 +431,15 @@ class RestHandler:
         if not isinstance(body, dict):
             raise errors.BadRequest("the request body must be a JSON or YAML object")
         body = drop_unknown_fields(request, target.resource, body)
-        current = await self.objects.get(target.resource, target.namespace, target.name)
         wanted = parse_resource_version((body.get("metadata") or {}).get("resourceVersion"))
-        if wanted and str(wanted) != current["metadata"]["resourceVersion"]:
-            raise errors.conflict(target.resource.plural, target.name, target.resource.group)
-        return await self._write_update(request, target, body, current)
+
+        async def change(current: dict) -> tuple[dict, bool]:
+            if wanted and str(wanted) != current["metadata"]["resourceVersion"]:
+                raise errors.conflict(target.resource.plural, target.name,
+                                      target.resource.group)
+            return body, bool(wanted)  # an update without resourceVersion is unconditional
+
+        return await self._guaranteed(change, request, target)
 
     async def patch(self, request: web.Request, target: Target) -> dict[str, Any]:
         media_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -450,7 +456,28 @@ class RestHandler:
                 f"include: {', '.join(accepted + [bodies.APPLY_PATCH])}"
             )
         patch = await bodies.read_document(request, set(accepted))
-        current = await self.objects.get(target.resource, target.namespace, target.name)
+        return await self._guaranteed(
+            lambda current: self._patched(request, target, media_type, patch, schema, current),
+            request, target)
+
+    async def _guaranteed(self, change, request: web.Request, target: Target,
+                          applied: bool = False) -> dict:
+        """Read, change, write; when another writer got in between, read again and redo the
+        change (upstream's GuaranteedUpdate), unless the change itself carried the
+        resourceVersion it must apply to: then the 409 is the caller's to see."""
+        for attempt in range(GUARANTEED_UPDATE_TRIES):
+            current = await self.objects.get(target.resource, target.namespace, target.name)
+            new, pinned = await change(current)
+            try:
+                return await self._write_update(request, target, new, current, applied=applied)
+            except errors.Conflict:
+                if pinned or attempt == GUARANTEED_UPDATE_TRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _patched(self, request: web.Request, target: Target, media_type: str,
+                       patch: Any, schema, current: dict) -> tuple[dict, bool]:
+        """(current with the patch applied, whether the patch pinned a resourceVersion)."""
         try:
             if media_type == bodies.JSON_PATCH:
                 patched = patching.json_patch(current, patch)
@@ -469,7 +496,13 @@ class RestHandler:
         wanted = parse_resource_version(patched["metadata"].get("resourceVersion"))
         if wanted and str(wanted) != current["metadata"]["resourceVersion"]:
             raise errors.conflict(target.resource.plural, target.name, target.resource.group)
-        return await self._write_update(request, target, patched, current)
+        # A resourceVersion that only came from the object we read pins nothing.
+        pinned = bool(wanted) and isinstance(patch, dict) and bool(
+            (patch.get("metadata") or {}).get("resourceVersion"))
+        if media_type == bodies.JSON_PATCH:
+            pinned = any(isinstance(op, dict) and "resourceVersion" in str(op.get("path", ""))
+                         for op in patch)
+        return patched, pinned
 
     async def server_side_apply(self, request: web.Request, target: Target) -> dict[str, Any]:
         resource = target.resource
@@ -503,9 +536,11 @@ class RestHandler:
             created = await self.objects.create(resource, obj)
             crds.after_write(self.registry, resource, created)
             return created
-        merged = apply.apply(current, config, manager, force, resource.api_version,
-                             _schema(resource))
-        return await self._write_update(request, target, merged, current, applied=True)
+        async def change(live: dict) -> tuple[dict, bool]:
+            return apply.apply(live, config, manager, force, resource.api_version,
+                               _schema(resource)), False
+
+        return await self._guaranteed(change, request, target, applied=True)
 
     async def _write_update(self, request: web.Request, target: Target, body: dict,
                             current: dict, applied: bool = False) -> dict[str, Any]:

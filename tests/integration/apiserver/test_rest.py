@@ -443,3 +443,22 @@ async def test_paging_across_namespaces(client):
         if not token:
             break
     assert seen == [(ns, f"c{i}") for ns in ("pa", "pb") for i in range(3)]
+
+
+async def test_concurrent_patches_and_unconditional_updates_all_land(client):
+    """Upstream retries a patch whose object moved under it (GuaranteedUpdate): a label
+    patch never fails just because another writer got in first."""
+    import asyncio
+
+    await client.request("POST", CM, {"metadata": {"name": "busy"}})
+    results = await asyncio.gather(*(
+        client.request("PATCH", f"{CM}/busy", {"metadata": {"labels": {f"k{i}": "v"}}},
+                       content_type="application/merge-patch+json") for i in range(20)))
+    assert [status for status, _ in results] == [200] * 20
+    _, obj = await client.request("GET", f"{CM}/busy")
+    assert set(obj["metadata"]["labels"]) == {f"k{i}" for i in range(20)}
+    # Pinned to a version: the caller sees the 409.
+    status, _ = await client.request(
+        "PATCH", f"{CM}/busy", {"metadata": {"resourceVersion": "1", "labels": {"x": "y"}}},
+        content_type="application/merge-patch+json")
+    assert status == 409
