@@ -88,6 +88,11 @@ def _legacy_entry(r: Resource) -> dict[str, Any]:
         "kind": r.kind,
         "verbs": list(r.verbs),
     }
+    return _with_names(entry, r)
+
+
+def _with_names(entry: dict[str, Any], r: Resource) -> dict[str, Any]:
+    """Short names and categories, present only when the resource has them (both forms)."""
     if r.short_names:
         entry["shortNames"] = list(r.short_names)
     if r.categories:
@@ -134,10 +139,7 @@ def aggregated(registry: Registry, legacy: bool) -> dict[str, Any]:
                     "singularResource": r.singular,
                     "verbs": list(r.verbs),
                 }
-                if r.short_names:
-                    entry["shortNames"] = list(r.short_names)
-                if r.categories:
-                    entry["categories"] = list(r.categories)
+                _with_names(entry, r)
                 if r.subresources:
                     entry["subresources"] = []
                     for sub in r.subresources:

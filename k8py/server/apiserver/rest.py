@@ -320,10 +320,10 @@ class RestHandler:
     # --- reads ------------------------------------------------------------------------------
 
     async def get(self, request: web.Request, target: Target) -> dict[str, Any]:
+        # "0" means "any version", which the latest (revision 0 to the store) is.
         revision = parse_resource_version(request.query.get("resourceVersion"))
-        # "0" means "any version", which the latest is.
         return await self.objects.get(target.resource, target.namespace, target.name,
-                                      revision=0 if revision == 0 else revision)
+                                      revision=revision)
 
     async def list_bytes(self, request: web.Request, target: Target) -> web.StreamResponse:
         """A JSON list assembled from stored bytes, without decoding the items. A list without
