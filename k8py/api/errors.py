@@ -148,3 +148,29 @@ def invalid(kind: str, name: str, causes: list[tuple[str, str, str]], group: str
         kind=kind,
         causes=[{"reason": r, "message": m, "field": f} for f, r, m in causes],
     )
+
+
+_BY_REASON = {cls.reason: cls for cls in (
+    BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, NotAcceptable,
+    AlreadyExists, Conflict, Expired, RequestEntityTooLarge, UnsupportedMediaType, Invalid,
+    TooManyRequests, InternalError, ServiceUnavailable)}
+_BY_CODE = {400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound,
+            405: MethodNotAllowed, 406: NotAcceptable, 409: Conflict, 410: Expired,
+            413: RequestEntityTooLarge, 415: UnsupportedMediaType, 422: Invalid,
+            429: TooManyRequests, 503: ServiceUnavailable}
+
+
+def from_status(body: Any, code: int) -> StatusError:
+    """The error a `Status` body (or, failing that, an HTTP code) stands for: a client sees
+    the same exception whether it reached the API server in process or over HTTP."""
+    if not isinstance(body, dict):
+        body = {}
+    cls = _BY_REASON.get(body.get("reason", "")) or _BY_CODE.get(code, StatusError)
+    details = body.get("details") or {}
+    error = cls(body.get("message") or f"the server answered {code}",
+                name=details.get("name", ""), group=details.get("group", ""),
+                kind=details.get("kind", ""), causes=details.get("causes"),
+                retry_after=details.get("retryAfterSeconds"))
+    if cls is StatusError:
+        error.code = code
+    return error

@@ -191,3 +191,12 @@ class Registry:
 
     def has_group_version(self, group: str, version: str) -> bool:
         return version in self._groups.get(group, ())
+
+
+_BUILTIN_BY_PATH = {(r.group, r.version, r.plural): r for r in BUILTIN}
+
+
+def builtin(api_version: str, plural: str) -> Resource:
+    """A built-in resource by apiVersion and plural: `builtin("apps/v1", "deployments")`."""
+    group, _, version = api_version.rpartition("/")
+    return _BUILTIN_BY_PATH[(group, version, plural)]

@@ -14,3 +14,13 @@ def after(seconds: float) -> str:
     """The timestamp `seconds` from now."""
     moment = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse(text: str | None) -> float | None:
+    """Seconds since the epoch of an API timestamp (also with fractions), None if unset."""
+    if not text:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

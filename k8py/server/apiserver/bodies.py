@@ -98,18 +98,28 @@ def _decode(raw: bytes, media_type: str) -> Any:
         raise errors.BadRequest(f"the request body is not valid YAML: {exc}") from None
 
 
+def media_type(request: web.Request) -> str:
+    """The request's media type, lower case, without parameters; "" when it has none."""
+    return request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+
 async def read_document(request: web.Request, allowed: set[str]) -> Any:
+    """The request's body, decoded. A request of the in-process transport carries its body
+    already decoded (`parsed_body`), and only that is returned."""
     # No Content-Type header means JSON, as upstream (the Python client sends none on create).
-    media_type = request.content_type if "Content-Type" in request.headers else ""
-    if media_type not in allowed and media_type != PROTOBUF:
+    media = media_type(request)
+    if media not in allowed and media != PROTOBUF:
         raise errors.UnsupportedMediaType(
             f'the body of the request was in an unknown format - accepted media types include: '
             f'{", ".join(sorted(t for t in allowed if t))}'
         )
+    parsed = getattr(request, "parsed_body", None)
+    if parsed is not None:
+        return parsed
     raw = await read_raw(request)
     if not raw.strip():
         return None
-    return decode(raw, media_type)
+    return decode(raw, media)
 
 
 OBJECT_TYPES = JSON_TYPES | YAML_TYPES

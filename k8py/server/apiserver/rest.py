@@ -212,6 +212,52 @@ def _matcher(request: web.Request):
     return lambda obj: label(obj) and field(obj)
 
 
+def _propagation(resource: Resource, options: dict, request: web.Request) -> str:
+    """Background, Foreground or Orphan: how a delete treats the object's dependents."""
+    policy = options.get("propagationPolicy") or request.query.get("propagationPolicy")
+    if policy:
+        return policy
+    orphan = options.get("orphanDependents", request.query.get("orphanDependents"))
+    if orphan in (True, "true"):
+        return "Orphan"
+    return "Background"
+
+
+def _pending_finalizers(resource: Resource, obj: dict) -> bool:
+    """Whether something must still finish before a deleted object may go: its finalizers,
+    and for a namespace the `spec.finalizers` its contents' deletion clears."""
+    if obj["metadata"].get("finalizers"):
+        return True
+    return resource.plural == "namespaces" and not resource.group and bool(
+        (obj.get("spec") or {}).get("finalizers"))
+
+
+def _marked_for_deletion(resource: Resource, obj: dict, policy: str) -> dict | None:
+    """The object as a delete leaves it when deletion must wait: with `deletionTimestamp`,
+    the finalizer the propagation policy asks for (the garbage collector's `orphan` or
+    `foregroundDeletion`), and a namespace's phase Terminating. None: delete it now."""
+    metadata = obj["metadata"]
+    finalizers = list(metadata.get("finalizers") or [])
+    wanted = {"Foreground": "foregroundDeletion", "Orphan": "orphan"}.get(policy)
+    if wanted and wanted not in finalizers:
+        if metadata.get("deletionTimestamp") is None or wanted == "orphan":
+            finalizers.append(wanted)
+    candidate = {**obj, "metadata": {**metadata, "finalizers": finalizers}}
+    if not _pending_finalizers(resource, candidate):
+        return None
+    if metadata.get("deletionTimestamp") and finalizers == list(metadata.get("finalizers") or []):
+        return obj
+    new_meta = {**metadata, "finalizers": finalizers}
+    new_meta.setdefault("deletionTimestamp", meta.now())
+    new_meta.setdefault("deletionGracePeriodSeconds", 0)
+    if not finalizers:
+        new_meta.pop("finalizers")
+    marked = {**obj, "metadata": new_meta}
+    if resource.plural == "namespaces" and not resource.group:
+        marked["status"] = {**(obj.get("status") or {}), "phase": "Terminating"}
+    return marked
+
+
 class RestHandler:
     def __init__(self, registry: Registry, objects: ObjectStore):
         self.registry = registry
@@ -222,17 +268,10 @@ class RestHandler:
         return _with_warnings(request, response) if WARNINGS_KEY in request else response
 
     async def _dispatch(self, request: web.Request, target: Target) -> web.StreamResponse:
-        method = request.method
-        if target.subresource == "scale":
-            return await self._scale(request, target)
-        if target.subresource in ("binding", "eviction"):
-            return await self._pod_subresource(request, target)
-        if target.subresource not in (None, "status"):
-            raise errors.MethodNotAllowed(
-                f"the {target.subresource} subresource is not served yet"
-            )
-        if target.name is None:
-            if method == "GET":
+        """Streams and raw bytes where HTTP allows them; everything else through `call`."""
+        plain = target.subresource in (None, "status")
+        if request.method == "GET" and plain:
+            if target.name is None:
                 if _flag(request, "watch"):
                     return await serve_watch(request, self.objects, target.resource,
                                              target.namespace, _matcher(request),
@@ -242,79 +281,100 @@ class RestHandler:
                     return table_response(request, target.resource, body["items"],
                                           body["metadata"])
                 return await self.list_bytes(request, target)
+            if target.resource.namespaced and target.namespace is None:
+                raise errors.NotFound("the server could not find the requested resource")
+            if wants_table(request) and target.subresource is None:
+                obj = await self.get(request, target)
+                return table_response(request, target.resource, [obj],
+                                      {"resourceVersion": obj["metadata"]["resourceVersion"]})
+            revision = parse_resource_version(request.query.get("resourceVersion"))
+            body = await self.objects.get_raw(target.resource, target.namespace,
+                                              target.name, revision=revision)
+            return web.Response(body=body, content_type="application/json")
+        body, status = await self.call(request, target)
+        return web.json_response(body, status=status)
+
+    async def call(self, request: web.Request, target: Target) -> tuple[dict[str, Any], int]:
+        """Every verb but watch, as (decoded body, HTTP status). `request` may be an
+        `inprocess.Request`: the in-process transport comes in here, past HTTP and JSON."""
+        method = request.method
+        if target.subresource == "scale":
+            return await self._scale(request, target), 200
+        if target.subresource in ("binding", "eviction"):
+            return await self._pod_subresource(request, target), 201
+        if target.subresource == "finalize":
+            if method != "PUT":
+                raise errors.MethodNotAllowed("the finalize subresource allows update")
+            return await self.update(request, target), 200
+        if target.subresource not in (None, "status"):
+            raise errors.MethodNotAllowed(
+                f"the {target.subresource} subresource is not served yet"
+            )
+        if target.name is None:
+            if method == "GET":
+                return await self.list(request, target), 200
             if method == "POST":
                 if target.resource.namespaced and target.namespace is None:
                     raise errors.MethodNotAllowed("create needs a namespace in the URL")
-                return web.json_response(await self.create(request, target), status=201)
+                return await self.create(request, target), 201
             if method == "DELETE":
-                return web.json_response(await self.delete_collection(request, target))
+                return await self.delete_collection(request, target), 200
         else:
             if target.resource.namespaced and target.namespace is None:
                 raise errors.NotFound("the server could not find the requested resource")
             if method == "GET":
-                if wants_table(request) and target.subresource is None:
-                    obj = await self.get(request, target)
-                    return table_response(request, target.resource, [obj],
-                                          {"resourceVersion": obj["metadata"]["resourceVersion"]})
-                revision = parse_resource_version(request.query.get("resourceVersion"))
-                body = await self.objects.get_raw(target.resource, target.namespace,
-                                                  target.name, revision=revision)
-                return web.Response(body=body, content_type="application/json")
+                return await self.get(request, target), 200
             if method == "PUT":
-                return web.json_response(await self.update(request, target))
+                return await self.update(request, target), 200
             if method == "PATCH":
-                return web.json_response(await self.patch(request, target))
+                return await self.patch(request, target), 200
             if method == "DELETE":
-                body, status = await self.delete(request, target)
-                return web.json_response(body, status=status)
+                return await self.delete(request, target)
         raise errors.MethodNotAllowed(f"the server does not allow this method on the requested "
                                       f"resource")
 
-    async def _pod_subresource(self, request: web.Request, target: Target) -> web.Response:
+    async def _pod_subresource(self, request: web.Request, target: Target) -> dict[str, Any]:
         if request.method != "POST":
             raise errors.MethodNotAllowed(f"the {target.subresource} subresource allows create")
         body = await bodies.read_document(request, bodies.OBJECT_TYPES | {bodies.PROTOBUF})
         if target.subresource == "binding":
-            result = await podsubresources.bind(self.objects, target.resource, target.namespace,
-                                                target.name, body)
-        else:
-            async def delete(pod: dict) -> None:
-                revision = int(pod["metadata"]["resourceVersion"])
-                grace = _grace_period(target.resource, pod,
-                                      (body or {}).get("deleteOptions") or {}, request)
-                if grace:
-                    marked = {**pod, "metadata": {**pod["metadata"],
-                                                  "deletionTimestamp": timestamps.after(grace),
-                                                  "deletionGracePeriodSeconds": grace}}
-                    await self.objects.update(target.resource, marked, revision)
-                else:
-                    await self._remove(target.resource, target.namespace, target.name,
-                                       revision)
+            return await podsubresources.bind(self.objects, target.resource, target.namespace,
+                                              target.name, body)
 
-            budgets = self.registry.get("policy", "v1", "poddisruptionbudgets")
-            result = await podsubresources.evict(self.objects, target.resource, budgets,
-                                                 target.namespace, target.name, delete)
-        return web.json_response(result, status=201)
+        async def delete(pod: dict) -> None:
+            revision = int(pod["metadata"]["resourceVersion"])
+            grace = _grace_period(target.resource, pod,
+                                  (body or {}).get("deleteOptions") or {}, request)
+            if grace:
+                marked = {**pod, "metadata": {**pod["metadata"],
+                                              "deletionTimestamp": timestamps.after(grace),
+                                              "deletionGracePeriodSeconds": grace}}
+                await self.objects.update(target.resource, marked, revision)
+            else:
+                await self._remove(target.resource, target.namespace, target.name, revision)
 
-    async def _scale(self, request: web.Request, target: Target) -> web.Response:
+        budgets = self.registry.get("policy", "v1", "poddisruptionbudgets")
+        return await podsubresources.evict(self.objects, target.resource, budgets,
+                                           target.namespace, target.name, delete)
+
+    async def _scale(self, request: web.Request, target: Target) -> dict[str, Any]:
         args = (self.objects, target.resource, target.namespace, target.name)
         if request.method == "GET":
-            return web.json_response(await scale.get(*args))
+            return await scale.get(*args)
         if request.method == "PUT":
             body = await bodies.read_document(request, bodies.OBJECT_TYPES)
-            return web.json_response(await scale.update(*args, body, manager=_manager(request),
-                                                        dry_run=_dry_run(request)))
+            return await scale.update(*args, body, manager=_manager(request),
+                                      dry_run=_dry_run(request))
         if request.method == "PATCH":
-            media_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            media_type = bodies.media_type(request)
             accepted = {bodies.JSON_PATCH, bodies.MERGE_PATCH, bodies.STRATEGIC_MERGE_PATCH}
             if media_type not in accepted:
                 raise errors.UnsupportedMediaType(
                     f"the body of the request was in an unknown format - accepted media types "
                     f"include: {', '.join(sorted(accepted))}")
             body = await bodies.read_document(request, accepted)
-            return web.json_response(await scale.update(*args, body, media_type=media_type,
-                                                        manager=_manager(request),
-                                                        dry_run=_dry_run(request)))
+            return await scale.update(*args, body, media_type=media_type,
+                                      manager=_manager(request), dry_run=_dry_run(request))
         raise errors.MethodNotAllowed("the scale subresource allows get, update and patch")
 
     # --- reads ------------------------------------------------------------------------------
@@ -442,7 +502,7 @@ class RestHandler:
         return await self._guaranteed(change, request, target)
 
     async def patch(self, request: web.Request, target: Target) -> dict[str, Any]:
-        media_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        media_type = bodies.media_type(request)
         resource = target.resource
         if media_type == bodies.APPLY_PATCH:
             return await self.server_side_apply(request, target)
@@ -563,10 +623,17 @@ class RestHandler:
                 new["status"] = current["status"]
             else:
                 new.pop("status", None)
+        if target.subresource == "finalize":  # namespaces: only spec.finalizers changes
+            finalizers = (new.get("spec") or {}).get("finalizers") or []
+            new = {**current, "metadata": {k: v for k, v in current["metadata"].items()
+                                           if k != "resourceVersion"},
+                   "spec": {**(current.get("spec") or {}), "finalizers": finalizers}}
+        elif "finalizers" in (current.get("spec") or {}) and resource.plural == "namespaces":
+            new.setdefault("spec", {})["finalizers"] = current["spec"]["finalizers"]
         revision = int(current["metadata"]["resourceVersion"])
         if _dry_run(request):
             return {**new, "metadata": {**new["metadata"], "resourceVersion": str(revision)}}
-        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+        if new["metadata"].get("deletionTimestamp") and not _pending_finalizers(resource, new):
             return await self._remove(resource, target.namespace, target.name, revision)
         unchanged = {**current, "metadata": {k: v for k, v in current["metadata"].items()
                                               if k != "resourceVersion"}}
@@ -614,12 +681,11 @@ class RestHandler:
             if _dry_run(request):
                 return marked, 200
             return await self.objects.update(resource, marked, revision), 200
-        if current["metadata"].get("finalizers"):
-            if current["metadata"].get("deletionTimestamp"):
+        marked = _marked_for_deletion(resource, current, _propagation(resource, options,
+                                                                       request))
+        if marked is not None:
+            if marked == current:
                 return current, 202
-            marked = {**current, "metadata": {**current["metadata"],
-                                              "deletionTimestamp": meta.now(),
-                                              "deletionGracePeriodSeconds": 0}}
             if _dry_run(request):
                 return marked, 202
             return await self.objects.update(resource, marked, revision), 202
@@ -636,6 +702,7 @@ class RestHandler:
         }, 200
 
     async def _delete_options(self, request: web.Request) -> dict[str, Any]:
+        """DeleteOptions from the body, if any; query parameters are read where needed."""
         options = {}
         if request.body_exists:
             body = await bodies.read_document(request, bodies.OBJECT_TYPES)

@@ -1,0 +1,151 @@
+"""The HTTPS transport: a kubeconfig's server and credentials, JSON over aiohttp.
+
+Credentials come from the kubeconfig's current context: a CA (file or `-data`), and a client
+certificate and key (file or `-data`) or a bearer token. Python's `ssl` loads a certificate
+chain only from files, so embedded ones are written to a private temporary file for the
+moment of loading and removed at once.
+
+A watch is read as newline-delimited JSON; an ERROR event with a 410 raises `Expired`, other
+ERROR events the error they carry; BOOKMARK events are dropped (the informer tracks versions
+from the objects it sees). Connection failures raise `ServiceUnavailable`, so callers handle
+one error family.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import ssl
+import tempfile
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import yaml
+
+from k8py.api import errors
+from k8py.client.client import Event, Ref
+
+
+class KubeconfigError(Exception):
+    """The kubeconfig is missing, unreadable or lacks what a connection needs."""
+
+
+def _path(ref: Ref) -> str:
+    resource = ref.resource
+    base = f"/apis/{resource.group}/{resource.version}" if resource.group else "/api/v1"
+    if ref.namespace and resource.namespaced:
+        base += f"/namespaces/{quote(ref.namespace)}"
+    base += f"/{resource.plural}"
+    if ref.name:
+        base += f"/{quote(ref.name)}"
+        if ref.subresource:
+            base += f"/{ref.subresource}"
+    return base
+
+
+def _materialize(entry: dict, key: str, folder: str) -> str | None:
+    """The path of `key` (a file) or of `key-data` (embedded, written to `folder`)."""
+    if entry.get(key):
+        return entry[key]
+    data = entry.get(f"{key}-data")
+    if not data:
+        return None
+    path = os.path.join(folder, key)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(base64.b64decode(data))
+    return path
+
+
+def load_kubeconfig(path: str) -> tuple[str, ssl.SSLContext, str | None]:
+    """(server URL, TLS context with the client certificate if any, bearer token if any)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = yaml.safe_load(f) or {}
+    except OSError as exc:
+        raise KubeconfigError(f"cannot read kubeconfig {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise KubeconfigError(f"kubeconfig {path} is not valid YAML: {exc}") from None
+
+    def named(section: str, name: str) -> dict:
+        for item in config.get(section) or []:
+            if item.get("name") == name:
+                return item.get(section[:-1]) or {}
+        raise KubeconfigError(f"kubeconfig {path} has no {section[:-1]} {name!r}")
+
+    context = named("contexts", config.get("current-context", ""))
+    cluster = named("clusters", context.get("cluster", ""))
+    user = named("users", context.get("user", "")) if context.get("user") else {}
+    if not cluster.get("server"):
+        raise KubeconfigError(f"kubeconfig {path}: the cluster has no server")
+    with tempfile.TemporaryDirectory(prefix="k8py-kubeconfig-") as folder:
+        ca = _materialize(cluster, "certificate-authority", folder)
+        tls = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+        cert = _materialize(user, "client-certificate", folder)
+        key = _materialize(user, "client-key", folder)
+        if cert and key:
+            tls.load_cert_chain(cert, key)
+    return cluster["server"].rstrip("/"), tls, user.get("token")
+
+
+class HttpTransport:
+    def __init__(self, server: str, tls: ssl.SSLContext, token: str | None = None,
+                 user_agent: str = "k8py", connections: int = 64):
+        self.server = server
+        headers = {"User-Agent": user_agent, "Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._session = aiohttp.ClientSession(
+            headers=headers, connector=aiohttp.TCPConnector(ssl=tls, limit=connections),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+
+    @classmethod
+    def from_kubeconfig(cls, path: str, user_agent: str = "k8py") -> "HttpTransport":
+        server, tls, token = load_kubeconfig(path)
+        return cls(server, tls, token, user_agent)
+
+    async def call(self, method: str, ref: Ref, *, query: Mapping[str, str] | None = None,
+                   body: Any = None, content_type: str = "application/json") -> dict[str, Any]:
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        headers = {"Content-Type": content_type} if data is not None else None
+        try:
+            async with self._session.request(
+                method, self.server + _path(ref), params=dict(query or {}), data=data,
+                headers=headers, timeout=aiohttp.ClientTimeout(total=60),
+            ) as response:
+                raw = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise errors.ServiceUnavailable(f"cannot reach the API server: {exc}") from None
+        try:
+            decoded = json.loads(raw) if raw else {}
+        except ValueError:
+            decoded = {}
+        if status >= 400:
+            raise errors.from_status(decoded, status)
+        return decoded
+
+    async def watch(self, ref: Ref, query: Mapping[str, str]) -> AsyncIterator[list[Event]]:
+        try:
+            async with self._session.get(self.server + _path(ref), params=dict(query)) as response:
+                if response.status >= 400:
+                    raw = await response.read()
+                    raise errors.from_status(json.loads(raw or b"{}"), response.status)
+                async for line in response.content:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    kind, obj = event.get("type"), event.get("object") or {}
+                    if kind == "BOOKMARK":
+                        continue
+                    if kind == "ERROR":
+                        raise errors.from_status(obj, obj.get("code", 500))
+                    yield [(kind, obj)]
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            raise errors.ServiceUnavailable(f"watch interrupted: {exc}") from None
+
+    async def close(self) -> None:
+        await self._session.close()

@@ -1,0 +1,71 @@
+"""The control plane's loops in one place: the scheduler and every controller, sharing one
+set of informers (one watch and one cache per resource, however many controllers read it).
+
+They run only while this server holds the `k8py-controller-manager` Lease in `kube-system`,
+so several servers sharing a store never run two sets of loops at once. Losing the lease
+stops them all; the election starts again.
+
+`CONTROLLERS` lists the controller classes in the order they start. `--disable` style
+selection is by their `name`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import uuid
+from collections.abc import Iterable
+
+from k8py.client.client import Client
+from k8py.client.informer import SharedInformers
+from k8py.client.leaderelection import LeaderElector
+from k8py.server.controllers.base import Context, Controller, Settings
+from k8py.server.controllers.replicaset import (ReplicaSetController,
+                                                ReplicationControllerController)
+
+log = logging.getLogger(__name__)
+
+CONTROLLERS: list[type[Controller]] = [
+    ReplicaSetController,
+    ReplicationControllerController,
+]
+
+
+def build(client: Client, settings: Settings | None = None,
+          only: Iterable[str] | None = None) -> tuple[SharedInformers, list[Controller]]:
+    informers = SharedInformers(client)
+    context = Context(client, informers, settings or Settings())
+    wanted = set(only) if only is not None else None
+    controllers = [cls(context) for cls in CONTROLLERS
+                   if wanted is None or cls.name in wanted]
+    return informers, controllers
+
+
+async def run_loops(client: Client, settings: Settings | None = None,
+                    only: Iterable[str] | None = None, scheduler: bool = True) -> None:
+    """Start the informers, wait for their first lists, then run every loop."""
+    informers, controllers = build(client, settings, only)
+    loops = [c.run for c in controllers]
+    if scheduler:
+        from k8py.server.scheduler.scheduler import Scheduler
+        loops.append(Scheduler(client, informers).run)
+    informers.start()
+    try:
+        await informers.wait_synced()
+        log.info("informers synced; starting %d controllers", len(controllers))
+        await asyncio.gather(*(loop() for loop in loops))
+    finally:
+        await informers.stop()
+
+
+async def run_elected(client: Client, settings: Settings | None = None,
+                      scheduler: bool = True) -> None:
+    """`run_loops` while holding the controller-manager lease; forever."""
+    identity = f"{socket.gethostname()}_{uuid.uuid4()}"
+    elector = LeaderElector(client, "kube-system", "k8py-controller-manager", identity)
+    try:
+        while True:
+            await elector.run(lambda: run_loops(client, settings, scheduler=scheduler))
+    finally:
+        await elector.release()
