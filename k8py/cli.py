@@ -91,13 +91,50 @@ def server(debug: bool, **flags) -> None:
 @cli.command(cls=ConfiguredCommand)
 @_common_options
 @option("--server", "-s", metavar="URL", help="Server to join, e.g. https://10.0.0.1:6443")
+@option("--simulate", type=click.IntRange(1, 100000), default=None, metavar="N",
+        help="Run N simulated nodes (no containers) instead of a real node")
+@option("--kubeconfig", type=click.Path(dir_okay=False),
+        help="Kubeconfig to reach the server with (for --simulate)")
+@option("--simulate-start-delay", type=click.FloatRange(0, 3600), default=0.2,
+        show_default=True, help="Seconds a simulated pod takes to become Running")
 def agent(debug: bool, **flags) -> None:
     """Run a worker node that joins a server."""
+    if flags["simulate"]:
+        _simulate(debug, flags)
+        return
     if not flags["server"]:
         raise click.UsageError("missing option '--server' (or K8PY_SERVER)")
     if not flags["token"]:
         raise click.UsageError("missing option '--token' (or K8PY_TOKEN)")
     raise click.ClickException("the agent is not built yet in this version of k8py")
+
+
+def _simulate(debug: bool, flags: dict) -> None:
+    """`k8py agent --simulate N`: simulated nodes, through a kubeconfig's credentials."""
+    from k8py.agent.simulated import SimulatedNodes
+    from k8py.client.client import Client
+    from k8py.client.http import HttpTransport, KubeconfigError
+
+    if not flags["kubeconfig"]:
+        raise click.UsageError("--simulate needs --kubeconfig (the admin kubeconfig the "
+                               "server wrote)")
+    try:
+        transport = HttpTransport.from_kubeconfig(flags["kubeconfig"],
+                                                  user_agent="k8py-simulated-nodes")
+    except (KubeconfigError, OSError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="'--kubeconfig'") from None
+    _setup_logging(debug)
+
+    async def simulate() -> None:
+        client = Client(transport, field_manager="k8py-simulated-nodes")
+        nodes = SimulatedNodes(client, flags["simulate"], prefix=flags["node_name"] or "node",
+                               start_delay=flags["simulate_start_delay"])
+        try:
+            await nodes.run()
+        finally:
+            await client.close()
+
+    _run(simulate())
 
 
 def _setup_logging(debug: bool) -> None:

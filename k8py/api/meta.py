@@ -113,8 +113,10 @@ def prepare_create(resource: Resource, obj: dict[str, Any], namespace: str | Non
                       resource.group)
     for field in SERVER_SET_FIELDS:
         metadata.pop(field, None)
-    if "status" in resource.subresources:
-        obj.pop("status", None)  # status is the system's to write, through /status
+    if "status" in resource.subresources and (resource.group, resource.plural) != ("", "nodes"):
+        # Status is the system's to write, through /status; nodes are the exception, as
+        # upstream: a kubelet registers its node with its status.
+        obj.pop("status", None)
     metadata["uid"] = str(uuid.uuid4())
     metadata["creationTimestamp"] = now()
     if tracks_generation(resource):

@@ -95,12 +95,21 @@ class HttpTransport:
     def __init__(self, server: str, tls: ssl.SSLContext, token: str | None = None,
                  user_agent: str = "k8py", connections: int = 64):
         self.server = server
-        headers = {"User-Agent": user_agent, "Accept": "application/json"}
+        self._headers = {"User-Agent": user_agent, "Accept": "application/json"}
         if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self._session = aiohttp.ClientSession(
-            headers=headers, connector=aiohttp.TCPConnector(ssl=tls, limit=connections),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._tls, self._connections = tls, connections
+        self._client_session: aiohttp.ClientSession | None = None
+
+    @property
+    def _session(self) -> aiohttp.ClientSession:
+        """Made on first use, inside the event loop that uses it."""
+        if self._client_session is None:
+            self._client_session = aiohttp.ClientSession(
+                headers=self._headers,
+                connector=aiohttp.TCPConnector(ssl=self._tls, limit=self._connections),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+        return self._client_session
 
     @classmethod
     def from_kubeconfig(cls, path: str, user_agent: str = "k8py") -> "HttpTransport":
@@ -148,4 +157,5 @@ class HttpTransport:
             raise errors.ServiceUnavailable(f"watch interrupted: {exc}") from None
 
     async def close(self) -> None:
-        await self._session.close()
+        if self._client_session is not None:
+            await self._client_session.close()

@@ -4,8 +4,9 @@ Start-up: certificates and tokens (`pki.ensure_pki`), then the store daemon open
 datastore named by `--datastore-endpoint` (by default SQLite under `<data-dir>/server/db/`);
 once it is ready, the API server bootstraps the system namespaces, listens on
 `--bind-address:--https-listen-port` and writes the admin kubeconfig. SIGINT/SIGTERM stop the
-API server, then close the store. The scheduler, controllers and embedded agent join here as
-they are built.
+API server, then close the store. The scheduler and controllers (`controllers.manager`) run
+on the in-process transport once the API server has its REST handler, while this server holds
+the controller-manager lease. The embedded agent joins here when it is built.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from k8py.lifecycle import Supervisor
 from k8py.server import pki
 from k8py.server.apiserver import app as apiserver
 from k8py.server.apiserver import crds
+from k8py.client.client import Client
 from k8py.server.apiserver.authn import TokenFile
+from k8py.server.apiserver.inprocess import InProcessTransport
 from k8py.server.apiserver.storage import ObjectStore
 from k8py.server.store import open_backend
 from k8py.server.store.backend import Backend
@@ -63,8 +66,11 @@ async def run_store(store: Backend, ready: asyncio.Event) -> None:
         log.info("store closed at revision %d", store.revision)
 
 
-async def bootstrap(store: Backend, registry: Registry) -> None:
-    """The system namespaces, and the stored CRDs' resources in the registry."""
+async def bootstrap(store: Backend, registry: Registry, *, service_ip: str = "10.43.0.1",
+                    https_port: int = 6443) -> None:
+    """The system namespaces, the `kubernetes` Service in `default` (the first address of
+    the service CIDR, 443 → the API server's port), and the stored CRDs' resources in the
+    registry."""
     objects = ObjectStore(store)
     await crds.load(registry, objects)
     resource = registry.get("", "v1", "namespaces")
@@ -74,14 +80,31 @@ async def bootstrap(store: Backend, registry: Registry) -> None:
             await objects.create(resource, namespace)
         except errors.AlreadyExists:
             pass
+    services = registry.get("", "v1", "services")
+    service = meta.prepare_create(services, {
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"clusterIP": service_ip, "clusterIPs": [service_ip],
+                 "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
+                 "ports": [{"name": "https", "port": 443, "protocol": "TCP",
+                            "targetPort": https_port}]}}, "default")
+    try:
+        await objects.create(services, service)
+    except errors.AlreadyExists:
+        pass
 
 
 async def run_apiserver(config: ServerConfig, store: Backend, store_ready: asyncio.Event,
-                        certs: pki.PKI, tokens: TokenFile) -> None:
+                        certs: pki.PKI, tokens: TokenFile,
+                        handler: asyncio.Future | None = None) -> None:
+    """Serve the API; `handler` receives the REST handler, for in-process clients."""
     await store_ready.wait()
     registry = Registry()
-    await bootstrap(store, registry)
+    await bootstrap(store, registry, service_ip=str(next(config.service_cidr.hosts())),
+                    https_port=config.https_listen_port)
     app = apiserver.make_app(store, tokens, registry)
+    if handler is not None:
+        handler.set_result(app[apiserver.REST_KEY])
     context = apiserver.tls_context(certs.serving_cert, certs.serving_key, certs.ca_cert)
     listening = asyncio.Event()
     server = asyncio.create_task(apiserver.serve(
@@ -102,6 +125,17 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
         await asyncio.gather(server, return_exceptions=True)
 
 
+async def run_control_loops(config: ServerConfig, handler: asyncio.Future) -> None:
+    """The scheduler and controllers, on the in-process transport, while elected."""
+    from k8py.server.controllers import manager
+    from k8py.server.controllers.base import Settings
+
+    client = Client(InProcessTransport(await handler), field_manager="k8py-controller-manager")
+    settings = Settings(cluster_cidr=str(config.cluster_cidr),
+                        service_cidr=str(config.service_cidr))
+    await manager.run_elected(client, settings)
+
+
 async def run(config: ServerConfig) -> None:
     server_dir = os.path.join(config.data_dir, "server")
     os.makedirs(server_dir, mode=0o700, exist_ok=True)
@@ -114,8 +148,10 @@ async def run(config: ServerConfig) -> None:
     store_ready = asyncio.Event()
     supervisor = Supervisor()
     supervisor.add("store", lambda: run_store(store, store_ready))
+    handler: asyncio.Future = asyncio.get_running_loop().create_future()
     supervisor.add("apiserver",
-                   lambda: run_apiserver(config, store, store_ready, certs, tokens))
+                   lambda: run_apiserver(config, store, store_ready, certs, tokens, handler))
+    supervisor.add("controllers", lambda: run_control_loops(config, handler))
     if not config.disable_agent:
         log.warning("the embedded agent is not built yet: running without one")
     await supervisor.run()

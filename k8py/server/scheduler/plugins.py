@@ -310,9 +310,7 @@ class InterPodAffinity(Plugin):
 
     def filter(self, pod, node, state):
         affinity_terms, forbidden, existing_forbidden, _ = state
-        for key, value in existing_forbidden:
-            if node.labels.get(key) == value:
-                return "node(s) didn't satisfy existing pods anti-affinity rules"
+        # upstream's order: the pod's affinity, its anti-affinity, then existing pods'
         for key, counts, alone in affinity_terms:
             if alone:
                 if key not in node.labels:
@@ -323,6 +321,9 @@ class InterPodAffinity(Plugin):
         for key, value in forbidden:
             if node.labels.get(key) == value:
                 return "node(s) didn't match pod anti-affinity rules"
+        for key, value in existing_forbidden:
+            if node.labels.get(key) == value:
+                return "node(s) didn't satisfy existing pods anti-affinity rules"
         return None
 
     def score(self, pod, node, state):
