@@ -3,9 +3,11 @@
 Each kind's defaults are one small function of the object (a pure copy-in, copy-out), looked
 up by (group, plural): the values upstream's `SetDefaults_*` functions fill in, so a stored
 object reads back as it would from upstream (pods' restart, DNS and pull policies, grace
-period and scheduler; workloads' replicas, strategies and history limits; services' type,
-protocols and target ports; jobs' parallelism, completions and backoff; secrets' stringData;
-namespaces' finalizer and phase; CRDs' status). Kinds not listed are stored as sent.
+period, scheduler, and the not-ready/unreachable NoExecute tolerations of upstream's
+DefaultTolerationSeconds admission; workloads' replicas, strategies and history limits;
+services' type, protocols and target ports; jobs' parallelism, completions and backoff;
+secrets' stringData; namespaces' finalizer and phase; CRDs' status). Kinds not listed are
+stored as sent.
 """
 
 from __future__ import annotations
@@ -111,10 +113,31 @@ def _template(obj: Obj) -> Obj | None:
     return None
 
 
+# Upstream's DefaultTolerationSeconds admission: every pod tolerates a not-ready or
+# unreachable node for this long before the taint manager evicts it.
+DEFAULT_TOLERATION_SECONDS = 300
+NODE_NOT_READY = "node.kubernetes.io/not-ready"
+NODE_UNREACHABLE = "node.kubernetes.io/unreachable"
+
+
+def _default_tolerations(spec: Obj) -> None:
+    tolerations = spec.get("tolerations")
+    if tolerations is not None and not isinstance(tolerations, list):
+        return
+    tolerations = list(tolerations or [])
+    for key in (NODE_NOT_READY, NODE_UNREACHABLE):
+        if not any(isinstance(t, dict) and t.get("key", "") in (key, "")
+                   and t.get("effect", "") in ("NoExecute", "") for t in tolerations):
+            tolerations.append({"key": key, "operator": "Exists", "effect": "NoExecute",
+                                "tolerationSeconds": DEFAULT_TOLERATION_SECONDS})
+    spec["tolerations"] = tolerations
+
+
 def _pod(obj: Obj) -> Obj:
     if isinstance(obj.get("spec"), dict):
         _pod_spec(obj["spec"])
         obj["spec"].setdefault("enableServiceLinks", True)
+        _default_tolerations(obj["spec"])
     return obj
 
 

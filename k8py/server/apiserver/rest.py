@@ -41,7 +41,7 @@ from aiohttp import web
 from k8py.api import (apply, errors, meta, patching, pruning, schemas, selectors,
                       strategic, structural, tables, timestamps)
 from k8py.api.resources import Registry, Resource
-from k8py.server.apiserver import bodies, crds, podsubresources, reviews, scale
+from k8py.server.apiserver import bodies, crds, podsubresources, reviews, scale, serviceips
 from k8py.server.apiserver.authn import USER_KEY
 from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
 from k8py.server.apiserver.watchserving import serve_watch
@@ -262,6 +262,7 @@ class RestHandler:
     def __init__(self, registry: Registry, objects: ObjectStore):
         self.registry = registry
         self.objects = objects
+        self.service_ips = serviceips.ServiceIPs(objects)  # ClusterIPs and NodePorts
 
     async def handle(self, request: web.Request, target: Target) -> web.StreamResponse:
         response = await self._dispatch(request, target)
@@ -469,7 +470,8 @@ class RestHandler:
         if _dry_run(request):
             return obj
         ttl = TTL_SECONDS.get((target.resource.group, target.resource.plural))
-        created = await self.objects.create(target.resource, obj, ttl=ttl)
+        created = await self.service_ips.create(
+            target.resource, obj, lambda o: self.objects.create(target.resource, o, ttl=ttl))
         crds.after_write(self.registry, target.resource, created)
         return created
 
@@ -593,7 +595,8 @@ class RestHandler:
                 await self._require_namespace(obj["metadata"]["namespace"])
             if _dry_run(request):
                 return obj
-            created = await self.objects.create(resource, obj)
+            created = await self.service_ips.create(
+                resource, obj, lambda o: self.objects.create(resource, o))
             crds.after_write(self.registry, resource, created)
             return created
         async def change(live: dict) -> tuple[dict, bool]:
@@ -605,6 +608,7 @@ class RestHandler:
     async def _write_update(self, request: web.Request, target: Target, body: dict,
                             current: dict, applied: bool = False) -> dict[str, Any]:
         resource = target.resource
+        body = self.service_ips.carry_over(resource, body, current)
         new = meta.prepare_update(resource, body, current)
         if applied:
             new["metadata"]["managedFields"] = body["metadata"].get("managedFields", [])
@@ -640,7 +644,8 @@ class RestHandler:
         if new == unchanged:
             return current
         ttl = TTL_SECONDS.get((resource.group, resource.plural))
-        updated = await self.objects.update(resource, new, revision, ttl=ttl)
+        updated = await self.service_ips.update(
+            resource, new, current, lambda o: self.objects.update(resource, o, revision, ttl=ttl))
         crds.after_write(self.registry, resource, updated)
         return updated
 
@@ -650,6 +655,7 @@ class RestHandler:
         current = await self.objects.get(resource, namespace, name)
         await crds.before_delete(self.registry, self.objects, resource, current)
         deleted = await self.objects.delete(resource, namespace, name, revision)
+        await self.service_ips.deleted(resource, deleted)
         crds.after_delete(self.registry, resource, deleted)
         return deleted
 
