@@ -37,7 +37,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from k8py.api import errors, selectors, timestamps
+from k8py.api import errors, timestamps
 from k8py.api.jsondoc import clone
 from k8py.api.resources import builtin
 from k8py.client.informer import by_owner_uid, key_of
