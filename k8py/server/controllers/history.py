@@ -5,8 +5,9 @@ the workload (controller ownerReference), named `<owner>-<hash>`, labelled with 
 template's labels plus `controller-revision-hash: <hash>`, with a `revision` number that
 grows with every template change (a rollback to an old template renumbers that revision as
 the newest, as upstream does). Its `data` is upstream's patch that restores the template:
-`{"spec": {"template": {..., "$patch": "replace"}}}`. Pods carry the hash of the revision
-they were made from in the same label, which is how both controllers tell old pods from new.
+`{"spec": {"template": {..., "$patch": "replace"}}}` (what `kubectl rollout undo` applies).
+Pods carry their revision in the same label, which is how both controllers tell old pods from
+new: DaemonSet pods its hash, StatefulSet pods its name (`<owner>-<hash>`), as upstream.
 
 The hash is fnv-32a over the template as canonical JSON and the owner's
 `status.collisionCount`, written in upstream's safe alphabet (no vowels, so no words). When a
