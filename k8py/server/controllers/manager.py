@@ -21,14 +21,18 @@ from k8py.client.client import Client
 from k8py.client.informer import SharedInformers
 from k8py.client.leaderelection import LeaderElector
 from k8py.server.controllers.base import Context, Controller, Settings
+from k8py.server.controllers.daemonset import DaemonSetController
 from k8py.server.controllers.replicaset import (ReplicaSetController,
                                                 ReplicationControllerController)
+from k8py.server.controllers.statefulset import StatefulSetController
 
 log = logging.getLogger(__name__)
 
 CONTROLLERS: list[type[Controller]] = [
     ReplicaSetController,
     ReplicationControllerController,
+    DaemonSetController,
+    StatefulSetController,
 ]
 
 
