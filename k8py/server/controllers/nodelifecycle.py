@@ -107,7 +107,7 @@ class NodeLifecycleController(Controller):
         self.nodes = self.informer(NODES)
         self.nodes.add_handlers(self._node_changed, lambda old, new: self._node_changed(new),
                                 self._node_deleted)
-        self.leases = self.informer(LEASES, LEASE_NAMESPACE)
+        self.leases = self.informer(LEASES, namespace=LEASE_NAMESPACE)
         self.leases.add_handlers(self._lease_changed,
                                  lambda old, new: self._lease_changed(new))
         self.pods = self.informer(PODS)
