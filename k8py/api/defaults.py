@@ -155,6 +155,20 @@ def _workload(replicas: bool = True, history: bool = True):
     return defaulter
 
 
+def _replication_controller(obj: Obj) -> Obj:
+    """Upstream: a missing selector, and missing labels, are the template's labels."""
+    obj = _workload(history=False)(obj)
+    spec = obj.get("spec")
+    if isinstance(spec, dict):
+        labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+        if labels and not spec.get("selector"):
+            spec["selector"] = dict(labels)
+        metadata = obj.setdefault("metadata", {})
+        if labels and not metadata.get("labels"):
+            metadata["labels"] = dict(labels)
+    return obj
+
+
 def _deployment(obj: Obj) -> Obj:
     obj = _workload()(obj)
     spec = obj.get("spec")
@@ -249,7 +263,7 @@ DEFAULTERS: dict[tuple[str, str], Callable[[Obj], Obj]] = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): _crd,
     ("", "pods"): _pod,
     ("", "services"): _service,
-    ("", "replicationcontrollers"): _workload(history=False),
+    ("", "replicationcontrollers"): _replication_controller,
     ("apps", "deployments"): _deployment,
     ("apps", "replicasets"): _workload(history=False),
     ("apps", "statefulsets"): _statefulset,

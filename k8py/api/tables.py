@@ -288,6 +288,14 @@ PRINTERS: dict[tuple[str, str], list[Column]] = {
         AGE,
         *_wide_workload("spec", "template", "spec"),
     ],
+    ("", "replicationcontrollers"): [
+        NAME,
+        ("Desired", "integer", 0, lambda o, n: _get(o, "spec", "replicas", default=1)),
+        ("Current", "integer", 0, _count("status", "replicas")),
+        ("Ready", "integer", 0, _count("status", "readyReplicas")),
+        AGE,
+        *_wide_workload("spec", "template", "spec"),
+    ],
     ("apps", "statefulsets"): [
         NAME,
         ("Ready", "string", 0, lambda o, n: f"{_get(o, 'status', 'readyReplicas', default=0)}/"

@@ -166,6 +166,19 @@ def _pod(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
     return causes
 
 
+def _replication_controller(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
+    """A ReplicationController's selector is a plain label map, and may be left out (the
+    template's labels are used); checked as the equivalent matchLabels selector."""
+    def as_label_selector(rc: dict[str, Any] | None) -> dict[str, Any] | None:
+        if rc is None or not isinstance(rc.get("spec"), dict):
+            return rc
+        selector = rc["spec"].get("selector")
+        if isinstance(selector, dict) and selector:
+            return {**rc, "spec": {**rc["spec"], "selector": {"matchLabels": selector}}}
+        return rc
+    return _workload(as_label_selector(obj), as_label_selector(old), selector_required=False)
+
+
 def _workload(obj: dict[str, Any], old: dict[str, Any] | None,
               selector_required: bool = True) -> list[Cause]:
     causes: list[Cause] = []
@@ -278,7 +291,7 @@ VALIDATORS: dict[tuple[str, str], Callable[[dict[str, Any], dict[str, Any] | Non
     ("apps", "replicasets"): _workload,
     ("apps", "statefulsets"): _workload,
     ("apps", "daemonsets"): _workload,
-    ("", "replicationcontrollers"): lambda obj, old: _workload(obj, old, False),
+    ("", "replicationcontrollers"): _replication_controller,
     ("batch", "jobs"): _job,
     ("", "services"): _service,
     ("", "configmaps"): _config,

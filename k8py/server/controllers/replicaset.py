@@ -150,22 +150,25 @@ class ReplicaSetController(Controller):
             if selector and selectors.selector_matches(selector, labels):
                 self.enqueue_object(owner)
 
-    async def _adopt(self, owner: dict[str, Any]) -> None:
+    async def _adopt(self, owner: dict[str, Any]) -> list[dict[str, Any]]:
+        """Claim orphans the selector picks; the pods as adopted."""
         selector = self.selector(owner)
+        adopted: list[dict[str, Any]] = []
         if not selector or owner["metadata"].get("deletionTimestamp"):
-            return
+            return adopted
         for pod in self.pods.list(owner["metadata"]["namespace"]):
             if controller_of(pod) is None and is_active_pod(pod) and \
                     selectors.selector_matches(selector, pod["metadata"].get("labels") or {}):
                 refs = list(pod["metadata"].get("ownerReferences") or []) + \
                     [owner_reference(owner)]
                 try:
-                    await self.client.patch(PODS, pod["metadata"]["name"], {
+                    adopted.append(await self.client.patch(PODS, pod["metadata"]["name"], {
                         "metadata": {"ownerReferences": refs,
                                      "resourceVersion": pod["metadata"]["resourceVersion"]}},
-                        pod["metadata"]["namespace"])
+                        pod["metadata"]["namespace"]))
                 except (errors.NotFound, errors.Conflict):
                     continue
+        return adopted
 
     def owned_pods(self, owner: dict[str, Any]) -> list[dict[str, Any]]:
         return [p for p in self.pods.by_index("owner", owner["metadata"]["uid"])
@@ -182,7 +185,7 @@ class ReplicaSetController(Controller):
         pods = self.owned_pods(owner)
         active = [p for p in pods if is_active_pod(p)]
         if self.expectations.satisfied(key) and not owner["metadata"].get("deletionTimestamp"):
-            await self._adopt(owner)
+            active += await self._adopt(owner)
             await self._scale(key, owner, active)
         return await self._write_status(owner, pods, active)
 
