@@ -153,13 +153,18 @@ class GarbageCollector(Controller):
         for uid, ref in new.items():
             if uid in old or not uid:
                 continue
+            resource = resource_for(ref.get("apiVersion", ""), ref.get("kind", ""))
+            namespace = node.namespace if resource is None or resource.namespaced else None
             owner = self.nodes.get(uid)
             if owner is None:
-                resource = resource_for(ref.get("apiVersion", ""), ref.get("kind", ""))
-                namespace = node.namespace if resource is None or resource.namespaced else None
                 owner = self.nodes[uid] = Node(uid, resource, namespace, ref.get("name", ""),
                                                False)
                 self.enqueue(("delete", uid))  # does it exist at all?
+            elif owner.namespace != namespace and resource is not None:
+                # That uid lives elsewhere (another namespace, or the reference of a
+                # cluster-scoped object names a namespaced kind): for this dependent the
+                # owner is absent. The live check in attempt-to-delete will say so.
+                self.enqueue(("delete", node.uid))
             owner.dependents.add(node)
 
     def _drop_if_unused(self, node: Node) -> None:

@@ -159,3 +159,14 @@ async def test_dependent_of_an_owner_that_never_existed_is_deleted(cluster):
     await eventually(lambda: gone(client, CONFIGMAPS, "stray", "default"), 10)
     assert not await gone(client, CONFIGMAPS, "keep", "default")
     assert not await gone(client, CONFIGMAPS, "custom-owned", "default")
+
+
+async def test_cluster_scoped_dependent_of_a_namespaced_kind_is_deleted(cluster):
+    client = cluster.client
+    owner = await client.create(CONFIGMAPS, {"metadata": {"name": "owner"}}, "default")
+    clusterroles = builtin("rbac.authorization.k8s.io/v1", "clusterroles")
+    await client.create(clusterroles, {"metadata": {"name": "owned-by-a-configmap",
+                                                    "ownerReferences": [_owner_ref(owner)]}})
+    await eventually(lambda: gone(client, clusterroles, "owned-by-a-configmap"), 10,
+                     what="invalid reference treated as absent")
+    assert not await gone(client, CONFIGMAPS, "owner", "default")
