@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import random
 from typing import Any
 
@@ -155,14 +156,27 @@ class NodeInfo:
         return pod
 
 
+def _required_anti_affinity(pod: PodInfo) -> list[dict[str, Any]]:
+    return (pod.affinity.get("podAntiAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution") or []
+
+
+@dataclasses.dataclass
+class AntiAffinityTerm:
+    term: dict[str, Any]
+    namespace: str  # of the pods carrying it: the term's default namespace
+    nodes: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+
 class Snapshot:
     """Every node, and where every scheduled pod is."""
 
     def __init__(self) -> None:
         self.nodes: dict[str, NodeInfo] = {}
         self.placed: dict[str, PodInfo] = {}  # pod key -> pod, with node_name set
-        #: pods that carry required anti-affinity: they constrain every later pod
-        self.with_anti_affinity: dict[str, PodInfo] = {}
+        #: placed pods' required anti-affinity terms, one entry per distinct term (replicas
+        #: share theirs), with the nodes of the pods carrying it: they constrain later pods
+        self.anti_terms: dict[tuple[str, str], AntiAffinityTerm] = {}
         #: (namespace, label, value) -> placed pods carrying it, for selectors' candidates
         self.by_label: dict[tuple[str, str, str], dict[str, PodInfo]] = {}
         self.generation = 0  # grows with every change, to cache per-cycle derived state
@@ -192,9 +206,12 @@ class Snapshot:
             self.by_label.setdefault((pod.namespace, label, value), {})[pod.key] = pod
         if info is not None:
             info.add(pod)
-        if (pod.affinity.get("podAntiAffinity") or {}).get(
-                "requiredDuringSchedulingIgnoredDuringExecution"):
-            self.with_anti_affinity[pod.key] = pod
+        for term in _required_anti_affinity(pod):
+            key = (pod.namespace, json.dumps(term, sort_keys=True))
+            entry = self.anti_terms.get(key)
+            if entry is None:
+                entry = self.anti_terms[key] = AntiAffinityTerm(term, pod.namespace)
+            entry.nodes[node_name] += 1
         self.generation += 1
 
     def unplace(self, key: str) -> None:
@@ -202,13 +219,21 @@ class Snapshot:
         if pod is not None:
             if pod.node_name in self.nodes:
                 self.nodes[pod.node_name].remove(key)
+            for term in _required_anti_affinity(pod):
+                term_key = (pod.namespace, json.dumps(term, sort_keys=True))
+                entry = self.anti_terms.get(term_key)
+                if entry is not None:
+                    entry.nodes[pod.node_name] -= 1
+                    if entry.nodes[pod.node_name] <= 0:
+                        del entry.nodes[pod.node_name]
+                    if not entry.nodes:
+                        del self.anti_terms[term_key]
             for label, value in pod.labels.items():
                 bucket = self.by_label.get((pod.namespace, label, value))
                 if bucket is not None:
                     bucket.pop(key, None)
                     if not bucket:
                         del self.by_label[(pod.namespace, label, value)]
-        self.with_anti_affinity.pop(key, None)
         self.generation += 1
 
     def candidates(self, namespaces: set[str] | None, selector: dict[str, Any]):

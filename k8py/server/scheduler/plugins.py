@@ -91,16 +91,22 @@ def node_matches_pod(pod: PodInfo, node: NodeInfo) -> bool:
     return True
 
 
-def _term_namespaces(term: dict[str, Any], pod: PodInfo) -> set[str] | None:
-    """The namespaces a pod (anti-)affinity term looks in; None: all of them."""
+def _term_namespaces(term: dict[str, Any], pod: PodInfo | str) -> set[str] | None:
+    """The namespaces a pod (anti-)affinity term of `pod` (or of a pod in that namespace)
+    looks in; None: all of them."""
     if term.get("namespaceSelector") == {}:
         return None
-    return set(term.get("namespaces") or ()) or {pod.namespace}
+    namespace = pod if isinstance(pod, str) else pod.namespace
+    return set(term.get("namespaces") or ()) or {namespace}
 
 
 def _term_matches(term: dict[str, Any], owner: PodInfo, other: PodInfo) -> bool:
     """Whether `other` is a pod `owner`'s term selects."""
-    namespaces = _term_namespaces(term, owner)
+    return _term_selects(term, owner.namespace, other)
+
+
+def _term_selects(term: dict[str, Any], owner_namespace: str, other: PodInfo) -> bool:
+    namespaces = _term_namespaces(term, owner_namespace)
     if namespaces is not None and other.namespace not in namespaces:
         return False
     selector = term.get("labelSelector")
@@ -282,15 +288,13 @@ class InterPodAffinity(Plugin):
                       for t in anti.get("preferredDuringSchedulingIgnoredDuringExecution") or []]
         # Existing pods whose required anti-affinity selects this pod forbid their domains.
         existing_forbidden = set()
-        for other in snapshot.with_anti_affinity.values():
-            if other.key == pod.key:
+        for entry in snapshot.anti_terms.values():
+            if not _term_selects(entry.term, entry.namespace, pod):
                 continue
-            terms = (other.affinity.get("podAntiAffinity") or {}).get(
-                "requiredDuringSchedulingIgnoredDuringExecution") or []
-            node = snapshot.nodes.get(other.node_name)
-            for term in terms:
-                key = term.get("topologyKey", "")
-                if node is not None and key in node.labels and _term_matches(term, other, pod):
+            key = entry.term.get("topologyKey", "")
+            for node_name in entry.nodes:
+                node = snapshot.nodes.get(node_name)
+                if node is not None and key in node.labels:
                     existing_forbidden.add((key, node.labels[key]))
         if not (required or required_anti or preferred or existing_forbidden):
             return SKIP
