@@ -17,6 +17,8 @@ Semantics follow upstream's generic registry:
   gracefully (`deletionTimestamp` = now + grace period, default its
   terminationGracePeriodSeconds), for its kubelet to finish; an unbound one at once;
 - Events are written with a one-hour time-to-live, after which the store deletes them;
+- Services get their ClusterIPs and NodePorts as they are written, and give them back when
+  deleted (`serviceips`);
 - `dryRun=All` runs every check and writes nothing;
 - fields the upstream schema of a built-in kind does not know are dropped, as upstream's typed
   decoding drops them; `fieldValidation=Strict` refuses them (400, or 422 for patches), `Warn`
