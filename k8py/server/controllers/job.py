@@ -91,10 +91,13 @@ def finish_time(job: dict[str, Any]) -> float | None:
         timestamps.parse(condition(job, kind).get("lastTransitionTime"))
 
 
+def _stamp(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
 def _set_condition(conditions: list[dict], kind: str, status: str, reason: str,
-                   message: str) -> bool:
+                   message: str, now: str) -> bool:
     """Set a condition in place; whether anything changed."""
-    now = timestamps.now()
     for item in conditions:
         if item.get("type") == kind:
             if item.get("status") == status and item.get("reason") == reason:
@@ -283,6 +286,7 @@ class JobController(Controller):
     async def _sync(self, key: str, job: dict[str, Any], pods: list[dict]) -> float | None:
         spec = job["spec"]
         now = self.now()
+        stamp = _stamp(now)
         indexed = _is_indexed(job)
         completions = spec.get("completions")
         suspended = bool(spec.get("suspend"))
@@ -352,15 +356,16 @@ class JobController(Controller):
                 if done:
                     kind, reason = SUCCESS_CRITERIA_MET, "CompletionsReached"
             if kind is not None:
-                _set_condition(conditions, kind, "True", reason, REASONS[reason])
+                _set_condition(conditions, kind, "True", reason, REASONS[reason], stamp)
                 target = True
         if not target:
             if suspended:
-                _set_condition(conditions, SUSPENDED, "True", "JobSuspended", "Job suspended")
-            elif _set_condition(conditions, SUSPENDED, "False", "JobResumed", "Job resumed") \
-                    or not status.get("startTime"):
+                _set_condition(conditions, SUSPENDED, "True", "JobSuspended", "Job suspended",
+                               stamp)
+            elif _set_condition(conditions, SUSPENDED, "False", "JobResumed", "Job resumed",
+                                stamp) or not status.get("startTime"):
                 # first start, or resumed: the deadline counts from now
-                status["startTime"] = timestamps.now()
+                status["startTime"] = stamp
                 if spec.get("activeDeadlineSeconds") is not None:
                     recheck.append(spec["activeDeadlineSeconds"])
 
@@ -390,7 +395,7 @@ class JobController(Controller):
             wait, error = await self._manage(key, job, active, succeeded, completed)
             if wait is not None:
                 recheck.append(wait)
-        counted = set(unc_succeeded) | set(unc_failed)
+        counted = (set(unc_succeeded) | set(unc_failed)) - released
         outcomes = await asyncio.gather(
             *(self._release(p) for p in pods if p["metadata"]["uid"] in counted),
             *(self._release(p) for p in uncountable))
@@ -424,9 +429,9 @@ class JobController(Controller):
         if interim and not uncounted and not holding and not terminating:
             final = COMPLETE if interim["type"] == SUCCESS_CRITERIA_MET else FAILED
             _set_condition(status["conditions"], final, "True", interim["reason"],
-                           interim["message"])
+                           interim["message"], stamp)
             if final == COMPLETE:
-                status["completionTime"] = timestamps.now()
+                status["completionTime"] = stamp
             status.pop("active", None)
             status["ready"] = 0
             if spec.get("ttlSecondsAfterFinished") is not None:

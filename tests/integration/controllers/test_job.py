@@ -8,7 +8,8 @@ import pytest
 
 from k8py.api.resources import builtin
 from k8py.server.controllers import manager
-from k8py.server.controllers.job import TRACKING_FINALIZER, JobController
+from k8py.server.controllers.job import (TRACKING_FINALIZER, JobController, format_indexes,
+                                         parse_indexes)
 from tests.conftest import eventually
 from tests.integration.controllers.conftest import start_control_plane
 
@@ -175,3 +176,9 @@ async def test_suspend_and_resume(cluster):
     resumed = [c for c in done["status"]["conditions"] if c["type"] == "Suspended"][0]
     assert resumed["status"] == "False" and resumed["reason"] == "JobResumed"
     assert done["status"]["startTime"]
+
+
+def test_completed_indexes_text():
+    assert parse_indexes("0-2,4,7-8") == {0, 1, 2, 4, 7, 8}
+    assert format_indexes({0, 1, 2, 4, 7, 8}) == "0-2,4,7-8"
+    assert parse_indexes("") == set() and format_indexes(set()) == ""
