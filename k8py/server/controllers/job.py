@@ -25,7 +25,8 @@ terminating the terminal `Failed` or `Complete` condition is added (`completionT
 Complete), as upstream 1.32 does. Failed pods are replaced after an exponential back-off
 (`backoff_base` * 2^(failures-1), capped; kept in memory, so a restart forgets it).
 
-`suspend` deletes the active pods and sets `Suspended` (JobSuspended); resuming sets it False
+`suspend` deletes the active pods (not counted as failures) and sets `Suspended`
+(JobSuspended); resuming sets it False
 (JobResumed) and restarts `startTime`, hence the deadline. `ttlSecondsAfterFinished` (the TTL
 controller's job upstream) deletes a finished Job with Background propagation; the garbage
 collector deletes its pods. A Job being deleted, or gone, releases its pods' finalizers
