@@ -26,8 +26,8 @@ Complete), as upstream 1.32 does. Failed pods are replaced after an exponential 
 (`backoff_base` * 2^(failures-1), capped; kept in memory, so a restart forgets it).
 
 `suspend` deletes the active pods (not counted as failures) and sets `Suspended`
-(JobSuspended); resuming sets it False
-(JobResumed) and restarts `startTime`, hence the deadline. `ttlSecondsAfterFinished` (the TTL
+(JobSuspended); resuming sets it False (JobResumed) and restarts `startTime`, hence the
+deadline. `ttlSecondsAfterFinished` (the TTL
 controller's job upstream) deletes a finished Job with Background propagation; the garbage
 collector deletes its pods. A Job being deleted, or gone, releases its pods' finalizers
 without counting them. Time comes from `now`, which tests may replace.
