@@ -27,10 +27,10 @@ Complete), as upstream 1.32 does. Failed pods are replaced after an exponential 
 
 `suspend` deletes the active pods (not counted as failures) and sets `Suspended`
 (JobSuspended); resuming sets it False (JobResumed) and restarts `startTime`, hence the
-deadline. `ttlSecondsAfterFinished` (the TTL
-controller's job upstream) deletes a finished Job with Background propagation; the garbage
-collector deletes its pods. A Job being deleted, or gone, releases its pods' finalizers
-without counting them. Time comes from `now`, which tests may replace.
+deadline. `ttlSecondsAfterFinished` (the TTL controller's job upstream) deletes a finished Job
+with Background propagation; the garbage collector deletes its pods. A Job being deleted, or
+gone, releases its pods' finalizers without counting them. Time comes from `now`, which tests
+may replace.
 """
 
 from __future__ import annotations
