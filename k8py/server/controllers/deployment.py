@@ -31,6 +31,9 @@ collisionCount, and conditions `Available` (at least replicas - maxUnavailable a
 ProgressDeadlineExceeded when no progress was seen for `progressDeadlineSeconds`; a stuck
 rollout is looked at again when its deadline passes).
 
+The arithmetic (fenceposts, revisions, hashing, proportions, status and conditions) is in
+`rollout.py`; this module reads the caches and writes.
+
 Writes are made against the cached resourceVersion, so a stale cache yields a Conflict and a
 retry rather than a decision taken twice. Counting an old set's available pods, this
 controller takes at most its `spec.replicas`: a set just scaled down may still report the
@@ -39,8 +42,6 @@ pods it is about to delete.
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from typing import Any
 
@@ -49,321 +50,18 @@ from k8py.api.jsondoc import clone
 from k8py.api.resources import builtin
 from k8py.client.informer import by_owner_uid
 from k8py.server.controllers.base import Controller, controller_of, owner_reference
+from k8py.server.controllers.rollout import (
+    DESIRED_REPLICAS, FAILED_RS_CREATE, FOUND_NEW_RS, HASH_LABEL, MAX_REPLICAS, NEW_RS_AVAILABLE,
+    NEW_RS_CREATED, PAUSED, RESUMED, REVISION, RS_UPDATED, TIMED_OUT, active, calculate_status,
+    created_order, deployment_complete, deployment_progressing, deployment_timed_out,
+    equal_ignore_hash, get_condition, has_progress_deadline, int_annotation, is_rolling,
+    max_revision, max_surge, max_unavailable, new_condition, new_rs_replicas, proportion,
+    remove_condition, replicas, revision, set_condition, set_new_rs_annotations,
+    set_replicas_annotations, status_count, template_hash)
 
 DEPLOYMENTS = builtin("apps/v1", "deployments")
 REPLICASETS = builtin("apps/v1", "replicasets")
 PODS = builtin("v1", "pods")
-
-HASH_LABEL = "pod-template-hash"
-REVISION = "deployment.kubernetes.io/revision"
-REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
-DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
-MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
-ROLLBACK_TO = "deprecated.deployment.rollback.to"
-NOT_COPIED = frozenset({LAST_APPLIED, REVISION, REVISION_HISTORY, DESIRED_REPLICAS,
-                        MAX_REPLICAS, ROLLBACK_TO})
-MAX_HISTORY_CHARS = 2000
-NO_DEADLINE = 2 ** 31 - 1
-
-# Condition reasons (upstream deploymentutil).
-NEW_RS_CREATED = "NewReplicaSetCreated"
-FOUND_NEW_RS = "FoundNewReplicaSet"
-RS_UPDATED = "ReplicaSetUpdated"
-NEW_RS_AVAILABLE = "NewReplicaSetAvailable"
-TIMED_OUT = "ProgressDeadlineExceeded"
-PAUSED = "DeploymentPaused"
-RESUMED = "DeploymentResumed"
-FAILED_RS_CREATE = "ReplicaSetCreateError"
-
-SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
-
-
-# --- pure arithmetic over deployments and replica sets ---------------------------------------
-
-def replicas(obj: dict[str, Any] | None) -> int:
-    if obj is None:
-        return 0
-    value = (obj.get("spec") or {}).get("replicas")
-    return 1 if value is None else value
-
-
-def _status(obj: dict[str, Any] | None, field: str) -> int:
-    return ((obj or {}).get("status") or {}).get(field) or 0
-
-
-def scaled_value(value: int | str | None, total: int, round_up: bool) -> int:
-    """An int-or-percent against `total` (intstr.GetScaledValueFromIntOrPercent)."""
-    if value is None:
-        return 0
-    if isinstance(value, int):
-        return value
-    if value.endswith("%"):
-        scaled = float(int(value[:-1])) * total / 100
-        return math.ceil(scaled) if round_up else math.floor(scaled)
-    return int(value)
-
-
-def fenceposts(deployment: dict[str, Any]) -> tuple[int, int]:
-    """(maxSurge, maxUnavailable) of a rolling deployment; never both 0."""
-    strategy = deployment["spec"].get("strategy") or {}
-    if strategy.get("type", "RollingUpdate") != "RollingUpdate":
-        return 0, 0
-    rolling = strategy.get("rollingUpdate") or {}
-    desired = replicas(deployment)
-    surge = scaled_value(rolling.get("maxSurge", 0), desired, True)
-    unavailable = scaled_value(rolling.get("maxUnavailable", 0), desired, False)
-    if surge == 0 and unavailable == 0:
-        # Rounding down can make maxUnavailable 0: guess that surging lets us scale down.
-        unavailable = 1
-    return surge, unavailable
-
-
-def max_surge(deployment: dict[str, Any]) -> int:
-    return fenceposts(deployment)[0]
-
-
-def max_unavailable(deployment: dict[str, Any]) -> int:
-    desired = replicas(deployment)
-    if desired == 0:
-        return 0
-    return min(fenceposts(deployment)[1], desired)
-
-
-def is_rolling(deployment: dict[str, Any]) -> bool:
-    return ((deployment["spec"].get("strategy") or {}).get("type", "RollingUpdate")
-            == "RollingUpdate")
-
-
-def revision(rs: dict[str, Any]) -> int | None:
-    try:
-        return int((rs["metadata"].get("annotations") or {}).get(REVISION, "0"))
-    except ValueError:
-        return None
-
-
-def max_revision(sets: list[dict[str, Any]]) -> int:
-    return max((revision(rs) or 0 for rs in sets), default=0)
-
-
-def _int_annotation(rs: dict[str, Any], name: str) -> int | None:
-    try:
-        return int((rs["metadata"].get("annotations") or {})[name])
-    except (KeyError, ValueError):
-        return None
-
-
-def _without_empty(value: Any) -> Any:
-    """Empty maps and lists, and nulls, dropped: Go decodes them and absence alike (an
-    empty `resources: {}` from one client equals none from another)."""
-    if isinstance(value, dict):
-        cleaned = {k: _without_empty(v) for k, v in value.items()}
-        return {k: v for k, v in cleaned.items() if v not in (None, {}, [])}
-    if isinstance(value, list):
-        return [_without_empty(v) for v in value]
-    return value
-
-
-def _template_identity(template: dict[str, Any]) -> dict[str, Any]:
-    """The template as compared and hashed: no hash label, empty values as absent."""
-    template = clone(template or {})
-    labels = (template.get("metadata") or {}).get("labels") or {}
-    labels.pop(HASH_LABEL, None)
-    return _without_empty(template)
-
-
-def equal_ignore_hash(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return _template_identity(a) == _template_identity(b)
-
-
-def template_hash(template: dict[str, Any], collision_count: int | None) -> str:
-    """FNV-32a of the template (and the collision count), in upstream's safe alphabet."""
-    data = json.dumps(_template_identity(template), sort_keys=True,
-                      separators=(",", ":")).encode()
-    if collision_count is not None:
-        data += (collision_count & 0xFFFFFFFF).to_bytes(4, "little") + bytes(4)
-    value = 0x811C9DC5
-    for byte in data:
-        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return "".join(SAFE_ALPHABET[ord(c) % len(SAFE_ALPHABET)] for c in str(value))
-
-
-def _created(rs: dict[str, Any]) -> tuple[float, str]:
-    return (timestamps.parse(rs["metadata"].get("creationTimestamp")) or 0.0,
-            rs["metadata"]["name"])
-
-
-def active(sets: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
-    return [rs for rs in sets if rs is not None and replicas(rs) > 0]
-
-
-def has_progress_deadline(deployment: dict[str, Any]) -> bool:
-    deadline = deployment["spec"].get("progressDeadlineSeconds")
-    return deadline is not None and deadline != NO_DEADLINE
-
-
-def get_condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    for condition in status.get("conditions") or ():
-        if condition.get("type") == kind:
-            return condition
-    return None
-
-
-def new_condition(kind: str, status: str, reason: str, message: str) -> dict[str, Any]:
-    now = timestamps.now()
-    return {"type": kind, "status": status, "lastUpdateTime": now, "lastTransitionTime": now,
-            "reason": reason, "message": message}
-
-
-def set_condition(status: dict[str, Any], condition: dict[str, Any]) -> None:
-    current = get_condition(status, condition["type"])
-    if current is not None and current["status"] == condition["status"] and \
-            current.get("reason") == condition["reason"]:
-        return
-    if current is not None and current["status"] == condition["status"]:
-        condition = {**condition, "lastTransitionTime": current.get("lastTransitionTime")}
-    remove_condition(status, condition["type"])
-    status.setdefault("conditions", []).append(condition)
-
-
-def remove_condition(status: dict[str, Any], kind: str) -> None:
-    conditions = [c for c in status.get("conditions") or () if c.get("type") != kind]
-    if conditions:
-        status["conditions"] = conditions
-    else:
-        status.pop("conditions", None)
-
-
-def deployment_complete(deployment: dict[str, Any], status: dict[str, Any]) -> bool:
-    desired = replicas(deployment)
-    return (status.get("updatedReplicas", 0) == desired and
-            status.get("replicas", 0) == desired and
-            status.get("availableReplicas", 0) == desired and
-            status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 1))
-
-
-def deployment_progressing(deployment: dict[str, Any], status: dict[str, Any]) -> bool:
-    old = deployment.get("status") or {}
-    old_old = old.get("replicas", 0) - old.get("updatedReplicas", 0)
-    new_old = status.get("replicas", 0) - status.get("updatedReplicas", 0)
-    return (status.get("updatedReplicas", 0) > old.get("updatedReplicas", 0) or
-            new_old < old_old or
-            status.get("readyReplicas", 0) > old.get("readyReplicas", 0) or
-            status.get("availableReplicas", 0) > old.get("availableReplicas", 0))
-
-
-def deployment_timed_out(deployment: dict[str, Any], status: dict[str, Any]) -> bool:
-    if not has_progress_deadline(deployment):
-        return False
-    condition = get_condition(status, "Progressing")
-    if condition is None or condition.get("reason") == NEW_RS_AVAILABLE:
-        return False
-    if condition.get("reason") == TIMED_OUT:
-        return True
-    since = timestamps.parse(condition.get("lastUpdateTime")) or 0.0
-    return since + deployment["spec"]["progressDeadlineSeconds"] < time.time()
-
-
-def calculate_status(sets: list[dict[str, Any]], new_rs: dict[str, Any] | None,
-                     deployment: dict[str, Any]) -> dict[str, Any]:
-    """Counts from the sets; conditions carried over, `Available` recomputed. Zero counts are
-    left out, as the API's omitempty fields are."""
-    old = deployment.get("status") or {}
-    available = sum(_status(rs, "availableReplicas") for rs in sets)
-    total = sum(replicas(rs) for rs in sets)
-    counts = {
-        "observedGeneration": deployment["metadata"].get("generation", 1),
-        "replicas": sum(_status(rs, "replicas") for rs in sets),
-        "updatedReplicas": _status(new_rs, "replicas"),
-        "readyReplicas": sum(_status(rs, "readyReplicas") for rs in sets),
-        "availableReplicas": available,
-        "unavailableReplicas": max(0, total - available),
-    }
-    status: dict[str, Any] = {k: v for k, v in counts.items() if v}
-    if old.get("collisionCount") is not None:
-        status["collisionCount"] = old["collisionCount"]
-    if old.get("conditions"):
-        status["conditions"] = [dict(c) for c in old["conditions"]]
-    if available >= replicas(deployment) - max_unavailable(deployment):
-        set_condition(status, new_condition("Available", "True", "MinimumReplicasAvailable",
-                                            "Deployment has minimum availability."))
-    else:
-        set_condition(status, new_condition("Available", "False",
-                                            "MinimumReplicasUnavailable",
-                                            "Deployment does not have minimum availability."))
-    return status
-
-
-def set_replicas_annotations(rs: dict[str, Any], desired: int, most: int) -> bool:
-    annotations = rs["metadata"].setdefault("annotations", {})
-    changed = False
-    for name, value in ((DESIRED_REPLICAS, str(desired)), (MAX_REPLICAS, str(most))):
-        if annotations.get(name) != value:
-            annotations[name] = value
-            changed = True
-    return changed
-
-
-def set_new_rs_annotations(deployment: dict[str, Any], rs: dict[str, Any], new_revision: int,
-                           exists: bool) -> bool:
-    """Copy the deployment's annotations, raise the revision (keeping rolled-back-from
-    numbers in revision-history), and for a set about to be created, the replica counts."""
-    annotations = rs["metadata"].setdefault("annotations", {})
-    changed = False
-    for name, value in (deployment["metadata"].get("annotations") or {}).items():
-        if name in NOT_COPIED or annotations.get(name) == value:
-            continue
-        annotations[name] = value
-        changed = True
-    had_revision = REVISION in annotations
-    try:
-        old_revision = int(annotations.get(REVISION) or 0)
-    except ValueError:
-        return False
-    if old_revision < new_revision:
-        annotations[REVISION] = str(new_revision)
-        changed = True
-        if had_revision:
-            history = [r for r in annotations.get(REVISION_HISTORY, "").split(",") if r]
-            history.append(str(old_revision))
-            while len(",".join(history)) > MAX_HISTORY_CHARS and len(history) > 1:
-                history.pop(0)
-            annotations[REVISION_HISTORY] = ",".join(history)
-    if not exists:
-        desired = replicas(deployment)
-        if set_replicas_annotations(rs, desired, desired + max_surge(deployment)):
-            changed = True
-    return changed
-
-
-def new_rs_replicas(deployment: dict[str, Any], sets: list[dict[str, Any]],
-                    new_rs: dict[str, Any]) -> int:
-    """How many replicas the new set may have now (NewRSNewReplicas)."""
-    desired = replicas(deployment)
-    if not is_rolling(deployment):
-        return desired
-    current = sum(replicas(rs) for rs in sets)
-    most = desired + scaled_value(
-        ((deployment["spec"].get("strategy") or {}).get("rollingUpdate") or {}).get(
-            "maxSurge", 0), desired, True)
-    if current >= most:
-        return replicas(new_rs)
-    return replicas(new_rs) + min(most - current, desired - replicas(new_rs))
-
-
-def proportion(rs: dict[str, Any], deployment: dict[str, Any], to_add: int, added: int) -> int:
-    """This set's share of a scaling of the whole deployment (GetReplicaSetProportion)."""
-    if replicas(rs) == 0 or to_add == 0 or to_add == added:
-        return 0
-    if replicas(deployment) == 0:
-        fraction = -replicas(rs)
-    else:
-        most = replicas(deployment) + max_surge(deployment)
-        before = _int_annotation(rs, MAX_REPLICAS) or _status(deployment, "replicas")
-        fraction = 0 if not before else \
-            math.floor(replicas(rs) * most / before + 0.5) - replicas(rs)
-    allowed = to_add - added
-    return min(fraction, allowed) if to_add > 0 else max(fraction, allowed)
 
 
 def _owner_reference(d: dict[str, Any]) -> dict[str, Any]:
@@ -530,7 +228,7 @@ class DeploymentController(Controller):
         """(new set or None, old sets), syncing revision annotations; the new set is created
         when `create` and missing (getAllReplicaSetsAndSyncRevision)."""
         template = d["spec"].get("template") or {}
-        new_rs = next((rs for rs in sorted(sets, key=_created)
+        new_rs = next((rs for rs in sorted(sets, key=created_order)
                        if equal_ignore_hash(rs["spec"].get("template") or {}, template)), None)
         old_sets = [rs for rs in sets if rs is not new_rs]
         next_revision = max_revision(old_sets) + 1
@@ -626,7 +324,7 @@ class DeploymentController(Controller):
     async def _is_scaling_event(self, d: dict[str, Any], sets: list[dict[str, Any]]) -> bool:
         new_rs, old_sets = await self._sets_and_revision(d, sets, create=False)
         for rs in active([*old_sets, new_rs]):
-            desired = _int_annotation(rs, DESIRED_REPLICAS)
+            desired = int_annotation(rs, DESIRED_REPLICAS)
             if desired is not None and desired != replicas(d):
                 return True
         return False
@@ -642,7 +340,7 @@ class DeploymentController(Controller):
     async def _scale(self, d: dict[str, Any], new_rs: dict[str, Any] | None,
                      old_sets: list[dict[str, Any]]) -> None:
         desired = replicas(d)
-        old_sets = sorted(old_sets, key=_created, reverse=True)
+        old_sets = sorted(old_sets, key=created_order, reverse=True)
         live = active([*old_sets, new_rs])
         if not live and (new_rs is not None or old_sets):
             # Nothing active: the newest takes the replicas.
@@ -655,8 +353,8 @@ class DeploymentController(Controller):
             if replicas(live_or_latest) != desired:
                 await self._scale_if_needed(live_or_latest, desired, d)
             return
-        if new_rs is not None and _int_annotation(new_rs, DESIRED_REPLICAS) == desired and \
-                replicas(new_rs) == desired and _status(new_rs, "availableReplicas") == desired:
+        if new_rs is not None and int_annotation(new_rs, DESIRED_REPLICAS) == desired and \
+                replicas(new_rs) == desired and status_count(new_rs, "availableReplicas") == desired:
             # The new set is saturated: the old ones go.
             for rs in active(old_sets):
                 await self._scale_if_needed(rs, 0, d)
@@ -666,9 +364,9 @@ class DeploymentController(Controller):
         allowed = desired + max_surge(d) if desired > 0 else 0
         to_add = allowed - sum(replicas(rs) for rs in live)
         if to_add > 0:   # larger first; newer first among equals
-            live.sort(key=lambda rs: (-replicas(rs), -_created(rs)[0]))
+            live.sort(key=lambda rs: (-replicas(rs), -created_order(rs)[0]))
         elif to_add < 0:  # larger first; older first among equals
-            live.sort(key=lambda rs: (-replicas(rs), _created(rs)))
+            live.sort(key=lambda rs: (-replicas(rs), created_order(rs)))
         sizes, added = [], 0
         for rs in live:
             share = proportion(rs, d, to_add, added) if to_add else 0
@@ -705,7 +403,7 @@ class DeploymentController(Controller):
     @staticmethod
     def _available(rs: dict[str, Any]) -> int:
         # A set just scaled down may still report the pods it is deleting.
-        return min(_status(rs, "availableReplicas"), replicas(rs))
+        return min(status_count(rs, "availableReplicas"), replicas(rs))
 
     async def _reconcile_old_sets(self, d: dict[str, Any], all_sets: list[dict[str, Any]],
                                   old_sets: list[dict[str, Any]],
@@ -713,12 +411,12 @@ class DeploymentController(Controller):
         if sum(replicas(rs) for rs in old_sets) == 0:
             return False
         min_available = replicas(d) - max_unavailable(d)
-        new_unavailable = replicas(new_rs) - _status(new_rs, "availableReplicas")
+        new_unavailable = replicas(new_rs) - status_count(new_rs, "availableReplicas")
         max_scaled_down = sum(replicas(rs) for rs in all_sets) - min_available - new_unavailable
         if max_scaled_down <= 0:
             return False
         # Unhealthy old pods first: removing them costs no availability.
-        old_sets = sorted(old_sets, key=_created)
+        old_sets = sorted(old_sets, key=created_order)
         cleaned = 0
         for rs in old_sets:
             if cleaned >= max_scaled_down:
@@ -764,7 +462,7 @@ class DeploymentController(Controller):
 
     def _old_pods_running(self, new_rs: dict[str, Any] | None,
                           old_sets: list[dict[str, Any]]) -> bool:
-        if sum(_status(rs, "replicas") for rs in old_sets) > 0:
+        if sum(status_count(rs, "replicas") for rs in old_sets) > 0:
             return True
         for rs in old_sets:
             uid = rs["metadata"]["uid"]
@@ -783,10 +481,10 @@ class DeploymentController(Controller):
         surplus = len(alive) - limit
         if surplus <= 0:
             return
-        alive.sort(key=lambda rs: (revision(rs) or 0, _created(rs)))
+        alive.sort(key=lambda rs: (revision(rs) or 0, created_order(rs)))
         for rs in alive[:surplus]:
-            if _status(rs, "replicas") != 0 or replicas(rs) != 0 or \
-                    rs["metadata"].get("generation", 1) > _status(rs, "observedGeneration"):
+            if status_count(rs, "replicas") != 0 or replicas(rs) != 0 or \
+                    rs["metadata"].get("generation", 1) > status_count(rs, "observedGeneration"):
                 continue
             try:
                 await self.client.delete(REPLICASETS, rs["metadata"]["name"],
