@@ -21,18 +21,40 @@ from k8py.client.client import Client
 from k8py.client.informer import SharedInformers
 from k8py.client.leaderelection import LeaderElector
 from k8py.server.controllers.base import Context, Controller, Settings
+from k8py.server.controllers.cronjob import CronJobController
 from k8py.server.controllers.daemonset import DaemonSetController
+from k8py.server.controllers.deployment import DeploymentController
+from k8py.server.controllers.disruption import DisruptionController
+from k8py.server.controllers.endpoints import EndpointsController
+from k8py.server.controllers.endpointslice import EndpointSliceController
+from k8py.server.controllers.garbagecollector import GarbageCollector
+from k8py.server.controllers.job import JobController
+from k8py.server.controllers.namespace import NamespaceController
+from k8py.server.controllers.nodeipam import NodeIpamController
+from k8py.server.controllers.nodelifecycle import NodeLifecycleController
 from k8py.server.controllers.replicaset import (ReplicaSetController,
                                                 ReplicationControllerController)
+from k8py.server.controllers.serviceaccount import ServiceAccountController
 from k8py.server.controllers.statefulset import StatefulSetController
 
 log = logging.getLogger(__name__)
 
 CONTROLLERS: list[type[Controller]] = [
+    NodeIpamController,
+    NodeLifecycleController,
+    ServiceAccountController,
+    DeploymentController,
     ReplicaSetController,
     ReplicationControllerController,
     DaemonSetController,
     StatefulSetController,
+    JobController,
+    CronJobController,
+    EndpointsController,
+    EndpointSliceController,
+    DisruptionController,
+    GarbageCollector,
+    NamespaceController,
 ]
 
 

@@ -287,7 +287,7 @@ class InterPodAffinity(Plugin):
         preferred += [(-t.get("weight", 1), t.get("podAffinityTerm") or {})
                       for t in anti.get("preferredDuringSchedulingIgnoredDuringExecution") or []]
         # Existing pods whose required anti-affinity selects this pod forbid their domains.
-        existing_forbidden = set()
+        existing_forbidden: dict[str, set[str]] = {}  # topology key -> forbidden values
         for entry in snapshot.anti_terms.values():
             if not _term_selects(entry.term, entry.namespace, pod):
                 continue
@@ -295,7 +295,7 @@ class InterPodAffinity(Plugin):
             for node_name in entry.nodes:
                 node = snapshot.nodes.get(node_name)
                 if node is not None and key in node.labels:
-                    existing_forbidden.add((key, node.labels[key]))
+                    existing_forbidden.setdefault(key, set()).add(node.labels[key])
         if not (required or required_anti or preferred or existing_forbidden):
             return SKIP
         affinity_terms = []
@@ -304,10 +304,10 @@ class InterPodAffinity(Plugin):
             # The first pod of a group that selects itself may go anywhere.
             alone = not counts and _term_matches(term, pod, pod)
             affinity_terms.append((term.get("topologyKey", ""), counts, alone))
-        forbidden = set()
+        forbidden: dict[str, set[str]] = {}
         for term in required_anti:
             key = term.get("topologyKey", "")
-            forbidden.update((key, value) for value in _domains_with_matches(term, pod, snapshot))
+            forbidden.setdefault(key, set()).update(_domains_with_matches(term, pod, snapshot))
         weighted = [(weight, term.get("topologyKey", ""), _domains_with_matches(term, pod, snapshot))
                     for weight, term in preferred]
         return affinity_terms, forbidden, existing_forbidden, weighted
@@ -322,11 +322,11 @@ class InterPodAffinity(Plugin):
                 continue
             if key not in node.labels or counts.get(node.labels[key], 0) == 0:
                 return "node(s) didn't match pod affinity rules"
-        for key, value in forbidden:
-            if node.labels.get(key) == value:
+        for key, values in forbidden.items():
+            if node.labels.get(key) in values:
                 return "node(s) didn't match pod anti-affinity rules"
-        for key, value in existing_forbidden:
-            if node.labels.get(key) == value:
+        for key, values in existing_forbidden.items():
+            if node.labels.get(key) in values:
                 return "node(s) didn't satisfy existing pods anti-affinity rules"
         return None
 
