@@ -26,10 +26,15 @@ Semantics follow upstream's generic registry:
 Patches: JSON patch, merge patch, and strategic merge patch for the built-in kinds (merge
 keys from the upstream schemas). Tables for `kubectl get` (see `k8py.api.tables`).
 Server-side apply (`application/apply-patch+yaml`) and managedFields on every write
-(`k8py.api.apply`). Not yet: garbage collection
-(propagation policies are accepted and treated as Background) and the namespace lifecycle
-(deleting a namespace does not yet delete its contents). Custom resources are served as their
+(`k8py.api.apply`). Deletion propagation: `propagationPolicy` Foreground or Orphan (or
+`orphanDependents`) adds the garbage collector's `foregroundDeletion` or `orphan` finalizer;
+Background deletes at once and leaves dependents to the collector. Deleting a namespace marks
+it Terminating until the namespace controller has deleted its contents and emptied
+`spec.finalizers` through the `finalize` subresource. Custom resources are served as their
 CRDs define them (see `crds`).
+
+`call` serves every verb but watch from decoded documents: the HTTP path wraps it, and the
+in-process transport (`inprocess`) calls it directly.
 """
 
 from __future__ import annotations
