@@ -1,1 +1,2 @@
-"""The node agent: kubelet, node registration and lease, pod workers. Not built yet."""
+"""The node agent. Built so far: simulated nodes (`simulated`), for tests, demos and
+benchmarks. The real kubelet (CRI, containerd, pod workers) is not built yet."""

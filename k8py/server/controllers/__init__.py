@@ -1,1 +1,2 @@
-"""Controllers, one module each, and the manager that runs them. Not built yet."""
+"""Controllers, one module each (`base` holds what they share), and `manager`, which runs
+them with the scheduler over one set of shared informers while this server leads."""

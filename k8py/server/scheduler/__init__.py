@@ -1,1 +1,2 @@
-"""The scheduler: filter and score plugins in a small framework. Not built yet."""
+"""The scheduler: `framework` (the snapshot and one scheduling cycle, pure), `plugins`
+(upstream's default filters and scores), `scheduler` (the loop: queue, assume, bind)."""
