@@ -10,11 +10,8 @@ import time
 import pytest
 
 from k8py.api.resources import builtin
-from k8py.server.controllers import manager
 from k8py.server.controllers.cronjob import SCHEDULED_TIMESTAMP, CronJobController
-from k8py.server.controllers.job import JobController
 from tests.conftest import eventually
-from tests.integration.controllers.conftest import start_control_plane
 
 CRONJOBS = builtin("batch/v1", "cronjobs")
 JOBS = builtin("batch/v1", "jobs")
@@ -25,19 +22,12 @@ class Clock:
         self.start = self.now = time.time()
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 async def clock(monkeypatch):
+    """Autouse, so the clock is frozen before the `cluster` fixture starts the controllers."""
     frozen = Clock()
     monkeypatch.setattr(CronJobController, "now", staticmethod(lambda: frozen.now))
     return frozen
-
-
-@pytest.fixture
-async def cluster(tmp_path, monkeypatch, clock):
-    wanted = [c for c in (JobController, CronJobController) if c not in manager.CONTROLLERS]
-    monkeypatch.setattr(manager, "CONTROLLERS", manager.CONTROLLERS + wanted)
-    async with start_control_plane(tmp_path) as plane:
-        yield plane
 
 
 def cronjob(name: str, schedule: str = "* * * * *", run_seconds: float = 0.2,

@@ -7,27 +7,14 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from k8py.agent.simulated import SimulatedNodes
 from k8py.api.resources import builtin
-from k8py.server.controllers import manager
-from k8py.server.controllers.daemonset import DaemonSetController
 from k8py.server.controllers.history import CONTROLLER_REVISIONS
 from tests.conftest import eventually
-from tests.integration.controllers.conftest import start_control_plane
 
 DAEMONSETS = builtin("apps/v1", "daemonsets")
 PODS = builtin("v1", "pods")
 NODES = builtin("v1", "nodes")
-
-
-@pytest.fixture
-async def cluster(tmp_path, monkeypatch):
-    if DaemonSetController not in manager.CONTROLLERS:
-        monkeypatch.setattr(manager, "CONTROLLERS", manager.CONTROLLERS + [DaemonSetController])
-    async with start_control_plane(tmp_path) as plane:
-        yield plane
 
 
 def daemonset(name: str, **pod_spec) -> dict:

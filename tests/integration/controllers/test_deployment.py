@@ -1,6 +1,6 @@
-"""The Deployment controller against a real API server, the ReplicaSet controller and simulated
-nodes, driven by kubectl 1.32 as a user would: apply, scale, set image, rollout
-status/undo/history/pause/resume/restart.
+"""The Deployment controller against a real API server, the ReplicaSet controller, the
+scheduler and simulated nodes, driven by kubectl 1.32 as a user would: apply, scale, set
+image, rollout status/undo/history/pause/resume/restart.
 
 Rollouts are watched pod by pod: a watch from before the change sees every pod event in
 order, so "available pods never fell below replicas - maxUnavailable" is checked on the real
@@ -11,43 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import importlib.util
 import json
 
-import pytest
-
 from k8py.api.resources import builtin
-from k8py.server.controllers import manager
 from k8py.server.controllers.base import is_pod_ready
-from k8py.server.controllers.deployment import DeploymentController
 from tests.conftest import eventually
-from tests.integration.controllers.conftest import start_control_plane
 
 DEPLOYMENTS = builtin("apps/v1", "deployments")
 REPLICASETS = builtin("apps/v1", "replicasets")
 PODS = builtin("v1", "pods")
 
-# Until the scheduler lands, pods are bound by their template.
-HAVE_SCHEDULER = importlib.util.find_spec("k8py.server.scheduler.scheduler") is not None
-
-
-@pytest.fixture
-async def cluster(tmp_path, monkeypatch):
-    if DeploymentController not in manager.CONTROLLERS:
-        monkeypatch.setattr(manager, "CONTROLLERS", manager.CONTROLLERS + [DeploymentController])
-    if not HAVE_SCHEDULER:
-        monkeypatch.setattr(manager, "run_loops",
-                            functools.partial(manager.run_loops, scheduler=False))
-    async with start_control_plane(tmp_path) as control_plane:
-        yield control_plane
-
 
 def manifest(name: str = "web", replicas: int = 10, image: str = "nginx:1",
              strategy: dict | None = None, **spec) -> str:
     pod_spec: dict = {"containers": [{"name": "app", "image": image}]}
-    if not HAVE_SCHEDULER:
-        pod_spec["nodeName"] = "sim-node-0"
     body = {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": "default"},

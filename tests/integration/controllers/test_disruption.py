@@ -8,23 +8,13 @@ import pytest
 
 from k8py.api import errors
 from k8py.api.resources import builtin
-from k8py.server.controllers import manager
 from k8py.server.controllers.base import is_active_pod, is_pod_ready
-from k8py.server.controllers.disruption import DisruptionController, scaled_value
+from k8py.server.controllers.disruption import scaled_value
 from tests.conftest import eventually
-from tests.integration.controllers.conftest import start_control_plane
 
 BUDGETS = builtin("policy/v1", "poddisruptionbudgets")
 PODS = builtin("v1", "pods")
 REPLICASETS = builtin("apps/v1", "replicasets")
-
-
-@pytest.fixture
-async def cluster(tmp_path, monkeypatch):
-    if DisruptionController not in manager.CONTROLLERS:
-        monkeypatch.setattr(manager, "CONTROLLERS", manager.CONTROLLERS + [DisruptionController])
-    async with start_control_plane(tmp_path) as plane:
-        yield plane
 
 
 def replicaset(name: str, replicas: int) -> dict:

@@ -3,36 +3,15 @@ and orphan cascading deletes of a ReplicaSet, and owners that vanish under depen
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
-
-import pytest
 
 from k8py.api import errors
 from k8py.api.resources import builtin
-from k8py.server.controllers import manager
-from k8py.server.controllers.garbagecollector import GarbageCollector
-from k8py.server.controllers.namespace import NamespaceController
 from tests.conftest import eventually
-from tests.integration.controllers.conftest import start_control_plane
 
 PODS = builtin("v1", "pods")
 REPLICASETS = builtin("apps/v1", "replicasets")
 CONFIGMAPS = builtin("v1", "configmaps")
-
-
-@pytest.fixture
-async def cluster(tmp_path, monkeypatch):
-    """The standard control plane, with these controllers in it until `CONTROLLERS` has them;
-    without the scheduler while it is not there (the pods here name their node)."""
-    extra = [c for c in (GarbageCollector, NamespaceController) if c not in manager.CONTROLLERS]
-    monkeypatch.setattr(manager, "CONTROLLERS", [*manager.CONTROLLERS, *extra])
-    if importlib.util.find_spec("k8py.server.scheduler.scheduler") is None:
-        monkeypatch.setattr(manager, "run_loops",
-                            functools.partial(manager.run_loops, scheduler=False))
-    async with start_control_plane(tmp_path) as control_plane:
-        yield control_plane
 
 
 def replicaset(name: str, replicas: int = 2, pod_finalizers: list[str] | None = None) -> str:
@@ -43,7 +22,6 @@ def replicaset(name: str, replicas: int = 2, pod_finalizers: list[str] | None = 
         "apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": name},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
                  "template": {"metadata": template_meta, "spec": {
-                     "nodeName": "sim-node-0",
                      "containers": [{"name": "c", "image": "busybox"}]}}},
     })
 

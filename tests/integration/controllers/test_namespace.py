@@ -4,36 +4,15 @@ conditions saying why."""
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
-
-import pytest
 
 from k8py.api import errors
 from k8py.api.resources import builtin, from_crd
-from k8py.server.controllers import manager
-from k8py.server.controllers.garbagecollector import GarbageCollector
-from k8py.server.controllers.namespace import NamespaceController
 from tests.conftest import eventually
-from tests.integration.controllers.conftest import start_control_plane
 
 NAMESPACES = builtin("v1", "namespaces")
 PODS = builtin("v1", "pods")
 CONFIGMAPS = builtin("v1", "configmaps")
-
-
-@pytest.fixture
-async def cluster(tmp_path, monkeypatch):
-    """The standard control plane, with these controllers in it until `CONTROLLERS` has them;
-    without the scheduler while it is not there (the pods here name their node)."""
-    extra = [c for c in (GarbageCollector, NamespaceController) if c not in manager.CONTROLLERS]
-    monkeypatch.setattr(manager, "CONTROLLERS", [*manager.CONTROLLERS, *extra])
-    if importlib.util.find_spec("k8py.server.scheduler.scheduler") is None:
-        monkeypatch.setattr(manager, "run_loops",
-                            functools.partial(manager.run_loops, scheduler=False))
-    async with start_control_plane(tmp_path) as control_plane:
-        yield control_plane
 
 
 def contents(namespace: str) -> str:
@@ -42,7 +21,6 @@ def contents(namespace: str) -> str:
         "metadata": {"name": "web", "namespace": namespace},
         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
                  "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
-                     "nodeName": "sim-node-0",
                      "containers": [{"name": "c", "image": "busybox"}]}}},
     }
     configmap = {"apiVersion": "v1", "kind": "ConfigMap",

@@ -11,10 +11,8 @@ import pytest
 
 from k8py.api.defaults import DEFAULT_TOLERATION_SECONDS
 from k8py.api.resources import builtin
-from k8py.server.controllers import manager
 from k8py.server.controllers.base import Settings, is_active_pod, is_pod_ready
-from k8py.server.controllers.nodeipam import NodeIpamController
-from k8py.server.controllers.nodelifecycle import NodeLifecycleController, eviction_delay
+from k8py.server.controllers.nodelifecycle import eviction_delay
 from tests.conftest import eventually
 from tests.integration.controllers.conftest import start_control_plane
 
@@ -25,10 +23,8 @@ UNREACHABLE = "node.kubernetes.io/unreachable"
 
 
 @pytest.fixture
-async def cluster(tmp_path, monkeypatch):
-    extra = [c for c in (NodeIpamController, NodeLifecycleController)
-             if c not in manager.CONTROLLERS]
-    monkeypatch.setattr(manager, "CONTROLLERS", manager.CONTROLLERS + extra)
+async def cluster(tmp_path):
+    """Nodes are unhealthy 2 s after their last heartbeat, not 40 s."""
     async with start_control_plane(tmp_path, settings=Settings(node_monitor_grace=2)) as plane:
         yield plane
 

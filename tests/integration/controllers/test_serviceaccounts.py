@@ -3,26 +3,12 @@ when deleted."""
 
 from __future__ import annotations
 
-import pytest
-
 from k8py.api import errors
 from k8py.api.resources import builtin
-from k8py.server.controllers import manager
-from k8py.server.controllers.serviceaccount import ServiceAccountController
 from tests.conftest import eventually
-from tests.integration.controllers.conftest import start_control_plane
 
 NAMESPACES = builtin("v1", "namespaces")
 SERVICE_ACCOUNTS = builtin("v1", "serviceaccounts")
-
-
-@pytest.fixture
-async def cluster(tmp_path, monkeypatch):
-    if ServiceAccountController not in manager.CONTROLLERS:
-        monkeypatch.setattr(manager, "CONTROLLERS",
-                            manager.CONTROLLERS + [ServiceAccountController])
-    async with start_control_plane(tmp_path) as plane:
-        yield plane
 
 
 async def _account(client, namespace: str):

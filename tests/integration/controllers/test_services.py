@@ -12,26 +12,13 @@ import pytest
 
 from k8py.api import errors
 from k8py.api.resources import builtin
-from k8py.server.controllers import manager
-from k8py.server.controllers.endpoints import EndpointsController
-from k8py.server.controllers.endpointslice import EndpointSliceController
 from tests.conftest import eventually
-from tests.integration.controllers.conftest import start_control_plane
 
 SERVICES = builtin("v1", "services")
 ENDPOINTS = builtin("v1", "endpoints")
 SLICES = builtin("discovery.k8s.io/v1", "endpointslices")
 PODS = builtin("v1", "pods")
 REPLICASETS = builtin("apps/v1", "replicasets")
-
-
-@pytest.fixture
-async def cluster(tmp_path, monkeypatch):
-    extra = [c for c in (EndpointsController, EndpointSliceController)
-             if c not in manager.CONTROLLERS]
-    monkeypatch.setattr(manager, "CONTROLLERS", manager.CONTROLLERS + extra)
-    async with start_control_plane(tmp_path) as plane:
-        yield plane
 
 
 def service(name: str, kind: str = "ClusterIP", **spec) -> dict:

@@ -6,26 +6,12 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from k8py.api.resources import builtin
-from k8py.server.controllers import manager
-from k8py.server.controllers.statefulset import StatefulSetController
 from tests.conftest import eventually
-from tests.integration.controllers.conftest import start_control_plane
 
 STATEFULSETS = builtin("apps/v1", "statefulsets")
 PODS = builtin("v1", "pods")
 CLAIMS = builtin("v1", "persistentvolumeclaims")
-
-
-@pytest.fixture
-async def cluster(tmp_path, monkeypatch):
-    if StatefulSetController not in manager.CONTROLLERS:
-        monkeypatch.setattr(manager, "CONTROLLERS",
-                            manager.CONTROLLERS + [StatefulSetController])
-    async with start_control_plane(tmp_path) as plane:
-        yield plane
 
 
 def statefulset(name: str, replicas: int = 3, **spec) -> dict:
