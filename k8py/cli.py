@@ -15,7 +15,8 @@ import sys
 import click
 
 from k8py import KUBERNETES_VERSION, __version__
-from k8py.config import CIDR, ConfiguredCommand, DNSName, FileMode, IPAddress, option
+from k8py.config import (CIDR, ConfiguredCommand, DNSName, FileMode, IPAddress, PortRange,
+                         option)
 from k8py.lifecycle import use_one_malloc_arena
 
 log = logging.getLogger("k8py")
@@ -59,6 +60,8 @@ def cli() -> None:
         help="Network for pod IPs")
 @option("--service-cidr", type=CIDR(), default="10.43.0.0/16", show_default=True,
         help="Network for service IPs")
+@option("--service-node-port-range", type=PortRange(), default="30000-32767",
+        show_default=True, help="Port range for NodePort services")
 @option("--cluster-dns", type=IPAddress(), default="10.43.0.10", show_default=True,
         help="Service IP of cluster DNS (inside --service-cidr)")
 @option("--cluster-domain", type=DNSName(), default="cluster.local", show_default=True,
@@ -74,6 +77,10 @@ def server(debug: bool, **flags) -> None:
     from k8py.server import daemon
     from k8py.server.store import EndpointError, open_backend
 
+    if flags["service_cidr"].version != 4:
+        raise click.BadParameter(
+            f"{flags['service_cidr']} is not an IPv4 network (only single-stack IPv4 is "
+            "supported)", param_hint="'--service-cidr'")
     if flags["cluster_dns"] not in flags["service_cidr"]:
         raise click.BadParameter(
             f"{flags['cluster_dns']} is not inside --service-cidr {flags['service_cidr']}",

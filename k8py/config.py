@@ -9,7 +9,7 @@ Its keys are the long flag names (`data-dir: /srv/k8py`); a list gives a repeata
 values. An unknown key, a value of the wrong shape, or a file that is not a YAML mapping is a
 usage error naming the file and the key.
 
-The value types here (CIDR, IP, file mode, DNS name) reject bad values with a message that
+The value types here (CIDR, IP, port range, file mode, DNS name) reject bad values with a message that
 names the flag.
 """
 
@@ -57,6 +57,23 @@ class IPAddress(click.ParamType):
             return ipaddress.ip_address(str(value))
         except ValueError:
             self.fail(f"{value!r} is not an IP address", param, ctx)
+
+
+class PortRange(click.ParamType):
+    """Two ports joined by a dash, both included: `30000-32767` (upstream's and k3s's form
+    of --service-node-port-range)."""
+
+    name = "range"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        match = re.fullmatch(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", str(value))
+        low, high = (int(match[1]), int(match[2])) if match else (0, 0)
+        if not match or not 1 <= low <= high <= 65535:
+            self.fail(f"{value!r} is not a port range like 30000-32767 (ports 1-65535, "
+                      "the first not above the last)", param, ctx)
+        return low, high
 
 
 class FileMode(click.ParamType):

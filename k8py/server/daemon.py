@@ -2,8 +2,11 @@
 
 Start-up: certificates and tokens (`pki.ensure_pki`), then the store daemon opens the
 datastore named by `--datastore-endpoint` (by default SQLite under `<data-dir>/server/db/`);
-once it is ready, the API server bootstraps the system namespaces, listens on
-`--bind-address:--https-listen-port` and writes the admin kubeconfig. SIGINT/SIGTERM stop the
+once it is ready, the API server bootstraps the system namespaces and the `kubernetes`
+Service, allocates service addresses from `--service-cidr` and NodePorts from
+`--service-node-port-range`, listens on `--bind-address:--https-listen-port`, writes the admin
+kubeconfig, and from then on keeps the `kubernetes` Service's Endpoints and EndpointSlice
+pointing at its advertised address (`apiserver.advertising`). SIGINT/SIGTERM stop the
 API server, then close the store. The scheduler and controllers (`controllers.manager`) run
 on the in-process transport once the API server has its REST handler, while this server holds
 the controller-manager lease. The embedded agent joins here when it is built.
@@ -22,7 +25,7 @@ from k8py.api.resources import Registry
 from k8py.lifecycle import Supervisor
 from k8py.server import pki
 from k8py.server.apiserver import app as apiserver
-from k8py.server.apiserver import crds
+from k8py.server.apiserver import advertising, crds
 from k8py.client.client import Client
 from k8py.server.apiserver.authn import TokenFile
 from k8py.server.apiserver.inprocess import InProcessTransport
@@ -43,6 +46,7 @@ class ServerConfig:
     https_listen_port: int = 6443
     cluster_cidr: ipaddress.IPv4Network = ipaddress.ip_network("10.42.0.0/16")
     service_cidr: ipaddress.IPv4Network = ipaddress.ip_network("10.43.0.0/16")
+    service_node_port_range: tuple[int, int] = (30000, 32767)
     cluster_dns: ipaddress.IPv4Address = ipaddress.ip_address("10.43.0.10")
     cluster_domain: str = "cluster.local"
     node_name: str | None = None
@@ -102,13 +106,16 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
     registry = Registry()
     await bootstrap(store, registry, service_ip=str(next(config.service_cidr.hosts())),
                     https_port=config.https_listen_port)
-    app = apiserver.make_app(store, tokens, registry)
+    app = apiserver.make_app(store, tokens, registry, service_cidr=config.service_cidr,
+                             node_port_range=config.service_node_port_range)
+    rest = app[apiserver.REST_KEY]
     if handler is not None:
-        handler.set_result(app[apiserver.REST_KEY])
+        handler.set_result(rest)
     context = apiserver.tls_context(certs.serving_cert, certs.serving_key, certs.ca_cert)
     listening = asyncio.Event()
     server = asyncio.create_task(apiserver.serve(
         app, str(config.bind_address), config.https_listen_port, context, listening))
+    tasks = [server]
     try:
         await asyncio.wait([server, asyncio.create_task(listening.wait())],
                            return_when=asyncio.FIRST_COMPLETED)
@@ -119,10 +126,16 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
             url = f"https://{host}:{config.https_listen_port}"
             pki.write_kubeconfig(certs, config.write_kubeconfig, url, config.write_kubeconfig_mode)
             log.info("wrote admin kubeconfig %s", config.write_kubeconfig)
+            address = advertising.advertised_address(config.bind_address)
+            log.info("advertising the API server as %s:%d", address, config.https_listen_port)
+            client = Client(InProcessTransport(rest), field_manager=advertising.FIELD_MANAGER)
+            tasks.append(asyncio.create_task(
+                advertising.keep(client, address, config.https_listen_port)))
         await server
     finally:
-        server.cancel()
-        await asyncio.gather(server, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def run_control_loops(config: ServerConfig, handler: asyncio.Future) -> None:
@@ -132,7 +145,8 @@ async def run_control_loops(config: ServerConfig, handler: asyncio.Future) -> No
 
     client = Client(InProcessTransport(await handler), field_manager="k8py-controller-manager")
     settings = Settings(cluster_cidr=str(config.cluster_cidr),
-                        service_cidr=str(config.service_cidr))
+                        service_cidr=str(config.service_cidr),
+                        node_port_range=config.service_node_port_range)
     await manager.run_elected(client, settings)
 
 

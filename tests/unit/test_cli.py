@@ -43,6 +43,19 @@ def test_defaults_are_k3s_like(received, tmp_path):
     assert config.write_kubeconfig == "/etc/k8py/k8py.yaml"
     assert config.write_kubeconfig_mode == 0o600
     assert config.disable_agent is False
+    assert config.service_node_port_range == (30000, 32767)
+
+
+def test_service_node_port_range_from_flag_env_and_file(received, tmp_path):
+    assert run(["server", "--data-dir", str(tmp_path),
+                "--service-node-port-range", "31000-31999"]).exit_code == 0
+    assert run(["server", "--data-dir", str(tmp_path)],
+               {"K8PY_SERVICE_NODE_PORT_RANGE": "20000-20010"}).exit_code == 0
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text("service-node-port-range: 30500-30600\n")
+    assert run(["server", "-c", str(config_file), "--data-dir", str(tmp_path)]).exit_code == 0
+    assert [c.service_node_port_range for c in received] == [
+        (31000, 31999), (20000, 20010), (30500, 30600)]
 
 
 def test_precedence_flag_over_env_over_file_over_default(received, tmp_path):
@@ -88,6 +101,12 @@ def test_config_file_from_environment(received, tmp_path):
         (["server", "--cluster-cidr", "10.42.0.1/16"], "--cluster-cidr"),
         (["server", "--cluster-dns", "not-an-ip"], "--cluster-dns"),
         (["server", "--cluster-dns", "10.99.0.10"], "--cluster-dns"),
+        (["server", "--service-cidr", "fd00::/112"], "--service-cidr"),
+        (["server", "--service-node-port-range", "30000"], "--service-node-port-range"),
+        (["server", "--service-node-port-range", "32767-30000"], "--service-node-port-range"),
+        (["server", "--service-node-port-range", "30000-70000"], "--service-node-port-range"),
+        (["server", "--service-node-port-range", "0-100"], "--service-node-port-range"),
+        (["server", "--service-node-port-range", "a-b"], "--service-node-port-range"),
         (["server", "--node-name", "Bad_Name"], "--node-name"),
         (["server", "--write-kubeconfig-mode", "0999"], "--write-kubeconfig-mode"),
         (["server", "--datastore-endpoint", "postgres://db"], "--datastore-endpoint"),

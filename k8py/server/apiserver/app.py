@@ -12,6 +12,7 @@ Request flow:
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import ssl
@@ -21,7 +22,7 @@ from aiohttp import web
 
 from k8py.api import errors
 from k8py.api.resources import Registry
-from k8py.server.apiserver import bodies, discovery, openapi
+from k8py.server.apiserver import bodies, discovery, openapi, serviceips
 from k8py.server.apiserver.authn import USER_KEY, TokenFile, authenticate, is_anonymous_path
 from k8py.server.apiserver.rest import RestHandler, parse_target
 from k8py.server.apiserver.storage import ObjectStore
@@ -144,13 +145,19 @@ async def openapi_v2(request: web.Request) -> web.Response:
                         content_type="application/json")
 
 
-def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None) -> web.Application:
+def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None, *,
+             service_cidr: str | ipaddress.IPv4Network = serviceips.SERVICE_CIDR,
+             node_port_range: tuple[int, int] = serviceips.NODE_PORT_RANGE) -> web.Application:
+    """The application; services get ClusterIPs from `service_cidr` and NodePorts from
+    `node_port_range` (both ends included)."""
     registry = registry or Registry()
     # A little headroom over the 3 MiB limit so that bodies.read_raw says it, not aiohttp.
     app = web.Application(middlewares=[errors_middleware, authn_middleware],
                           client_max_size=bodies.MAX_BODY_BYTES + 1)
     app[REGISTRY_KEY] = registry
-    app[REST_KEY] = RestHandler(registry, ObjectStore(store))
+    objects = ObjectStore(store)
+    app[REST_KEY] = RestHandler(registry, objects, serviceips.ServiceIPs(
+        objects, service_cidr, node_port_range))
     app[TOKENS_KEY] = tokens
     for path in ("/healthz", "/livez", "/readyz"):
         app.router.add_get(path, health)

@@ -18,7 +18,7 @@ Semantics follow upstream's generic registry:
   terminationGracePeriodSeconds), for its kubelet to finish; an unbound one at once;
 - Events are written with a one-hour time-to-live, after which the store deletes them;
 - Services get their ClusterIPs and NodePorts as they are written, and give them back when
-  deleted (`serviceips`);
+  deleted (`serviceips`); a dry run shows what they would get;
 - `dryRun=All` runs every check and writes nothing;
 - fields the upstream schema of a built-in kind does not know are dropped, as upstream's typed
   decoding drops them; `fieldValidation=Strict` refuses them (400, or 422 for patches), `Warn`
@@ -266,10 +266,12 @@ def _marked_for_deletion(resource: Resource, obj: dict, policy: str) -> dict | N
 
 
 class RestHandler:
-    def __init__(self, registry: Registry, objects: ObjectStore):
+    def __init__(self, registry: Registry, objects: ObjectStore,
+                 service_ips: serviceips.ServiceIPs | None = None):
         self.registry = registry
         self.objects = objects
-        self.service_ips = serviceips.ServiceIPs(objects)  # ClusterIPs and NodePorts
+        # ClusterIPs and NodePorts, from the server's --service-cidr and node port range
+        self.service_ips = service_ips or serviceips.ServiceIPs(objects)
 
     async def handle(self, request: web.Request, target: Target) -> web.StreamResponse:
         response = await self._dispatch(request, target)
@@ -474,11 +476,13 @@ class RestHandler:
                                   _schema(target.resource))
         if target.resource.namespaced and target.resource.plural != "namespaces":
             await self._require_namespace(obj["metadata"]["namespace"])
-        if _dry_run(request):
-            return obj
         ttl = TTL_SECONDS.get((target.resource.group, target.resource.plural))
+        dry_run = _dry_run(request)
         created = await self.service_ips.create(
-            target.resource, obj, lambda o: self.objects.create(target.resource, o, ttl=ttl))
+            target.resource, obj, lambda o: self.objects.create(target.resource, o, ttl=ttl),
+            dry_run=dry_run)
+        if dry_run:
+            return created
         crds.after_write(self.registry, target.resource, created)
         return created
 
@@ -600,10 +604,11 @@ class RestHandler:
             obj = apply.apply(None, obj, manager, force, resource.api_version, _schema(resource))
             if resource.namespaced:
                 await self._require_namespace(obj["metadata"]["namespace"])
-            if _dry_run(request):
-                return obj
+            dry_run = _dry_run(request)
             created = await self.service_ips.create(
-                resource, obj, lambda o: self.objects.create(resource, o))
+                resource, obj, lambda o: self.objects.create(resource, o), dry_run=dry_run)
+            if dry_run:
+                return created
             crds.after_write(self.registry, resource, created)
             return created
         async def change(live: dict) -> tuple[dict, bool]:
@@ -643,6 +648,7 @@ class RestHandler:
             new.setdefault("spec", {})["finalizers"] = current["spec"]["finalizers"]
         revision = int(current["metadata"]["resourceVersion"])
         if _dry_run(request):
+            new = await self.service_ips.update(resource, new, current, None, dry_run=True)
             return {**new, "metadata": {**new["metadata"], "resourceVersion": str(revision)}}
         if new["metadata"].get("deletionTimestamp") and not _pending_finalizers(resource, new):
             return await self._remove(resource, target.namespace, target.name, revision)

@@ -2,9 +2,10 @@
 (upstream's service REST storage and its `ipallocator`/`portallocator`).
 
 On create, a service that needs a ClusterIP (any type but ExternalName, and not headless
-`clusterIP: None`) gets a free address of the service CIDR, or the one it asks for; a
-NodePort or LoadBalancer service gets a NodePort in 30000-32767 for every port without one
-(and a LoadBalancer with `externalTrafficPolicy: Local` a `healthCheckNodePort`). The IP
+`clusterIP: None`) gets a free address of the service CIDR (`--service-cidr`), or the one it
+asks for; a NodePort or LoadBalancer service gets a NodePort of `--service-node-port-range`
+(default 30000-32767) for every port without one (and a LoadBalancer with
+`externalTrafficPolicy: Local` a `healthCheckNodePort`). The IP
 family fields are filled as on a single-stack IPv4 cluster: `clusterIPs`, `ipFamilies:
 [IPv4]`, `ipFamilyPolicy: SingleStack`. A requested address or port that is taken or out of
 range is a 422 with upstream's message.
@@ -14,6 +15,10 @@ patchAllocatedValues), values a type change no longer needs are dropped when the
 not change them (dropTypeDependentFields), new needs are allocated, and what the old version
 held and the new one does not is released once the write succeeded. Deleting a service
 releases everything it held.
+
+A dry run (`dryRun=All`) allocates like a real write, so the answer shows the address and
+ports the service would get and a taken or out-of-range request fails the same way, but
+nothing stays reserved (upstream allocates from a dry-run allocator).
 
 State: which address and port belongs to which service (`namespace/name`), derived from the
 stored services on first use and kept in memory after, so it is only right while this API
@@ -142,7 +147,8 @@ def _static_size(size: int, divisor: int, cap: int) -> int:
 
 
 class ServiceIPs:
-    def __init__(self, objects: ObjectStore, service_cidr: str = SERVICE_CIDR,
+    def __init__(self, objects: ObjectStore,
+                 service_cidr: str | ipaddress.IPv4Network = SERVICE_CIDR,
                  node_ports: tuple[int, int] = NODE_PORT_RANGE):
         self.objects = objects
         self.network = ipaddress.IPv4Network(service_cidr)
@@ -174,14 +180,18 @@ class ServiceIPs:
 
     # --- the three writes ---------------------------------------------------------------------
 
-    async def create(self, resource: Resource, obj: dict[str, Any],
-                     write: Write) -> dict[str, Any]:
+    async def create(self, resource: Resource, obj: dict[str, Any], write: Write,
+                     dry_run: bool = False) -> dict[str, Any]:
         """Allocate for `obj` (a prepared, validated new service, changed in place), then
-        `write` it; the reservation is undone if the write fails."""
+        `write` it; the reservation is undone if the write fails. A dry run returns `obj`
+        with its allocations, reserving nothing and writing nothing."""
         if not handles(resource):
-            return await write(obj)
+            return obj if dry_run else await write(obj)
         await self._load(resource)
         taken = self._allocate(obj, set(), set())
+        if dry_run:
+            self._release(_key(obj), *taken)
+            return obj
         try:
             return await write(obj)
         except BaseException:
@@ -231,15 +241,19 @@ class ServiceIPs:
         return {**body, "spec": spec}
 
     async def update(self, resource: Resource, new: dict[str, Any], current: dict[str, Any],
-                     write: Write) -> dict[str, Any]:
+                     write: Write, dry_run: bool = False) -> dict[str, Any]:
         """Allocate what `new` needs beyond what `current` holds, write, then release what
-        only `current` held (or, if the write failed, what was reserved for it)."""
+        only `current` held (or, if the write failed, what was reserved for it). A dry run
+        returns `new` with its allocations and changes nothing."""
         if not handles(resource):
-            return await write(new)
+            return new if dry_run else await write(new)
         await self._load(resource)
         held_ips, held_ports = _claims(_spec(current))
         taken = self._allocate(new, held_ips, held_ports)
         key = _key(new)
+        if dry_run:
+            self._release(key, *taken)
+            return new
         try:
             written = await write(new)
         except BaseException:

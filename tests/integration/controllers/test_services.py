@@ -1,17 +1,29 @@
 """Services against a real API server, the scheduler and simulated nodes: ClusterIPs and
 NodePorts allocated at create without collisions, upstream's errors for taken and
-out-of-range values, release on delete and type change; Endpoints and EndpointSlices that
-track the ready pods a service selects."""
+out-of-range values, release on delete and type change; the server's --service-cidr and
+--service-node-port-range reaching the allocator and the controllers; dry runs that show an
+allocation without reserving it; Endpoints and EndpointSlices that track the ready pods a
+service selects, and the API server's own ones for the `kubernetes` Service."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import json
+import os
 
 import pytest
 
 from k8py.api import errors
 from k8py.api.resources import builtin
+from k8py.client.client import Client, Ref
+from k8py.server import daemon, pki
+from k8py.server.apiserver import advertising
+from k8py.server.apiserver.authn import TokenFile
+from k8py.server.apiserver.inprocess import InProcessTransport
+from k8py.server.controllers import manager
+from k8py.server.store import open_backend
 from tests.conftest import eventually
 
 SERVICES = builtin("v1", "services")
@@ -223,3 +235,220 @@ async def test_slices_split_at_100(cluster):
         return sizes == [20, 100]
 
     await eventually(split, 20, what="two slices of 100 and 20")
+
+
+# --- the server's configuration ------------------------------------------------------------
+
+@contextlib.asynccontextmanager
+async def running_server(tmp_path, **config):
+    """`daemon.run_store` and `daemon.run_apiserver` on a memory store with `config`,
+    listening on a loopback port; an in-process client to it."""
+    server_dir = tmp_path / "data" / "server"
+    server_dir.mkdir(parents=True)
+    certs = pki.ensure_pki(str(server_dir), cluster_domain="cluster.local",
+                           service_ip="10.96.0.1")
+    tokens = TokenFile.ensure(os.path.join(server_dir, "cred", "tokens"), "system:admin",
+                              ("system:masters",))
+    store = open_backend("memory://", str(tmp_path / "data"))
+    settings = daemon.ServerConfig(
+        data_dir=str(tmp_path / "data"), bind_address=ipaddress.ip_address("127.0.0.1"),
+        https_listen_port=free_port(), write_kubeconfig=str(tmp_path / "kubeconfig.yaml"),
+        **config)
+    ready = asyncio.Event()
+    handler = asyncio.get_running_loop().create_future()
+    tasks = [asyncio.create_task(daemon.run_store(store, ready)),
+             asyncio.create_task(daemon.run_apiserver(settings, store, ready, certs, tokens,
+                                                      handler))]
+    try:
+        client = Client(InProcessTransport(await asyncio.wait_for(handler, 10)))
+        yield settings, client
+    finally:
+        for task in reversed(tasks):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+def free_port() -> int:
+    from tests.e2e.conftest import free_port as pick
+    return pick()
+
+
+async def test_service_cidr_and_node_port_range_from_the_server_config(tmp_path):
+    async with running_server(tmp_path, service_cidr=ipaddress.ip_network("10.96.0.0/24"),
+                              service_node_port_range=(31000, 31002)) as (config, client):
+        kubernetes = await client.get(SERVICES, "kubernetes", "default")
+        assert kubernetes["spec"]["clusterIP"] == "10.96.0.1"
+        created = [await client.create(SERVICES, service(f"n{i}", "NodePort"))
+                   for i in range(3)]
+        assert all(ipaddress.ip_address(s["spec"]["clusterIP"]) in config.service_cidr
+                   for s in created)
+        assert len({s["spec"]["clusterIP"] for s in created} | {"10.96.0.1"}) == 4
+        assert sorted(s["spec"]["ports"][0]["nodePort"] for s in created) == \
+            [31000, 31001, 31002]
+        with pytest.raises(errors.StatusError) as full:
+            await client.create(SERVICES, service("n3", "NodePort"))
+        assert full.value.code == 500 and "range is full" in full.value.message
+        with pytest.raises(errors.Invalid) as outside_ports:
+            await client.create(SERVICES, service(
+                "p", "NodePort", ports=[{"name": "http", "port": 80, "nodePort": 30080}]))
+        assert "The range of valid ports is 31000-31002" in outside_ports.value.message
+        with pytest.raises(errors.Invalid) as outside_ips:
+            await client.create(SERVICES, service("q", clusterIP="10.43.0.50"))
+        assert "The range of valid IPs is 10.96.0.0/24" in outside_ips.value.message
+        # a ClusterIP service still gets an address once the node ports are all taken
+        plain = await client.create(SERVICES, service("r"))
+        assert ipaddress.ip_address(plain["spec"]["clusterIP"]) in config.service_cidr
+
+
+async def test_control_loops_get_the_node_port_range(monkeypatch):
+    seen = []
+
+    async def run_elected(client, settings):
+        seen.append(settings)
+
+    monkeypatch.setattr(manager, "run_elected", run_elected)
+    handler = asyncio.get_running_loop().create_future()
+    handler.set_result(object())
+    await daemon.run_control_loops(daemon.ServerConfig(
+        service_cidr=ipaddress.ip_network("10.96.0.0/24"),
+        service_node_port_range=(31000, 31999)), handler)
+    assert seen[0].node_port_range == (31000, 31999)
+    assert seen[0].service_cidr == "10.96.0.0/24"
+
+
+# --- dry runs --------------------------------------------------------------------------------
+
+async def dry_run(client, method: str, body: dict, name: str | None = None) -> dict:
+    return await client.transport.call(method, Ref(SERVICES, "default", name),
+                                       query={"dryRun": "All"}, body=body)
+
+
+async def test_dry_run_create_shows_an_allocation_without_reserving_it(cluster):
+    client = cluster.client
+    shown = await dry_run(client, "POST", service("dry", "NodePort"))
+    ip, port = shown["spec"]["clusterIP"], shown["spec"]["ports"][0]["nodePort"]
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network("10.43.0.0/16") and ip != "10.43.0.1"
+    assert shown["spec"]["clusterIPs"] == [ip] and 30000 <= port <= 32767
+    with pytest.raises(errors.NotFound):
+        await client.get(SERVICES, "dry", "default")
+    # neither value was kept: a real service can have both
+    real = await client.create(SERVICES, service(
+        "real", "NodePort", clusterIP=ip, ports=[{"name": "http", "port": 80,
+                                                  "nodePort": port}]))
+    assert real["spec"]["clusterIP"] == ip
+    # a dry run fails as the real create would
+    with pytest.raises(errors.Invalid) as taken:
+        await dry_run(client, "POST", service("dry", clusterIP=ip))
+    assert "provided IP is already allocated" in taken.value.message
+    # kubectl --dry-run=server prints the address too
+    proc = await cluster.akubectl("create", "-f", "-", "--dry-run=server", "-o", "json",
+                                  input=json.dumps(service("kdry")))
+    printed = json.loads(proc.stdout)["spec"]["clusterIP"]
+    assert ipaddress.ip_address(printed) in ipaddress.ip_network("10.43.0.0/16")
+    with pytest.raises(errors.NotFound):
+        await client.get(SERVICES, "kdry", "default")
+    await client.create(SERVICES, service("after", clusterIP=printed))
+
+
+async def test_dry_run_update_shows_node_ports_without_reserving_them(cluster):
+    client = cluster.client
+    svc = await client.create(SERVICES, service("up"))
+    body = {**svc, "spec": {**svc["spec"], "type": "NodePort"}}
+    shown = await dry_run(client, "PUT", body, "up")
+    port = shown["spec"]["ports"][0]["nodePort"]
+    assert 30000 <= port <= 32767
+    assert shown["spec"]["clusterIP"] == svc["spec"]["clusterIP"]
+    stored = await client.get(SERVICES, "up", "default")
+    assert stored["spec"]["type"] == "ClusterIP" and "nodePort" not in stored["spec"]["ports"][0]
+    other = await client.create(SERVICES, service(
+        "other", "NodePort", ports=[{"name": "http", "port": 80, "nodePort": port}]))
+    assert other["spec"]["ports"][0]["nodePort"] == port
+    # the address the service holds stays held
+    with pytest.raises(errors.Invalid):
+        await client.create(SERVICES, service("thief", clusterIP=svc["spec"]["clusterIP"]))
+
+
+# --- the kubernetes Service's endpoints -------------------------------------------------------
+
+async def kubernetes_endpoints(client) -> tuple[dict, dict] | None:
+    try:
+        return (await client.get(ENDPOINTS, "kubernetes", "default"),
+                await client.get(SLICES, "kubernetes", "default"))
+    except errors.NotFound:
+        return None
+
+
+def points_at(address: str, port: int):
+    async def check(client) -> bool:
+        found = await kubernetes_endpoints(client)
+        if found is None:
+            return False
+        endpoints, slice_ = found
+        return endpoints["subsets"] == [{"addresses": [{"ip": address}], "ports": [
+            {"name": "https", "port": port, "protocol": "TCP"}]}] and \
+            slice_["endpoints"] == [{"addresses": [address], "conditions": {"ready": True}}] \
+            and slice_["ports"] == [{"name": "https", "port": port, "protocol": "TCP"}]
+    return check
+
+
+async def test_the_server_writes_the_kubernetes_endpoints(tmp_path):
+    async with running_server(tmp_path) as (config, client):
+        port = config.https_listen_port
+        await eventually(lambda: points_at("127.0.0.1", port)(client), 10,
+                         what="kubernetes endpoints at 127.0.0.1")
+        endpoints, slice_ = await kubernetes_endpoints(client)
+        assert endpoints["metadata"]["labels"] == {
+            "endpointslice.kubernetes.io/skip-mirror": "true"}
+        assert slice_["metadata"]["labels"] == {"kubernetes.io/service-name": "kubernetes"}
+        assert slice_["addressType"] == "IPv4"
+        kubernetes = await client.get(SERVICES, "kubernetes", "default")
+        assert kubernetes["spec"]["ports"][0]["targetPort"] == port
+
+
+def test_advertised_address():
+    assert advertising.advertised_address(ipaddress.ip_address("127.0.0.1")) == "127.0.0.1"
+    assert advertising.advertised_address(ipaddress.ip_address("10.1.2.3")) == "10.1.2.3"
+    primary = advertising.advertised_address(ipaddress.ip_address("0.0.0.0"))
+    address = ipaddress.ip_address(primary)
+    assert address.version == 4 and not address.is_unspecified
+    assert primary == (advertising.primary_ipv4() or "127.0.0.1")
+
+
+async def test_kubernetes_endpoints_are_kept_and_left_alone_by_controllers(cluster):
+    client = cluster.client
+    keeper = asyncio.create_task(advertising.keep(client, "127.0.0.1", 6443, interval=0.05))
+    try:
+        await eventually(lambda: points_at("127.0.0.1", 6443)(client), 10, what="written")
+        await client.delete(ENDPOINTS, "kubernetes", "default")
+        await client.delete(SLICES, "kubernetes", "default")
+        await eventually(lambda: points_at("127.0.0.1", 6443)(client), 10, what="recreated")
+        slice_ = await client.get(SLICES, "kubernetes", "default")
+        await client.update(SLICES, {**slice_, "endpoints": [
+            {"addresses": ["10.9.9.9"], "conditions": {"ready": True}}]})
+        await eventually(lambda: points_at("127.0.0.1", 6443)(client), 10, what="reset")
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+    before = await kubernetes_endpoints(client)
+    # Touch the kubernetes Service so the controllers reconcile it, then wait until they
+    # have handled a later service: the kubernetes objects stay as the API server wrote them.
+    await client.patch(SERVICES, "kubernetes", {"metadata": {"labels": {"touched": "1"}}},
+                       "default")
+    await client.create(SERVICES, service("probe"))
+
+    async def probe_handled() -> bool:
+        slices = await client.list(SLICES, "default",
+                                   label_selector="kubernetes.io/service-name=probe")
+        try:
+            await client.get(ENDPOINTS, "probe", "default")
+        except errors.NotFound:
+            return False
+        return bool(slices["items"])
+
+    await eventually(probe_handled, 10, what="probe service's endpoints and slice")
+    after = await kubernetes_endpoints(client)
+    assert [o["metadata"]["resourceVersion"] for o in after] == \
+        [o["metadata"]["resourceVersion"] for o in before]
+    slices = await client.list(SLICES, "default",
+                               label_selector="kubernetes.io/service-name=kubernetes")
+    assert [s["metadata"]["name"] for s in slices["items"]] == ["kubernetes"]
