@@ -68,10 +68,13 @@ def api_resource_list(registry: Registry, group: str, version: str) -> dict[str,
     for r in registry.in_group_version(group, version):
         resources.append(_legacy_entry(r))
         for sub in r.subresources:
-            resources.append(
-                {"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
-                 "kind": _sub_kind(r, sub), "verbs": _sub_verbs(sub)}
-            )
+            entry = {"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced}
+            # A subresource of another group's kind names it (kubectl drain evicts only
+            # when pods/eviction says policy/v1; otherwise it deletes).
+            g, v = _sub_group_version(r, sub)
+            if (g, v) != (r.group, r.version):
+                entry.update(group=g, version=v)
+            resources.append({**entry, "kind": _sub_kind(r, sub), "verbs": _sub_verbs(sub)})
     return {
         "kind": "APIResourceList",
         "apiVersion": "v1",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from k8py.api.protobuf import MAGIC, ProtobufError, decode_body
+from k8py.api.protobuf_messages import MESSAGES
 
 
 def varint(n: int) -> bytes:
@@ -19,7 +20,7 @@ def varint(n: int) -> bytes:
 
 def field(number: int, payload: bytes | int) -> bytes:
     if isinstance(payload, int):
-        return varint(number << 3) + varint(payload)
+        return varint(number << 3) + varint(payload & ((1 << 64) - 1))
     return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
@@ -62,10 +63,102 @@ def test_secret_bytes_become_base64():
 @pytest.mark.parametrize("body, message", [
     (b"not protobuf", "prefix"),
     (MAGIC + b"\x0a\x05ab", "truncated"),
-    (envelope("v1", "Pod", b""), "does not decode protobuf Pod"),
+    (envelope("v1", "Node", b""), "does not decode protobuf Node"),
     (envelope("v1", "ConfigMap", field(99, b"x")), "field 99 of ConfigMap"),
     (envelope("v1", "ConfigMap", field(1, field(1, b"\xff\xfe"))), "UTF-8"),
 ])
 def test_bad_bodies_are_named(body, message):
     with pytest.raises(ProtobufError, match=message):
         decode_body(body)
+
+
+def test_every_message_the_tables_name_is_in_them():
+    specials = {"Time", "Quantity", "IntOrString", "FieldsV1"}
+    for name, fields in MESSAGES.items():
+        for number, (json_name, kind, *flags) in fields.items():
+            value = kind[2] if isinstance(kind, tuple) else kind
+            assert value in MESSAGES or value in specials or value in (
+                "string", "bytes", "int32", "int64", "bool"), (name, number, value)
+
+
+def test_eviction_with_delete_options():
+    options = field(1, 0) + field(2, field(1, b"uid-1")) + field(4, b"Foreground") + \
+        field(5, b"All")
+    raw = field(1, field(1, b"web-1") + field(3, b"default")) + field(2, options)
+    assert decode_body(envelope("policy/v1", "Eviction", raw)) == {
+        "apiVersion": "policy/v1", "kind": "Eviction",
+        "metadata": {"name": "web-1", "namespace": "default"},
+        "deleteOptions": {"gracePeriodSeconds": 0, "preconditions": {"uid": "uid-1"},
+                          "propagationPolicy": "Foreground", "dryRun": ["All"]}}
+
+
+@pytest.mark.parametrize("api_version", ["v1", "batch/v1", "meta.k8s.io/v1"])
+def test_delete_options_of_any_group_version(api_version):
+    # what kubectl drain --disable-eviction sends: an empty DeleteOptions
+    assert decode_body(envelope(api_version, "DeleteOptions", b"")) == {
+        "apiVersion": api_version, "kind": "DeleteOptions"}
+
+
+def test_defaulted_pod_template_round_trips():
+    """The shape of a pod template the server has defaulted, as `kubectl create job
+    --from=cronjob/x` sends it back: empty securityContext, zero Times, pointers to zero."""
+    capabilities = field(1, b"NET_ADMIN") + field(2, b"ALL")
+    security = field(1, capabilities) + field(4, 0) + field(5, 1) + \
+        field(11, field(1, b"RuntimeDefault"))
+    env = field(1, b"NODE") + field(3, field(1, field(1, b"v1") + field(2, b"spec.nodeName")))
+    container = field(1, b"c") + field(2, b"busybox") + field(6, field(2, 0) + field(3, 80)) + \
+        field(7, env) + field(8, b"") + field(13, b"/dev/termination-log") + \
+        field(14, b"IfNotPresent") + field(15, security) + field(16, 0) + \
+        field(20, b"File")
+    pod_security = field(2, 1000) + field(4, 3) + field(4, 4) + \
+        field(7, field(1, b"net.core.somaxconn") + field(2, b"1024"))
+    volume = field(1, b"cfg") + field(2, field(19, field(1, field(1, b"settings")) +
+                                                field(3, 420)))
+    toleration = field(1, b"node.kubernetes.io/not-ready") + field(2, b"Exists") + \
+        field(4, b"NoExecute") + field(5, 300)
+    affinity = field(1, field(1, field(1, field(1, field(1, b"zone") + field(2, b"In") +
+                                                          field(3, b"a")))))
+    pod_spec = field(1, volume) + field(2, container) + field(3, b"Never") + \
+        field(4, 30) + field(6, b"ClusterFirst") + field(11, 0) + \
+        field(18, affinity) + field(19, b"default-scheduler") + field(22, toleration) + \
+        field(14, pod_security)
+    template = field(1, field(8, b"") + field(11, field(1, b"app") + field(2, b"x"))) + \
+        field(2, pod_spec)
+    spec = field(6, template) + field(7, 6) + field(10, 0)
+    meta = field(1, b"by-hand") + field(12, field(1, b"cronjob.kubernetes.io/instantiate") +
+                                         field(2, b"manual"))
+    obj = decode_body(envelope("batch/v1", "Job", field(1, meta) + field(2, spec)))
+    assert obj["spec"]["backoffLimit"] == 6 and obj["spec"]["suspend"] is False
+    template = obj["spec"]["template"]
+    assert template["metadata"] == {"labels": {"app": "x"}}  # zero creationTimestamp left out
+    pod = template["spec"]
+    assert pod["securityContext"] == {
+        "runAsUser": 1000, "supplementalGroups": [3, 4],
+        "sysctls": [{"name": "net.core.somaxconn", "value": "1024"}]}
+    assert "hostNetwork" not in pod  # a zero non-pointer bool, as Go's JSON leaves it out
+    assert pod["volumes"] == [{"name": "cfg", "configMap": {"name": "settings",
+                                                           "defaultMode": 420}}]
+    assert pod["tolerations"] == [{"key": "node.kubernetes.io/not-ready", "operator": "Exists",
+                                   "effect": "NoExecute", "tolerationSeconds": 300}]
+    assert pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] == {
+        "nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "zone", "operator": "In", "values": ["a"]}]}]}
+    container = pod["containers"][0]
+    assert container["ports"] == [{"containerPort": 80}]  # hostPort 0 left out
+    assert container["env"] == [{"name": "NODE", "valueFrom": {
+        "fieldRef": {"apiVersion": "v1", "fieldPath": "spec.nodeName"}}}]
+    assert container["resources"] == {}
+    assert container["securityContext"] == {
+        "capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]}, "runAsUser": 0,
+        "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert "stdin" not in container
+
+
+def test_managed_fields_and_times():
+    entry = field(1, b"kubectl") + field(2, b"Update") + field(4, field(1, 1700000000)) + \
+        field(6, b"FieldsV1") + field(7, field(1, b'{"f:data":{}}'))
+    raw = field(1, field(1, b"cm") + field(17, entry))
+    obj = decode_body(envelope("v1", "ConfigMap", raw))
+    assert obj["metadata"]["managedFields"] == [
+        {"manager": "kubectl", "operation": "Update", "time": "2023-11-14T22:13:20Z",
+         "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {}}}]
