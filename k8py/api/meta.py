@@ -10,6 +10,13 @@ On update: identity fields are carried over from the stored object (`uid`,
 strategy tracks it (`defaults.GENERATION_TRACKED`), `generation` starts at 1 and is bumped
 when anything other than metadata and status changed. Both paths apply the kind's defaults.
 
+Some kinds fill in fields from the new object's identity on create, after its defaults
+(`CREATE_STRATEGIES`, upstream's `PrepareForCreate`): a Job without `manualSelector: true`
+gets its selector generated, `batch.kubernetes.io/controller-uid=<uid>`, and its pod template
+the labels `batch.kubernetes.io/controller-uid`, `controller-uid`,
+`batch.kubernetes.io/job-name` and `job-name` (values the user already set are kept, for
+validation to refuse if they conflict). So every Job's pods are selected by its uid alone.
+
 Both end with validation: the kind's rules (`validation`) and, for custom resources, their
 CRD's schema (`structural`); any cause is a 422 Invalid.
 
@@ -21,6 +28,7 @@ from __future__ import annotations
 import random
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from k8py.api import structural, validation
@@ -122,7 +130,11 @@ def prepare_create(resource: Resource, obj: dict[str, Any], namespace: str | Non
     if tracks_generation(resource):
         metadata["generation"] = 1
     _check_maps(resource, obj)
-    return _validated(resource, apply_defaults(resource, obj))
+    obj = apply_defaults(resource, obj)
+    strategy = CREATE_STRATEGIES.get((resource.group, resource.plural))
+    if strategy is not None:
+        obj = strategy(obj)
+    return _validated(resource, obj)
 
 
 def prepare_update(resource: Resource, obj: dict[str, Any], old: dict[str, Any]) -> dict:
@@ -154,6 +166,46 @@ def prepare_update(resource: Resource, obj: dict[str, Any], old: dict[str, Any])
         obj["metadata"]["generation"] = generation
     _check_maps(resource, obj)
     return _validated(resource, obj, old)
+
+
+def _generate_job_selector(job: dict[str, Any]) -> dict[str, Any]:
+    """Upstream's job `generateSelector`, unless the Job asks for `manualSelector`."""
+    spec = job.get("spec")
+    if not isinstance(spec, dict):
+        return job
+    if spec.get("manualSelector") is None:
+        spec["manualSelector"] = False  # upstream defaults it
+    if spec["manualSelector"] is True:
+        return job
+    metadata = job["metadata"]
+    template = spec.setdefault("template", {})
+    if not isinstance(template, dict):
+        return job
+    template_meta = template.setdefault("metadata", {})
+    if not isinstance(template_meta, dict):
+        return job
+    labels = template_meta.get("labels")
+    if not isinstance(labels, dict):
+        labels = template_meta["labels"] = {}
+    for key in (validation.LEGACY_JOB_NAME, validation.JOB_NAME):
+        labels.setdefault(key, metadata["name"])
+    for key in (validation.LEGACY_JOB_CONTROLLER_UID, validation.JOB_CONTROLLER_UID):
+        labels.setdefault(key, metadata["uid"])
+    selector = spec.get("selector")
+    if not isinstance(selector, dict):
+        selector = spec["selector"] = {}
+    match_labels = selector.get("matchLabels")
+    if not isinstance(match_labels, dict):
+        match_labels = selector["matchLabels"] = {}
+    match_labels.setdefault(validation.JOB_CONTROLLER_UID, metadata["uid"])
+    return job
+
+
+# (group, plural) -> fills in an object about to be created, after its defaults; may mutate
+# it (it is the request's own copy).
+CREATE_STRATEGIES: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, Any]]] = {
+    ("batch", "jobs"): _generate_job_selector,
+}
 
 
 def _validated(resource: Resource, obj: dict[str, Any],

@@ -4,13 +4,17 @@ A validator takes the object about to be stored (and, on update, the stored one)
 causes `(field, reason, message)` in upstream's wording; any cause makes the request a 422
 Invalid. Covered so far: pods and pod templates (containers required, names, images, ports
 in 1-65535, protocols, restart/DNS/pull policies, a running pod's immutable spec), workloads
-(selector required, matching the template, immutable), jobs (restart policy, immutable
-template), services (type, ports, names, immutable clusterIP), config maps and secrets (key
-syntax, `immutable`), CRDs. Other kinds are checked only by their schema (unknown fields).
+(selector required, matching the template, immutable), jobs (restart policy; unless
+`manualSelector`, the selector and template labels `meta` generated from the uid and name,
+so a selector the user wrote is refused, as upstream's `validateGeneratedSelector`;
+selector and template immutable), services (type, ports, names, immutable clusterIP), config
+maps and secrets (key syntax, `immutable`), CRDs. Other kinds are checked only by their
+schema (unknown fields).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -211,18 +215,118 @@ def _workload(obj: dict[str, Any], old: dict[str, Any] | None,
     return causes
 
 
+def _go_map(value: Any) -> str:
+    """A label map as Go's %#v prints it, as upstream's messages show values."""
+    if not isinstance(value, dict):
+        return "map[string]string(nil)"
+    inner = ", ".join(f"{json.dumps(str(k))}:{json.dumps(str(v))}"
+                      for k, v in sorted(value.items()))
+    return f"map[string]string{{{inner}}}"
+
+
+def _go_label_selector(selector: Any) -> str:
+    """A LabelSelector as Go's %#v prints it."""
+    if not isinstance(selector, dict):
+        return "null"
+    expressions = selector.get("matchExpressions")
+    if isinstance(expressions, list):
+        items = []
+        for e in expressions:
+            e = e if isinstance(e, dict) else {}
+            values = e.get("values")
+            shown = ("[]string{" + ", ".join(json.dumps(str(v)) for v in values) + "}"
+                     if isinstance(values, list) else "[]string(nil)")
+            key = json.dumps(str(e.get("key", "")))
+            operator = json.dumps(str(e.get("operator", "")))
+            items.append(f"v1.LabelSelectorRequirement{{Key:{key}, Operator:{operator}, "
+                         f"Values:{shown}}}")
+        shown_expressions = "[]v1.LabelSelectorRequirement{" + ", ".join(items) + "}"
+    else:
+        shown_expressions = "[]v1.LabelSelectorRequirement(nil)"
+    return (f"v1.LabelSelector{{MatchLabels:{_go_map(selector.get('matchLabels'))}, "
+            f"MatchExpressions:{shown_expressions}}}")
+
+
+# The labels a Job's selector is generated from (`meta` sets them on create).
+JOB_CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
+JOB_NAME = "batch.kubernetes.io/job-name"
+LEGACY_JOB_CONTROLLER_UID = "controller-uid"
+LEGACY_JOB_NAME = "job-name"
+
+
+def _template_labels(obj: dict[str, Any]) -> dict[str, Any]:
+    template = (obj.get("spec") or {}).get("template") or {}
+    return (template.get("metadata") or {}).get("labels") or {}
+
+
+def _job_generated_selector(causes: list[Cause], obj: dict[str, Any],
+                            old: dict[str, Any] | None) -> None:
+    """Upstream's `validateGeneratedSelector`: without `manualSelector`, the template carries
+    the labels made from the Job's uid and name and the selector selects exactly by them, so
+    a selector the user wrote is refused."""
+    spec, metadata = obj["spec"], obj["metadata"]
+    selector = spec.get("selector")
+    if spec.get("manualSelector") is True or not isinstance(selector, dict):
+        return
+    uid, name = metadata.get("uid", ""), metadata.get("name", "")
+    if not uid:
+        _required(causes, "metadata.uid")
+    labels = _template_labels(obj)
+    expected = {LEGACY_JOB_CONTROLLER_UID: uid, LEGACY_JOB_NAME: name}
+    # Jobs stored before the prefixed labels existed are let through, as upstream.
+    old_labels = _template_labels(old) if old is not None else {}
+    if old is None or (JOB_CONTROLLER_UID in old_labels and JOB_NAME in old_labels):
+        expected.update({JOB_CONTROLLER_UID: uid, JOB_NAME: name})
+    for key in (LEGACY_JOB_CONTROLLER_UID, LEGACY_JOB_NAME, JOB_CONTROLLER_UID, JOB_NAME):
+        if key not in expected:
+            continue
+        field = f"spec.template.metadata.labels[{key}]"
+        if key not in labels:
+            causes.append((field, "FieldValueRequired",
+                           f"Required value: must be '{expected[key]}'"))
+        elif labels[key] != expected[key]:
+            causes.append((field, "FieldValueInvalid",
+                           f"Invalid value: {_go_map(labels)}: must be '{expected[key]}'"))
+    if not selector_matches(selector, expected):
+        causes.append(("spec.selector", "FieldValueInvalid",
+                       f"Invalid value: {_go_label_selector(selector)}: `selector` not "
+                       "auto-generated"))
+
+
 def _job(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
     causes: list[Cause] = []
-    spec = obj.get("spec") or {}
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        _required(causes, "spec")
+        return causes
     template = spec.get("template") or {}
+    labels = _template_labels(obj)
+    _job_generated_selector(causes, obj, old)
+    selector = spec.get("selector")
+    old_spec = (old or {}).get("spec") or {}
+    if selector is None:
+        # A Job stored before the API server generated selectors keeps working without one.
+        if old is None or old_spec.get("selector") is not None:
+            _required(causes, "spec.selector")
+    elif not isinstance(selector, dict):
+        causes.append(("spec.selector", "FieldValueInvalid",
+                       "Invalid value: must be a label selector"))
+    elif not selector_matches(selector, labels):
+        causes.append(("spec.template.metadata.labels", "FieldValueInvalid",
+                       f"Invalid value: {_go_map(labels)}: `selector` does not match template "
+                       "`labels`"))
     _pod_spec(causes, template.get("spec"), "spec.template.spec")
     policy = (template.get("spec") or {}).get("restartPolicy")
     if policy not in ("OnFailure", "Never"):
         _not_supported(causes, "spec.template.spec.restartPolicy", policy or "",
                        ("OnFailure", "Never"))
-    if old is not None and template != ((old.get("spec") or {}).get("template") or {}):
-        causes.append(("spec.template", "FieldValueInvalid",
-                       "Invalid value: field is immutable"))
+    if old is not None:
+        if selector != old_spec.get("selector"):
+            causes.append(("spec.selector", "FieldValueInvalid",
+                           f"Invalid value: {_go_label_selector(selector)}: field is immutable"))
+        if template != (old_spec.get("template") or {}):
+            causes.append(("spec.template", "FieldValueInvalid",
+                           "Invalid value: field is immutable"))
     return causes
 
 

@@ -1,10 +1,11 @@
 """Job (batch/v1): run pods from a template until enough succeed, or give up.
 
-Pods. Each pod is the template plus the labels `batch.kubernetes.io/controller-uid`,
-`controller-uid`, `batch.kubernetes.io/job-name` and `job-name`, a controller ownerReference,
-and the finalizer `batch.kubernetes.io/job-tracking`. The API server does not generate the
-Job's selector or template labels here, so the controller adds them to the pods it makes and
-finds its pods by ownerReference (no adoption of orphans). Indexed jobs give each pod the
+Pods. Each pod is the template, as upstream: unless `manualSelector`, the API server gave
+the template the labels `batch.kubernetes.io/controller-uid`, `controller-uid`,
+`batch.kubernetes.io/job-name` and `job-name` at create, and `spec.selector` selects by the
+uid. Pods also get a controller ownerReference and the finalizer
+`batch.kubernetes.io/job-tracking`; the controller finds its pods by ownerReference (no
+adoption of orphans), so it does not depend on the labels. Indexed jobs give each pod the
 `batch.kubernetes.io/job-completion-index` annotation and label, hostname `<job>-<index>` and
 `JOB_COMPLETION_INDEX` in the environment.
 
@@ -50,10 +51,6 @@ from k8py.server.controllers.replicaset import pod_from_template, slow_start
 JOBS = builtin("batch/v1", "jobs")
 PODS = builtin("v1", "pods")
 TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
-CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
-JOB_NAME = "batch.kubernetes.io/job-name"
-LEGACY_CONTROLLER_UID = "controller-uid"
-LEGACY_JOB_NAME = "job-name"
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 MAX_BATCH = 500
 
@@ -512,9 +509,8 @@ class JobController(Controller):
         return None, error
 
     def new_pod(self, job: dict[str, Any], index: int | None = None) -> dict[str, Any]:
-        name, uid = job["metadata"]["name"], job["metadata"]["uid"]
-        labels = {CONTROLLER_UID: uid, JOB_NAME: name, LEGACY_CONTROLLER_UID: uid,
-                  LEGACY_JOB_NAME: name}
+        name = job["metadata"]["name"]
+        labels: dict[str, str] = {}
         template = job["spec"].get("template") or {}
         if index is not None:
             labels[COMPLETION_INDEX] = str(index)

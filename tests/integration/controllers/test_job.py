@@ -173,6 +173,30 @@ async def test_suspend_and_resume(cluster):
     assert done["status"]["startTime"]
 
 
+async def test_kubectl_finds_pods_by_the_generated_selector(cluster):
+    """`kubectl get job -o wide` shows the selector the API server generated, and a lookup by
+    it (what `kubectl logs job/x` does) finds the Job's pods and only them."""
+    client = cluster.client
+    created = await client.create(JOBS, job("sel", exit_code=None, parallelism=2, completions=2))
+    await client.create(JOBS, job("other", exit_code=None))
+    uid = created["metadata"]["uid"]
+    selector = f"batch.kubernetes.io/controller-uid={uid}"
+    out = await cluster.akubectl("get", "job", "sel", "-o", "wide")
+    header, row = out.stdout.splitlines()
+    assert header.split()[-1] == "SELECTOR" and row.split()[-1] == selector
+
+    async def two_pods():
+        return len(pods_of((await client.list(PODS, "default"))["items"], "sel")) == 2
+
+    await eventually(two_pods, timeout=10, what="the job's pods")
+    mine = {f"pod/{p['metadata']['name']}"
+            for p in pods_of((await client.list(PODS, "default"))["items"], "sel")}
+    out = await cluster.akubectl("get", "pods", "-l", selector, "-o", "name")
+    assert set(out.stdout.split()) == mine
+    out = await cluster.akubectl("get", "pods", "-l", "job-name=sel", "-o", "name")
+    assert set(out.stdout.split()) == mine
+
+
 def test_completed_indexes_text():
     assert parse_indexes("0-2,4,7-8") == {0, 1, 2, 4, 7, 8}
     assert format_indexes({0, 1, 2, 4, 7, 8}) == "0-2,4,7-8"
