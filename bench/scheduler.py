@@ -1,6 +1,7 @@
 """Scheduler and control-loop benchmark on simulated nodes.
 
-    .venv/bin/python bench/scheduler.py [--nodes 1000] [--pods 10000] [--skip-cluster]
+    .venv/bin/python bench/scheduler.py [--nodes 1000] [--pods 10000]
+                                        [--skip-throughput] [--skip-cluster]
 
 1. Scheduling throughput, in process (API server on a SQLite store in a temp dir, the
    scheduler on the in-process transport, as `k8py server` runs them): nodes are registered
@@ -213,9 +214,10 @@ async def cluster_figures(root: str, nodes: int, pods: int) -> None:
 async def main(args) -> None:
     root = tempfile.mkdtemp(prefix="k8py-schedbench-", dir=args.dir)
     try:
-        print(f"scheduler throughput (in process, SQLite store in {root}):")
-        await scheduling_throughput(root, args.nodes, args.pods, anti_affinity=False)
-        await scheduling_throughput(root, args.nodes, args.pods, anti_affinity=True)
+        if not args.skip_throughput:
+            print(f"scheduler throughput (in process, SQLite store in {root}):")
+            await scheduling_throughput(root, args.nodes, args.pods, anti_affinity=False)
+            await scheduling_throughput(root, args.nodes, args.pods, anti_affinity=True)
         if not args.skip_cluster:
             print("cluster (k8py server process, simulated nodes over HTTPS):")
             await cluster_figures(root, args.nodes, args.pods)
@@ -228,5 +230,6 @@ if __name__ == "__main__":
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--pods", type=int, default=10000)
     parser.add_argument("--skip-cluster", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--dir", default=os.getcwd())
     asyncio.run(main(parser.parse_args()))

@@ -64,6 +64,8 @@ class InProcessTransport:
         except ValueError as exc:
             raise errors.BadRequest(str(exc)) from None
 
+        selective = bool(query.get("labelSelector") or query.get("fieldSelector"))
+
         def matches(obj: dict) -> bool:
             return label(obj) and field(obj)
 
@@ -79,9 +81,11 @@ class InProcessTransport:
             while True:
                 batch = []
                 for event in await watch.next():
+                    if not selective:
+                        batch.append((event.type, event.object))
+                        continue
                     now = matches(event.object)
-                    before = event.previous is not None and matches(event.previous)
-                    if event.type == "MODIFIED" and now != before:
+                    if event.type == "MODIFIED" and now != matches(event.previous):
                         batch.append(("ADDED" if now else "DELETED", event.object))
                     elif now:
                         batch.append((event.type, event.object))

@@ -61,6 +61,7 @@ async def serve_watch(request: web.Request, objects: ObjectStore, resource: Reso
     except ValueError:
         raise errors.BadRequest(f"invalid timeoutSeconds: {query.get('timeoutSeconds')!r}")
     bookmarks = query.get("allowWatchBookmarks", "").lower() in ("true", "1")
+    selective = matches is not None
     if matches is None:
         def matches(obj: dict[str, Any]) -> bool:
             return True
@@ -106,8 +107,8 @@ async def serve_watch(request: web.Request, objects: ObjectStore, resource: Reso
             for event in events:
                 event_type, obj = event.type, event.object
                 now_matches = matches(obj)
-                before = event.previous is not None and matches(event.previous)
-                if event_type == "MODIFIED" and now_matches != before:
+                if event_type == "MODIFIED" and selective and now_matches != matches(
+                        event.previous):
                     event_type = "ADDED" if now_matches else "DELETED"
                 elif not now_matches:
                     continue
