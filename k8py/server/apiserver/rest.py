@@ -601,7 +601,10 @@ class RestHandler:
             current = None
         if current is None:
             obj = meta.prepare_create(resource, config, target.namespace)
-            obj = apply.apply(None, obj, manager, force, resource.api_version, _schema(resource))
+            # The applier owns what it sent, not the defaults and generated fields.
+            owned = apply.apply(None, config, manager, force, resource.api_version,
+                                _schema(resource))
+            obj["metadata"]["managedFields"] = owned["metadata"]["managedFields"]
             if resource.namespaced:
                 await self._require_namespace(obj["metadata"]["namespace"])
             dry_run = _dry_run(request)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 
 JOBS = "/apis/batch/v1/namespaces/default/jobs"
 UID_LABEL = "batch.kubernetes.io/controller-uid"
@@ -116,10 +115,6 @@ async def test_selector_and_template_are_immutable(client):
     assert status == 200 and updated["status"] == {"active": 1}, updated
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "rest.py's apply-create records the prepared object (defaults and the generated "
-    "selector included) as the applier's fields, so the next apply removes the selector; "
-    "upstream records only the applied configuration"))
 async def test_server_side_apply_twice_keeps_the_generated_selector(client):
     manifest = job(labels={"app": "pi"})
     for _ in range(2):
