@@ -22,7 +22,7 @@ from aiohttp import web
 
 from k8py.api import errors
 from k8py.api.resources import Registry
-from k8py.server.apiserver import bodies, discovery, openapi, serviceips
+from k8py.server.apiserver import bodies, discovery, openapi, openapi_protobuf, serviceips
 from k8py.server.apiserver.authn import USER_KEY, TokenFile, authenticate, is_anonymous_path
 from k8py.server.apiserver.rest import RestHandler, parse_target
 from k8py.server.apiserver.storage import ObjectStore
@@ -141,8 +141,13 @@ async def openapi_v3_document(request: web.Request) -> web.Response:
 
 
 async def openapi_v2(request: web.Request) -> web.Response:
-    return web.Response(body=openapi.v2_document(request.app[REGISTRY_KEY]),
-                        content_type="application/json")
+    # client-go asks for protobuf only and has no JSON fallback; the Python client asks JSON
+    media = openapi.v2_media_type(request.headers.get("Accept", ""))
+    if media is None:
+        raise errors.NotAcceptable(
+            f"only {openapi.V2_JSON} and {openapi_protobuf.CONTENT_TYPE} are served")
+    body = openapi.v2_document(request.app[REGISTRY_KEY], protobuf=media != openapi.V2_JSON)
+    return web.Response(body=body, content_type=media)
 
 
 def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None, *,

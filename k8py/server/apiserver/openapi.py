@@ -12,7 +12,9 @@ document has:
   `#/components/schemas/<name>`, and JSON-schema type lists (`["string", "null"]`) turned
   into OpenAPI's single type.
 
-`GET /openapi/v2` is the same content as one Swagger 2.0 document (refs `#/definitions/...`).
+`GET /openapi/v2` is the same content as one Swagger 2.0 document (refs `#/definitions/...`),
+as JSON or, for client-go's protobuf Accept, as gnostic protobuf (`openapi_protobuf`; built-in
+kinds only).
 Custom resources appear under their group-versions with their CRD's schema (named
 `com.example.v1.Widget`, as upstream), so `kubectl explain` works for them too.
 Documents are built on first request and cached as bytes, keyed on the registry's generation
@@ -30,6 +32,7 @@ from k8py import KUBERNETES_VERSION
 from k8py.api import schemas
 from k8py.api.jsondoc import clone
 from k8py.api.resources import Registry, Resource
+from k8py.server.apiserver import openapi_protobuf
 
 _QUERY_PARAMS = ("dryRun", "fieldManager", "fieldValidation")
 
@@ -209,14 +212,50 @@ def v3_document(registry: Registry, path: str) -> bytes | None:
     return _v3_document(registry, group, version)
 
 
-def v2_document(registry: Registry) -> bytes:
-    return _v2_cached(registry, registry.generation)
+V2_JSON = "application/json"
+
+
+def v2_media_type(accept: str) -> str | None:
+    """The media type answering an Accept header on `/openapi/v2`: JSON, gnostic protobuf,
+    or None when the header allows neither (a 406). Preference follows q, then order."""
+    offers = []
+    for position, part in enumerate(accept.split(",")):
+        media, *params = [p.strip() for p in part.split(";")]
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if media and q > 0:
+            offers.append((-q, position, media.lower()))
+    if not offers:
+        return V2_JSON
+    for _, _, media in sorted(offers):
+        if media in openapi_protobuf.MEDIA_TYPES:
+            return openapi_protobuf.CONTENT_TYPE
+        if media in (V2_JSON, "application/*", "*/*"):
+            return V2_JSON
+    return None
+
+
+def v2_document(registry: Registry, protobuf: bool = False) -> bytes:
+    """The Swagger 2.0 document as JSON, or as gnostic protobuf (`openapi_protobuf`)."""
+    return _v2_cached(registry, registry.generation, protobuf)
 
 
 @functools.lru_cache(maxsize=4)
-def _v2_cached(registry: Registry, generation: int) -> bytes:
+def _v2_cached(registry: Registry, generation: int, protobuf: bool) -> bytes:
     resources = [r for g, vs in registry.groups().items() for v in vs
                  for r in registry.in_group_version(g, v)]
+    if protobuf:
+        # Only kubectl reads this form, to validate on the client. A CRD's schema may hold
+        # what its v2 model reads too strictly (properties beside
+        # x-kubernetes-preserve-unknown-fields) or cannot parse, and one bad definition
+        # spoils the whole document: custom kinds are left to the server's validation.
+        resources = [r for r in resources if not r.custom]
     prefix = "#/definitions/"
     doc = {
         "swagger": "2.0",
@@ -224,4 +263,6 @@ def _v2_cached(registry: Registry, generation: int) -> bytes:
         "paths": _paths(resources, prefix, v3=False),
         "definitions": _components(resources, prefix),
     }
+    if protobuf:
+        return openapi_protobuf.document(doc)
     return json.dumps(doc, separators=(",", ":")).encode()

@@ -1,0 +1,187 @@
+"""kubectl workflows that send protobuf or read protobuf OpenAPI: `drain` (cordon, then a
+policy/v1 Eviction per pod, retried while a PodDisruptionBudget forbids it), `drain
+--disable-eviction` (pod deletes with a protobuf DeleteOptions), `create job
+--from=cronjob/...` (a whole defaulted pod template as protobuf) and `apply -f` of a
+`kind: List` (validated by kubectl against `/openapi/v2` as protobuf)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from k8py.api.resources import builtin
+from k8py.server.controllers.base import is_active_pod, is_pod_ready
+from tests.conftest import eventually
+
+CRONJOBS = builtin("batch/v1", "cronjobs")
+DEPLOYMENTS = builtin("apps/v1", "deployments")
+JOBS = builtin("batch/v1", "jobs")
+NODES = builtin("v1", "nodes")
+PODS = builtin("v1", "pods")
+
+
+def deployment(name: str, replicas: int) -> dict:
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                         "containers": [{"name": "c", "image": "web:1"}]}}}}
+
+
+async def ready_pods(client, app: str) -> list[dict]:
+    pods = (await client.list(PODS, "default", label_selector=f"app={app}"))["items"]
+    return [p for p in pods if is_active_pod(p) and is_pod_ready(p)]
+
+
+async def test_drain_evicts_within_the_budget_and_cordons(cluster):
+    client = cluster.client
+    # every pod on sim-node-0 first: the others are cordoned while the deployment starts
+    for node in ("sim-node-1", "sim-node-2"):
+        await cluster.akubectl("cordon", node)
+    await client.create(DEPLOYMENTS, deployment("web", 3))
+    await cluster.akubectl("create", "poddisruptionbudget", "web", "--selector=app=web",
+                           "--min-available=2")
+
+    async def three_on_node_0():
+        pods = await ready_pods(client, "web")
+        return len(pods) == 3 and {p["spec"]["nodeName"] for p in pods} == {"sim-node-0"}
+
+    await eventually(three_on_node_0, 15, what="3 ready pods on sim-node-0")
+    for node in ("sim-node-1", "sim-node-2"):
+        await cluster.akubectl("uncordon", node)
+
+    lowest = 3
+
+    async def watch_ready():
+        nonlocal lowest
+        while True:
+            lowest = min(lowest, len(await ready_pods(client, "web")))
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.create_task(watch_ready())
+    try:
+        proc = await cluster.akubectl("drain", "sim-node-0", "--ignore-daemonsets",
+                                      "--delete-emptydir-data", "--timeout=60s", timeout=90)
+    finally:
+        watcher.cancel()
+    assert "node/sim-node-0 drained" in proc.stdout
+    # at most one disruption at a time: kubectl met the budget (429) and retried
+    assert "disruption budget" in proc.stderr
+    assert lowest >= 2
+    node = await client.get(NODES, "sim-node-0")
+    assert node["spec"]["unschedulable"] is True
+
+    async def moved():
+        pods = await ready_pods(client, "web")
+        return len(pods) == 3 and "sim-node-0" not in {p["spec"]["nodeName"] for p in pods}
+
+    await eventually(moved, 15, what="3 ready pods off sim-node-0")
+
+
+async def test_drain_without_eviction_deletes(cluster):
+    client = cluster.client
+    await client.create(DEPLOYMENTS, deployment("plain", 4))
+    await eventually(lambda: _count(client, "plain", 4), 15, what="4 ready pods")
+    await cluster.akubectl("drain", "sim-node-1", "--ignore-daemonsets", "--disable-eviction",
+                           "--timeout=30s", timeout=60)
+
+    async def gone_from_node_1():
+        pods = await ready_pods(client, "plain")
+        return len(pods) == 4 and all(p["spec"]["nodeName"] != "sim-node-1" for p in pods)
+
+    await eventually(gone_from_node_1, 15, what="pods recreated off sim-node-1")
+
+
+async def _count(client, app: str, count: int) -> bool:
+    return len(await ready_pods(client, app)) == count
+
+
+async def test_create_job_from_cronjob_keeps_the_whole_template(cluster):
+    pod_spec = {
+        "restartPolicy": "Never",
+        "securityContext": {"runAsUser": 1000, "runAsGroup": 0, "fsGroup": 2000,
+                            "supplementalGroups": [3], "runAsNonRoot": True,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                            "sysctls": [{"name": "net.core.somaxconn", "value": "1024"}],
+                            "seLinuxOptions": {"level": "s0:c123,c456"}},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "batch",
+                         "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 1, "preference": {"matchExpressions": [
+                {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}]}}]}},
+        "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "64Mi"}},
+                    {"name": "cfg", "configMap": {"name": "settings", "optional": True}}],
+        "containers": [{
+            "name": "work", "image": "busybox:1.36", "command": ["sh", "-c", "true"],
+            "env": [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
+                          "limits": {"memory": "32Mi"}},
+            "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+            "securityContext": {"allowPrivilegeEscalation": False, "privileged": False,
+                                "readOnlyRootFilesystem": True, "runAsUser": 0,
+                                "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]}},
+            "livenessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 5},
+            "lifecycle": {"preStop": {"sleep": {"seconds": 1}}},
+        }],
+    }
+    cronjob = {
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "nightly", "namespace": "default"},
+        "spec": {"schedule": "0 3 * * *", "suspend": True, "jobTemplate": {"spec": {
+            "backoffLimit": 0, "template": {
+                "metadata": {"labels": {"app": "nightly"},
+                             "annotations": {"k8py.io/simulate-exit-code": "0"}},
+                "spec": pod_spec}}}},
+    }
+    created = await cluster.client.create(CRONJOBS, cronjob)
+    await cluster.akubectl("create", "job", "by-hand", "--from=cronjob/nightly")
+    job = await cluster.client.get(JOBS, "by-hand", "default")
+    assert job["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"] == "manual"
+    assert job["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
+    # the defaulted template went to kubectl as JSON and came back as protobuf: unchanged
+    template = created["spec"]["jobTemplate"]["spec"]["template"]
+    assert job["spec"]["template"]["spec"] == template["spec"]
+    assert job["spec"]["template"]["metadata"]["annotations"] == \
+        template["metadata"]["annotations"]
+    assert job["spec"]["backoffLimit"] == 0
+    await cluster.akubectl("wait", "--for=condition=complete", "job/by-hand", "--timeout=15s",
+                           timeout=30)
+
+
+LIST = {"apiVersion": "v1", "kind": "List", "items": [
+    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "listed"},
+     "data": {"k": "v"}},
+    {**deployment("listed", 1), "metadata": {"name": "listed"}},
+]}
+
+
+async def test_apply_a_list(cluster, tmp_path):
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps(LIST))
+    proc = await cluster.akubectl("apply", "-f", str(path))
+    assert proc.stdout.split("\n")[:2] == ["configmap/listed created",
+                                           "deployment.apps/listed created"]
+    await eventually(lambda: _count(cluster.client, "listed", 1), 15, what="1 ready pod")
+    changed = json.loads(json.dumps(LIST))
+    changed["items"][0]["data"]["k"] = "w"
+    path.write_text(json.dumps(changed))
+    proc = await cluster.akubectl("apply", "-f", str(path))
+    assert "configmap/listed configured" in proc.stdout
+    assert "deployment.apps/listed unchanged" in proc.stdout
+    cm = await cluster.client.get(builtin("v1", "configmaps"), "listed", "default")
+    assert cm["data"] == {"k": "w"}
+
+
+async def test_apply_a_list_validates_its_items_on_the_client(cluster, tmp_path):
+    wrong = json.loads(json.dumps(LIST))
+    wrong["items"][1]["spec"]["template"]["spec"]["containers"][0]["imagee"] = "typo"
+    wrong["items"][0]["metadata"]["name"] = "never"
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps(wrong))
+    proc = await cluster.akubectl("apply", "-f", str(path), check=False)
+    assert proc.returncode != 0
+    # kubectl's own message: it read the protobuf OpenAPI and found the field unknown
+    assert 'unknown field "imagee"' in proc.stderr, proc.stderr
+    assert "error validating data" in proc.stderr
+    proc = await cluster.akubectl("get", "configmap", "never", check=False)
+    assert proc.returncode != 0
