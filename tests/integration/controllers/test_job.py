@@ -53,7 +53,8 @@ async def test_completions_with_parallelism(cluster):
     async def complete():
         nonlocal most_active
         pods = pods_of((await client.list(PODS, "default"))["items"], "pi")
-        running = [p for p in pods if p["status"].get("phase") not in ("Succeeded", "Failed")]
+        running = [p for p in pods
+                   if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
         most_active = max(most_active, len(running))
         return condition(await client.get(JOBS, "pi", "default"), "Complete")
 
