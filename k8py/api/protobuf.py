@@ -1,9 +1,11 @@
 """Kubernetes protobuf request bodies, decoded into the JSON form every other path uses.
 
-kubectl 1.32's typed clients send `application/vnd.kubernetes.protobuf`: `create
-configmap|secret|namespace|deployment|job|cronjob|service|serviceaccount|pdb`, `create job
---from=cronjob/...` (a whole defaulted pod template), `auth can-i`, and `drain` (a policy/v1
-`Eviction` per pod, or a `DeleteOptions` body on a pod delete). A body is the 4 bytes
+kubectl 1.32's typed clients send `application/vnd.kubernetes.protobuf`: every typed `kubectl
+create <kind>` (configmap, secret, namespace, service, serviceaccount, deployment, job,
+cronjob, ingress, role, clusterrole, rolebinding, clusterrolebinding, quota, priorityclass,
+poddisruptionbudget, and `create token`'s TokenRequest), `create job --from=cronjob/...` (a
+whole defaulted pod template), `auth can-i`, and `drain` (a policy/v1 `Eviction` per pod, or
+a `DeleteOptions` body on a pod delete). A body is the 4 bytes
 `k8s\\x00`, then a `runtime.Unknown` whose `typeMeta` names the kind and whose `raw` holds the
 object's own protobuf message. This module reads the protobuf wire format against the tables
 of upstream messages in `protobuf_messages` and turns each message into its JSON shape,

@@ -5,7 +5,11 @@ k8s.io/apimachinery v0.32, i.e. Kubernetes 1.32); which fields are inline and wh
 zero value comes from the Go types' `json` tags. The tables cover every message reachable from
 the request bodies in `ROOTS` (a whole PodSpec, with every volume source, probe, security
 context and affinity term), so a fully defaulted object read back from the server and sent
-again as protobuf (`kubectl create job --from=cronjob/...`) decodes.
+again as protobuf (`kubectl create job --from=cronjob/...`) decodes. The roots are the kinds
+every typed `kubectl create <kind>` builds (Service, Ingress, the four RBAC kinds,
+ResourceQuota, PriorityClass, PodDisruptionBudget, ConfigMap, Secret, Namespace,
+ServiceAccount, Deployment, Job, CronJob, and `create token`'s TokenRequest) plus what `auth
+can-i` and `drain` send.
 
 An entry is `(json name, type, *flags)`:
 - the type is a scalar (`S`, `B`, `I32`, `I64`, `BOOL`), a message name (upstream's short
@@ -422,6 +426,14 @@ MESSAGES: dict[str, dict[int, tuple]] = {
                                   3: ("name", S, KEEP)},
     "TypedObjectReference": {1: ("apiGroup", S, KEEP), 2: ("kind", S, KEEP), 3: ("name", S, KEEP),
                              4: ("namespace", S, KEEP)},
+    "ResourceQuota": {1: ("metadata", "ObjectMeta"), 2: ("spec", "ResourceQuotaSpec"),
+                      3: ("status", "ResourceQuotaStatus")},
+    "ResourceQuotaSpec": {1: ("hard", _map("Quantity")), 2: ("scopes", S, REP),
+                          3: ("scopeSelector", "ScopeSelector")},
+    "ResourceQuotaStatus": {1: ("hard", _map("Quantity")), 2: ("used", _map("Quantity"))},
+    "ScopeSelector": {1: ("matchExpressions", "ScopedResourceSelectorRequirement", REP)},
+    "ScopedResourceSelectorRequirement": {1: ("scopeName", S, KEEP), 2: ("operator", S, KEEP),
+                                          3: ("values", S, REP)},
     # apps/v1
     "Deployment": {1: ("metadata", "ObjectMeta"), 2: ("spec", "DeploymentSpec"),
                    3: ("status", "DeploymentStatus")},
@@ -511,6 +523,52 @@ MESSAGES: dict[str, dict[int, tuple]] = {
                                 2: ("requirements", "FieldSelectorRequirement", REP)},
     "LabelSelectorAttributes": {1: ("rawSelector", S),
                                 2: ("requirements", "LabelSelectorRequirement", REP)},
+    # networking.k8s.io/v1
+    "Ingress": {1: ("metadata", "ObjectMeta"), 2: ("spec", "IngressSpec"),
+                3: ("status", "IngressStatus")},
+    "IngressSpec": {1: ("defaultBackend", "IngressBackend"), 2: ("tls", "IngressTLS", REP),
+                    3: ("rules", "IngressRule", REP), 4: ("ingressClassName", S, KEEP)},
+    "IngressStatus": {1: ("loadBalancer", "IngressLoadBalancerStatus")},
+    "IngressBackend": {3: ("resource", "TypedLocalObjectReference"),
+                       4: ("service", "IngressServiceBackend")},
+    "IngressServiceBackend": {1: ("name", S, KEEP), 2: ("port", "ServiceBackendPort")},
+    "ServiceBackendPort": {1: ("name", S), 2: ("number", I32)},
+    "IngressTLS": {1: ("hosts", S, REP), 2: ("secretName", S)},
+    "IngressRule": {1: ("host", S), 2: ("", "IngressRuleValue")},
+    "IngressRuleValue": {1: ("http", "HTTPIngressRuleValue")},
+    "HTTPIngressRuleValue": {1: ("paths", "HTTPIngressPath", REP)},
+    "HTTPIngressPath": {1: ("path", S), 2: ("backend", "IngressBackend"),
+                        3: ("pathType", S, KEEP)},
+    "IngressLoadBalancerStatus": {1: ("ingress", "IngressLoadBalancerIngress", REP)},
+    "IngressLoadBalancerIngress": {1: ("ip", S), 2: ("hostname", S),
+                                   4: ("ports", "IngressPortStatus", REP)},
+    "IngressPortStatus": {1: ("port", I32, KEEP), 2: ("protocol", S, KEEP),
+                          3: ("error", S, KEEP)},
+    # rbac.authorization.k8s.io/v1
+    "Role": {1: ("metadata", "ObjectMeta"), 2: ("rules", "PolicyRule", REP)},
+    "ClusterRole": {1: ("metadata", "ObjectMeta"), 2: ("rules", "PolicyRule", REP),
+                    3: ("aggregationRule", "AggregationRule")},
+    "RoleBinding": {1: ("metadata", "ObjectMeta"), 2: ("subjects", "Subject", REP),
+                    3: ("roleRef", "RoleRef")},
+    "ClusterRoleBinding": {1: ("metadata", "ObjectMeta"), 2: ("subjects", "Subject", REP),
+                           3: ("roleRef", "RoleRef")},
+    "PolicyRule": {1: ("verbs", S, REP), 2: ("apiGroups", S, REP), 3: ("resources", S, REP),
+                   4: ("resourceNames", S, REP), 5: ("nonResourceURLs", S, REP)},
+    "AggregationRule": {1: ("clusterRoleSelectors", "LabelSelector", REP)},
+    "Subject": {1: ("kind", S, KEEP), 2: ("apiGroup", S), 3: ("name", S, KEEP),
+                4: ("namespace", S)},
+    "RoleRef": {1: ("apiGroup", S, KEEP), 2: ("kind", S, KEEP), 3: ("name", S, KEEP)},
+    # scheduling.k8s.io/v1
+    "PriorityClass": {1: ("metadata", "ObjectMeta"), 2: ("value", I32, KEEP),
+                      3: ("globalDefault", BOOL), 4: ("description", S),
+                      5: ("preemptionPolicy", S, KEEP)},
+    # authentication.k8s.io/v1
+    "TokenRequest": {1: ("metadata", "ObjectMeta"), 2: ("spec", "TokenRequestSpec"),
+                     3: ("status", "TokenRequestStatus")},
+    "TokenRequestSpec": {1: ("audiences", S, REP), 3: ("boundObjectRef", "BoundObjectReference"),
+                         4: ("expirationSeconds", I64, KEEP)},
+    "BoundObjectReference": {1: ("kind", S), 2: ("apiVersion", S), 3: ("name", S), 4: ("uid", S)},
+    "TokenRequestStatus": {1: ("token", S, KEEP), 2: ("expirationTimestamp", "Time")},
 }
 
 # (apiVersion, kind) of a request body -> its message. DeleteOptions is accepted under any
@@ -524,6 +582,14 @@ ROOTS = {
     ("policy/v1", "Eviction"): "Eviction",
     ("policy/v1", "PodDisruptionBudget"): "PodDisruptionBudget",
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): "SelfSubjectAccessReview",
+    ("v1", "ResourceQuota"): "ResourceQuota",
+    ("networking.k8s.io/v1", "Ingress"): "Ingress",
+    ("rbac.authorization.k8s.io/v1", "Role"): "Role",
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): "ClusterRole",
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): "RoleBinding",
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "ClusterRoleBinding",
+    ("scheduling.k8s.io/v1", "PriorityClass"): "PriorityClass",
+    ("authentication.k8s.io/v1", "TokenRequest"): "TokenRequest",
 }
 
 

@@ -77,7 +77,8 @@ def parse_target(registry: Registry, group: str, version: str, parts: list[str])
     name = parts[1] if len(parts) > 1 else None
     subresource = parts[2] if len(parts) > 2 else None
     if subresource is not None and subresource not in resource.subresources:
-        raise errors.NotFound("the server could not find the requested resource")
+        raise errors.NotFound(f"the server could not find the requested resource: k8py does "
+                              f"not serve {resource.plural}/{subresource}")
     if namespace is not None and not resource.namespaced:
         raise errors.NotFound("the server could not find the requested resource")
     if namespace is not None:

@@ -7,6 +7,7 @@ policy/v1 Eviction per pod, retried while a PodDisruptionBudget forbids it), `dr
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 
 from k8py.api.resources import builtin
@@ -185,3 +186,126 @@ async def test_apply_a_list_validates_its_items_on_the_client(cluster, tmp_path)
     assert "error validating data" in proc.stderr
     proc = await cluster.akubectl("get", "configmap", "never", check=False)
     assert proc.returncode != 0
+
+
+def _r(api_version: str, plural: str):
+    return builtin(api_version, plural)
+
+
+# every typed `kubectl create <kind>`: the arguments, where the object lands, and what of it
+# the server must have stored (kubectl sends each as protobuf)
+CREATES = [
+    (["service", "clusterip", "ci", "--tcp=80:8080"], ("v1", "services", "ci"),
+     lambda o: o["spec"]["type"] == "ClusterIP" and o["spec"]["clusterIP"] and
+     o["spec"]["ports"][0]["port"] == 80 and o["spec"]["ports"][0]["targetPort"] == 8080),
+    (["service", "nodeport", "np", "--tcp=81:8081", "--node-port=30081"],
+     ("v1", "services", "np"),
+     lambda o: o["spec"]["type"] == "NodePort" and o["spec"]["ports"][0]["nodePort"] == 30081),
+    (["service", "loadbalancer", "lb", "--tcp=82:8082"], ("v1", "services", "lb"),
+     lambda o: o["spec"]["type"] == "LoadBalancer" and o["spec"]["ports"][0]["port"] == 82),
+    (["service", "externalname", "en", "--external-name=example.com"],
+     ("v1", "services", "en"),
+     lambda o: o["spec"]["type"] == "ExternalName" and
+     o["spec"]["externalName"] == "example.com"),
+    (["ingress", "ing", "--class=default", "--rule=foo.com/bar*=svc1:8080,tls=my-cert",
+      "--rule=/path=svc2:http", "--default-backend=defsvc:80", "--annotation=a=b"],
+     ("networking.k8s.io/v1", "ingresses", "ing"),
+     lambda o: o["metadata"]["annotations"] == {"a": "b"} and o["spec"] == {
+         "ingressClassName": "default",
+         "defaultBackend": {"service": {"name": "defsvc", "port": {"number": 80}}},
+         "tls": [{"hosts": ["foo.com"], "secretName": "my-cert"}],
+         "rules": [
+             {"host": "foo.com", "http": {"paths": [
+                 {"path": "/bar", "pathType": "Prefix",
+                  "backend": {"service": {"name": "svc1", "port": {"number": 8080}}}}]}},
+             {"http": {"paths": [
+                 {"path": "/path", "pathType": "Exact",
+                  "backend": {"service": {"name": "svc2", "port": {"name": "http"}}}}]}}]}),
+    (["role", "reader", "--verb=get,list", "--resource=pods,deployments.apps",
+      "--resource-name=a"], ("rbac.authorization.k8s.io/v1", "roles", "reader"),
+     lambda o: o["rules"] == [
+         {"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"],
+          "resourceNames": ["a"]},
+         {"verbs": ["get", "list"], "apiGroups": ["apps"], "resources": ["deployments"],
+          "resourceNames": ["a"]}]),
+    (["clusterrole", "logs", "--verb=get", "--non-resource-url=/logs/*"],
+     ("rbac.authorization.k8s.io/v1", "clusterroles", "logs"),
+     lambda o: o["rules"] == [{"verbs": ["get"], "nonResourceURLs": ["/logs/*"]}]),
+    (["clusterrole", "aggregated", "--aggregation-rule=team=a"],
+     ("rbac.authorization.k8s.io/v1", "clusterroles", "aggregated"),
+     lambda o: o["aggregationRule"] == {"clusterRoleSelectors": [
+         {"matchLabels": {"team": "a"}}]}),
+    (["rolebinding", "rb", "--role=reader", "--user=alice", "--group=devs",
+      "--serviceaccount=default:default"],
+     ("rbac.authorization.k8s.io/v1", "rolebindings", "rb"),
+     lambda o: o["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                "name": "reader"} and o["subjects"] == [
+         {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice"},
+         {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "devs"},
+         {"kind": "ServiceAccount", "name": "default", "namespace": "default"}]),
+    (["clusterrolebinding", "crb", "--clusterrole=logs", "--user=bob"],
+     ("rbac.authorization.k8s.io/v1", "clusterrolebindings", "crb"),
+     lambda o: o["roleRef"]["kind"] == "ClusterRole" and o["subjects"][0]["name"] == "bob"),
+    (["quota", "q", "--hard=cpu=1,memory=1G,pods=2", "--scopes=BestEffort"],
+     ("v1", "resourcequotas", "q"),
+     lambda o: o["spec"] == {"hard": {"cpu": "1", "memory": "1G", "pods": "2"},
+                             "scopes": ["BestEffort"]}),
+    (["priorityclass", "high", "--value=1000", "--description=important",
+      "--preemption-policy=Never"], ("scheduling.k8s.io/v1", "priorityclasses", "high"),
+     lambda o: o["value"] == 1000 and o["description"] == "important" and
+     o["preemptionPolicy"] == "Never" and "globalDefault" not in o),
+    (["priorityclass", "zero", "--value=0", "--global-default"],
+     ("scheduling.k8s.io/v1", "priorityclasses", "zero"),
+     lambda o: o["value"] == 0 and o["globalDefault"] is True and
+     o["preemptionPolicy"] == "PreemptLowerPriority"),
+    (["poddisruptionbudget", "pdb", "--selector=app=x", "--max-unavailable=25%"],
+     ("policy/v1", "poddisruptionbudgets", "pdb"),
+     lambda o: o["spec"]["maxUnavailable"] == "25%" and
+     o["spec"]["selector"] == {"matchLabels": {"app": "x"}}),
+    (["configmap", "cm", "--from-literal=a=b"], ("v1", "configmaps", "cm"),
+     lambda o: o["data"] == {"a": "b"}),
+    (["secret", "generic", "gen", "--from-literal=a=b"], ("v1", "secrets", "gen"),
+     lambda o: o["type"] == "Opaque" and o["data"] == {"a": "Yg=="}),
+    (["secret", "docker-registry", "reg", "--docker-server=r.io", "--docker-username=u",
+      "--docker-password=p"], ("v1", "secrets", "reg"),
+     lambda o: o["type"] == "kubernetes.io/dockerconfigjson" and
+     '"r.io"' in base64.b64decode(o["data"][".dockerconfigjson"]).decode()),
+    (["secret", "tls", "tls", "--cert={cert}", "--key={key}"], ("v1", "secrets", "tls"),
+     lambda o: o["type"] == "kubernetes.io/tls" and
+     set(o["data"]) == {"tls.crt", "tls.key"}),
+    (["namespace", "ns1"], ("v1", "namespaces", "ns1"),
+     lambda o: o["spec"]["finalizers"] == ["kubernetes"]),
+    (["serviceaccount", "sa1"], ("v1", "serviceaccounts", "sa1"),
+     lambda o: o["metadata"]["name"] == "sa1"),
+    (["deployment", "d", "--image=web:1", "--replicas=2", "--port=80"],
+     ("apps/v1", "deployments", "d"),
+     lambda o: o["spec"]["replicas"] == 2 and
+     o["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == 80),
+    (["job", "j", "--image=busybox", "--", "true"], ("batch/v1", "jobs", "j"),
+     lambda o: o["spec"]["template"]["spec"]["containers"][0]["command"] == ["true"]),
+    (["cronjob", "cj", "--image=busybox", "--schedule=*/5 * * * *", "--", "true"],
+     ("batch/v1", "cronjobs", "cj"),
+     lambda o: o["spec"]["schedule"] == "*/5 * * * *"),
+]
+
+
+async def test_every_typed_create(cluster, tmp_path):
+    tls = tmp_path / "data" / "server" / "tls"
+    files = {"cert": str(tls / "serving.crt"), "key": str(tls / "serving.key")}
+    for args, (api_version, plural, name), stored in CREATES:
+        args = [a.format(**files) for a in args]
+        proc = await cluster.akubectl("create", *args, check=False)
+        assert proc.returncode == 0, (args, proc.stderr)
+        resource = _r(api_version, plural)
+        obj = await cluster.client.get(resource, name,
+                                       "default" if resource.namespaced else None)
+        assert stored(obj), (args, obj)
+
+
+async def test_create_token_is_refused_with_a_status(cluster):
+    await cluster.akubectl("create", "serviceaccount", "robot")
+    proc = await cluster.akubectl("create", "token", "robot", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == ("error: failed to create token: the server could not find "
+                                   "the requested resource: k8py does not serve "
+                                   "serviceaccounts/token")

@@ -162,3 +162,109 @@ def test_managed_fields_and_times():
     assert obj["metadata"]["managedFields"] == [
         {"manager": "kubectl", "operation": "Update", "time": "2023-11-14T22:13:20Z",
          "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {}}}]
+
+
+def test_ingress_with_inline_rule_value_and_backends():
+    service = lambda name, port: field(4, field(1, name) + field(2, port))  # noqa: E731
+    path = field(1, b"/bar") + field(2, service(b"svc1", field(2, 8080))) + field(3, b"Prefix")
+    rule = field(1, b"foo.com") + field(2, field(1, field(1, path)))
+    spec = field(1, service(b"def", field(1, b"http"))) + \
+        field(2, field(1, b"foo.com") + field(2, b"cert")) + field(3, rule) + \
+        field(4, b"nginx")
+    raw = field(1, field(1, b"ing")) + field(2, spec) + field(3, field(1, b""))
+    assert decode_body(envelope("networking.k8s.io/v1", "Ingress", raw)) == {
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "ing"},
+        "spec": {"defaultBackend": {"service": {"name": "def", "port": {"name": "http"}}},
+                 "tls": [{"hosts": ["foo.com"], "secretName": "cert"}],
+                 "rules": [{"host": "foo.com", "http": {"paths": [{
+                     "path": "/bar", "pathType": "Prefix",
+                     "backend": {"service": {"name": "svc1", "port": {"number": 8080}}}}]}}],
+                 "ingressClassName": "nginx"},
+        "status": {"loadBalancer": {}}}
+
+
+@pytest.mark.parametrize("kind", ["Role", "ClusterRole"])
+def test_roles_and_aggregation(kind):
+    rule = field(1, b"get") + field(1, b"list") + field(2, b"") + field(3, b"pods") + \
+        field(4, b"a")
+    raw = field(1, field(1, b"r")) + field(2, rule) + field(2, field(1, b"get") +
+                                                           field(5, b"/logs/*"))
+    if kind == "ClusterRole":
+        raw += field(3, field(1, field(1, field(1, b"team") + field(2, b"a"))))
+    obj = decode_body(envelope("rbac.authorization.k8s.io/v1", kind, raw))
+    # apiGroups [""]: an empty string in a repeated field stays
+    assert obj["rules"] == [{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"],
+                             "resourceNames": ["a"]},
+                            {"verbs": ["get"], "nonResourceURLs": ["/logs/*"]}]
+    if kind == "ClusterRole":
+        assert obj["aggregationRule"] == {"clusterRoleSelectors": [
+            {"matchLabels": {"team": "a"}}]}
+
+
+@pytest.mark.parametrize("kind", ["RoleBinding", "ClusterRoleBinding"])
+def test_bindings_keep_required_empty_strings(kind):
+    subject = field(1, b"ServiceAccount") + field(2, b"") + field(3, b"default") + \
+        field(4, b"kube-system")
+    role_ref = field(1, b"rbac.authorization.k8s.io") + field(2, b"ClusterRole") + \
+        field(3, b"view")
+    raw = field(1, field(1, b"b")) + field(2, subject) + field(3, role_ref)
+    obj = decode_body(envelope("rbac.authorization.k8s.io/v1", kind, raw))
+    assert obj["subjects"] == [{"kind": "ServiceAccount", "name": "default",
+                                "namespace": "kube-system"}]  # apiGroup omitempty
+    assert obj["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                              "name": "view"}
+    role_ref = field(1, b"") + field(2, b"Role") + field(3, b"x")
+    obj = decode_body(envelope("rbac.authorization.k8s.io/v1", kind, field(3, role_ref)))
+    assert obj["roleRef"] == {"apiGroup": "", "kind": "Role", "name": "x"}  # no omitempty
+
+
+def test_resource_quota_with_scope_selector():
+    hard = field(1, field(1, b"cpu") + field(2, field(1, b"1"))) + \
+        field(1, field(1, b"pods") + field(2, field(1, b"2")))
+    selector = field(1, field(1, b"PriorityClass") + field(2, b"In") + field(3, b"high"))
+    spec = hard + field(2, b"BestEffort") + field(3, selector)
+    raw = field(1, field(1, b"q")) + field(2, spec) + field(3, b"")
+    assert decode_body(envelope("v1", "ResourceQuota", raw)) == {
+        "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q"},
+        "spec": {"hard": {"cpu": "1", "pods": "2"}, "scopes": ["BestEffort"],
+                 "scopeSelector": {"matchExpressions": [
+                     {"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}]}},
+        "status": {}}
+
+
+def test_priority_class_keeps_a_zero_value():
+    raw = field(1, field(1, b"zero")) + field(2, 0) + field(3, 0) + field(4, b"") + \
+        field(5, b"PreemptLowerPriority")
+    assert decode_body(envelope("scheduling.k8s.io/v1", "PriorityClass", raw)) == {
+        "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+        "metadata": {"name": "zero"}, "value": 0, "preemptionPolicy": "PreemptLowerPriority"}
+    raw = field(1, field(1, b"neg")) + field(2, (1 << 64) - 5) + field(3, 1)
+    obj = decode_body(envelope("scheduling.k8s.io/v1", "PriorityClass", raw))
+    assert obj["value"] == -5 and obj["globalDefault"] is True
+
+
+def test_token_request():
+    bound = field(1, b"Pod") + field(2, b"v1") + field(3, b"web") + field(4, b"uid-1")
+    spec = field(1, b"https://kubernetes.default.svc") + field(4, 3600) + field(3, bound)
+    raw = field(1, field(1, b"robot") + field(3, b"default")) + field(2, spec) + \
+        field(3, field(1, b"") + field(2, b""))
+    assert decode_body(envelope("authentication.k8s.io/v1", "TokenRequest", raw)) == {
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "metadata": {"name": "robot", "namespace": "default"},
+        "spec": {"audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 3600,
+                 "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "web",
+                                    "uid": "uid-1"}},
+        "status": {"token": ""}}
+
+
+def test_service_with_an_empty_status():
+    # what `kubectl create service clusterip x --tcp=80:8080` sends: status.loadBalancer {}
+    port = field(1, b"80-8080") + field(2, b"TCP") + field(3, 80) + \
+        field(4, field(1, 0) + field(2, 8080))
+    spec = field(1, port) + field(2, field(1, b"app") + field(2, b"x")) + field(4, b"ClusterIP")
+    raw = field(1, field(1, b"x")) + field(2, spec) + field(3, field(1, b""))
+    obj = decode_body(envelope("v1", "Service", raw))
+    assert obj["spec"] == {"ports": [{"name": "80-8080", "protocol": "TCP", "port": 80,
+                                      "targetPort": 8080}],
+                           "selector": {"app": "x"}, "type": "ClusterIP"}
+    assert obj["status"] == {"loadBalancer": {}}
