@@ -68,6 +68,9 @@ def cli() -> None:
         help="Cluster domain")
 @option("--tls-san", multiple=True, help="Extra name or IP for the serving certificate")
 @option("--disable-agent", is_flag=True, help="Run no agent on this host")
+@option("--disable-scheduler", is_flag=True, help="Run no scheduler in this server")
+@option("--disable-controller-manager", is_flag=True,
+        help="Run no controllers in this server")
 @option("--write-kubeconfig", "-o", default="/etc/k8py/k8py.yaml", show_default=True,
         type=click.Path(dir_okay=False), help="Where to write the admin kubeconfig")
 @option("--write-kubeconfig-mode", type=FileMode(), default="0600", show_default=True,

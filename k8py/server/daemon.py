@@ -51,6 +51,8 @@ class ServerConfig:
     cluster_domain: str = "cluster.local"
     node_name: str | None = None
     disable_agent: bool = False
+    disable_scheduler: bool = False
+    disable_controller_manager: bool = False
     token: str | None = None
     tls_san: tuple[str, ...] = ()
     write_kubeconfig: str = "/etc/k8py/k8py.yaml"
@@ -147,7 +149,9 @@ async def run_control_loops(config: ServerConfig, handler: asyncio.Future) -> No
     settings = Settings(cluster_cidr=str(config.cluster_cidr),
                         service_cidr=str(config.service_cidr),
                         node_port_range=config.service_node_port_range)
-    await manager.run_elected(client, settings)
+    only = [] if config.disable_controller_manager else None
+    await manager.run_elected(client, settings, scheduler=not config.disable_scheduler,
+                              only=only)
 
 
 async def run(config: ServerConfig) -> None:
@@ -165,7 +169,8 @@ async def run(config: ServerConfig) -> None:
     handler: asyncio.Future = asyncio.get_running_loop().create_future()
     supervisor.add("apiserver",
                    lambda: run_apiserver(config, store, store_ready, certs, tokens, handler))
-    supervisor.add("controllers", lambda: run_control_loops(config, handler))
+    if not (config.disable_scheduler and config.disable_controller_manager):
+        supervisor.add("controllers", lambda: run_control_loops(config, handler))
     if not config.disable_agent:
         log.warning("the embedded agent is not built yet: running without one")
     await supervisor.run()

@@ -86,12 +86,12 @@ async def run_loops(client: Client, settings: Settings | None = None,
 
 
 async def run_elected(client: Client, settings: Settings | None = None,
-                      scheduler: bool = True) -> None:
+                      scheduler: bool = True, only: Iterable[str] | None = None) -> None:
     """`run_loops` while holding the controller-manager lease; forever."""
     identity = f"{socket.gethostname()}_{uuid.uuid4()}"
     elector = LeaderElector(client, "kube-system", "k8py-controller-manager", identity)
     try:
         while True:
-            await elector.run(lambda: run_loops(client, settings, scheduler=scheduler))
+            await elector.run(lambda: run_loops(client, settings, only, scheduler=scheduler))
     finally:
         await elector.release()
