@@ -20,7 +20,6 @@ immediately.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import ipaddress
 import logging
 import random
@@ -39,10 +38,6 @@ LEASES = builtin("coordination.k8s.io/v1", "leases")
 SIMULATED_LABEL = "k8py.io/simulated"
 EXIT_CODE = "k8py.io/simulate-exit-code"
 RUN_SECONDS = "k8py.io/simulate-run-seconds"
-
-
-def _micro_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def node_object(name: str, index: int, cpu: str, memory: str, pods: int) -> dict[str, Any]:
@@ -122,7 +117,8 @@ class SimulatedNodes:
             self._cidrs[node["metadata"]["name"]] = ipaddress.ip_network(cidr)
 
     async def _renew_lease(self, name: str) -> None:
-        spec = {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": _micro_now()}
+        spec = {"holderIdentity": name, "leaseDurationSeconds": 40,
+                "renewTime": timestamps.micro_now()}
         try:
             lease = await self.client.get(LEASES, name, "kube-node-lease")
         except errors.NotFound:

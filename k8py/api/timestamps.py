@@ -24,3 +24,8 @@ def parse(text: str | None) -> float | None:
         return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+def micro_now() -> str:
+    """Now as a metav1.MicroTime (`2026-11-26T09:30:00.123456Z`), as Leases carry it."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

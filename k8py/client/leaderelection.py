@@ -11,33 +11,16 @@ need not wait out the lease.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
-from k8py.api import errors
+from k8py.api import errors, timestamps
 from k8py.api.resources import builtin
 from k8py.client.client import Client
 
 log = logging.getLogger(__name__)
 LEASES = builtin("coordination.k8s.io/v1", "leases")
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
-
-
-def _micro(moment: datetime.datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse(text: str | None) -> datetime.datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 class LeaderElector:
@@ -53,14 +36,15 @@ class LeaderElector:
 
     async def _try_acquire(self) -> bool:
         """One attempt to take or renew the lease."""
-        now = _now()
+        now = time.time()
         try:
             lease = await self.client.get(LEASES, self.name, self.namespace)
         except errors.NotFound:
             lease = None
+        stamp = timestamps.micro_now()
         spec = {"holderIdentity": self.identity,
                 "leaseDurationSeconds": int(self.lease_duration),
-                "acquireTime": _micro(now), "renewTime": _micro(now), "leaseTransitions": 0}
+                "acquireTime": stamp, "renewTime": stamp, "leaseTransitions": 0}
         if lease is None:
             try:
                 await self.client.create(LEASES, {
@@ -73,9 +57,9 @@ class LeaderElector:
         current = lease.get("spec") or {}
         holder = current.get("holderIdentity")
         if holder and holder != self.identity:
-            renewed = _parse(current.get("renewTime"))
+            renewed = timestamps.parse(current.get("renewTime"))
             duration = current.get("leaseDurationSeconds") or self.lease_duration
-            if renewed and (now - renewed).total_seconds() < duration:
+            if renewed and now - renewed < duration:
                 return False
         if holder == self.identity:
             spec["acquireTime"] = current.get("acquireTime", spec["acquireTime"])
