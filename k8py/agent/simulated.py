@@ -40,6 +40,11 @@ EXIT_CODE = "k8py.io/simulate-exit-code"
 RUN_SECONDS = "k8py.io/simulate-run-seconds"
 
 
+def node_ip(index: int) -> str:
+    """The made-up InternalIP of simulated node `index` (10.250.0.1, 10.250.0.2, ...)."""
+    return f"10.250.{index // 250}.{index % 250 + 1}"
+
+
 def node_object(name: str, index: int, cpu: str, memory: str, pods: int) -> dict[str, Any]:
     now = timestamps.now()
     return {
@@ -64,7 +69,7 @@ def node_object(name: str, index: int, cpu: str, memory: str, pods: int) -> dict
             ] + [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                   "message": "simulated kubelet is posting ready status",
                   "lastHeartbeatTime": now, "lastTransitionTime": now}],
-            "addresses": [{"type": "InternalIP", "address": f"10.250.{index // 250}.{index % 250 + 1}"},
+            "addresses": [{"type": "InternalIP", "address": node_ip(index)},
                           {"type": "Hostname", "address": name}],
             "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux",
                          "kubeletVersion": "v1.32.0+k8py", "kubeProxyVersion": "v1.32.0+k8py",
@@ -209,8 +214,7 @@ class SimulatedNodes:
         raise RuntimeError(f"pod CIDR {network} of {node} is full")
 
     def _node_ip(self, node: str) -> str:
-        index = self._index[node]
-        return f"10.250.{index // 250}.{index % 250 + 1}"
+        return node_ip(self._index[node])
 
     async def _start(self, pod: dict[str, Any]) -> None:
         await asyncio.sleep(self.start_delay)

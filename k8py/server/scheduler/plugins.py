@@ -308,8 +308,8 @@ class InterPodAffinity(Plugin):
         for term in required_anti:
             key = term.get("topologyKey", "")
             forbidden.setdefault(key, set()).update(_domains_with_matches(term, pod, snapshot))
-        weighted = [(weight, term.get("topologyKey", ""), _domains_with_matches(term, pod, snapshot))
-                    for weight, term in preferred]
+        weighted = [(weight, term.get("topologyKey", ""),
+                     _domains_with_matches(term, pod, snapshot)) for weight, term in preferred]
         return affinity_terms, forbidden, existing_forbidden, weighted
 
     def filter(self, pod, node, state):
@@ -380,7 +380,8 @@ class PodTopologySpread(Plugin):
             if constraint.get("whenUnsatisfiable", "DoNotSchedule") != "DoNotSchedule":
                 continue
             if key not in node.labels:
-                return "node(s) didn't match pod topology spread constraints (missing required label)"
+                return ("node(s) didn't match pod topology spread constraints "
+                        "(missing required label)")
             skew = counts.get(node.labels[key], 0) + self_match - minimum
             if skew > constraint.get("maxSkew", 1):
                 return "node(s) didn't match pod topology spread constraints"
