@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from k8py.server.controllers.manager import CONTROLLERS
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -88,3 +90,19 @@ def test_unusable_database_is_one_line_not_a_traceback(tmp_path, content):
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
     assert last.startswith("k8py: error:") and "state.db" in last
+
+
+@pytest.mark.parametrize("flags,expected", [
+    ((), f"starting {len(CONTROLLERS)} controllers and the scheduler"),
+    (("--disable-controller-manager",), "starting 0 controllers and the scheduler"),
+    (("--disable-scheduler",), f"starting {len(CONTROLLERS)} controllers and no scheduler"),
+])
+def test_control_loops_can_be_left_out(tmp_path, flags, expected):
+    proc = start_server(tmp_path, "--disable-agent", *flags)
+    try:
+        wait_for_line(proc, expected)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
+        proc.wait()

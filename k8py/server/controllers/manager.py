@@ -79,7 +79,8 @@ async def run_loops(client: Client, settings: Settings | None = None,
     informers.start()
     try:
         await informers.wait_synced()
-        log.info("informers synced; starting %d controllers", len(controllers))
+        log.info("informers synced; starting %d controllers and %s", len(controllers),
+                 "the scheduler" if scheduler else "no scheduler")
         await asyncio.gather(*(loop() for loop in loops))
     finally:
         await informers.stop()
