@@ -5,7 +5,8 @@ as they come, so the columns and cell texts here are what users see. They follow
 printers (pkg/printers/internalversion/printers.go): column names in Title Case (kubectl
 upper-cases them), `priority: 1` for the `-o wide` extras, ages as `duration.HumanDuration`
 writes them. Kinds without a printer get NAME and AGE, as upstream prints custom resources
-without printer columns.
+without printer columns; Roles and ClusterRoles, which have no printer upstream either, get
+the API server's default table (NAME, CREATED AT) as upstream's do.
 """
 
 from __future__ import annotations
@@ -223,9 +224,10 @@ def _node_status(node: Obj, now) -> str:
 
 def _node_roles(node: Obj, now) -> str:
     labels = _get(node, "metadata", "labels", default={})
-    roles = sorted(k.split("/", 1)[1] for k in labels
-                   if k.startswith("node-role.kubernetes.io/") and "/" in k)
-    return ",".join(r for r in roles if r) or "<none>"
+    roles = {k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/")}
+    if labels.get("kubernetes.io/role"):
+        roles.add(labels["kubernetes.io/role"])
+    return ",".join(sorted(r for r in roles if r)) or "<none>"
 
 
 def _node_address(kind: str):
@@ -238,12 +240,28 @@ def _node_address(kind: str):
 
 
 def _job_status(job: Obj, now) -> str:
+    """upstream's precedence: Complete, Failed, Terminating, Suspended, FailureTarget."""
+    true = set()
     for c in _get(job, "status", "conditions", default=[]):
-        if c.get("status") == "True" and c.get("type") in ("Complete", "Failed"):
-            return c["type"]
-        if c.get("status") == "True" and c.get("type") == "Suspended":
-            return "Suspended"
+        if c.get("type") not in true and c.get("status") == "True":
+            true.add(c.get("type"))
+    if "Complete" in true or "Failed" in true:
+        return "Complete" if "Complete" in true else "Failed"
+    if _get(job, "metadata", "deletionTimestamp"):
+        return "Terminating"
+    for kind in ("Suspended", "FailureTarget"):
+        if kind in true:
+            return kind
     return "Running"
+
+
+def _job_completions(job: Obj, now) -> str:
+    succeeded = _get(job, "status", "succeeded", default=0)
+    completions = _get(job, "spec", "completions")
+    if completions is not None:
+        return f"{succeeded}/{completions}"
+    parallelism = _get(job, "spec", "parallelism", default=0)
+    return f"{succeeded}/1 of {parallelism}" if parallelism > 1 else f"{succeeded}/1"
 
 
 def _job_duration(job: Obj, now) -> str:
@@ -256,6 +274,128 @@ def _job_duration(job: Obj, now) -> str:
 
 def _count(*path: str):
     return lambda o, n: _get(o, *path, default=0)
+
+
+def _with_more(items: list[str], count: int, maximum: int = 3, empty: str = "<unset>") -> str:
+    """upstream's listWithMoreString: the first three, then "+ N more..."."""
+    text = ",".join(items[:maximum])
+    if count > maximum:
+        return f"{text} + {count - maximum} more..."
+    return text or empty
+
+
+def _host_port(ip: str, port: Any) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"  # Go's net.JoinHostPort
+
+
+def _endpoints(obj: Obj, now) -> str:
+    """upstream's formatEndpoints: ip:port per address and port, three at most."""
+    subsets = obj.get("subsets") or []
+    if not subsets:
+        return "<none>"
+    items, count = [], 0
+    for subset in subsets:
+        addresses = [a.get("ip", "") for a in subset.get("addresses") or []]
+        ports = subset.get("ports") or []
+        if not ports:  # a headless service without ports
+            items += addresses
+            count += len(addresses)
+            continue
+        for port in ports:
+            items += [_host_port(ip, port.get("port", 0)) for ip in addresses]
+            count += len(addresses)
+    return _with_more(items, count, empty="")
+
+
+def _slice_port(port: Obj) -> str:
+    if port.get("port") is not None:
+        return str(port["port"])
+    return port["name"] if port.get("name") is not None else "*"
+
+
+def _slice_ports(obj: Obj, now) -> str:
+    ports = obj.get("ports") or []
+    return _with_more([_slice_port(p) for p in ports], len(ports))
+
+
+def _slice_endpoints(obj: Obj, now) -> str:
+    addresses = [a for e in obj.get("endpoints") or [] for a in e.get("addresses") or []]
+    return _with_more(addresses, len(addresses))
+
+
+def _int_or_na(*path: str):
+    def cell(obj: Obj, now) -> str:
+        value = _get(obj, *path)
+        return "N/A" if value is None else str(value)
+    return cell
+
+
+def _bool_text(value: Any) -> str:
+    """upstream's printBoolPtr."""
+    return "<unset>" if value is None else ("True" if value else "False")
+
+
+def _controller_name(obj: Obj, now) -> str:
+    """The controlling owner as `kind.group/name` (a ControllerRevision's Controller)."""
+    for ref in _get(obj, "metadata", "ownerReferences", default=[]):
+        if ref.get("controller"):
+            api_version = ref.get("apiVersion", "")
+            group = api_version.split("/", 1)[0] if "/" in api_version else ""
+            kind = ref.get("kind", "")
+            group_kind = f"{kind}.{group}" if group else kind
+            return f"{group_kind.lower()}/{ref.get('name', '')}" if group_kind else \
+                ref.get("name", "")
+    return "<none>"
+
+
+def _subjects(kind: str):
+    """A binding's subjects of one kind, as upstream's SubjectsStrings joins them."""
+    def cell(obj: Obj, now) -> str:
+        names = []
+        for subject in obj.get("subjects") or []:
+            if subject.get("kind") != kind:
+                continue
+            if kind == "ServiceAccount":
+                names.append(f"{subject.get('namespace', '')}/{subject.get('name', '')}")
+            else:
+                names.append(subject.get("name", ""))
+        return ", ".join(names)
+    return cell
+
+
+def _quota(limits: bool):
+    """A ResourceQuota's `name: used/hard` per resource in status.hard, requests or limits."""
+    def cell(obj: Obj, now) -> str:
+        hard = _get(obj, "status", "hard", default={})
+        used = _get(obj, "status", "used", default={})
+        parts = [f"{name}: {used.get(name, '0')}/{hard[name]}" for name in sorted(hard)
+                 if (name.split(".")[0] == "limits" and "." in name) == limits]
+        return ", ".join(parts)
+    return cell
+
+
+def _ingress_hosts(obj: Obj, now) -> str:
+    """upstream's formatHosts: a rule without a host adds nothing; no hosts at all is "*"."""
+    rules = _get(obj, "spec", "rules", default=[])
+    hosts, more = [], False
+    for rule in rules:
+        if len(hosts) == 3:
+            more = True
+        if not more and rule.get("host"):
+            hosts.append(rule["host"])
+    if not hosts:
+        return "*"
+    return ",".join(hosts) + (f" + {len(rules) - 3} more..." if more else "")
+
+
+def _load_balancer(obj: Obj, now) -> str:
+    ingress = _get(obj, "status", "loadBalancer", "ingress", default=[])
+    seen = dict.fromkeys(i.get("ip") or i.get("hostname") for i in ingress)
+    return ",".join(a for a in seen if a)
+
+
+def _created_at(obj: Obj, now) -> str:
+    return _get(obj, "metadata", "creationTimestamp", default="")
 
 
 PRINTERS: dict[tuple[str, str], list[Column]] = {
@@ -366,19 +506,11 @@ PRINTERS: dict[tuple[str, str], list[Column]] = {
         ("Secrets", "integer", 0, lambda o, n: len(o.get("secrets") or [])),
         AGE,
     ],
-    ("", "endpoints"): [
-        NAME,
-        ("Endpoints", "string", 0, lambda o, n: ",".join(
-            f"{a.get('ip')}:{p.get('port')}" for s in o.get("subsets") or []
-            for a in s.get("addresses") or [] for p in s.get("ports") or [{}])[:100]
-         or "<none>"),
-        AGE,
-    ],
+    ("", "endpoints"): [NAME, ("Endpoints", "string", 0, _endpoints), AGE],
     ("batch", "jobs"): [
         NAME,
         ("Status", "string", 0, _job_status),
-        ("Completions", "string", 0, lambda o, n: f"{_get(o, 'status', 'succeeded', default=0)}/"
-                                                  f"{_get(o, 'spec', 'completions', default=1)}"),
+        ("Completions", "string", 0, _job_completions),
         ("Duration", "string", 0, _job_duration),
         AGE,
         *_wide_workload("spec", "template", "spec"),
@@ -387,13 +519,70 @@ PRINTERS: dict[tuple[str, str], list[Column]] = {
         NAME,
         ("Schedule", "string", 0, lambda o, n: _get(o, "spec", "schedule", default="")),
         ("Timezone", "string", 0, lambda o, n: _get(o, "spec", "timeZone", default="<none>")),
-        ("Suspend", "boolean", 0, lambda o, n: bool(_get(o, "spec", "suspend", default=False))),
+        ("Suspend", "boolean", 0, lambda o, n: _bool_text(_get(o, "spec", "suspend"))),
         ("Active", "integer", 0, lambda o, n: len(_get(o, "status", "active", default=[]))),
         ("Last Schedule", "string", 0, lambda o, n: _since(
             _get(o, "status", "lastScheduleTime"), n) if _get(o, "status", "lastScheduleTime")
          else "<none>"),
         AGE,
+        *_wide_workload("spec", "jobTemplate", "spec", "template", "spec")[:2],
+        ("Selector", "string", 1, lambda o, n: format_label_selector(
+            _get(o, "spec", "jobTemplate", "spec", "selector")) or "<none>"),
     ],
+    ("discovery.k8s.io", "endpointslices"): [
+        NAME,
+        ("AddressType", "string", 0, lambda o, n: o.get("addressType", "")),
+        ("Ports", "string", 0, _slice_ports),
+        ("Endpoints", "string", 0, _slice_endpoints),
+        AGE,
+    ],
+    ("policy", "poddisruptionbudgets"): [
+        NAME,
+        ("Min Available", "string", 0, _int_or_na("spec", "minAvailable")),
+        ("Max Unavailable", "string", 0, _int_or_na("spec", "maxUnavailable")),
+        ("Allowed Disruptions", "integer", 0, _count("status", "disruptionsAllowed")),
+        AGE,
+    ],
+    ("apps", "controllerrevisions"): [
+        NAME,
+        ("Controller", "string", 0, _controller_name),
+        ("Revision", "string", 0, lambda o, n: o.get("revision", 0)),
+        AGE,
+    ],
+    ("networking.k8s.io", "ingresses"): [
+        NAME,
+        ("Class", "string", 0, lambda o, n: _get(o, "spec", "ingressClassName",
+                                                 default="<none>")),
+        ("Hosts", "string", 0, _ingress_hosts),
+        ("Address", "string", 0, _load_balancer),
+        ("Ports", "string", 0, lambda o, n: "80, 443" if _get(o, "spec", "tls") else "80"),
+        AGE,
+    ],
+    ("", "resourcequotas"): [
+        NAME,
+        AGE,
+        ("Request", "string", 0, _quota(limits=False)),
+        ("Limit", "string", 0, _quota(limits=True)),
+    ],
+    ("scheduling.k8s.io", "priorityclasses"): [
+        NAME,
+        ("Value", "integer", 0, lambda o, n: o.get("value", 0)),
+        ("Global-Default", "boolean", 0, lambda o, n: bool(o.get("globalDefault", False))),
+        AGE,
+        ("PreemptionPolicy", "string", 0, lambda o, n: o.get("preemptionPolicy", "")),
+    ],
+    **{("rbac.authorization.k8s.io", plural): [
+        NAME,
+        ("Role", "string", 0, lambda o, n: f"{_get(o, 'roleRef', 'kind', default='')}/"
+                                           f"{_get(o, 'roleRef', 'name', default='')}"),
+        AGE,
+        ("Users", "string", 1, _subjects("User")),
+        ("Groups", "string", 1, _subjects("Group")),
+        ("ServiceAccounts", "string", 1, _subjects("ServiceAccount")),
+    ] for plural in ("rolebindings", "clusterrolebindings")},
+    # no printer upstream: the API server's default table, NAME and CREATED AT
+    **{("rbac.authorization.k8s.io", plural): [NAME, ("Created At", "date", 0, _created_at)]
+       for plural in ("roles", "clusterroles")},
     ("coordination.k8s.io", "leases"): [
         NAME,
         ("Holder", "string", 0, lambda o, n: _get(o, "spec", "holderIdentity", default="")),

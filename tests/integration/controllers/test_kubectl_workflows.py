@@ -2,13 +2,16 @@
 policy/v1 Eviction per pod, retried while a PodDisruptionBudget forbids it), `drain
 --disable-eviction` (pod deletes with a protobuf DeleteOptions), `create job
 --from=cronjob/...` (a whole defaulted pod template as protobuf) and `apply -f` of a
-`kind: List` (validated by kubectl against `/openapi/v2` as protobuf)."""
+`kind: List` (validated by kubectl against `/openapi/v2` as protobuf), every typed `kubectl
+create <kind>` (each sent as protobuf), and the columns `kubectl get` prints (server-side
+tables) for the kinds upstream has printers for."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
+import re
 
 from k8py.api.resources import builtin
 from k8py.server.controllers.base import is_active_pod, is_pod_ready
@@ -309,3 +312,62 @@ async def test_create_token_is_refused_with_a_status(cluster):
     assert proc.stderr.strip() == ("error: failed to create token: the server could not find "
                                    "the requested resource: k8py does not serve "
                                    "serviceaccounts/token")
+
+
+def _table(stdout: str) -> list[list[str]]:
+    """kubectl's columns, split on runs of two or more spaces."""
+    return [re.split(r"\s{2,}", line.strip()) for line in stdout.strip().splitlines()]
+
+
+async def test_get_prints_upstreams_columns(cluster):
+    client = cluster.client
+    await client.create(DEPLOYMENTS, deployment("shown", 2))
+    await cluster.akubectl("expose", "deployment", "shown", "--port=80", "--target-port=8080")
+    await cluster.akubectl("create", "pdb", "shown", "--selector=app=shown", "--min-available=1")
+    daemonset = {**deployment("daemon", 1), "kind": "DaemonSet"}
+    del daemonset["spec"]["replicas"]
+    await client.create(builtin("apps/v1", "daemonsets"), daemonset)
+    await eventually(lambda: _count(client, "shown", 2), 15, what="2 ready pods")
+
+    async def sliced():
+        proc = await cluster.akubectl("get", "endpointslices", "-l",
+                                      "kubernetes.io/service-name=shown")
+        rows = _table(proc.stdout)
+        return len(rows) == 2 and rows[1][3].count(",") == 1 and rows
+
+    rows = await eventually(sliced, 15, what="an EndpointSlice with both pods")
+    assert rows[0] == ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]
+    assert rows[1][1:3] == ["IPv4", "8080"]
+    pods = (await client.list(PODS, "default", label_selector="app=shown"))["items"]
+    assert set(rows[1][3].split(",")) == {p["status"]["podIP"] for p in pods}
+
+    rows = _table((await cluster.akubectl("get", "endpoints", "shown")).stdout)
+    assert rows[0] == ["NAME", "ENDPOINTS", "AGE"]
+    assert set(rows[1][1].split(",")) == {f"{p['status']['podIP']}:8080" for p in pods}
+
+    rows = _table((await cluster.akubectl("get", "pdb", "shown")).stdout)
+    assert rows[0] == ["NAME", "MIN AVAILABLE", "MAX UNAVAILABLE", "ALLOWED DISRUPTIONS", "AGE"]
+    assert rows[1][:3] == ["shown", "1", "N/A"]
+
+    rows = _table((await cluster.akubectl("get", "controllerrevisions")).stdout)
+    assert rows[0] == ["NAME", "CONTROLLER", "REVISION", "AGE"]
+    assert rows[1][1:3] == ["daemonset.apps/daemon", "1"]
+
+    rows = _table((await cluster.akubectl("get", "nodes", "-o", "wide")).stdout)
+    assert rows[0] == ["NAME", "STATUS", "ROLES", "AGE", "VERSION", "INTERNAL-IP", "EXTERNAL-IP",
+                       "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"]
+    node = await client.get(NODES, "sim-node-0")
+    internal = next(a["address"] for a in node["status"]["addresses"]
+                    if a["type"] == "InternalIP")
+    info = node["status"]["nodeInfo"]
+    assert rows[1][:3] == ["sim-node-0", "Ready", "<none>"]
+    assert rows[1][4:] == [info["kubeletVersion"], internal, "<none>", info["osImage"],
+                           info["kernelVersion"], info["containerRuntimeVersion"]]
+
+    await cluster.akubectl("create", "cronjob", "shown", "--image=busybox",
+                           "--schedule=*/5 * * * *", "--", "true")
+    rows = _table((await cluster.akubectl("get", "cronjobs", "-o", "wide")).stdout)
+    assert rows[0] == ["NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "AGE",
+                       "CONTAINERS", "IMAGES", "SELECTOR"]
+    assert rows[1][:6] == ["shown", "*/5 * * * *", "<none>", "False", "0", "<none>"]
+    assert rows[1][7:] == ["shown", "busybox", "<none>"]
