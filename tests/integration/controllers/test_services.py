@@ -303,7 +303,7 @@ async def test_service_cidr_and_node_port_range_from_the_server_config(tmp_path)
 async def test_control_loops_get_the_node_port_range(monkeypatch):
     seen = []
 
-    async def run_elected(client, settings):
+    async def run_elected(client, settings, **options):
         seen.append(settings)
 
     monkeypatch.setattr(manager, "run_elected", run_elected)
