@@ -11,8 +11,12 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # python3-venv: the virtualenv; sqlite3: the shell, for looking into the store by hand;
-# etcd-server/etcd-client: the peer the store benchmark compares against (and, later, HA).
-packages=(python3 python3-venv python3-pip sqlite3 etcd-server etcd-client ca-certificates)
+# etcd-server/etcd-client: the peer the store benchmark compares against (and, later, HA);
+# containerd, runc, containernetworking-plugins (bridge, host-local, portmap, loopback),
+# iproute2, nftables: what the agent runs pods with; busybox-static: the local pause image
+# and the test image are built from it (no registry is needed).
+packages=(python3 python3-venv python3-pip sqlite3 etcd-server etcd-client ca-certificates
+          containerd runc containernetworking-plugins iproute2 nftables busybox-static)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
