@@ -80,7 +80,7 @@ BUILTIN: tuple[Resource, ...] = (
     _r("", "v1", "Secret", "secrets", True),
     _r("", "v1", "Node", "nodes", False, ["no"], ["status"]),
     _r("", "v1", "Event", "events", True, ["ev"]),
-    _r("", "v1", "ServiceAccount", "serviceaccounts", True, ["sa"]),
+    _r("", "v1", "ServiceAccount", "serviceaccounts", True, ["sa"], ["token"]),
     _r("", "v1", "ReplicationController", "replicationcontrollers", True, ["rc"],
        ["status", "scale"], _ALL),
     _r("", "v1", "PersistentVolume", "persistentvolumes", False, ["pv"], ["status"]),

@@ -109,7 +109,9 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
     await bootstrap(store, registry, service_ip=str(next(config.service_cidr.hosts())),
                     https_port=config.https_listen_port)
     app = apiserver.make_app(store, tokens, registry, service_cidr=config.service_cidr,
-                             node_port_range=config.service_node_port_range)
+                             node_port_range=config.service_node_port_range,
+                             service_account_key=pki.ensure_service_key(certs),
+                             cluster_domain=config.cluster_domain)
     rest = app[apiserver.REST_KEY]
     if handler is not None:
         handler.set_result(rest)

@@ -15,6 +15,9 @@ On first start the server creates, under `<data-dir>/server/tls/` (folder 0700, 
 format: an agent can check the CA it is handed against the hash). The admin kubeconfig embeds
 the CA and the admin's certificate and is written with the mode the operator asked for.
 
+`ensure_service_key` adds `service.key` (RSA 2048, 0600, as k3s's), the key that signs service
+account tokens (`apiserver/tokens.py`); its public half is served as the issuer's JWKS.
+
 Existing files are reused, so restarting the server keeps every credential valid.
 """
 
@@ -32,7 +35,7 @@ import socket
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ADMIN_USER = "system:admin"
@@ -224,6 +227,17 @@ def _serving_covers(p: PKI, dns: set[str], ips: set[str]) -> bool:
     expires = cert.not_valid_after_utc
     fresh = expires - datetime.datetime.now(datetime.timezone.utc) > datetime.timedelta(days=30)
     return dns <= have_dns and ips <= have_ips and fresh
+
+
+def ensure_service_key(p: PKI) -> str:
+    """The path of the service-account signing key, created (RSA 2048) if missing. RSA
+    because every OIDC consumer of the issuer's JWKS takes RS256; an ECDSA P-256 key put in
+    its place is used as is (ES256)."""
+    path = os.path.join(p.tls_dir, "service.key")
+    if not os.path.exists(path):
+        _write_private(path, _key_pem(rsa.generate_private_key(public_exponent=65537,
+                                                               key_size=2048)))
+    return path
 
 
 def read_token(p: PKI) -> str:

@@ -4,9 +4,11 @@ Request flow:
     TLS (client certificate optional, verified against the cluster CA)
     → `errors_middleware`: any `StatusError` becomes its `Status` body; anything unexpected is
       logged and answered 500 (never a traceback to the client)
-    → `authn_middleware`: user from certificate or bearer token; anonymous only for
-      /healthz, /livez, /readyz, /version
-    → route: health, version, discovery, OpenAPI, or `RestHandler` for /api/v1/... and /apis/g/v/...
+    → `authn_middleware`: user from certificate or bearer token (the token file, or a
+      service-account token: `tokens`); anonymous only for /healthz, /livez, /readyz, /version
+    → route: health, version, discovery, OpenAPI, the service-account issuer's discovery
+      (/.well-known/openid-configuration, /openid/v1/jwks), or `RestHandler` for /api/v1/...
+      and /apis/g/v/...
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from aiohttp import web
 
 from k8py.api import errors
 from k8py.api.resources import Registry
-from k8py.server.apiserver import bodies, discovery, openapi, openapi_protobuf, serviceips
+from k8py.server.apiserver import (bodies, discovery, openapi, openapi_protobuf, serviceips,
+                                   tokens as sa_tokens)
 from k8py.server.apiserver.authn import USER_KEY, TokenFile, authenticate, is_anonymous_path
 from k8py.server.apiserver.rest import RestHandler, parse_target
 from k8py.server.apiserver.storage import ObjectStore
@@ -35,6 +38,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REGISTRY_KEY = web.AppKey("registry", Registry)
 REST_KEY = web.AppKey("rest", RestHandler)
 TOKENS_KEY = web.AppKey("tokens", TokenFile)
+SERVICE_ACCOUNTS_KEY = web.AppKey("service_accounts", sa_tokens.ServiceAccountTokens)
 
 
 def _status_response(error: errors.StatusError) -> web.Response:
@@ -67,7 +71,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def authn_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    user = authenticate(request, request.app[TOKENS_KEY])
+    user = await authenticate(request, request.app[TOKENS_KEY],
+                              request.app[SERVICE_ACCOUNTS_KEY])
     if user is None and not is_anonymous_path(request.path):
         raise errors.Unauthorized("Unauthorized")
     request[USER_KEY] = user
@@ -150,20 +155,41 @@ async def openapi_v2(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type=media)
 
 
+async def openid_configuration(request: web.Request) -> web.Response:
+    # upstream points jwks_uri at the server's external address; ours is the one asked
+    body = request.app[SERVICE_ACCOUNTS_KEY].openid_configuration(
+        f"https://{request.host}/openid/v1/jwks")
+    return web.json_response(body, headers={"Cache-Control": "public, max-age=3600"})
+
+
+async def jwks(request: web.Request) -> web.Response:
+    return web.Response(body=json.dumps(request.app[SERVICE_ACCOUNTS_KEY].jwks()).encode(),
+                        headers={"Content-Type": "application/jwk-set+json",
+                                 "Cache-Control": "public, max-age=3600"})
+
+
 def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None, *,
              service_cidr: str | ipaddress.IPv4Network = serviceips.SERVICE_CIDR,
-             node_port_range: tuple[int, int] = serviceips.NODE_PORT_RANGE) -> web.Application:
+             node_port_range: tuple[int, int] = serviceips.NODE_PORT_RANGE,
+             service_account_key: str | None = None,
+             cluster_domain: str = "cluster.local") -> web.Application:
     """The application; services get ClusterIPs from `service_cidr` and NodePorts from
-    `node_port_range` (both ends included)."""
+    `node_port_range` (both ends included). Service-account tokens are signed with the key
+    in the file `service_account_key` (`pki.ensure_service_key`); without one, with a key
+    made for this process only."""
     registry = registry or Registry()
     # A little headroom over the 3 MiB limit so that bodies.read_raw says it, not aiohttp.
     app = web.Application(middlewares=[errors_middleware, authn_middleware],
                           client_max_size=bodies.MAX_BODY_BYTES + 1)
     app[REGISTRY_KEY] = registry
     objects = ObjectStore(store)
+    key = sa_tokens.SigningKey.load(service_account_key) if service_account_key else None
+    service_accounts = sa_tokens.ServiceAccountTokens(objects, registry, key,
+                                                      cluster_domain=cluster_domain)
     app[REST_KEY] = RestHandler(registry, objects, serviceips.ServiceIPs(
-        objects, service_cidr, node_port_range))
+        objects, service_cidr, node_port_range), service_accounts)
     app[TOKENS_KEY] = tokens
+    app[SERVICE_ACCOUNTS_KEY] = service_accounts
     for path in ("/healthz", "/livez", "/readyz"):
         app.router.add_get(path, health)
         app.router.add_get(path + "/{check:.*}", health)
@@ -171,6 +197,8 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
     app.router.add_get("/openapi/v3", openapi_v3_root)
     app.router.add_get("/openapi/v3/{path:.+}", openapi_v3_document)
     app.router.add_get("/openapi/v2", openapi_v2)
+    app.router.add_get("/.well-known/openid-configuration", openid_configuration)
+    app.router.add_get("/openid/v1/jwks", jwks)
     app.router.add_get("/api", core_root)
     app.router.add_get("/apis", groups_root)
     app.router.add_get("/apis/{group}", group_root)

@@ -4,8 +4,10 @@ TLS asks every client for a certificate (optional) and verifies it against the c
 a verified certificate names the user (CN) and groups (O), as upstream's x509 authenticator.
 Otherwise an `Authorization: Bearer` token is looked up in the server's token file
 (`<data-dir>/server/cred/tokens`, upstream's static token file format
-`token,user,uid,"group1,group2"`). Anonymous requests reach only the health and version
-endpoints; everything else is a 401. Authorization (RBAC) comes later: today every
+`token,user,uid,"group1,group2"`), and failing that checked as a service-account token
+(`tokens.ServiceAccountTokens`: a JWT the server signed, whose account and bound pod still
+exist). Anonymous requests reach only the health and version endpoints; everything else is
+a 401. Authorization (RBAC) comes later: today every
 authenticated user may do everything.
 """
 
@@ -16,6 +18,7 @@ import dataclasses
 import hmac
 import os
 import secrets
+from typing import Protocol
 
 from aiohttp import web
 
@@ -26,6 +29,16 @@ ANONYMOUS_PATHS = ("/healthz", "/livez", "/readyz", "/version")
 class User:
     name: str
     groups: tuple[str, ...] = ()
+    uid: str = ""
+    #: upstream's user extras (a service account's pod name and uid, its token's id)
+    extra: dict[str, list[str]] = dataclasses.field(default_factory=dict, compare=False,
+                                                    hash=False)
+
+
+class BearerAuthenticator(Protocol):
+    """Bearer tokens checked beyond the token file (`tokens.ServiceAccountTokens`)."""
+
+    async def authenticate(self, token: str) -> User | None: ...
 
 
 USER_KEY = web.RequestKey("user", User)
@@ -80,14 +93,19 @@ def _peer_user(request: web.Request) -> User | None:
     return User(name, tuple(groups)) if name else None
 
 
-def authenticate(request: web.Request, tokens: TokenFile) -> User | None:
+async def authenticate(request: web.Request, tokens: TokenFile,
+                       bearer: BearerAuthenticator | None = None) -> User | None:
     user = _peer_user(request)
     if user is not None:
         return user
     header = request.headers.get("Authorization", "")
-    if header[:7].lower() == "bearer ":
-        return tokens.lookup(header[7:].strip())
-    return None
+    if header[:7].lower() != "bearer ":
+        return None
+    token = header[7:].strip()
+    user = tokens.lookup(token)
+    if user is None and bearer is not None and token:
+        user = await bearer.authenticate(token)
+    return user
 
 
 def is_anonymous_path(path: str) -> bool:

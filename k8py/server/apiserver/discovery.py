@@ -104,7 +104,8 @@ def _with_names(entry: dict[str, Any], r: Resource) -> dict[str, Any]:
 
 
 def _sub_kind(r: Resource, sub: str) -> str:
-    return {"scale": "Scale", "binding": "Binding", "eviction": "Eviction"}.get(sub, r.kind)
+    return {"scale": "Scale", "binding": "Binding", "eviction": "Eviction",
+            "token": "TokenRequest"}.get(sub, r.kind)
 
 
 def _sub_group_version(r: Resource, sub: str) -> tuple[str, str]:
@@ -112,11 +113,13 @@ def _sub_group_version(r: Resource, sub: str) -> tuple[str, str]:
         return "autoscaling", "v1"
     if sub == "eviction":
         return "policy", "v1"
+    if sub == "token":
+        return "authentication.k8s.io", "v1"
     return r.group, r.version
 
 
 def _sub_verbs(sub: str) -> list[str]:
-    if sub in ("binding", "eviction"):
+    if sub in ("binding", "eviction", "token"):
         return ["create"]
     if sub == "log":
         return ["get"]

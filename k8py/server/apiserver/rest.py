@@ -33,6 +33,8 @@ it Terminating until the namespace controller has deleted its contents and empti
 `spec.finalizers` through the `finalize` subresource. Custom resources are served as their
 CRDs define them (see `crds`).
 
+`serviceaccounts/<name>/token` (a TokenRequest) is answered by `tokens`, never stored.
+
 `call` serves every verb but watch from decoded documents: the HTTP path wraps it, and the
 in-process transport (`inprocess`) calls it directly.
 """
@@ -48,7 +50,8 @@ from aiohttp import web
 from k8py.api import (apply, errors, meta, patching, pruning, schemas, selectors,
                       strategic, structural, tables, timestamps)
 from k8py.api.resources import Registry, Resource
-from k8py.server.apiserver import bodies, crds, podsubresources, reviews, scale, serviceips
+from k8py.server.apiserver import (bodies, crds, podsubresources, reviews, scale, serviceips,
+                                   tokens)
 from k8py.server.apiserver.authn import USER_KEY
 from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
 from k8py.server.apiserver.watchserving import serve_watch
@@ -268,11 +271,15 @@ def _marked_for_deletion(resource: Resource, obj: dict, policy: str) -> dict | N
 
 class RestHandler:
     def __init__(self, registry: Registry, objects: ObjectStore,
-                 service_ips: serviceips.ServiceIPs | None = None):
+                 service_ips: serviceips.ServiceIPs | None = None,
+                 service_accounts: tokens.ServiceAccountTokens | None = None):
         self.registry = registry
         self.objects = objects
         # ClusterIPs and NodePorts, from the server's --service-cidr and node port range
         self.service_ips = service_ips or serviceips.ServiceIPs(objects)
+        # the issuer of service-account tokens (serviceaccounts/<name>/token)
+        self.service_accounts = service_accounts or tokens.ServiceAccountTokens(objects,
+                                                                                registry)
 
     async def handle(self, request: web.Request, target: Target) -> web.StreamResponse:
         response = await self._dispatch(request, target)
@@ -313,6 +320,11 @@ class RestHandler:
             return await self._scale(request, target), 200
         if target.subresource in ("binding", "eviction"):
             return await self._pod_subresource(request, target), 201
+        if target.subresource == "token":
+            if method != "POST" or target.namespace is None:
+                raise errors.MethodNotAllowed("the token subresource allows create")
+            body = await bodies.read_document(request, bodies.OBJECT_TYPES | {bodies.PROTOBUF})
+            return await self.service_accounts.request(target.namespace, target.name, body), 201
         if target.subresource == "finalize":
             if method != "PUT":
                 raise errors.MethodNotAllowed("the finalize subresource allows update")

@@ -3,8 +3,9 @@ policy/v1 Eviction per pod, retried while a PodDisruptionBudget forbids it), `dr
 --disable-eviction` (pod deletes with a protobuf DeleteOptions), `create job
 --from=cronjob/...` (a whole defaulted pod template as protobuf) and `apply -f` of a
 `kind: List` (validated by kubectl against `/openapi/v2` as protobuf), every typed `kubectl
-create <kind>` (each sent as protobuf), and the columns `kubectl get` prints (server-side
-tables) for the kinds upstream has printers for."""
+create <kind>` (each sent as protobuf; `create token` prints a JWT that authenticates), and
+the columns `kubectl get` prints (server-side tables) for the kinds upstream has printers
+for."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import base64
 import json
 import re
 
+import yaml
+
+from k8py.api import errors
 from k8py.api.resources import builtin
 from k8py.server.controllers.base import is_active_pod, is_pod_ready
 from tests.conftest import eventually
@@ -305,13 +309,60 @@ async def test_every_typed_create(cluster, tmp_path):
         assert stored(obj), (args, obj)
 
 
-async def test_create_token_is_refused_with_a_status(cluster):
-    await cluster.akubectl("create", "serviceaccount", "robot")
-    proc = await cluster.akubectl("create", "token", "robot", check=False)
+async def test_create_token_prints_a_token_that_authenticates(cluster, tmp_path):
+    """`kubectl create token` (a protobuf TokenRequest): the JWT it prints is a bearer
+    credential for the service account, with the duration, audience and pod asked for."""
+    sa = builtin("v1", "serviceaccounts")
+
+    async def default_account():
+        try:
+            return await cluster.client.get(sa, "default", "default")
+        except errors.NotFound:
+            return None
+
+    account = await eventually(default_account, 15, what="the default service account")
+    proc = await cluster.akubectl("create", "token", "default")
+    token = proc.stdout.strip()
+    assert re.fullmatch(r"[\w-]+\.[\w-]+\.[\w-]+", token), proc.stdout
+    claims = _claims(token)
+    assert claims["sub"] == "system:serviceaccount:default:default"
+    assert claims["kubernetes.io"]["serviceaccount"]["uid"] == account["metadata"]["uid"]
+    assert claims["exp"] - claims["iat"] == 3600
+
+    # the token alone (no client certificate) is enough to use the API
+    with open(cluster.kubeconfig, encoding="utf-8") as f:
+        admin = yaml.safe_load(f)
+    admin["users"][0]["user"] = {"token": token}
+    as_token = tmp_path / "token-kubeconfig.yaml"
+    as_token.write_text(yaml.safe_dump(admin))
+    proc = await cluster.akubectl("--kubeconfig", str(as_token), "get", "serviceaccounts")
+    assert "default" in proc.stdout
+    admin["users"][0]["user"] = {"token": token[:-2] + ("AA" if token[-2:] != "AA" else "BB")}
+    as_token.write_text(yaml.safe_dump(admin))
+    proc = await cluster.akubectl("--kubeconfig", str(as_token), "get", "serviceaccounts",
+                                  check=False)
+    assert proc.returncode == 1 and "Unauthorized" in proc.stderr, proc.stderr
+
+    await cluster.client.create(PODS, {"metadata": {"name": "holder", "namespace": "default"},
+                                       "spec": {"containers": [{"name": "c", "image": "x"}]}})
+    proc = await cluster.akubectl("create", "token", "default", "--duration=2h",
+                                  "--audience=vault", "--bound-object-kind=Pod",
+                                  "--bound-object-name=holder")
+    claims = _claims(proc.stdout.strip())
+    assert claims["exp"] - claims["iat"] == 7200 and claims["aud"] == ["vault"]
+    assert claims["kubernetes.io"]["pod"]["name"] == "holder"
+
+    proc = await cluster.akubectl("create", "token", "default", "--duration=1m", check=False)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == ("error: failed to create token: the server could not find "
-                                   "the requested resource: k8py does not serve "
-                                   "serviceaccounts/token")
+    assert proc.stderr.strip() == (
+        'error: failed to create token: TokenRequest.authentication.k8s.io "" is invalid: '
+        "spec.expirationSeconds: Invalid value: 60: may not specify a duration less than 10 "
+        "minutes")
+
+
+def _claims(token: str) -> dict:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
 def _table(stdout: str) -> list[list[str]]:
