@@ -68,6 +68,14 @@ def cli() -> None:
         help="Cluster domain")
 @option("--tls-san", multiple=True, help="Extra name or IP for the serving certificate")
 @option("--disable-agent", is_flag=True, help="Run no agent on this host")
+@option("--node-ip", "-i", type=IPAddress(), default=None,
+        help="IP address to advertise for the node (default: the default route's)")
+@option("--node-label", multiple=True, metavar="KEY=VALUE",
+        help="Label to register the node with (repeatable)")
+@option("--container-runtime-endpoint", metavar="SOCKET", default=None,
+        help="CRI socket of an existing runtime instead of the agent's own containerd")
+@option("--kubelet-port", type=click.IntRange(1, 65535), default=10250, show_default=True,
+        help="HTTPS port of the kubelet (logs, exec, port-forward)")
 @option("--disable-scheduler", is_flag=True, help="Run no scheduler in this server")
 @option("--disable-controller-manager", is_flag=True,
         help="Run no controllers in this server")
@@ -94,8 +102,19 @@ def server(debug: bool, **flags) -> None:
     except EndpointError as exc:
         raise click.BadParameter(str(exc), param_hint="'--datastore-endpoint'") from None
     flags["tls_san"] = tuple(flags["tls_san"])
+    flags["node_label"] = _node_labels(flags["node_label"])
     _setup_logging(debug)
     _run(daemon.run(daemon.ServerConfig(**flags)))
+
+
+def _node_labels(values: tuple[str, ...]) -> tuple[str, ...]:
+    """`--node-label` values, checked for the KEY=VALUE shape (the API server checks the
+    label itself when the node registers)."""
+    for value in values:
+        key, sep, _ = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE", param_hint="'--node-label'")
+    return tuple(values)
 
 
 @cli.command(cls=ConfiguredCommand)

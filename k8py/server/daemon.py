@@ -9,7 +9,10 @@ kubeconfig, and from then on keeps the `kubernetes` Service's Endpoints and Endp
 pointing at its advertised address (`apiserver.advertising`). SIGINT/SIGTERM stop the
 API server, then close the store. The scheduler and controllers (`controllers.manager`) run
 on the in-process transport once the API server has its REST handler, while this server holds
-the controller-manager lease. The embedded agent joins here when it is built.
+the controller-manager lease. Unless `--disable-agent`, the embedded agent
+(`k8py.agent.daemon.run`) runs this host as a node on the in-process transport, with a kubelet
+serving certificate issued from the cluster CA (`pki.ensure_kubelet_serving`); the API server
+reaches it with `pki.ensure_kubelet_client`'s certificate.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import dataclasses
 import ipaddress
 import logging
 import os
+import socket
 
 from k8py.api import errors, meta
 from k8py.api.resources import Registry
@@ -50,6 +54,10 @@ class ServerConfig:
     cluster_dns: ipaddress.IPv4Address = ipaddress.ip_address("10.43.0.10")
     cluster_domain: str = "cluster.local"
     node_name: str | None = None
+    node_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    node_label: tuple[str, ...] = ()
+    container_runtime_endpoint: str | None = None
+    kubelet_port: int = 10250
     disable_agent: bool = False
     disable_scheduler: bool = False
     disable_controller_manager: bool = False
@@ -156,12 +164,34 @@ async def run_control_loops(config: ServerConfig, handler: asyncio.Future) -> No
                               only=only)
 
 
+async def run_agent(config: ServerConfig, handler: asyncio.Future, certs: pki.PKI) -> None:
+    """The embedded agent: this host as a node, on the in-process transport."""
+    from k8py.agent import daemon as agent
+    from k8py.agent.config import AgentConfig, detect_node_ip
+
+    node_ip = str(config.node_ip) if config.node_ip else detect_node_ip()
+    node_name = (config.node_name or socket.gethostname()).lower()
+    serving_cert, serving_key = pki.ensure_kubelet_serving(
+        certs, os.path.join(config.data_dir, "agent"), node_name, (node_ip,))
+    labels = tuple(tuple(item.split("=", 1)) for item in config.node_label)
+    agent_config = AgentConfig(
+        data_dir=config.data_dir, node_name=node_name, node_ip=node_ip,
+        cluster_dns=str(config.cluster_dns), cluster_domain=config.cluster_domain,
+        kubelet_port=config.kubelet_port,
+        container_runtime_endpoint=config.container_runtime_endpoint,
+        node_labels=labels, is_server=True, tls_cert=serving_cert, tls_key=serving_key,
+        client_ca=certs.ca_cert)
+    client = Client(InProcessTransport(await handler), field_manager="k8py-kubelet")
+    await agent.run(agent_config, client)
+
+
 async def run(config: ServerConfig) -> None:
     server_dir = os.path.join(config.data_dir, "server")
     os.makedirs(server_dir, mode=0o700, exist_ok=True)
     service_ip = str(next(config.service_cidr.hosts()))
     certs = pki.ensure_pki(server_dir, cluster_domain=config.cluster_domain,
                            service_ip=service_ip, tls_san=config.tls_san)
+    pki.ensure_kubelet_client(certs)  # what the API server shows kubelets
     tokens = TokenFile.ensure(os.path.join(server_dir, "cred", "tokens"), pki.ADMIN_USER,
                               (pki.ADMIN_GROUP,))
     store = open_backend(config.datastore_endpoint, config.data_dir)
@@ -174,5 +204,5 @@ async def run(config: ServerConfig) -> None:
     if not (config.disable_scheduler and config.disable_controller_manager):
         supervisor.add("controllers", lambda: run_control_loops(config, handler))
     if not config.disable_agent:
-        log.warning("the embedded agent is not built yet: running without one")
+        supervisor.add("agent", lambda: run_agent(config, handler, certs))
     await supervisor.run()

@@ -280,3 +280,86 @@ def write_kubeconfig(p: PKI, path: str, server_url: str, mode: int) -> None:
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     _write_private(path, yaml.safe_dump(config, sort_keys=False).encode(), mode)
+
+
+# --- the kubelet's certificates ----------------------------------------------------------------
+
+KUBELET_CLIENT = "client-kube-apiserver"  # the API server's client certificate for kubelets
+KUBELET_SERVING = "serving-kubelet"
+
+
+def kubelet_client_paths(p: PKI) -> tuple[str, str]:
+    """(cert, key) the API server presents to kubelets (logs, exec, port-forward proxy):
+    `<data-dir>/server/tls/client-kube-apiserver.{crt,key}`."""
+    return (os.path.join(p.tls_dir, f"{KUBELET_CLIENT}.crt"),
+            os.path.join(p.tls_dir, f"{KUBELET_CLIENT}.key"))
+
+
+def ensure_kubelet_client(p: PKI) -> tuple[str, str]:
+    """The API server's kubelet client certificate (CN `kube-apiserver`, O `system:masters`,
+    client auth), issued from the cluster CA if missing or expiring; (cert, key) paths."""
+    cert_path, key_path = kubelet_client_paths(p)
+    if _fresh(cert_path, key_path):
+        return cert_path, key_path
+    ca_cert, ca_key = _load(p.ca_cert, p.ca_key)
+    key = _new_key()
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ADMIN_GROUP),
+                      x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")])
+    cert = _issue(name, key, ca_cert, ca_key, days=365,
+                  usages=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    _write_private(key_path, _key_pem(key))
+    _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+def ensure_kubelet_serving(p: PKI, agent_dir: str, node_name: str,
+                           addresses: tuple[str, ...] = ()) -> tuple[str, str]:
+    """The kubelet's serving certificate for this node (CN `system:node:<node>`, SANs the
+    node name, the hostname, `localhost`, 127.0.0.1 and the node's addresses), under
+    `<data-dir>/agent/tls/serving-kubelet.{crt,key}`, re-issued when a name is missing or it
+    expires within 30 days; (cert, key) paths."""
+    tls = os.path.join(agent_dir, "tls")
+    os.makedirs(tls, mode=0o700, exist_ok=True)
+    os.chmod(tls, 0o700)
+    cert_path = os.path.join(tls, f"{KUBELET_SERVING}.crt")
+    key_path = os.path.join(tls, f"{KUBELET_SERVING}.key")
+    dns = {node_name, socket.gethostname(), "localhost"}
+    ips = {"127.0.0.1"}
+    for address in addresses:
+        try:
+            ips.add(str(ipaddress.ip_address(address)))
+        except ValueError:
+            dns.add(address)
+    if _fresh(cert_path, key_path, dns, ips):
+        return cert_path, key_path
+    ca_cert, ca_key = _load(p.ca_cert, p.ca_key)
+    key = _new_key()
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node_name}")])
+    sans = [x509.DNSName(d) for d in sorted(dns)] + [
+        x509.IPAddress(ipaddress.ip_address(i)) for i in sorted(ips)]
+    cert = _issue(name, key, ca_cert, ca_key, days=365, sans=sans,
+                  usages=[ExtendedKeyUsageOID.SERVER_AUTH])
+    _write_private(key_path, _key_pem(key))
+    _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+def _fresh(cert_path: str, key_path: str, dns: set[str] | None = None,
+           ips: set[str] | None = None) -> bool:
+    """Whether the certificate exists, covers the names and lasts 30 more days."""
+    if not (os.path.exists(cert_path) and os.path.exists(key_path)):
+        return False
+    cert, _ = _load(cert_path, key_path)
+    left = cert.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc)
+    if left < datetime.timedelta(days=30):
+        return False
+    if dns is None and ips is None:
+        return True
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    have_dns = set(sans.get_values_for_type(x509.DNSName))
+    have_ips = {str(a) for a in sans.get_values_for_type(x509.IPAddress)}
+    return (dns or set()) <= have_dns and (ips or set()) <= have_ips

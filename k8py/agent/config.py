@@ -1,0 +1,89 @@
+"""`AgentConfig`: everything a node's agent needs to know, from flags or from the server.
+
+A plain frozen dataclass, so the embedded agent (built by `k8py server`) and a standalone
+agent hand the same thing to `k8py.agent.daemon.run`. Paths under the data dir follow the
+layout in docs/architecture.md: `<data-dir>/agent/...`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    data_dir: str = "/var/lib/k8py"
+    node_name: str = ""  # "" = the hostname, lower-cased
+    node_ip: str = ""  # "" = detected (the address of the default route's interface)
+    cluster_dns: str = "10.43.0.10"
+    cluster_domain: str = "cluster.local"
+    kubelet_port: int = 10250
+    container_runtime_endpoint: str | None = None  # None: start our own containerd
+    node_labels: tuple[tuple[str, str], ...] = ()
+    is_server: bool = False  # adds the control-plane role label
+    tls_cert: str = ""  # kubelet serving certificate
+    tls_key: str = ""
+    client_ca: str = ""  # CA of clients the kubelet server accepts (the cluster CA)
+    # CrashLoopBackOff: the first restart is immediate, then base doubling up to max
+    # (upstream's 10 s and 300 s); reset after `backoff_reset` seconds of running.
+    backoff_base: float = 10.0
+    backoff_max: float = 300.0
+    backoff_reset: float = 600.0
+    image_pull_timeout: float = 120.0
+
+    @property
+    def agent_dir(self) -> str:
+        return os.path.join(self.data_dir, "agent")
+
+    @property
+    def pods_dir(self) -> str:
+        return os.path.join(self.agent_dir, "pods")
+
+    @property
+    def logs_dir(self) -> str:
+        return os.path.join(self.agent_dir, "logs")
+
+    @property
+    def images_dir(self) -> str:
+        return os.path.join(self.agent_dir, "images")
+
+    @property
+    def cni_conf_dir(self) -> str:
+        return os.path.join(self.agent_dir, "etc", "cni", "net.d")
+
+    @property
+    def containerd_dir(self) -> str:
+        return os.path.join(self.agent_dir, "containerd")
+
+    @property
+    def tls_dir(self) -> str:
+        return os.path.join(self.agent_dir, "tls")
+
+    def resolved_node_name(self) -> str:
+        return (self.node_name or socket.gethostname()).lower()
+
+    def resolved_node_ip(self) -> str:
+        return self.node_ip or detect_node_ip()
+
+
+def detect_node_ip() -> str:
+    """The source address of the default route (no packet is sent), else the first
+    non-loopback IPv4 address of the hostname, else 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+            address = probe.getsockname()[0]
+            if address and not address.startswith("127."):
+                return address
+        except OSError:
+            pass
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
+            address = info[4][0]
+            if not address.startswith("127."):
+                return address
+    except OSError:
+        pass
+    return "127.0.0.1"

@@ -1,0 +1,144 @@
+"""The node agent: everything a node runs, in one `async def run`.
+
+`run(config, client)` is what `k8py server` embeds (with an in-process client) and what a
+standalone agent will run (with an HTTPS client). In order, each part waiting for what it
+needs (k3s's ready channels):
+
+1. containerd (`containerd.run_containerd`): our own child with its own root and socket, or
+   the runtime at `--container-runtime-endpoint`; it imports the pause image, then sets
+   `runtime_ready` (cleared while a crashed containerd restarts);
+2. airgap images (`airgap.run_airgap`): the archives in `<data-dir>/agent/images/`;
+3. the Node (`kubelet.node.NodeStatusReporter`): registration, Lease every 10 s, status;
+4. the pod network: once the node has a `spec.podCIDR` (the node IPAM controller assigns it),
+   the CNI config is written (`k8py.net.cni`) and `network_ready` set; the node turns Ready;
+5. pod workers (`kubelet.pods.PodManager`);
+6. the kubelet HTTPS server (`kubelet.server.serve`) when a serving certificate is given.
+
+Any part failing ends `run` with its error (the supervisor then stops everything). Stopping
+the agent leaves pods running: containerd's shims keep them, and a restarted agent adopts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from k8py.agent import airgap, containerd
+from k8py.agent.config import AgentConfig
+from k8py.agent.kubelet import node as nodes
+from k8py.agent.kubelet.pods import PodManager
+from k8py.client.client import Client
+from k8py.runtime.cri import CriClient
+
+log = logging.getLogger(__name__)
+
+
+async def keep_network(config: AgentConfig, reporter: nodes.NodeStatusReporter,
+                       network_ready: asyncio.Event) -> None:
+    """Write the CNI config once the node has a pod CIDR (and again if it changes)."""
+    from k8py.net import cni
+
+    await reporter.registered.wait()
+    written = None
+    while True:
+        try:
+            node = await reporter.refresh()
+        except Exception as exc:  # the API is briefly unreachable: try again
+            log.debug("reading node %s: %s", reporter.name, exc)
+            node = None
+        spec = (node or {}).get("spec") or {}
+        cidrs = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+        if cidrs and cidrs != written:
+            await asyncio.to_thread(cni.write_cni_config, config.cni_conf_dir, cidrs,
+                                    ipam_data_dir=os.path.join(config.agent_dir, "cni",
+                                                               "networks"))
+            log.info("pod network: CNI config for %s written", ", ".join(cidrs))
+            written = cidrs
+            network_ready.set()
+            reporter.changed.set()
+        await asyncio.sleep(1.0 if written is None else 30.0)
+
+
+def _pods_view(manager: PodManager) -> list[dict[str, Any]]:
+    """This node's pods with the status the kubelet last wrote (for the kubelet server)."""
+    pods = []
+    for pod in manager.pods.list():
+        worker = manager.workers.get(pod["metadata"]["uid"])
+        if worker is not None and worker.written is not None:
+            pod = {**pod, "status": worker.written}
+        pods.append(pod)
+    return pods
+
+
+async def run(config: AgentConfig, client: Client, ready: asyncio.Event | None = None) -> None:
+    node_name = config.resolved_node_name()
+    node_ip = config.resolved_node_ip()
+    for path in (config.agent_dir, config.pods_dir, config.logs_dir, config.images_dir):
+        os.makedirs(path, mode=0o755, exist_ok=True)
+    socket = containerd.socket_path(config.data_dir, config.container_runtime_endpoint)
+    runtime_ready = asyncio.Event()
+    network_ready = asyncio.Event()
+    tasks: list[asyncio.Task] = []
+    cri = CriClient(socket)
+
+    def start(name: str, coroutine) -> asyncio.Task:
+        task = asyncio.create_task(coroutine, name=f"agent-{name}")
+        tasks.append(task)
+        return task
+
+    async def until(event: asyncio.Event) -> None:
+        """Wait for event; a part that ends meanwhile ends the agent with its error."""
+        waiter = asyncio.create_task(event.wait())
+        done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        if waiter in done:
+            return
+        waiter.cancel()
+        for task in done:
+            task.result()
+            raise RuntimeError(f"{task.get_name()} ended")
+
+    try:
+        start("containerd", containerd.run_containerd(
+            config.data_dir, runtime_ready,
+            runtime_endpoint=config.container_runtime_endpoint))
+        await until(runtime_ready)
+        start("airgap", airgap.run_airgap(config.data_dir, socket, runtime_ready))
+        labels = nodes.node_labels(node_name, nodes.arch(), config.is_server,
+                                   config.node_labels)
+        reporter = nodes.NodeStatusReporter(
+            client, cri, name=node_name, node_ip=node_ip, data_dir=config.data_dir,
+            kubelet_port=config.kubelet_port, labels=labels,
+            network_configured=network_ready.is_set)
+        start("node", reporter.run())
+        start("network", keep_network(config, reporter, network_ready))
+        await until(reporter.registered)
+        from k8py.agent.kubelet.volumes import VolumeManager
+
+        volumes = VolumeManager(client, config.pods_dir, node_name,
+                                cluster_domain=config.cluster_domain)
+        manager = PodManager(client, cri, config, node_name=node_name, node_ip=node_ip,
+                             node=lambda: reporter.node, volumes=volumes,
+                             network_ready=network_ready)
+        pods_ready = asyncio.Event()
+        start("pods", manager.run(pods_ready))
+        if config.tls_cert and config.tls_key:
+            from k8py.agent.kubelet import server
+
+            start("server", server.serve(config, cri, lambda: _pods_view(manager)))
+        else:
+            log.warning("no kubelet serving certificate: logs, exec and port-forward are off")
+        await until(pods_ready)
+        log.info("agent ready: node %s (%s)", node_name, node_ip)
+        if ready is not None:
+            ready.set()
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+            raise RuntimeError(f"{task.get_name()} ended")
+    finally:
+        for task in reversed(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await cri.close()

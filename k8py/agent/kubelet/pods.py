@@ -1,0 +1,811 @@
+"""Pod workers: the pods bound to this node, run through the CRI.
+
+`PodManager` watches the pods with `spec.nodeName=<node>` (an informer with that field
+selector) and keeps one `PodWorker` per pod uid. A worker is a task that loops: wait for a
+reason (the pod changed, a container changed state, a probe flipped, a back-off ended, or 30 s
+passed), then `sync` once. Only the worker touches its pod's sandbox and containers, so two
+syncs of one pod never overlap.
+
+What the runtime holds is the truth: a sync lists the pod's sandboxes and containers by the
+labels every one of them carries (`io.kubernetes.pod.uid`, `io.kubernetes.container.name`, as
+upstream's kubelet sets them), reads the newest container of each name and the one before it
+(restartCount is the newest one's `attempt`; the one before gives `lastState`), and acts:
+
+1. no ready sandbox: prepare volumes, RunPodSandbox (CNI gives the pod its IP), stop and
+   remove older dead sandboxes;
+2. init containers in order: start the first that has not succeeded; a failed one is
+   restarted (restartPolicy Always/OnFailure, with back-off) or fails the pod (Never);
+3. containers: start those never started; restart exited ones as restartPolicy says, under
+   CrashLoopBackOff (`backoff.Backoff`: at once, then 10 s doubling to 5 min); kill those
+   whose liveness or startup probe failed (they then restart the same way);
+4. status (`status.pod_status`), written with a status patch only when it changed.
+
+Starting a container: image (imagePullPolicy; a missing image is pulled through the CRI, and a
+failed pull is `ErrImagePull`, then `ImagePullBackOff` while backing off, never a hang: pulls
+have a deadline), environment (`env.resolve_env`), mounts (`volumes`), the CRI config
+(`specs.container_config`), CreateContainer, StartContainer, then the postStart hook (a failed
+hook kills the container, as upstream). Each step that fails leaves a waiting reason
+(CreateContainerConfigError, CreateContainerError, RunContainerError) and is retried with
+back-off.
+
+Termination (deletionTimestamp set, or the pod gone from the API): every running container
+gets its preStop hook, then StopContainer with what is left of the grace period (SIGTERM, then
+SIGKILL when it runs out); then StopPodSandbox, RemovePodSandbox, volume and cgroup cleanup,
+and the pod object is deleted with grace 0 and a uid precondition (so a new pod of the same
+name is never touched).
+
+Recovery: `pleg` (upstream's pod lifecycle event generator) relists all sandboxes and
+containers every second. A change wakes the pod's worker; a sandbox whose pod is not bound
+here any more (after the informer's first list) gets a worker with no pod, which tears it
+down. A restarted agent therefore adopts running pods as they are (same container ids, no
+restart), and cleans up after pods deleted while it was away. When containerd is down, CRI
+calls fail, syncs retry with back-off, and a restarted containerd is picked up by the next
+relist.
+
+The agent stopping (SIGTERM) leaves pods running, like upstream's kubelet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from k8py.agent import cgroups
+from k8py.agent.config import AgentConfig
+from k8py.agent.kubelet import env as envs
+from k8py.agent.kubelet import specs, status
+from k8py.agent.kubelet.backoff import Backoff
+from k8py.agent.kubelet.events import Recorder
+from k8py.agent.kubelet.probes import ContainerProbes, run_handler
+from k8py.agent.kubelet.volumes import VolumeError
+from k8py.api import errors, timestamps
+from k8py.api.resources import builtin
+from k8py.client.client import Client
+from k8py.client.informer import Informer
+from k8py.runtime import cri_pb2 as pb
+from k8py.runtime.cri import CriError
+
+log = logging.getLogger(__name__)
+
+PODS = builtin("v1", "pods")
+SERVICES = builtin("v1", "services")
+
+POD_UID = "io.kubernetes.pod.uid"
+POD_NAME = "io.kubernetes.pod.name"
+POD_NAMESPACE = "io.kubernetes.pod.namespace"
+CONTAINER_NAME = "io.kubernetes.container.name"
+
+RESYNC = 30.0
+VOLUME_REFRESH = 10.0
+PLEG_PERIOD = 1.0
+ORPHAN_GRACE = 2  # seconds a container of a pod gone from the API gets to stop
+TERMINAL = ("Succeeded", "Failed")
+START_ERRORS = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
+
+
+class ContainerStartError(Exception):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def default_pull_policy(image: str) -> str:
+    name = image.rsplit("/", 1)[-1]
+    if "@" in name:
+        return "IfNotPresent"
+    return "Always" if ":" not in name or name.endswith(":latest") else "IfNotPresent"
+
+
+def restart_wanted(policy: str, exit_code: int) -> bool:
+    return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
+
+
+def grace_of(pod: dict[str, Any]) -> int:
+    grace = pod["metadata"].get("deletionGracePeriodSeconds")
+    if grace is None:
+        grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
+    return max(int(grace), 0)
+
+
+class PodWorker:
+    def __init__(self, manager: PodManager, uid: str, pod: dict[str, Any] | None):
+        self.manager = manager
+        self.cri = manager.cri
+        self.uid = uid
+        self.pod = pod
+        self.wake = asyncio.Event()
+        self.wake.set()
+        self.sandbox_id: str | None = None
+        self.pod_ip = ""
+        self.waiting: dict[str, tuple[str, str]] = {}
+        self.probes: dict[str, ContainerProbes] = {}  # container id -> its probes
+        self.written: dict[str, Any] | None = None
+        self.next_wake: float | None = None
+        self.task: asyncio.Task | None = None
+        self.terminating = False
+        self._status_cache: dict[str, status.Observed] = {}  # exited containers never change
+        self._refreshed = time.monotonic()  # volumes were just prepared
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def update(self, pod: dict[str, Any] | None) -> None:
+        self.pod = pod
+        self.wake.set()
+
+    async def run(self) -> None:
+        failures = 0
+        try:
+            while True:
+                timeout = RESYNC
+                if self.next_wake is not None:
+                    timeout = max(0.0, min(timeout, self.next_wake - time.monotonic()))
+                try:
+                    await asyncio.wait_for(self.wake.wait(), timeout)
+                except asyncio.TimeoutError:
+                    pass
+                self.wake.clear()
+                self.next_wake = None
+                try:
+                    if await self.sync():
+                        return
+                    failures = 0
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # retried with back-off, whatever it was
+                    failures += 1
+                    delay = min(0.5 * 2 ** failures, 30.0)
+                    if isinstance(exc, (CriError, errors.StatusError, OSError,
+                                        ContainerStartError)):
+                        log.warning("pod %s: sync failed (%s); retrying in %.1f s", self.name,
+                                    getattr(exc, "message", None) or exc, delay)
+                    else:
+                        log.exception("pod %s: sync failed; retrying in %.1f s", self.name,
+                                      delay)
+                    self.schedule(delay)
+        finally:
+            for probes in self.probes.values():
+                await probes.stop()
+            self.probes.clear()
+
+    def schedule(self, delay: float) -> None:
+        at = time.monotonic() + delay
+        if self.next_wake is None or at < self.next_wake:
+            self.next_wake = at
+
+    @property
+    def name(self) -> str:
+        if self.pod is None:
+            return self.uid
+        return f"{self.pod['metadata']['namespace']}/{self.pod['metadata']['name']}"
+
+    # --- observing the runtime --------------------------------------------------------------
+
+    async def _sandboxes(self) -> list[pb.PodSandbox]:
+        items = await self.cri.list_pod_sandbox(pb.PodSandboxFilter(
+            label_selector={POD_UID: self.uid}))
+        return sorted(items, key=lambda s: s.created_at)
+
+    async def _containers(self) -> dict[str, list[pb.Container]]:
+        items = await self.cri.list_containers(pb.ContainerFilter(
+            label_selector={POD_UID: self.uid}))
+        by_name: dict[str, list[pb.Container]] = {}
+        for item in items:
+            name = item.labels.get(CONTAINER_NAME) or item.metadata.name
+            by_name.setdefault(name, []).append(item)
+        for group in by_name.values():
+            group.sort(key=lambda c: (c.metadata.attempt, c.created_at), reverse=True)
+        return by_name
+
+    async def _observe(self, container: pb.Container) -> status.Observed | None:
+        cached = self._status_cache.get(container.id)
+        if cached is not None:
+            return cached
+        try:
+            response = await self.cri.container_status(container.id)
+        except CriError:
+            return None
+        observed = status.Observed.from_cri(response.status)
+        if observed.state == status.CRI_EXITED:
+            if not observed.message:
+                observed.message = self._termination_message(container)
+            self._status_cache[container.id] = observed
+        return observed
+
+    def _termination_message(self, container: pb.Container) -> str:
+        """What the container wrote to its terminationMessagePath (the file is emptied
+        when the next instance starts, so read it once, when the container has exited)."""
+        name = container.labels.get(CONTAINER_NAME) or container.metadata.name
+        path = self.manager.volumes.termination_message_file(self.uid, name)
+        try:
+            with open(path, "rb") as f:
+                return f.read(4096).decode(errors="replace")
+        except OSError:
+            return ""
+
+    # --- sync -------------------------------------------------------------------------------
+
+    async def sync(self) -> bool:
+        """One pass; True when the pod is gone and the worker can end."""
+        pod = self.pod
+        if pod is None or pod["metadata"].get("deletionTimestamp"):
+            self.terminating = True
+            await self.terminate(ORPHAN_GRACE if pod is None else grace_of(pod))
+            return True
+        spec = pod["spec"]
+        phase = (self.written or pod.get("status") or {}).get("phase")
+        sandboxes = await self._sandboxes()
+        ready = [s for s in sandboxes if s.state == pb.SANDBOX_READY]
+        if phase in TERMINAL:
+            # a finished pod keeps its object (and logs) but not its sandbox
+            for sandbox in ready:
+                await self._stop_probes_all()
+                await self.cri.stop_pod_sandbox(sandbox.id)
+            return False
+        containers = await self._containers()
+        if not ready:
+            if not spec.get("hostNetwork") and not self.manager.network_ready.is_set():
+                # no CNI config yet (the node has no podCIDR): look again in a second
+                await self._write_status(containers)
+                self.schedule(1.0)
+                return False
+            await self._start_sandbox(sandboxes)
+            sandboxes = await self._sandboxes()
+            ready = [s for s in sandboxes if s.state == pb.SANDBOX_READY]
+            containers = await self._containers()
+        if ready:
+            await self._adopt_sandbox(ready[-1])
+            await self._refresh_volumes()
+        acted = await self._sync_containers(containers)
+        if acted:
+            containers = await self._containers()
+        await self._write_status(containers)
+        return False
+
+    async def _refresh_volumes(self) -> None:
+        """configMap, secret, downwardAPI and projected volumes follow their sources: looked
+        at every VOLUME_REFRESH seconds while the pod runs."""
+        now = time.monotonic()
+        if now - self._refreshed >= VOLUME_REFRESH:
+            self._refreshed = now
+            if any(k in v for v in self.pod["spec"].get("volumes") or []
+                   for k in ("configMap", "secret", "downwardAPI", "projected")):
+                await self.manager.volumes.refresh(self.pod)
+        if any(k in v for v in self.pod["spec"].get("volumes") or []
+               for k in ("configMap", "secret", "downwardAPI", "projected")):
+            self.schedule(self._refreshed + VOLUME_REFRESH - now)
+
+    def _all_specs(self) -> list[dict[str, Any]]:
+        spec = self.pod["spec"]
+        return list(spec.get("initContainers") or []) + list(spec.get("containers") or [])
+
+    async def _adopt_sandbox(self, sandbox: pb.PodSandbox) -> None:
+        if self.sandbox_id == sandbox.id and (self.pod_ip or self.pod["spec"].get(
+                "hostNetwork")):
+            return
+        self.sandbox_id = sandbox.id
+        if self.pod["spec"].get("hostNetwork"):
+            self.pod_ip = self.manager.node_ip
+            return
+        response = await self.cri.pod_sandbox_status(sandbox.id)
+        self.pod_ip = response.status.network.ip
+        if self.pod_ip:
+            await self.manager.volumes.write_etc_hosts(self.pod, [self.pod_ip])
+
+    async def _start_sandbox(self, old: list[pb.PodSandbox]) -> None:
+        pod = self.pod
+        try:
+            await self.manager.volumes.prepare(pod)
+        except VolumeError as exc:
+            await self.manager.recorder.event(pod, "Warning", "FailedMount", str(exc))
+            raise ContainerStartError("ContainerCreating", str(exc)) from exc
+        config = self._sandbox_config(attempt=len(old))
+        for sandbox in old:  # dead ones: their containers are gone with them
+            await self._remove_sandbox(sandbox.id)
+        os.makedirs(config.log_directory, mode=0o755, exist_ok=True)
+        try:
+            self.sandbox_id = await self.cri.run_pod_sandbox(config)
+        except CriError as exc:
+            await self.manager.recorder.event(
+                pod, "Warning", "FailedCreatePodSandBox",
+                f"Failed to create pod sandbox: {exc.message}")
+            raise
+        self.pod_ip = ""
+        log.info("pod %s: sandbox %s", self.name, self.sandbox_id[:13])
+
+    def _sandbox_config(self, attempt: int = 0) -> pb.PodSandboxConfig:
+        pod = self.pod
+        config = specs.sandbox_config(pod, self.manager.node_name, self.manager.config,
+                                      attempt=attempt)
+        metadata = pod["metadata"]
+        config.labels[POD_UID] = metadata["uid"]
+        config.labels[POD_NAME] = metadata["name"]
+        config.labels[POD_NAMESPACE] = metadata["namespace"]
+        if not config.log_directory:
+            config.log_directory = os.path.join(
+                self.manager.config.logs_dir,
+                f"{metadata['namespace']}_{metadata['name']}_{metadata['uid']}")
+        return config
+
+    async def _sync_containers(self, containers: dict[str, list[pb.Container]]) -> bool:
+        """Start, restart or kill what needs it; True if anything was done."""
+        spec = self.pod["spec"]
+        policy = spec.get("restartPolicy", "Always")
+        for container in spec.get("initContainers") or []:
+            outcome = await self._sync_one(container, containers.get(container["name"], []),
+                                           policy, init=True)
+            if outcome != "done":
+                return outcome == "acted"
+        acted = False
+        for container in spec.get("containers") or []:
+            outcome = await self._sync_one(container, containers.get(container["name"], []),
+                                           policy, init=False)
+            acted = acted or outcome == "acted"
+        return acted
+
+    async def _sync_one(self, container: dict[str, Any], instances: list[pb.Container],
+                        policy: str, init: bool) -> str:
+        """"done" (an init container that succeeded), "acted", or "wait"."""
+        name = container["name"]
+        current = instances[0] if instances else None
+        if current is None:
+            if self.waiting.get(name, ("",))[0] in START_ERRORS:
+                remaining = self.manager.backoff.remaining((self.uid, name))
+                if remaining > 0:
+                    self.schedule(remaining)
+                    return "wait"
+            return await self._start(container, 0, instances)
+        observed = await self._observe(current)
+        if observed is None:
+            return "wait"
+        if observed.state == status.CRI_RUNNING:
+            probes = self.probes.get(current.id)
+            if probes is None:  # adopted: started before this agent did
+                self._watch_probes(container, current.id, self._was_ready(current.id))
+            elif probes.kill_reason:
+                await self._kill(container, current.id, self._grace(), probes.kill_reason)
+                return "acted"
+            return "wait"
+        if observed.state == status.CRI_CREATED:
+            # created but never started (the agent died in between): start it over
+            await self.cri.remove_container(current.id)
+            return await self._start(container, observed.attempt, instances[1:])
+        if observed.state != status.CRI_EXITED:
+            return "wait"
+        await self._stop_probes(current.id)
+        if init and observed.exit_code == 0:
+            return "done"
+        if init and policy == "Never":
+            return "wait"  # the pod has failed
+        if not restart_wanted("OnFailure" if init else policy, observed.exit_code):
+            self.waiting.pop(name, None)
+            return "wait"
+        key = (self.uid, name)
+        remaining = self.manager.backoff.remaining(key, observed.finished_at / 1e9)
+        if remaining > 0:
+            delay = self.manager.backoff.delay(key)
+            message = (f"back-off {int(delay)}s restarting failed container={name} "
+                       f"pod={self.pod['metadata']['name']}_"
+                       f"{self.pod['metadata']['namespace']}({self.uid})")
+            if self.waiting.get(name, ("",))[0] != "CrashLoopBackOff":
+                await self.manager.recorder.event(
+                    self.pod, "Warning", "BackOff",
+                    "Back-off restarting failed container " + name + " in pod " +
+                    f"{self.pod['metadata']['name']}_{self.pod['metadata']['namespace']}"
+                    f"({self.uid})", name)
+            self.waiting[name] = ("CrashLoopBackOff", message)
+            self.schedule(remaining)
+            return "wait"
+        self.manager.backoff.next(key)
+        return await self._start(container, observed.attempt + 1, instances)
+
+    # --- one container ----------------------------------------------------------------------
+
+    async def _start(self, container: dict[str, Any], attempt: int,
+                     older: list[pb.Container]) -> str:
+        name = container["name"]
+        try:
+            container_id = await self._create_and_start(container, attempt)
+        except ContainerStartError as exc:
+            self.waiting[name] = (exc.reason, exc.message)
+            if exc.reason in ("ErrImagePull", "ImagePullBackOff"):
+                pull = (self.uid, "pull", name)
+                self.schedule(max(1.0, self.manager.backoff.remaining(pull)))
+            else:
+                key = (self.uid, name)
+                self.schedule(max(1.0, self.manager.backoff.next(key)))
+            return "acted"
+        self.waiting.pop(name, None)
+        # keep the newest dead instance (for `kubectl logs --previous`), drop the rest
+        dead = [c for c in older if c.id != container_id]
+        for item in dead[1:]:
+            try:
+                await self.cri.remove_container(item.id)
+                self._status_cache.pop(item.id, None)
+            except CriError as exc:
+                log.debug("removing container %s: %s", item.id[:13], exc.message)
+        self._watch_probes(container, container_id)
+        return "acted"
+
+    async def _create_and_start(self, container: dict[str, Any], attempt: int) -> str:
+        pod, name = self.pod, container["name"]
+        recorder = self.manager.recorder
+        sandbox_config = self._sandbox_config()
+        await self._ensure_image(container, sandbox_config)
+        try:
+            paths = await self.manager.volumes.prepare(pod)
+            mounts = self.manager.volumes.mounts(pod, container, paths)
+            values = await envs.resolve_env(pod, container, self.manager.lookup,
+                                            self.manager.node(),
+                                            services=self.manager.services_for(pod),
+                                            pod_ips=[self.pod_ip] if self.pod_ip else None)
+        except envs.ContainerConfigError as exc:
+            await recorder.event(pod, "Warning", "Failed", f"Error: {exc}", name)
+            raise ContainerStartError("CreateContainerConfigError", str(exc)) from exc
+        except VolumeError as exc:
+            await recorder.event(pod, "Warning", "FailedMount", str(exc), name)
+            raise ContainerStartError("CreateContainerConfigError", str(exc)) from exc
+        except (errors.StatusError, OSError, ValueError) as exc:
+            message = getattr(exc, "message", None) or str(exc)
+            await recorder.event(pod, "Warning", "FailedMount", message, name)
+            raise ContainerStartError("CreateContainerConfigError", message) from exc
+        log_path = f"{name}/{attempt}.log"
+        os.makedirs(os.path.join(sandbox_config.log_directory, name), mode=0o755,
+                    exist_ok=True)
+        try:
+            config = specs.container_config(pod, container, sandbox_config, mounts, values,
+                                            attempt, log_path)
+        except envs.ContainerConfigError as exc:
+            await recorder.event(pod, "Warning", "Failed", f"Error: {exc}", name)
+            raise ContainerStartError("CreateContainerConfigError", str(exc)) from exc
+        config.metadata.attempt = attempt
+        config.labels[POD_UID] = pod["metadata"]["uid"]
+        config.labels[POD_NAME] = pod["metadata"]["name"]
+        config.labels[POD_NAMESPACE] = pod["metadata"]["namespace"]
+        config.labels[CONTAINER_NAME] = name
+        try:
+            container_id = await self.cri.create_container(self.sandbox_id, config,
+                                                           sandbox_config)
+        except CriError as exc:
+            await recorder.event(pod, "Warning", "Failed", f"Error: {exc.message}", name)
+            raise ContainerStartError("CreateContainerError", exc.message) from exc
+        await recorder.event(pod, "Normal", "Created", f"Created container {name}", name)
+        try:
+            await self.cri.start_container(container_id)
+        except CriError as exc:
+            await recorder.event(pod, "Warning", "Failed", f"Error: {exc.message}", name)
+            raise ContainerStartError("RunContainerError", exc.message) from exc
+        await recorder.event(pod, "Normal", "Started", f"Started container {name}", name)
+        hook = ((container.get("lifecycle") or {}).get("postStart"))
+        if hook:
+            ok, message = await run_handler(self.cri, hook, container, container_id,
+                                            self.pod_ip, float(self._grace() or 30))
+            if not ok:
+                await recorder.event(pod, "Warning", "FailedPostStartHook", message, name)
+                await self._kill(container, container_id, self._grace(),
+                                 f"FailedPostStartHook: {message}", pre_stop=False)
+        return container_id
+
+    async def _ensure_image(self, container: dict[str, Any],
+                            sandbox_config: pb.PodSandboxConfig) -> None:
+        pod, name, image = self.pod, container["name"], container.get("image", "")
+        recorder, backoff = self.manager.recorder, self.manager.backoff
+        policy = container.get("imagePullPolicy") or default_pull_policy(image)
+        present = await self.cri.image_status(image)
+        if policy == "Never":
+            if present is None:
+                message = (f'Container image "{image}" is not present with pull policy of '
+                           "Never")
+                await recorder.event(pod, "Warning", "ErrImageNeverPull", message, name)
+                raise ContainerStartError("ErrImageNeverPull", message)
+            return
+        if present is not None and policy != "Always":
+            await recorder.event(pod, "Normal", "Pulled",
+                                 f'Container image "{image}" already present on machine', name)
+            return
+        key = (self.uid, "pull", name)
+        if present is None and backoff.remaining(key) > 0:
+            raise ContainerStartError("ImagePullBackOff", f'Back-off pulling image "{image}"')
+        await recorder.event(pod, "Normal", "Pulling", f'Pulling image "{image}"', name)
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(self.cri.pull_image(image, sandbox_config),
+                                   self.manager.config.image_pull_timeout)
+        except (CriError, asyncio.TimeoutError) as exc:
+            reason = exc.message if isinstance(exc, CriError) else \
+                f"no answer within {self.manager.config.image_pull_timeout:.0f} s"
+            if present is not None:
+                # no registry here: an image imported locally serves `Always` too
+                log.info("pod %s: pulling %s failed (%s); using the local image", self.name,
+                         image, reason)
+                await recorder.event(pod, "Normal", "Pulled",
+                                     f'Container image "{image}" already present on machine '
+                                     "(pull failed, using the local image)", name)
+                return
+            backoff.next(key)
+            message = f'Failed to pull image "{image}": {reason}'
+            await recorder.event(pod, "Warning", "Failed", message, name)
+            await recorder.event(pod, "Warning", "Failed", "Error: ErrImagePull", name)
+            raise ContainerStartError("ErrImagePull", message) from exc
+        await recorder.event(pod, "Normal", "Pulled",
+                             f'Successfully pulled image "{image}" in '
+                             f"{time.monotonic() - started:.3f}s", name)
+
+    def _was_ready(self, container_id: str) -> bool | None:
+        """The ready flag the API shows for this container, so adopting it after a restart
+        of the agent does not flap its readiness."""
+        statuses = (self.pod.get("status") or {}).get("containerStatuses") or []
+        for item in statuses:
+            if item.get("containerID") == status.RUNTIME_SCHEME + container_id:
+                return bool(item.get("ready"))
+        return None
+
+    def _watch_probes(self, container: dict[str, Any], container_id: str,
+                      ready: bool | None = None) -> None:
+        if container_id in self.probes:
+            return
+        name = container["name"]
+
+        async def unhealthy(kind: str, message: str) -> None:
+            await self.manager.recorder.event(
+                self.pod, "Warning", "Unhealthy",
+                f"{kind.capitalize()} probe failed: {message}", name)
+
+        probes = ContainerProbes(self.cri, container, container_id, lambda: self.pod_ip,
+                                 self.wake.set, unhealthy, adopted_ready=ready)
+        probes.start()
+        self.probes[container_id] = probes
+
+    async def _stop_probes(self, container_id: str) -> None:
+        probes = self.probes.pop(container_id, None)
+        if probes is not None:
+            await probes.stop()
+
+    async def _stop_probes_all(self) -> None:
+        for container_id in list(self.probes):
+            await self._stop_probes(container_id)
+
+    def _grace(self) -> int:
+        return int(self.pod["spec"].get("terminationGracePeriodSeconds", 30))
+
+    async def _kill(self, container: dict[str, Any] | None, container_id: str, grace: int,
+                    reason: str, pre_stop: bool = True) -> None:
+        """preStop hook, then StopContainer with what is left of `grace`."""
+        started = time.monotonic()
+        name = container["name"] if container else "?"
+        if self.pod is not None and container is not None:
+            await self.manager.recorder.event(self.pod, "Normal", "Killing", reason, name)
+        hook = (container or {}).get("lifecycle", {}).get("preStop") if pre_stop else None
+        if hook and grace > 0:
+            try:
+                ok, message = await asyncio.wait_for(
+                    run_handler(self.cri, hook, container, container_id, self.pod_ip, grace),
+                    grace)
+            except asyncio.TimeoutError:
+                ok, message = False, f"preStop hook did not finish within {grace} s"
+            if not ok and self.pod is not None:
+                await self.manager.recorder.event(self.pod, "Warning", "FailedPreStopHook",
+                                                  message, name)
+        left = grace - (time.monotonic() - started)
+        if hook:
+            left = max(left, 2)  # upstream's minimum after a preStop hook
+        await self._stop_probes(container_id)
+        try:
+            await self.cri.stop_container(container_id, max(0, int(round(left))))
+        except CriError as exc:
+            if exc.status.name != "NOT_FOUND":
+                log.warning("pod %s: stopping %s: %s", self.name, name, exc.message)
+
+    # --- termination ------------------------------------------------------------------------
+
+    async def terminate(self, grace: int) -> None:
+        containers = await self._containers()
+        specs_by_name = {c["name"]: c for c in self._all_specs()} if self.pod else {}
+        running = []
+        for name, instances in containers.items():
+            for instance in instances:
+                if instance.state in (pb.CONTAINER_RUNNING, pb.CONTAINER_CREATED):
+                    running.append((specs_by_name.get(name), instance.id, name))
+        if running:
+            log.info("pod %s: stopping %d container(s), grace %d s", self.name, len(running),
+                     grace)
+        await asyncio.gather(*(self._kill(spec, cid, grace, f"Stopping container {name}")
+                               for spec, cid, name in running))
+        await self._stop_probes_all()
+        for instances in containers.values():
+            for instance in instances:
+                try:
+                    await self.cri.remove_container(instance.id)
+                except CriError as exc:
+                    log.debug("removing container %s: %s", instance.id[:13], exc.message)
+        for sandbox in await self._sandboxes():
+            await self._remove_sandbox(sandbox.id)
+        await self.manager.volumes.cleanup(self.uid)
+        cgroups.remove_pod_cgroups(self.uid)
+        self.manager.backoff.forget(self.uid)
+        self.manager.recorder.forget(self.uid)
+        if self.pod is not None:
+            metadata = self.pod["metadata"]
+            try:
+                await self.manager.client.delete(PODS, metadata["name"], metadata["namespace"],
+                                                 grace_period=0,
+                                                 preconditions={"uid": self.uid})
+            except (errors.NotFound, errors.Conflict):
+                pass
+        log.info("pod %s: terminated", self.name)
+
+    async def _remove_sandbox(self, sandbox_id: str) -> None:
+        try:
+            await self.cri.stop_pod_sandbox(sandbox_id)
+            await self.cri.remove_pod_sandbox(sandbox_id)
+        except CriError as exc:
+            if exc.status.name != "NOT_FOUND":
+                raise
+
+    # --- status -----------------------------------------------------------------------------
+
+    async def _write_status(self, containers: dict[str, list[pb.Container]]) -> None:
+        pod = self.pod
+        view = status.PodView(sandbox_ready=self.sandbox_id is not None and bool(
+            self.pod_ip), pod_ip=self.pod_ip, host_ip=self.manager.node_ip)
+        for container in self._all_specs():
+            name = container["name"]
+            instances = containers.get(name, [])
+            cview = status.ContainerView(waiting=self.waiting.get(name))
+            if instances:
+                cview.current = await self._observe(instances[0])
+                if len(instances) > 1:
+                    cview.previous = await self._observe(instances[1])
+                probes = self.probes.get(instances[0].id)
+                if cview.current is not None and cview.current.state == status.CRI_RUNNING:
+                    cview.started = probes.started if probes else True
+                    cview.ready = probes.ready if probes else True
+            if cview.current is not None and cview.current.state == status.CRI_RUNNING:
+                cview.waiting = None
+            view.containers[name] = cview
+        new = status.pod_status(pod, view, timestamps.now())
+        base = self.written if self.written is not None else (pod.get("status") or {})
+        if not status.changed(base, new):
+            return
+        metadata = pod["metadata"]
+        try:
+            await self.manager.client.patch(PODS, metadata["name"], {
+                "metadata": {"uid": self.uid}, "status": new}, metadata["namespace"],
+                subresource="status")
+        except (errors.NotFound, errors.Conflict):
+            return  # gone, or replaced by a pod of the same name
+        self.written = new
+
+
+class PodManager:
+    def __init__(self, client: Client, cri, config: AgentConfig, *, node_name: str,
+                 node_ip: str, node: Callable[[], dict[str, Any] | None], volumes,
+                 network_ready: asyncio.Event, recorder: Recorder | None = None):
+        self.client = client
+        self.cri = cri
+        self.config = config
+        self.node_name = node_name
+        self.node_ip = node_ip
+        self.node = node
+        self.volumes = volumes
+        self.network_ready = network_ready
+        self.recorder = recorder or Recorder(client, node_name)
+        self.backoff = Backoff(config.backoff_base, config.backoff_max, config.backoff_reset)
+        self.lookup = envs.client_lookup(client)
+        self.pods = Informer(client, PODS, field_selector=f"spec.nodeName={node_name}")
+        self.services = Informer(client, SERVICES)
+        self.workers: dict[str, PodWorker] = {}
+        self._finished: dict[str, None] = {}  # uids whose worker ended (bounded)
+        self._seen: dict[str, dict[str, int]] = {}  # pleg: uid -> {id: state}
+
+    def services_for(self, pod: dict[str, Any]) -> list[dict[str, Any]]:
+        namespace = pod["metadata"]["namespace"]
+        found = self.services.list(namespace)
+        if namespace != "default":
+            found += [s for s in self.services.list("default")
+                      if s["metadata"]["name"] == "kubernetes"]
+        return found
+
+    # --- informer handlers ------------------------------------------------------------------
+
+    def _changed(self, pod: dict[str, Any]) -> None:
+        uid = pod["metadata"]["uid"]
+        if uid in self._finished:
+            return
+        worker = self.workers.get(uid)
+        if worker is None:
+            self._spawn(uid, pod)
+        else:
+            worker.update(pod)
+
+    def _deleted(self, pod: dict[str, Any]) -> None:
+        worker = self.workers.get(pod["metadata"]["uid"])
+        if worker is not None:
+            worker.update(None)
+
+    def _spawn(self, uid: str, pod: dict[str, Any] | None) -> PodWorker:
+        worker = PodWorker(self, uid, pod)
+        self.workers[uid] = worker
+        worker.task = asyncio.create_task(worker.run(), name=f"pod-{uid[:8]}")
+        worker.task.add_done_callback(lambda task, uid=uid: self._ended(uid, task))
+        return worker
+
+    def _ended(self, uid: str, task: asyncio.Task) -> None:
+        self.workers.pop(uid, None)
+        if not task.cancelled():
+            error = task.exception()
+            if error is not None:
+                log.error("pod worker %s failed: %r", uid, error)
+        self._finished[uid] = None
+        if len(self._finished) > 10000:
+            self._finished.pop(next(iter(self._finished)))
+
+    # --- pleg -------------------------------------------------------------------------------
+
+    async def relist(self) -> None:
+        sandboxes = await self.cri.list_pod_sandbox()
+        containers = await self.cri.list_containers()
+        seen: dict[str, dict[str, int]] = {}
+        for sandbox in sandboxes:
+            uid = sandbox.labels.get(POD_UID)
+            if uid:
+                seen.setdefault(uid, {})[sandbox.id] = sandbox.state
+        for container in containers:
+            uid = container.labels.get(POD_UID)
+            if uid:
+                seen.setdefault(uid, {})[container.id] = container.state
+        for uid, states in seen.items():
+            worker = self.workers.get(uid)
+            if worker is None:
+                if self._bound_here(uid) is None:
+                    self._finished.pop(uid, None)
+                    log.info("pod %s is not bound here any more: removing its sandbox", uid)
+                    self._spawn(uid, None)
+                continue
+            if self._seen.get(uid) != states:
+                worker.wake.set()
+        for uid in self._seen.keys() - seen.keys():
+            worker = self.workers.get(uid)
+            if worker is not None:
+                worker.wake.set()
+        self._seen = seen
+
+    def _bound_here(self, uid: str) -> dict[str, Any] | None:
+        for pod in self.pods.list():
+            if pod["metadata"]["uid"] == uid:
+                return pod
+        return None
+
+    async def pleg(self) -> None:
+        delay = PLEG_PERIOD
+        while True:
+            try:
+                await self.relist()
+                delay = PLEG_PERIOD
+            except CriError as exc:
+                log.warning("relisting containers: %s", exc.message)
+                delay = min(delay * 2, 10.0)
+            await asyncio.sleep(delay)
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        self.pods.add_handlers(self._changed, lambda old, new: self._changed(new),
+                               self._deleted)
+        tasks = [asyncio.create_task(self.services.run()),
+                 asyncio.create_task(self.pods.run())]
+        try:
+            await self.pods.synced.wait()
+            tasks.append(asyncio.create_task(self.pleg()))
+            if ready is not None:
+                ready.set()
+            await asyncio.gather(*tasks)
+        finally:
+            workers = [w.task for w in self.workers.values() if w.task]
+            for task in tasks + workers:
+                task.cancel()
+            await asyncio.gather(*tasks, *workers, return_exceptions=True)
