@@ -1,12 +1,20 @@
 """Service-account tokens against a real server: TokenRequest, the tokens as bearer
 credentials (bound to pods, accounts that go away, audiences, forgeries), and the issuer's
-discovery documents."""
+discovery documents; and `k8py server` as a process, whose signing key outlives a restart."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import json
+import os
+import signal
+import ssl
+import stat
+import subprocess
+import sys
+import threading
 import time
 
 import aiohttp
@@ -15,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from k8py.server.apiserver.tokens import LOOKUP_SECONDS, SigningKey
+from tests.e2e.conftest import find_kubectl, free_port
 
 SA = "/api/v1/namespaces/default/serviceaccounts"
 PODS = "/api/v1/namespaces/default/pods"
@@ -233,3 +242,69 @@ def verify_with_jwk(token: str, jwk: dict) -> None:
         der = encode_dss_signature(int.from_bytes(raw[:32], "big"),
                                    int.from_bytes(raw[32:], "big"))
         key.verify(der, signed, ec.ECDSA(hashes.SHA256()))
+
+
+def test_server_process_keeps_its_signing_key_across_restarts(tmp_path):
+    """`k8py server`: an RSA service.key (0600) signs RS256 tokens that `kubectl create token`
+    prints, and that still authenticate after a restart."""
+    data_dir = tmp_path / "data"
+    port = free_port()
+    kubeconfig = tmp_path / "kubeconfig.yaml"
+    env = {**os.environ, "HOME": str(tmp_path)}
+
+    def start():
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "k8py", "server", "--data-dir", str(data_dir),
+             "--bind-address", "127.0.0.1", "--https-listen-port", str(port),
+             "--write-kubeconfig", str(kubeconfig), "--disable-agent"],
+            stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            assert line, "the server exited"
+            if "wrote admin kubeconfig" in line:
+                # keep draining stderr so the server never blocks on a full pipe
+                threading.Thread(target=proc.stderr.read, daemon=True).start()
+                return proc
+        raise AssertionError("the server did not start")
+
+    def create_token() -> str:
+        deadline = time.monotonic() + 20
+        while True:  # the default service account comes from its controller
+            result = subprocess.run([find_kubectl(), "--kubeconfig", str(kubeconfig),
+                                     "--cache-dir", str(tmp_path / "cache"), "create",
+                                     "token", "default"],
+                                    capture_output=True, text=True, env=env, timeout=30)
+            if result.returncode == 0:
+                return result.stdout.strip()
+            assert time.monotonic() < deadline, result.stderr
+            time.sleep(0.2)
+
+    def status_with(token: str) -> int:
+        context = ssl.create_default_context(
+            cafile=str(data_dir / "server" / "tls" / "server-ca.crt"))
+        connection = http.client.HTTPSConnection("127.0.0.1", port, context=context,
+                                                 timeout=10)
+        try:
+            connection.request("GET", "/api/v1/namespaces/default/serviceaccounts",
+                               headers={"Authorization": f"Bearer {token}"})
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+    proc = start()
+    try:
+        key_file = data_dir / "server" / "tls" / "service.key"
+        assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+        assert isinstance(SigningKey.load(str(key_file)).public, rsa.RSAPublicKey)
+        token = create_token()
+        assert header_of(token)["alg"] == "RS256"
+        assert status_with(token) == 200
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        proc = start()
+        assert status_with(token) == 200
+        assert status_with(SigningKey.generate().sign(claims_of(token))) == 401
+    finally:
+        proc.kill()
+        proc.wait()

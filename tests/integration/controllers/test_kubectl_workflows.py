@@ -352,6 +352,16 @@ async def test_create_token_prints_a_token_that_authenticates(cluster, tmp_path)
     assert claims["exp"] - claims["iat"] == 7200 and claims["aud"] == ["vault"]
     assert claims["kubernetes.io"]["pod"]["name"] == "holder"
 
+    # the kubelet's way: in process, bound to the pod, for a projected volume
+    answer = await cluster.client.create_subresource(sa, "default", "default", "token", {
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 3607, "boundObjectRef": {
+            "kind": "Pod", "apiVersion": "v1", "name": "holder"}}})
+    admin["users"][0]["user"] = {"token": answer["status"]["token"]}
+    as_token.write_text(yaml.safe_dump(admin))
+    proc = await cluster.akubectl("--kubeconfig", str(as_token), "get", "pods")
+    assert "holder" in proc.stdout
+
     proc = await cluster.akubectl("create", "token", "default", "--duration=1m", check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
