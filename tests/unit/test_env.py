@@ -99,9 +99,12 @@ async def test_resource_field_refs_default_limits_to_allocatable():
     env = await resolve({
         "resources": {"requests": {"cpu": "250m", "memory": "64Mi"},
                       "limits": {"memory": "100Mi"}},
-        "env": [{"name": "LC", **ref("limits.cpu")}, {"name": "LCM", **ref("limits.cpu", "1m")},
-                {"name": "RC", **ref("requests.cpu")}, {"name": "RCM", **ref("requests.cpu", "1m")},
-                {"name": "LM", **ref("limits.memory")}, {"name": "LMI", **ref("limits.memory", "1Mi")},
+        "env": [{"name": "LC", **ref("limits.cpu")},
+                {"name": "LCM", **ref("limits.cpu", "1m")},
+                {"name": "RC", **ref("requests.cpu")},
+                {"name": "RCM", **ref("requests.cpu", "1m")},
+                {"name": "LM", **ref("limits.memory")},
+                {"name": "LMI", **ref("limits.memory", "1Mi")},
                 {"name": "RM", **ref("requests.memory", "1Mi")}]})
     assert env == {"LC": "4", "LCM": "4000", "RC": "1", "RCM": "250",
                    "LM": str(100 << 20), "LMI": "100", "RM": "64"}

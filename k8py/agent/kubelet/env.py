@@ -25,6 +25,7 @@ The downward API values (`field_value`, `resource_value`) live here too: volumes
 from __future__ import annotations
 
 import base64
+import json
 import math
 import re
 from collections.abc import Awaitable, Callable, Iterable
@@ -105,7 +106,6 @@ def mapping_for(*contexts: dict[str, str]) -> Callable[[str], str | None]:
 
 def _format_map(values: dict[str, str]) -> str:
     """Labels/annotations as the downward API prints them: sorted `key="value"` lines."""
-    import json
     return "\n".join(f"{key}={json.dumps(values[key], ensure_ascii=False)}"
                      for key in sorted(values))
 

@@ -133,7 +133,8 @@ def _read_tree(root: str) -> Payload:
         for name in files:
             full = os.path.join(dirpath, name)
             with open(full, "rb") as f:
-                found[os.path.relpath(full, root)] = (f.read(), stat.S_IMODE(os.lstat(full).st_mode))
+                content = f.read()
+            found[os.path.relpath(full, root)] = (content, stat.S_IMODE(os.lstat(full).st_mode))
     return found
 
 
