@@ -72,7 +72,8 @@ BUILTIN: tuple[Resource, ...] = (
     # core/v1
     _r("", "v1", "Namespace", "namespaces", False, ["ns"], ["status", "finalize"],
        verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
-    _r("", "v1", "Pod", "pods", True, ["po"], ["status", "binding", "eviction", "log"], _ALL),
+    _r("", "v1", "Pod", "pods", True, ["po"],
+       ["status", "binding", "eviction", "log", "exec", "attach", "portforward"], _ALL),
     _r("", "v1", "Service", "services", True, ["svc"], ["status"], _ALL,
        verbs=("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")),
     _r("", "v1", "Endpoints", "endpoints", True, ["ep"]),

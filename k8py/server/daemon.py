@@ -29,7 +29,7 @@ from k8py.api.resources import Registry
 from k8py.lifecycle import Supervisor
 from k8py.server import pki
 from k8py.server.apiserver import app as apiserver
-from k8py.server.apiserver import advertising, crds
+from k8py.server.apiserver import advertising, crds, podproxy
 from k8py.client.client import Client
 from k8py.server.apiserver.authn import TokenFile
 from k8py.server.apiserver.inprocess import InProcessTransport
@@ -119,7 +119,9 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
     app = apiserver.make_app(store, tokens, registry, service_cidr=config.service_cidr,
                              node_port_range=config.service_node_port_range,
                              service_account_key=pki.ensure_service_key(certs),
-                             cluster_domain=config.cluster_domain)
+                             cluster_domain=config.cluster_domain,
+                             kubelet_client=podproxy.KubeletClient(
+                                 *pki.ensure_kubelet_client(certs), certs.ca_cert))
     rest = app[apiserver.REST_KEY]
     if handler is not None:
         handler.set_result(rest)
@@ -156,9 +158,11 @@ async def run_control_loops(config: ServerConfig, handler: asyncio.Future) -> No
     from k8py.server.controllers.base import Settings
 
     client = Client(InProcessTransport(await handler), field_manager="k8py-controller-manager")
+    with open(os.path.join(config.data_dir, "server", "tls", "server-ca.crt")) as f:
+        ca_bundle = f.read()
     settings = Settings(cluster_cidr=str(config.cluster_cidr),
                         service_cidr=str(config.service_cidr),
-                        node_port_range=config.service_node_port_range)
+                        node_port_range=config.service_node_port_range, ca_bundle=ca_bundle)
     only = [] if config.disable_controller_manager else None
     await manager.run_elected(client, settings, scheduler=not config.disable_scheduler,
                               only=only)

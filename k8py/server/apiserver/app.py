@@ -24,8 +24,8 @@ from aiohttp import web
 
 from k8py.api import errors
 from k8py.api.resources import Registry
-from k8py.server.apiserver import (bodies, discovery, openapi, openapi_protobuf, serviceips,
-                                   tokens as sa_tokens)
+from k8py.server.apiserver import (bodies, discovery, openapi, openapi_protobuf, podproxy,
+                                   serviceips, tokens as sa_tokens)
 from k8py.server.apiserver.authn import USER_KEY, TokenFile, authenticate, is_anonymous_path
 from k8py.server.apiserver.rest import RestHandler, parse_target
 from k8py.server.apiserver.storage import ObjectStore
@@ -172,11 +172,13 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
              service_cidr: str | ipaddress.IPv4Network = serviceips.SERVICE_CIDR,
              node_port_range: tuple[int, int] = serviceips.NODE_PORT_RANGE,
              service_account_key: str | None = None,
-             cluster_domain: str = "cluster.local") -> web.Application:
+             cluster_domain: str = "cluster.local",
+             kubelet_client: podproxy.KubeletClient | None = None) -> web.Application:
     """The application; services get ClusterIPs from `service_cidr` and NodePorts from
     `node_port_range` (both ends included). Service-account tokens are signed with the key
     in the file `service_account_key` (`pki.ensure_service_key`); without one, with a key
-    made for this process only."""
+    made for this process only. pods/log, exec, attach and portforward reach kubelets with
+    `kubelet_client` (without it they are 503s)."""
     registry = registry or Registry()
     # A little headroom over the 3 MiB limit so that bodies.read_raw says it, not aiohttp.
     app = web.Application(middlewares=[errors_middleware, authn_middleware],
@@ -188,6 +190,8 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
                                                       cluster_domain=cluster_domain)
     app[REST_KEY] = RestHandler(registry, objects, serviceips.ServiceIPs(
         objects, service_cidr, node_port_range), service_accounts)
+    app[REST_KEY].pod_proxy = podproxy.PodProxy(objects, registry.get("", "v1", "pods"),
+                                                registry.get("", "v1", "nodes"), kubelet_client)
     app[TOKENS_KEY] = tokens
     app[SERVICE_ACCOUNTS_KEY] = service_accounts
     for path in ("/healthz", "/livez", "/readyz"):

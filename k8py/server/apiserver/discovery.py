@@ -103,7 +103,13 @@ def _with_names(entry: dict[str, Any], r: Resource) -> dict[str, Any]:
     return entry
 
 
+_STREAM_KINDS = {"exec": "PodExecOptions", "attach": "PodAttachOptions",
+                 "portforward": "PodPortForwardOptions"}
+
+
 def _sub_kind(r: Resource, sub: str) -> str:
+    if sub in _STREAM_KINDS and r.kind == "Pod":
+        return _STREAM_KINDS[sub]
     return {"scale": "Scale", "binding": "Binding", "eviction": "Eviction",
             "token": "TokenRequest"}.get(sub, r.kind)
 
@@ -123,6 +129,8 @@ def _sub_verbs(sub: str) -> list[str]:
         return ["create"]
     if sub == "log":
         return ["get"]
+    if sub in ("exec", "attach", "portforward"):
+        return ["create", "get"]
     if sub == "finalize":
         return ["update"]
     return ["get", "patch", "update"]

@@ -50,8 +50,8 @@ from aiohttp import web
 from k8py.api import (apply, errors, meta, patching, pruning, schemas, selectors,
                       strategic, structural, tables, timestamps)
 from k8py.api.resources import Registry, Resource
-from k8py.server.apiserver import (bodies, crds, podsubresources, reviews, scale, serviceips,
-                                   tokens)
+from k8py.server.apiserver import (bodies, crds, podproxy, podsubresources, reviews, scale,
+                                   serviceips, tokens)
 from k8py.server.apiserver.authn import USER_KEY
 from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
 from k8py.server.apiserver.watchserving import serve_watch
@@ -270,6 +270,9 @@ def _marked_for_deletion(resource: Resource, obj: dict, policy: str) -> dict | N
 
 
 class RestHandler:
+    # pods/log, exec, attach, portforward: set by the application (`app.make_app`)
+    pod_proxy: podproxy.PodProxy | None = None
+
     def __init__(self, registry: Registry, objects: ObjectStore,
                  service_ips: serviceips.ServiceIPs | None = None,
                  service_accounts: tokens.ServiceAccountTokens | None = None):
@@ -287,6 +290,12 @@ class RestHandler:
 
     async def _dispatch(self, request: web.Request, target: Target) -> web.StreamResponse:
         """Streams and raw bytes where HTTP allows them; everything else through `call`."""
+        if target.subresource in podproxy.SUBRESOURCES and target.resource.kind == "Pod" \
+                and not target.resource.group:
+            if self.pod_proxy is None:
+                raise errors.ServiceUnavailable(f"pods/{target.subresource} is not served here")
+            return await self.pod_proxy.serve(request, target.namespace, target.name,
+                                              target.subresource)
         plain = target.subresource in (None, "status")
         if request.method == "GET" and plain:
             if target.name is None:
