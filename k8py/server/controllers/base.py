@@ -39,6 +39,7 @@ class Settings:
     node_monitor_grace: float = 40.0        # missed heartbeats before Ready=Unknown
     pod_eviction_timeout: float = 300.0     # default tolerationSeconds for not-ready nodes
     terminated_pod_gc_threshold: int = 12500
+    ca_bundle: str = ""                     # the cluster CA (PEM), published to namespaces
 
 
 @dataclasses.dataclass

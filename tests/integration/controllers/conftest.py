@@ -74,6 +74,8 @@ async def start_control_plane(tmp_path, *, nodes: int = 3, settings: Settings | 
                                                        certs.ca_cert), listening))]
     kubeconfig = str(tmp_path / "kubeconfig.yaml")
     client = Client(InProcessTransport(app[apiserver.REST_KEY]))
+    with open(certs.ca_cert) as f:
+        settings = dataclasses.replace(settings or Settings(), ca_bundle=f.read())
     simulated = SimulatedNodes(client, nodes, **(node_kwargs or {"heartbeat": 1.0}))
     try:
         await asyncio.wait_for(listening.wait(), 10)
