@@ -284,8 +284,7 @@ class PodWorker:
         return list(spec.get("initContainers") or []) + list(spec.get("containers") or [])
 
     async def _adopt_sandbox(self, sandbox: pb.PodSandbox) -> None:
-        if self.sandbox_id == sandbox.id and (self.pod_ip or self.pod["spec"].get(
-                "hostNetwork")):
+        if self.sandbox_id == sandbox.id and self.pod_ip:
             return
         self.sandbox_id = sandbox.id
         if self.pod["spec"].get("hostNetwork"):
