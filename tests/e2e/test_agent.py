@@ -271,7 +271,12 @@ def test_delete_is_graceful(node):
     node.apply(pod_manifest(
         "polite", "trap 'echo TERM > /out/polite; exit 0' TERM; "
         "while true; do sleep 0.2; done", grace=20,
-        container={"volumeMounts": [{"name": "out", "mountPath": "/out"}]},
+        container={"volumeMounts": [{"name": "out", "mountPath": "/out"}],
+                   "lifecycle": {
+                       "postStart": {"exec": {"command": ["sh", "-c",
+                                                          "echo up > /out/poststart"]}},
+                       "preStop": {"exec": {"command": ["sh", "-c",
+                                                        "echo pre > /out/prestop"]}}}},
         volumes=[{"name": "out", "hostPath": {"path": str(term_dir)}}]))
     node.apply(pod_manifest("stubborn", "trap '' TERM; while true; do sleep 0.2; done",
                             grace=3))
@@ -282,6 +287,8 @@ def test_delete_is_graceful(node):
     node.kubectl("delete", "pod", "polite")
     assert time.monotonic() - started < 10, "a container that exits on SIGTERM stops at once"
     assert (term_dir / "polite").read_text().strip() == "TERM"
+    assert (term_dir / "poststart").read_text().strip() == "up"
+    assert (term_dir / "prestop").read_text().strip() == "pre"
     started = time.monotonic()
     node.kubectl("delete", "pod", "stubborn")
     took = time.monotonic() - started

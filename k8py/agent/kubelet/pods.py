@@ -253,7 +253,11 @@ class PodWorker:
                 await self._write_status(containers)
                 self.schedule(1.0)
                 return False
-            await self._start_sandbox(sandboxes)
+            try:
+                await self._start_sandbox(sandboxes)
+            except Exception:
+                await self._write_status(containers)  # ContainerCreating, not silence
+                raise
             sandboxes = await self._sandboxes()
             ready = [s for s in sandboxes if s.state == pb.SANDBOX_READY]
             containers = await self._containers()
@@ -602,6 +606,7 @@ class PodWorker:
     # --- termination ------------------------------------------------------------------------
 
     async def terminate(self, grace: int) -> None:
+        name = self.name
         containers = await self._containers()
         specs_by_name = {c["name"]: c for c in self._all_specs()} if self.pod else {}
         running = []
@@ -635,7 +640,7 @@ class PodWorker:
                                                  preconditions={"uid": self.uid})
             except (errors.NotFound, errors.Conflict):
                 pass
-        log.info("pod %s: terminated", self.name)
+        log.info("pod %s: terminated", name)
 
     async def _remove_sandbox(self, sandbox_id: str) -> None:
         try:
