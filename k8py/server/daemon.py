@@ -158,9 +158,11 @@ async def run_control_loops(config: ServerConfig, handler: asyncio.Future) -> No
     from k8py.server.controllers.base import Settings
 
     client = Client(InProcessTransport(await handler), field_manager="k8py-controller-manager")
+    with open(os.path.join(config.data_dir, "server", "tls", "server-ca.crt")) as f:
+        ca_bundle = f.read()
     settings = Settings(cluster_cidr=str(config.cluster_cidr),
                         service_cidr=str(config.service_cidr),
-                        node_port_range=config.service_node_port_range)
+                        node_port_range=config.service_node_port_range, ca_bundle=ca_bundle)
     only = [] if config.disable_controller_manager else None
     await manager.run_elected(client, settings, scheduler=not config.disable_scheduler,
                               only=only)
