@@ -3,7 +3,8 @@
 `run_containerd(data_dir, ready)` is a Supervisor daemon (see `k8py.lifecycle`):
 1. writes `<data-dir>/agent/containerd/config.toml` (`render_config`, a pure function; a
    version 2 config for containerd 1.6): its own root (`root/`), state (`state/`) and socket
-   (`containerd.sock`) so it never meets a host containerd; the CRI plugin with cgroupfs
+   (`containerd.sock`; under /run/k8py if that path is too long for a unix socket) so it
+   never meets a host containerd; the CRI plugin with cgroupfs
    (`SystemdCgroup = false`: PID 1 is not systemd on our hosts), runc's state under our
    state dir, the overlayfs snapshotter, `sandbox_image` = the local pause image,
    `restrict_oom_score_adj = true` when the process lacks CAP_SYS_RESOURCE (CapEff bit 24;
@@ -36,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import logging
 import os
 import signal
@@ -52,6 +54,8 @@ log = logging.getLogger(__name__)
 CONTAINERD = "containerd"
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin", "/usr/libexec/cni")
 CAP_SYS_RESOURCE = 24
+MAX_SOCKET_PATH = 104  # containerd's limit for a unix socket path
+RUN_DIR = "/run/k8py"  # sockets whose path under the data dir would be too long
 PR_SET_PDEATHSIG = 1
 
 # Plugins containerd 1.6 loads by default that k8py has no use for (the v1 shim runtime
@@ -75,10 +79,18 @@ def containerd_dir(data_dir: str) -> str:
 
 
 def socket_path(data_dir: str, runtime_endpoint: str | None = None) -> str:
-    """The CRI socket the agent talks to: the given endpoint, else our containerd's."""
+    """The CRI socket the agent talks to: the given endpoint, else our containerd's:
+    `<data-dir>/agent/containerd/containerd.sock`, unless that path is too long for a unix
+    socket (containerd allows 104 bytes, including the `.ttrpc` suffix of its second
+    socket); then `/run/k8py/containerd-<hash of the data dir>.sock`."""
     if runtime_endpoint:
         return endpoint_path(runtime_endpoint)
-    return os.path.join(containerd_dir(data_dir), "containerd.sock")
+    directory = containerd_dir(os.path.abspath(data_dir))
+    path = os.path.join(directory, "containerd.sock")
+    if len((path + ".ttrpc").encode()) > MAX_SOCKET_PATH:
+        digest = hashlib.sha256(directory.encode()).hexdigest()[:16]
+        path = os.path.join(RUN_DIR, f"containerd-{digest}.sock")
+    return path
 
 
 def has_capability(bit: int, status: str | None = None) -> bool:
@@ -114,8 +126,9 @@ def _toml(value: str) -> str:
 
 def render_config(directory: str, *, cni_conf_dir: str, cni_bin_dir: str,
                   stream_port: int, restrict_oom_score_adj: bool,
-                  sandbox_image: str = PAUSE_IMAGE) -> str:
-    """containerd's config.toml (version 2) for a containerd living in `directory`."""
+                  sandbox_image: str = PAUSE_IMAGE, socket: str | None = None) -> str:
+    """containerd's config.toml (version 2) for a containerd living in `directory`,
+    listening on `socket` (default `<directory>/containerd.sock`)."""
     cri = '[plugins."io.containerd.grpc.v1.cri"'
     disabled = ", ".join(_toml(p) for p in DISABLED_PLUGINS)
     return f"""\
@@ -126,7 +139,7 @@ state = {_toml(os.path.join(directory, "state"))}
 disabled_plugins = [{disabled}]
 
 [grpc]
-  address = {_toml(os.path.join(directory, "containerd.sock"))}
+  address = {_toml(socket or os.path.join(directory, "containerd.sock"))}
 
 [plugins."io.containerd.internal.v1.opt"]
   path = {_toml(os.path.join(directory, "root", "opt"))}
@@ -160,12 +173,14 @@ disabled_plugins = [{disabled}]
 
 def write_config(data_dir: str) -> str:
     """Write config.toml for this start (a fresh stream port); its path."""
+    data_dir = os.path.abspath(data_dir)
     directory = containerd_dir(data_dir)
     cni_conf_dir = os.path.join(data_dir, "agent", "etc", "cni", "net.d")
-    for path in (directory, cni_conf_dir):
-        os.makedirs(path, mode=0o700 if path == directory else 0o755, exist_ok=True)
+    sock = socket_path(data_dir)
+    for path in (directory, cni_conf_dir, os.path.dirname(sock)):
+        os.makedirs(path, mode=0o755 if path == cni_conf_dir else 0o700, exist_ok=True)
     text = render_config(directory, cni_conf_dir=cni_conf_dir, cni_bin_dir=find_cni_bin_dir(),
-                         stream_port=free_port(),
+                         stream_port=free_port(), socket=sock,
                          restrict_oom_score_adj=not has_capability(CAP_SYS_RESOURCE))
     path = os.path.join(directory, "config.toml")
     with open(path + ".tmp", "w", encoding="utf-8") as f:
@@ -227,8 +242,7 @@ async def _start(data_dir: str, binary: str, stop_timeout: float
             raise ContainerdError(f"cannot run {binary}: {exc.strerror}") from None
     with open(pid_file, "w", encoding="ascii") as f:
         f.write(f"{proc.pid}\n")
-    log.info("containerd started (pid %d), socket %s", proc.pid,
-             os.path.join(directory, "containerd.sock"))
+    log.info("containerd started (pid %d), socket %s", proc.pid, socket_path(data_dir))
     return proc
 
 
@@ -292,6 +306,7 @@ async def run_containerd(data_dir: str, ready: asyncio.Event, *,
                          start_timeout: float = 60.0, stop_timeout: float = 10.0,
                          backoff: tuple[float, float] = (1.0, 30.0)) -> None:
     """Run (and keep running) the node's containerd; see the module docstring."""
+    data_dir = os.path.abspath(data_dir)
     sock = socket_path(data_dir, runtime_endpoint)
     async with CriClient(sock) as cri:
         if runtime_endpoint:
