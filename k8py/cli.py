@@ -166,6 +166,161 @@ def _simulate(debug: bool, flags: dict) -> None:
     _run(simulate())
 
 
+@cli.group()
+def images() -> None:
+    """Import, list and remove the node's images (containerd's k8s.io namespace)."""
+
+
+def _runtime_options(f):
+    f = option("--container-runtime-endpoint", metavar="SOCKET",
+               help="CRI socket of an existing runtime (default: the agent's containerd)")(f)
+    return option("--data-dir", "-d", default="/var/lib/k8py", show_default=True,
+                  type=click.Path(file_okay=False), help="Folder holding the agent's state")(f)
+
+
+def _images_call(flags: dict, action) -> None:
+    """Run `action(cri, socket)` against the node's runtime; failures are one line. An
+    action that reported its own errors returns False: exit code 1."""
+    from k8py.agent.containerd import socket_path
+    from k8py.runtime.cri import CriClient, CriError
+    from k8py.runtime.images import ImageError
+
+    try:
+        sock = socket_path(flags["data_dir"], flags["container_runtime_endpoint"])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc),
+                                 param_hint="'--container-runtime-endpoint'") from None
+
+    async def run() -> bool | None:
+        async with CriClient(sock, timeout=60) as cri:
+            return await action(cri, sock)
+
+    try:
+        if asyncio.run(run()) is False:
+            sys.exit(1)
+    except CriError as exc:
+        if exc.status.name == "UNAVAILABLE":
+            raise click.ClickException(f"cannot reach containerd at {sock}: is the agent "
+                                       "running?") from None
+        raise click.ClickException(exc.message or str(exc)) from None
+    except ImageError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@images.command("import")
+@_runtime_options
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def images_import(files: tuple[str, ...], **flags) -> None:
+    """Import image archives (OCI layout or docker archive; plain, .gz or .zst)."""
+    from k8py.runtime.images import ImageError, import_archive
+
+    async def action(cri, sock) -> bool:
+        failed = []
+        for path in files:
+            try:
+                refs = await import_archive(path, sock)
+            except ImageError as exc:
+                click.echo(f"k8py: error: {path}: {exc}", err=True)
+                failed.append(path)
+                continue
+            click.echo(f"imported {', '.join(refs) or 'an unnamed image'} from {path}")
+        return not failed
+
+    _images_call(flags, action)
+
+
+@images.command("ls")
+@_runtime_options
+@click.option("--quiet", "-q", is_flag=True, help="Only print image references")
+def images_ls(quiet: bool, **flags) -> None:
+    """List the images the runtime has."""
+    async def action(cri, sock) -> None:
+        rows = []
+        for image in await cri.list_images():
+            for ref in list(image.repo_tags) or list(image.repo_digests) or ["<none>"]:
+                rows.append((ref, image.id.removeprefix("sha256:")[:12],
+                             _size(image.size)))
+        rows.sort()
+        if quiet:
+            for ref, _, _ in rows:
+                click.echo(ref)
+            return
+        width = max([len("IMAGE")] + [len(r[0]) for r in rows])
+        click.echo(f"{'IMAGE':<{width}}  {'IMAGE ID':<12}  SIZE")
+        for ref, image_id, size in rows:
+            click.echo(f"{ref:<{width}}  {image_id:<12}  {size}")
+
+    _images_call(flags, action)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1000
+    return ""
+
+
+@images.command("rm")
+@_runtime_options
+@click.argument("refs", nargs=-1, required=True)
+def images_rm(refs: tuple[str, ...], **flags) -> None:
+    """Remove images by reference or id."""
+    from k8py.runtime.cri import CriError
+
+    async def action(cri, sock) -> bool:
+        failed = False
+        for ref in refs:
+            if await cri.image_status(ref) is None:
+                click.echo(f"k8py: error: no such image: {ref}", err=True)
+                failed = True
+                continue
+            try:
+                await cri.remove_image(ref)
+            except CriError as exc:
+                if exc.status.name == "UNAVAILABLE":
+                    raise
+                click.echo(f"k8py: error: {ref}: {exc.message or exc}", err=True)
+                failed = True
+                continue
+            click.echo(f"deleted {ref}")
+        return not failed
+
+    _images_call(flags, action)
+
+
+@images.command("build-busybox")
+@_runtime_options
+@click.option("--output", "-o", type=click.Path(dir_okay=False),
+              help="Write the OCI archive here instead of importing it")
+@click.option("--name", default="k8py.local/busybox:latest", show_default=True,
+              help="Image reference")
+@click.option("--busybox", default="/bin/busybox", show_default=True,
+              type=click.Path(dir_okay=False), help="Static busybox binary to use")
+def images_build_busybox(output: str | None, name: str, busybox: str, **flags) -> None:
+    """Build a small image from the host's busybox (for tests and demos)."""
+    from k8py.runtime.images import ImageError, build_busybox_image, import_bytes, normalize_ref
+
+    try:
+        data = build_busybox_image(busybox, name=normalize_ref(name))
+    except ImageError as exc:
+        raise click.ClickException(str(exc)) from None
+    if output:
+        try:
+            with open(output, "wb") as f:
+                f.write(data)
+        except OSError as exc:
+            raise click.ClickException(f"{output}: {exc.strerror}") from None
+        click.echo(f"wrote {normalize_ref(name)} to {output}")
+        return
+
+    async def action(cri, sock) -> None:
+        refs = await import_bytes(data, sock)
+        click.echo(f"imported {', '.join(refs)}")
+
+    _images_call(flags, action)
+
+
 def _setup_logging(debug: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
