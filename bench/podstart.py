@@ -1,0 +1,217 @@
+"""Pod start benchmark. Needs root, containerd, runc and the CNI plugins.
+
+    .venv/bin/python bench/podstart.py [--pods 30] [--keep]
+
+Everything runs in a network namespace the benchmark creates (this process's thread enters
+it, so containerd and the pods' bridge live there; the file system is the host's), on a temp
+data dir, with containerd started and supervised by the agent's own `run_containerd` and
+the agent's CNI config (bridge + host-local over 10.88.0.0/24, portmap).
+
+Figures:
+1. The raw CRI floor (`cri_floor`): RunPodSandbox + CreateContainer + StartContainer of a
+   busybox `sleep 3600`, measured directly over CRI, one pod after another (p50/p99 of the
+   total and of each call), then the same `--pods` pods started all at once (wall time and
+   per-pod p50/p99, as parallel pod workers would); then StopPodSandbox and
+   RemovePodSandbox per pod.
+2. (kubelet engineers: add create->Running through a watch beside it, from the same
+   `runtime()` context.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from k8py.agent import cgroups  # noqa: E402
+from k8py.agent.containerd import run_containerd, socket_path  # noqa: E402
+from k8py.runtime import cri_pb2 as pb  # noqa: E402
+from k8py.runtime.cri import CriClient  # noqa: E402
+from k8py.runtime.images import BUSYBOX_IMAGE, build_busybox_image, import_bytes  # noqa: E402
+
+CLONE_NEWNET = 0x40000000
+POD_CIDR = "10.88.0.0/24"
+
+
+@contextlib.contextmanager
+def netns(name: str):
+    """A new network namespace that this thread enters; left and deleted afterwards."""
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    libc = ctypes.CDLL(None, use_errno=True)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+        try:
+            if libc.setns(target, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns")
+        finally:
+            os.close(target)
+        try:
+            subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+            yield
+        finally:
+            libc.setns(own, CLONE_NEWNET)
+    finally:
+        os.close(own)
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+def write_cni(data_dir: str) -> None:
+    conf_dir = os.path.join(data_dir, "agent", "etc", "cni", "net.d")
+    ipam_dir = os.path.join(data_dir, "agent", "cni", "networks")
+    try:
+        from k8py.net.cni import write_cni_config
+    except ImportError:  # before k8py.net.cni existed: the same bridge network inline
+        os.makedirs(conf_dir, exist_ok=True)
+        with open(os.path.join(conf_dir, "10-k8py.conflist"), "w") as f:
+            json.dump({"cniVersion": "1.0.0", "name": "k8py", "plugins": [{
+                "type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": True,
+                "hairpinMode": True, "ipam": {"type": "host-local", "dataDir": ipam_dir,
+                                              "ranges": [[{"subnet": POD_CIDR}]],
+                                              "routes": [{"dst": "0.0.0.0/0"}]}}]}, f)
+        return
+    write_cni_config(conf_dir, POD_CIDR, ipam_data_dir=ipam_dir)
+
+
+@contextlib.asynccontextmanager
+async def runtime(data_dir: str):
+    """containerd under the agent's supervisor, busybox imported: yields a CriClient."""
+    write_cni(data_dir)
+    ready = asyncio.Event()
+    task = asyncio.create_task(run_containerd(data_dir, ready))
+    sock = socket_path(data_dir)
+    cri = CriClient(sock)
+    try:
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait([waiter, task], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if task.done():
+            task.result()
+        await import_bytes(await asyncio.to_thread(build_busybox_image), sock)
+        yield cri
+    finally:
+        with contextlib.suppress(Exception):
+            for sandbox in await cri.list_pod_sandbox():
+                await cri.stop_pod_sandbox(sandbox.id)
+                await cri.remove_pod_sandbox(sandbox.id)
+                cgroups.remove_pod_cgroups(sandbox.metadata.uid)
+        await cri.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+def sandbox_config(data_dir: str, name: str) -> pb.PodSandboxConfig:
+    uid = str(uuid.uuid4())
+    log_dir = os.path.join(data_dir, "agent", "logs", f"bench_{name}_{uid}")
+    os.makedirs(os.path.join(log_dir, "sleep"), exist_ok=True)
+    return pb.PodSandboxConfig(
+        metadata=pb.PodSandboxMetadata(name=name, uid=uid, namespace="bench"),
+        hostname=name, log_directory=log_dir,
+        linux=pb.LinuxPodSandboxConfig(cgroup_parent=cgroups.pod_cgroup_parent(uid)))
+
+
+async def start_pod(cri: CriClient, data_dir: str, name: str) -> tuple[str, dict[str, float]]:
+    """One pod with one busybox `sleep 3600`: its sandbox id and each call's seconds."""
+    config = sandbox_config(data_dir, name)
+    times = {}
+    t0 = time.perf_counter()
+    sandbox = await cri.run_pod_sandbox(config)
+    t1 = time.perf_counter()
+    container = await cri.create_container(sandbox, pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name="sleep"), image=pb.ImageSpec(image=BUSYBOX_IMAGE),
+        command=["sleep", "3600"], log_path="sleep/0.log"), config)
+    t2 = time.perf_counter()
+    await cri.start_container(container)
+    t3 = time.perf_counter()
+    times.update(run=t1 - t0, create=t2 - t1, start=t3 - t2, total=t3 - t0)
+    return sandbox, times
+
+
+async def stop_pod(cri: CriClient, sandbox: str) -> dict[str, float]:
+    t0 = time.perf_counter()
+    await cri.stop_pod_sandbox(sandbox)
+    t1 = time.perf_counter()
+    await cri.remove_pod_sandbox(sandbox)
+    t2 = time.perf_counter()
+    return {"stop": t1 - t0, "remove": t2 - t1}
+
+
+def quantiles(values: list[float]) -> str:
+    values = sorted(values)
+    p99 = values[min(len(values) - 1, round(0.99 * (len(values) - 1)))]
+    return f"p50 {statistics.median(values) * 1000:7.1f} ms   p99 {p99 * 1000:7.1f} ms"
+
+
+async def cri_floor(cri: CriClient, data_dir: str, pods: int) -> dict[str, list[float]]:
+    """The raw CRI floor: pods started one after another, then all at once; then stopped
+    and removed. Prints the figures; returns the samples by call."""
+    samples: dict[str, list[float]] = {}
+    sandboxes = []
+    await start_pod(cri, data_dir, "warmup")  # first sandbox creates cni0, caches the image
+    for i in range(pods):
+        sandbox, times = await start_pod(cri, data_dir, f"seq-{i}")
+        sandboxes.append(sandbox)
+        for key, value in times.items():
+            samples.setdefault(key, []).append(value)
+    print(f"raw CRI floor, {pods} pods one after another (busybox sleep 3600):")
+    for key, label in (("total", "Run+Create+Start"), ("run", "  RunPodSandbox"),
+                       ("create", "  CreateContainer"), ("start", "  StartContainer")):
+        print(f"  {label:<18} {quantiles(samples[key])}")
+    stops: dict[str, list[float]] = {}
+    for sandbox in sandboxes:
+        for key, value in (await stop_pod(cri, sandbox)).items():
+            stops.setdefault(key, []).append(value)
+    print(f"  {'StopPodSandbox':<18} {quantiles(stops['stop'])}")
+    print(f"  {'RemovePodSandbox':<18} {quantiles(stops['remove'])}")
+    samples.update(stops)
+
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(start_pod(cri, data_dir, f"par-{i}")
+                                     for i in range(pods)))
+    wall = time.perf_counter() - t0
+    totals = [times["total"] for _, times in results]
+    print(f"raw CRI floor, {pods} pods at once: all started in {wall * 1000:.0f} ms; "
+          f"per pod {quantiles(totals)}")
+    t0 = time.perf_counter()
+    await asyncio.gather(*(stop_pod(cri, sandbox) for sandbox, _ in results))
+    print(f"  stopped and removed all at once in {(time.perf_counter() - t0) * 1000:.0f} ms")
+    samples["parallel_total"] = totals
+    return samples
+
+
+async def main(args) -> None:
+    root = tempfile.mkdtemp(prefix="k8py-podstart-")
+    data_dir = os.path.join(root, "data")
+    try:
+        with netns(f"k8py-bench-{uuid.uuid4().hex[:8]}"):
+            async with runtime(data_dir) as cri:
+                await cri_floor(cri, data_dir, args.pods)
+    finally:
+        if not args.keep:
+            with open("/proc/self/mounts") as f:
+                mounts = [line.split()[1] for line in f if line.split()[1].startswith(root)]
+            for mount in sorted(mounts, key=len, reverse=True):
+                subprocess.run(["umount", "-l", mount], check=False)
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pods", type=int, default=30)
+    parser.add_argument("--keep", action="store_true", help="keep the temp data dir")
+    if os.geteuid() != 0:
+        sys.exit("bench/podstart.py needs root (containerd, network namespaces)")
+    asyncio.run(main(parser.parse_args()))
