@@ -2,14 +2,14 @@
 Python client: client → API server (pods/log, exec, attach, portforward) → kubelet HTTPS
 server → containerd's stream server → runc.
 
-Everything runs inside a network namespace the test creates (this thread enters it before
-anything starts): containerd supervised by `run_containerd`, the API
-server (in this event loop, memory store, real certificates) and the kubelet server (in this
-loop, on 127.0.0.1, with its serving certificate and the API server's kubelet client
-certificate from `pki`). Pods are driven directly through the CRI (sandbox + busybox
-containers, with the kubelet's labels and log layout), and their Pod objects, bound to a Node
-whose kubelet endpoint is the test's kubelet server, carry the status a kubelet would write.
-A second Node with port 0 stands for a simulated node.
+`k8py server` with its embedded agent (its own containerd, the CNI plugins) runs as a child
+inside a network namespace the test creates: this thread enters it (setns, network only, so
+/sys and the cgroup mounts stay as they are) before anything starts, and the server, kubectl
+and the Python client's threads inherit it. The node's address is one end of a veth pair in
+the namespace. Pods are created with kubectl and run by the real pod workers. A second Node
+object without a kubelet endpoint stands for a simulated node. At the end the pods are
+deleted, the server stopped (it stops containerd), anything left holding the data dir killed,
+and the namespace removed.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import dataclasses
 import fcntl
+import json
 import os
 import pty
 import re
@@ -27,6 +27,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import termios
 import uuid
 from typing import Any
@@ -34,24 +35,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from k8py.agent import cgroups
-from k8py.agent.config import AgentConfig
-from k8py.agent.containerd import run_containerd, socket_path
-from k8py.agent.kubelet import server as kubelet_server
-from k8py.api import timestamps
-from k8py.api.resources import Registry
-from k8py.client.client import Client
-from k8py.net.cni import write_cni_config
-from k8py.runtime import cri_pb2 as pb
-from k8py.runtime.cri import CriClient
-from k8py.runtime.images import BUSYBOX_IMAGE, build_busybox_image, import_bytes
-from k8py.server import pki
-from k8py.server.apiserver import app as apiserver
-from k8py.server.apiserver.authn import TokenFile
-from k8py.server.apiserver.inprocess import InProcessTransport
-from k8py.server.apiserver.podproxy import KubeletClient
-from k8py.server.daemon import bootstrap
-from k8py.server.store import open_backend
+from k8py.runtime.images import BUSYBOX_IMAGE, build_busybox_image
 from tests.conftest import eventually
 from tests.e2e.conftest import find_kubectl
 
@@ -62,9 +46,15 @@ pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
 ]
 
-NODE = "node1"
-POD_CIDR = "10.88.0.0/24"
+NODE = "stream-node"
+NODE_IP = "10.99.1.2"
 CLONE_NEWNET = 0x40000000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -82,7 +72,6 @@ def netns(name: str):
         finally:
             os.close(target)
         try:
-            subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
             yield
         finally:
             libc.setns(own, CLONE_NEWNET)
@@ -91,43 +80,29 @@ def netns(name: str):
         subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
-def leftover_cleanup(data_dir: str, sock: str) -> None:
-    """Kill shims serving this containerd and unmount anything left under data_dir."""
+def kill_leftovers(data_dir: str) -> None:
+    """SIGKILL processes still holding the data dir (shims, containerd); unmount what is
+    left under it."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"-address" in args and sock.encode() in args:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
+                if data_dir.encode() in f.read():
+                    os.kill(int(pid), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass
     with open("/proc/self/mounts") as f:
         mounts = [line.split()[1] for line in f]
     for mount in sorted((m for m in mounts if m.startswith(data_dir)), key=len, reverse=True):
         subprocess.run(["umount", "-l", mount], check=False)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclasses.dataclass
 class Env:
-    root: str
-    data_dir: str
-    cri: CriClient
-    client: Client
-    registry: Registry
-    kubeconfig: str
-    kubectl_path: str
-    pods: dict[str, dict[str, Any]]  # what the kubelet server sees
-
-    @property
-    def logs(self) -> str:
-        return os.path.join(self.data_dir, "agent", "logs")
+    def __init__(self, root: str):
+        self.root = root
+        self.data_dir = os.path.join(root, "data")
+        self.kubeconfig = os.path.join(root, "kubeconfig.yaml")
+        self.kubectl_path = find_kubectl()
+        self.proc: asyncio.subprocess.Process | None = None
 
     def kubectl_args(self, *args: str) -> list[str]:
         return [self.kubectl_path, "--kubeconfig", self.kubeconfig, "--cache-dir",
@@ -136,6 +111,11 @@ class Env:
     @property
     def kubectl_env(self) -> dict[str, str]:
         return {**os.environ, "HOME": self.root, "KUBECONFIG": self.kubeconfig}
+
+    def server_log(self) -> str:
+        with contextlib.suppress(OSError), open(os.path.join(self.root, "server.log")) as f:
+            return f.read()[-4000:]
+        return ""
 
     async def kubectl(self, *args: str, input: bytes | None = None,
                       timeout: float = 30) -> tuple[int, str, str]:
@@ -151,171 +131,97 @@ class Env:
             raise AssertionError(f"kubectl {' '.join(args)} did not finish in {timeout}s")
         return proc.returncode, out.decode(), err.decode()
 
-    def resource(self, plural: str):
-        return self.registry.get("", "v1", plural)
+    async def get(self, kind: str, name: str) -> dict[str, Any]:
+        code, out, _ = await self.kubectl("get", kind, name, "-o", "json")
+        return json.loads(out) if code == 0 else {}
 
-    async def run_pod(self, name: str, containers: list[dict[str, Any]], *,
-                      start: bool = True) -> dict[str, Any]:
-        """A bound Pod object and, with `start`, its sandbox and running containers."""
-        spec_containers = [{"name": c["name"], "image": BUSYBOX_IMAGE,
-                            "command": c["command"], "stdin": c.get("stdin", False),
-                            "tty": c.get("tty", False)} for c in containers]
-        pod = await self.client.create(self.resource("pods"), {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {"nodeName": c.get("node", NODE) if (c := containers[0]) else NODE,
-                     "containers": spec_containers}})
-        uid = pod["metadata"]["uid"]
-        if not start:
-            waiting = [{"name": c["name"], "image": BUSYBOX_IMAGE, "imageID": "",
-                        "ready": False, "restartCount": 0,
-                        "state": {"waiting": {"reason": "ContainerCreating"}}}
-                       for c in containers]
-            return await self._set_status(pod, {"phase": "Pending",
-                                                "containerStatuses": waiting})
-        labels = {"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": "default",
-                  "io.kubernetes.pod.uid": uid}
-        config = pb.PodSandboxConfig(
-            metadata=pb.PodSandboxMetadata(name=name, uid=uid, namespace="default"),
-            hostname=name, log_directory=os.path.join(self.logs, f"default_{name}_{uid}"),
-            labels=labels,
-            linux=pb.LinuxPodSandboxConfig(cgroup_parent=cgroups.pod_cgroup_parent(uid)))
-        sandbox = await self.cri.run_pod_sandbox(config)
-        statuses = []
-        for c in containers:
-            container_id = await self.start_container(sandbox, config, c, 0)
-            statuses.append({"name": c["name"], "image": BUSYBOX_IMAGE, "imageID": "",
-                             "containerID": f"containerd://{container_id}", "ready": True,
-                             "restartCount": 0, "started": True,
-                             "state": {"running": {"startedAt": timestamps.now()}}})
-        ip = (await self.cri.pod_sandbox_status(sandbox)).status.network.ip
-        pod = await self._set_status(pod, {"phase": "Running", "podIP": ip,
-                                           "podIPs": [{"ip": ip}], "hostIP": "127.0.0.1",
-                                           "containerStatuses": statuses})
-        pod["_sandbox"] = (sandbox, config)
-        return pod
+    async def apply(self, manifest: dict[str, Any]) -> None:
+        code, _, err = await self.kubectl("apply", "-f", "-", input=json.dumps(manifest).encode())
+        assert code == 0, err
 
-    async def start_container(self, sandbox: str, config: pb.PodSandboxConfig,
-                              c: dict[str, Any], restart: int) -> str:
-        os.makedirs(os.path.join(config.log_directory, c["name"]), exist_ok=True)
-        container = await self.cri.create_container(sandbox, pb.ContainerConfig(
-            metadata=pb.ContainerMetadata(name=c["name"], attempt=restart),
-            image=pb.ImageSpec(image=BUSYBOX_IMAGE), command=c["command"],
-            labels={**config.labels, "io.kubernetes.container.name": c["name"]},
-            log_path=f"{c['name']}/{restart}.log", stdin=c.get("stdin", False),
-            stdin_once=c.get("stdin_once", False), tty=c.get("tty", False)), config)
-        await self.cri.start_container(container)
-        return container
+    async def run_pod(self, name: str, command: str, *, wait: bool = True,
+                      **container: Any) -> dict[str, Any]:
+        """A busybox pod running `sh -c command`; with `wait`, once it is Running."""
+        await self.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                          "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                              "name": "main", "image": container.pop("image", BUSYBOX_IMAGE),
+                              "imagePullPolicy": "IfNotPresent",
+                              "command": ["sh", "-c", command], **container}]}})
+        if not wait:
+            return await self.get("pod", name)
 
-    async def _set_status(self, pod: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
-        updated = await self.client.update_status(self.resource("pods"),
-                                                  {**pod, "status": status})
-        self.pods[pod["metadata"]["name"]] = updated
-        return updated
-
-    async def wait_exited(self, container_id: str) -> int:
-        async def exited():
-            status = (await self.cri.container_status(container_id)).status
-            return status.state == pb.CONTAINER_EXITED and status
-        return (await eventually(exited, timeout=20, interval=0.05,
-                                 what=f"{container_id} exited")).exit_code
-
-    async def restart(self, pod: dict[str, Any], c: dict[str, Any]) -> dict[str, Any]:
-        """The container's next run after the current one exited, as a kubelet restarts it."""
-        sandbox, config = pod["_sandbox"]
-        old = pod["status"]["containerStatuses"][0]
-        old_id = old["containerID"].partition("://")[2]
-        code = await self.wait_exited(old_id)
-        restart = old["restartCount"] + 1
-        new_id = await self.start_container(sandbox, config, c, restart)
-        status = {**old, "containerID": f"containerd://{new_id}", "restartCount": restart,
-                  "state": {"running": {"startedAt": timestamps.now()}},
-                  "lastState": {"terminated": {"exitCode": code, "reason": "Error",
-                                               "containerID": old["containerID"]}}}
-        updated = await self._set_status(
-            {k: v for k, v in pod.items() if k != "_sandbox"},
-            {**pod["status"], "containerStatuses": [status]})
-        updated["_sandbox"] = (sandbox, config)
-        return updated
+        async def running():
+            pod = await self.get("pod", name)
+            statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
+            return (pod.get("status") or {}).get("phase") == "Running" and \
+                "running" in (statuses[0].get("state") or {}) and pod
+        return await eventually(running, timeout=60, interval=0.2, what=f"pod {name} Running")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def env(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("streaming"))
-    data_dir = os.path.join(root, "data")
-    write_cni_config(os.path.join(data_dir, "agent", "etc", "cni", "net.d"), POD_CIDR,
-                     ipam_data_dir=os.path.join(data_dir, "agent", "cni", "networks"))
-    sock = socket_path(data_dir)
-    tasks: list[asyncio.Task] = []
+    e = Env(str(tmp_path_factory.mktemp("streaming")))
     with netns(f"k8py-e2e-{uuid.uuid4().hex[:8]}"):
-        runtime_ready = asyncio.Event()
-        tasks.append(asyncio.create_task(run_containerd(data_dir, runtime_ready)))
-        cri = CriClient(sock)
-        store = None
+        log = open(os.path.join(e.root, "server.log"), "a")
         try:
-            await asyncio.wait_for(runtime_ready.wait(), 60)
-            await import_bytes(await asyncio.to_thread(build_busybox_image), sock)
+            for command in (["ip", "link", "set", "lo", "up"],
+                            ["ip", "link", "add", "node0", "type", "veth", "peer", "name",
+                             "node1"],
+                            ["ip", "addr", "add", f"{NODE_IP}/24", "dev", "node0"],
+                            ["ip", "link", "set", "node0", "up"],
+                            ["ip", "link", "set", "node1", "up"]):
+                subprocess.run(command, check=True)
+            images = os.path.join(e.data_dir, "agent", "images")
+            os.makedirs(images)
+            archive = await asyncio.to_thread(build_busybox_image)
+            with open(os.path.join(images, "busybox.tar"), "wb") as f:
+                f.write(archive)
+            e.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "k8py", "server", "--data-dir", e.data_dir,
+                "--bind-address", "127.0.0.1", "--https-listen-port", "6443",
+                "--write-kubeconfig", e.kubeconfig, "--node-name", NODE, "--node-ip", NODE_IP,
+                stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONPATH": os.getcwd()})
 
-            server_dir = os.path.join(data_dir, "server")
-            os.makedirs(server_dir, mode=0o700)
-            certs = pki.ensure_pki(server_dir, cluster_domain="cluster.local",
-                                   service_ip="10.43.0.1")
-            tokens = TokenFile.ensure(os.path.join(server_dir, "cred", "tokens"),
-                                      pki.ADMIN_USER, (pki.ADMIN_GROUP,))
-            store = open_backend("memory://", data_dir)
-            await store.start()
-            registry = Registry()
-            await bootstrap(store, registry)
-            app = apiserver.make_app(store, tokens, registry, kubelet_client=KubeletClient(
-                *pki.ensure_kubelet_client(certs), certs.ca_cert))
-            api_port, kubelet_port = free_port(), free_port()
-            api_ready, kubelet_ready = asyncio.Event(), asyncio.Event()
-            tasks.append(asyncio.create_task(apiserver.serve(
-                app, "127.0.0.1", api_port, apiserver.tls_context(
-                    certs.serving_cert, certs.serving_key, certs.ca_cert), api_ready)))
-            kubeconfig = os.path.join(root, "kubeconfig.yaml")
-            pki.write_kubeconfig(certs, kubeconfig, f"https://127.0.0.1:{api_port}", 0o600)
-
-            cert, key = pki.ensure_kubelet_serving(certs, os.path.join(data_dir, "agent"), NODE,
-                                                   ("127.0.0.1",))
-            config = AgentConfig(data_dir=data_dir, node_name=NODE, node_ip="127.0.0.1",
-                                 kubelet_port=kubelet_port, tls_cert=cert, tls_key=key,
-                                 client_ca=certs.ca_cert)
-            pods: dict[str, dict[str, Any]] = {}
-            tasks.append(asyncio.create_task(kubelet_server.serve(
-                config, cri, lambda: list(pods.values()), kubelet_ready, host="127.0.0.1")))
-            await asyncio.wait_for(asyncio.gather(api_ready.wait(), kubelet_ready.wait()), 10)
-
-            client = Client(InProcessTransport(app[apiserver.REST_KEY]))
-            nodes = registry.get("", "v1", "nodes")
-            for name, port in ((NODE, kubelet_port), ("simulated", 0)):
-                node = await client.create(nodes, {"apiVersion": "v1", "kind": "Node",
-                                                   "metadata": {"name": name}})
-                await client.update_status(nodes, {**node, "status": {
-                    "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
-                    "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}})
-            yield Env(root, data_dir, cri, client, registry, kubeconfig, find_kubectl(), pods)
+            async def ready():
+                if e.proc.returncode is not None:
+                    raise AssertionError("server exited: " + e.server_log())
+                if not os.path.exists(e.kubeconfig):
+                    return False
+                node = await e.get("node", NODE)
+                return any(c["type"] == "Ready" and c["status"] == "True"
+                           for c in (node.get("status") or {}).get("conditions") or [])
+            await eventually(ready, timeout=90, interval=0.25, what="node Ready")
+            # a node without a kubelet, as simulated nodes are (no daemonEndpoints)
+            code, _, err = await e.kubectl("create", "-f", "-", input=json.dumps({
+                "apiVersion": "v1", "kind": "Node", "metadata": {"name": "simulated"}}).encode())
+            assert code == 0, err
+            yield e
         finally:
-            with contextlib.suppress(Exception):
-                for sandbox in await cri.list_pod_sandbox():
-                    await cri.stop_pod_sandbox(sandbox.id)
-                    await cri.remove_pod_sandbox(sandbox.id)
-                    cgroups.remove_pod_cgroups(sandbox.metadata.uid)
-            await cri.close()
-            for task in reversed(tasks):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            if store is not None:
-                await store.close()
-            leftover_cleanup(data_dir, sock)
+            try:
+                if e.proc is not None and e.proc.returncode is None:
+                    with contextlib.suppress(Exception):
+                        # no kubelet will confirm the simulated node's pod gone
+                        await e.kubectl("delete", "pod", "elsewhere", "--force",
+                                        "--grace-period=0", "--ignore-not-found")
+                        await e.kubectl("delete", "pods", "--all", "--grace-period=1",
+                                        "--wait=true", timeout=60)
+                    e.proc.send_signal(signal.SIGTERM)
+                    try:
+                        await asyncio.wait_for(e.proc.wait(), 30)
+                    except asyncio.TimeoutError:
+                        e.proc.kill()
+                        await e.proc.wait()
+            finally:
+                kill_leftovers(e.data_dir)
+                log.close()
 
 
 LOOP = "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.1; done"
 
 
 async def test_logs_tail_since_timestamps_follow_and_previous(env):
-    await env.run_pod("counter", [{"name": "main", "command": ["sh", "-c", LOOP]}])
+    await env.run_pod("counter", LOOP)
 
     async def logged_lines():
         code, out, _ = await env.kubectl("logs", "counter")
@@ -352,26 +258,31 @@ async def test_logs_tail_since_timestamps_follow_and_previous(env):
         await proc.wait()
 
     # -f ends when the container exits; --previous reads the run before a restart
-    first = {"name": "main", "command": ["sh", "-c", "echo first run; sleep 0.5; echo bye; "
-                                                     "exit 1"]}
-    pod = await env.run_pod("restarter", [first])
-    code, out, err = await env.kubectl("logs", "-f", "restarter", timeout=30)
-    assert (code, out) == (0, "first run\nbye\n"), err
+    await env.run_pod("restarter", "echo first run; sleep 2; echo bye; exit 1", wait=False)
+
+    async def first_run():
+        pod = await env.get("pod", "restarter")
+        status = ((pod.get("status") or {}).get("containerStatuses") or [{}])[0]
+        return "running" in (status.get("state") or {}) and status.get("restartCount") == 0
+    await eventually(first_run, timeout=60, interval=0.1, what="the first run")
     code, _, err = await env.kubectl("logs", "--previous", "restarter")
     assert code != 0 and 'previous terminated container "main" in pod "restarter" not found' \
-        in err
-    await env.restart(pod, {"name": "main", "command": ["sh", "-c", "echo second run; sleep 1000"]})
+        in err, err
+    code, out, err = await env.kubectl("logs", "-f", "restarter", timeout=30)
+    assert (code, out) == (0, "first run\nbye\n"), err
+
+    async def restarted():
+        pod = await env.get("pod", "restarter")
+        status = ((pod.get("status") or {}).get("containerStatuses") or [{}])[0]
+        return status.get("restartCount", 0) >= 1 and \
+            "terminated" in (status.get("lastState") or {})
+    await eventually(restarted, timeout=60, interval=0.2, what="a restart")
     code, out, err = await env.kubectl("logs", "--previous", "restarter")
     assert (code, out) == (0, "first run\nbye\n"), err
 
-    async def second():
-        code, out, _ = await env.kubectl("logs", "restarter")
-        return out == "second run\n"
-    await eventually(second, timeout=10, interval=0.2, what="the current run's log")
-
 
 async def test_exec_with_and_without_tty_and_exit_codes(env):
-    await env.run_pod("shell", [{"name": "main", "command": ["sleep", "1000"]}])
+    await env.run_pod("shell", "sleep 1000")
     code, out, err = await env.kubectl("exec", "shell", "--", "echo", "hello", "world")
     assert (code, out) == (0, "hello world\n"), err
     code, out, err = await env.kubectl("exec", "shell", "--", "sh", "-c",
@@ -408,8 +319,7 @@ async def test_exec_with_and_without_tty_and_exit_codes(env):
 
 
 async def test_attach(env):
-    await env.run_pod("reader", [{"name": "main", "stdin": True, "stdin_once": True,
-                                  "command": ["sh", "-c", "read line; echo got $line"]}])
+    await env.run_pod("reader", "read line; echo got $line", stdin=True, stdinOnce=True)
     code, out, err = await env.kubectl("attach", "-i", "reader", input=b"hello\n")
     assert code == 0, err
     assert "got hello" in out, (out, err)
@@ -427,7 +337,7 @@ async def http_get(port: int) -> bytes:
 
 
 async def test_kubectl_port_forward(env):
-    await env.run_pod("web", [{"name": "main", "command": ["sh", "-c", HTTPD]}])
+    await env.run_pod("web", HTTPD)
     local = free_port()
     proc = await asyncio.create_subprocess_exec(
         *env.kubectl_args("port-forward", "pod/web", f"{local}:8080"),
@@ -458,10 +368,9 @@ def _python_client(env: Env):
 async def test_python_client_exec_and_port_forward(env):
     from kubernetes.stream import portforward, stream
 
-    if "web" not in env.pods:
-        await env.run_pod("web", [{"name": "main", "command": ["sh", "-c", HTTPD]}])
-    if "shell" not in env.pods:
-        await env.run_pod("shell", [{"name": "main", "command": ["sleep", "1000"]}])
+    for name, command in (("web", HTTPD), ("shell", "sleep 1000")):
+        if not await env.get("pod", name):
+            await env.run_pod(name, command)
     api = _python_client(env)
 
     def run_exec():
@@ -500,19 +409,19 @@ async def test_python_client_exec_and_port_forward(env):
 
 
 async def test_errors_are_statuses_not_hangs(env):
-    await env.run_pod("creating", [{"name": "main", "command": ["true"]}], start=False)
+    await env.run_pod("creating", "true", image="k8py.local/nope:1", wait=False)
     code, _, err = await env.kubectl("logs", "creating", timeout=20)
-    assert code != 0 and 'container "main" in pod "creating" is waiting to start: ' \
-        'ContainerCreating' in err, err
+    assert code != 0 and 'container "main" in pod "creating" is waiting to start' in err, err
     code, _, err = await env.kubectl("exec", "creating", "--", "true", timeout=20)
-    assert code != 0 and "is waiting to start: ContainerCreating" in err, err
+    assert code != 0 and 'container "main" in pod "creating" is waiting to start' in err, err
     code, _, err = await env.kubectl("logs", "creating", "-c", "nope", timeout=20)
     assert code != 0 and "container nope is not valid for pod creating" in err, err
     code, _, err = await env.kubectl("logs", "missing", timeout=20)
     assert code != 0 and 'pods "missing" not found' in err, err
 
-    await env.run_pod("elsewhere", [{"name": "main", "command": ["true"], "node": "simulated"}],
-                      start=False)
+    await env.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "elsewhere"},
+                     "spec": {"nodeName": "simulated", "containers": [
+                         {"name": "main", "image": BUSYBOX_IMAGE}]}})
     code, _, err = await env.kubectl("logs", "elsewhere", timeout=20)
     assert code != 0 and 'node "simulated" has no kubelet endpoint' in err, err
     code, _, err = await env.kubectl("exec", "elsewhere", "--", "true", timeout=20)

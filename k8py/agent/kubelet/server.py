@@ -121,6 +121,9 @@ def log_container_id(pod: dict[str, Any], container: str, previous: bool) -> str
     name = pod["metadata"]["name"]
     status = container_status(pod, container)
     if status is None:
+        if container_spec(pod, container) is not None:  # no status written yet
+            raise errors.BadRequest(f'container "{container}" in pod "{name}" is waiting to '
+                                    f'start: ContainerCreating')
         raise errors.BadRequest(f'container "{container}" in pod "{name}" is not available')
     state, last = status.get("state") or {}, status.get("lastState") or {}
     waiting, running, terminated = state.get("waiting"), state.get("running"), state.get(
@@ -165,6 +168,9 @@ def running_container_id(pod: dict[str, Any], container: str) -> str:
                                 f'start: {waiting.get("reason") or "ContainerCreating"}')
     if state.get("terminated") is not None:
         raise errors.BadRequest(f'container "{container}" in pod "{name}" is terminated')
+    if container_spec(pod, container) is not None:  # no status written yet
+        raise errors.BadRequest(f'container "{container}" in pod "{name}" is waiting to '
+                                f'start: ContainerCreating')
     raise errors.BadRequest(f'container not found ("{container}")')
 
 
