@@ -204,7 +204,9 @@ async def test_pod_runs_with_logs_exec_network_and_cgroups(runtime):
     code, _, _ = await cri.exec_sync(container, ["sh", "-c", "echo oops >&2; exit 3"], 10)
     assert code == 3
 
-    network = (await cri.pod_sandbox_status(sandbox)).status.network
+    sandbox_status = (await cri.pod_sandbox_status(sandbox)).status
+    assert sandbox_status.state == pb.SANDBOX_READY  # the pause process keeps running
+    network = sandbox_status.network
     assert network.ip.startswith("10.88.0."), network
     code, out, _ = await cri.exec_sync(container, ["ip", "-4", "addr", "show", "eth0"], 10)
     assert network.ip.encode() in out
