@@ -13,8 +13,12 @@ Figures:
    total and of each call), then the same `--pods` pods started all at once (wall time and
    per-pod p50/p99, as parallel pod workers would); then StopPodSandbox and
    RemovePodSandbox per pod.
-2. (kubelet engineers: add create->Running through a watch beside it, from the same
-   `runtime()` context.)
+2. The kubelet (`kubelet_figures`): a `k8py server --disable-agent` process and a
+   standalone `k8py agent --kubeconfig` process (its own containerd, the busybox image
+   dropped in its airgap directory), in the same namespace. Create→Running latency as seen
+   through a watch, for `--pods` pods created one after another (each waiting for the last)
+   and then all at once; a 50-replica Deployment to all Ready; then the agent's resident
+   memory (VmRSS) and CPU (utime+stime over wall time) while 20 pods run idle.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import ctypes
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -36,6 +41,10 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from k8py.agent import cgroups  # noqa: E402
+from k8py.api.resources import builtin  # noqa: E402
+from k8py.client.client import Client  # noqa: E402
+from k8py.client.http import HttpTransport  # noqa: E402
+from k8py.client.informer import Informer  # noqa: E402
 from k8py.agent.containerd import run_containerd, socket_path  # noqa: E402
 from k8py.runtime import cri_pb2 as pb  # noqa: E402
 from k8py.runtime.cri import CriClient  # noqa: E402
@@ -192,13 +201,174 @@ async def cri_floor(cri: CriClient, data_dir: str, pods: int) -> dict[str, list[
     return samples
 
 
+PODS = builtin("v1", "pods")
+NODES = builtin("v1", "nodes")
+DEPLOYMENTS = builtin("apps/v1", "deployments")
+
+
+def bench_pod(name: str, labels: dict) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": labels},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                "name": "sleep", "image": BUSYBOX_IMAGE, "imagePullPolicy": "IfNotPresent",
+                "command": ["sleep", "3600"]}]}}
+
+
+def running(pod: dict) -> bool:
+    return (pod.get("status") or {}).get("phase") == "Running"
+
+
+def proc_figures(pid: int) -> tuple[float, float]:
+    """(resident MB, CPU seconds so far) of a process."""
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def wait_for(check, limit: float, what: str):
+    deadline = time.monotonic() + limit
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: not within {limit:.0f} s: {what}")
+        await asyncio.sleep(0.02)
+
+
+async def kubelet_figures(root: str, pods: int) -> None:
+    """Server and agent processes; figures through the API as a user sees them."""
+    server_dir, agent_dir = os.path.join(root, "server"), os.path.join(root, "agent")
+    kubeconfig = os.path.join(root, "kubeconfig.yaml")
+    images = os.path.join(agent_dir, "agent", "images")
+    os.makedirs(images)
+    with open(os.path.join(images, "busybox.tar"), "wb") as f:
+        f.write(await asyncio.to_thread(build_busybox_image))
+    logs = open(os.path.join(root, "processes.log"), "w")
+    k8py = [sys.executable, "-m", "k8py"]
+    cwd = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    server = subprocess.Popen(
+        k8py + ["server", "--disable-agent", "--data-dir", server_dir, "--bind-address",
+                "127.0.0.1", "--write-kubeconfig", kubeconfig],
+        stdout=logs, stderr=subprocess.STDOUT, cwd=cwd)
+    agent = None
+    client = None
+    try:
+        await wait_for(lambda: os.path.exists(kubeconfig), 30, "server up")
+        agent = subprocess.Popen(
+            k8py + ["agent", "--kubeconfig", kubeconfig, "--data-dir", agent_dir,
+                    "--node-name", "bench-node", "--node-ip", "127.0.0.1"],
+            stdout=logs, stderr=subprocess.STDOUT, cwd=cwd)
+        client = Client(HttpTransport.from_kubeconfig(kubeconfig, "k8py-bench"))
+
+        async def node_ready():
+            try:
+                node = await client.get(NODES, "bench-node")
+            except Exception:
+                return False
+            return any(c["type"] == "Ready" and c["status"] == "True"
+                       for c in (node.get("status") or {}).get("conditions") or [])
+
+        await wait_for(node_ready, 90, "node Ready")
+        watched = Informer(client, PODS, "default", label_selector="bench=podstart")
+        seen_running: dict[str, float] = {}
+
+        def observe(pod: dict) -> None:
+            name = pod["metadata"]["name"]
+            if running(pod) and name not in seen_running:
+                seen_running[name] = time.perf_counter()
+
+        watched.add_handlers(observe, lambda old, new: observe(new))
+        informer = asyncio.create_task(watched.run())
+        await watched.synced.wait()
+        labels = {"bench": "podstart"}
+
+        created: dict[str, float] = {}
+        for i in range(pods):
+            name = f"one-{i}"
+            created[name] = time.perf_counter()
+            await client.create(PODS, bench_pod(name, labels))
+            await wait_for(lambda: name in seen_running, 60, f"{name} Running")
+        latencies = [seen_running[n] - created[n] for n in created]
+        print(f"kubelet: create->Running through a watch, {pods} pods one after another: "
+              f"{quantiles(latencies)}")
+        rss, _ = proc_figures(agent.pid)
+        print(f"  agent RSS with {pods} pods: {rss:.0f} MB")
+        for name in created:
+            await client.delete(PODS, name, "default")
+        await wait_for(lambda: not watched.list(), 120, "pods gone")
+
+        created.clear()
+        began = time.perf_counter()
+        for i in range(pods):
+            created[f"many-{i}"] = time.perf_counter()
+        await asyncio.gather(*(client.create(PODS, bench_pod(n, labels)) for n in created))
+        await wait_for(lambda: all(n in seen_running for n in created), 120, "all Running")
+        latencies = [seen_running[n] - created[n] for n in created]
+        print(f"kubelet: {pods} pods created at once: all Running in "
+              f"{(max(seen_running[n] for n in created) - began) * 1000:.0f} ms; per pod "
+              f"{quantiles(latencies)}")
+        await asyncio.gather(*(client.delete(PODS, n, "default") for n in created))
+        await wait_for(lambda: not watched.list(), 120, "pods gone")
+
+        template = bench_pod("x", labels)
+        began = time.perf_counter()
+        await client.create(DEPLOYMENTS, {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "bench", "namespace": "default"},
+            "spec": {"replicas": 50, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": template["spec"]}}})
+
+        async def deployment_ready(count):
+            deployment = await client.get(DEPLOYMENTS, "bench", "default")
+            return (deployment.get("status") or {}).get("readyReplicas") == count
+
+        await wait_for(lambda: deployment_ready(50), 300, "50 replicas Ready")
+        print(f"kubelet: 50-replica Deployment: all Ready "
+              f"{time.perf_counter() - began:.1f} s after create")
+        await client.patch(DEPLOYMENTS, "bench", {"spec": {"replicas": 20}}, "default")
+        await wait_for(lambda: len(watched.list()) == 20, 120, "scaled to 20")
+        await asyncio.sleep(10)  # let the scale-down settle before measuring idle
+        rss0, cpu0 = proc_figures(agent.pid)
+        t0 = time.monotonic()
+        await asyncio.sleep(30)
+        rss1, cpu1 = proc_figures(agent.pid)
+        share = (cpu1 - cpu0) / (time.monotonic() - t0) * 100
+        print(f"  agent idle with 20 pods: RSS {rss1:.0f} MB, CPU {share:.2f}% of a core "
+              f"(30 s)")
+        await client.delete(DEPLOYMENTS, "bench", "default")
+        await wait_for(lambda: not watched.list(), 120, "deployment's pods gone")
+        informer.cancel()
+        await asyncio.gather(informer, return_exceptions=True)
+    finally:
+        if client is not None:
+            await client.close()
+        for proc in (agent, server):
+            if proc is None:
+                continue
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        logs.close()
+
+
 async def main(args) -> None:
     root = tempfile.mkdtemp(prefix="k8py-podstart-")
     data_dir = os.path.join(root, "data")
     try:
         with netns(f"k8py-bench-{uuid.uuid4().hex[:8]}"):
-            async with runtime(data_dir) as cri:
-                await cri_floor(cri, data_dir, args.pods)
+            if not args.skip_cri:
+                async with runtime(data_dir) as cri:
+                    await cri_floor(cri, data_dir, args.pods)
+            if not args.skip_kubelet:
+                await kubelet_figures(root, args.pods)
     finally:
         if not args.keep:
             with open("/proc/self/mounts") as f:
@@ -212,6 +382,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=int, default=30)
     parser.add_argument("--keep", action="store_true", help="keep the temp data dir")
+    parser.add_argument("--skip-cri", action="store_true", help="no raw CRI floor")
+    parser.add_argument("--skip-kubelet", action="store_true", help="no kubelet figures")
     if os.geteuid() != 0:
         sys.exit("bench/podstart.py needs root (containerd, network namespaces)")
     asyncio.run(main(parser.parse_args()))

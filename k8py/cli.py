@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import sys
 
 import click
@@ -123,13 +124,26 @@ def _node_labels(values: tuple[str, ...]) -> tuple[str, ...]:
 @option("--simulate", type=click.IntRange(1, 100000), default=None, metavar="N",
         help="Run N simulated nodes (no containers) instead of a real node")
 @option("--kubeconfig", type=click.Path(dir_okay=False),
-        help="Kubeconfig to reach the server with (for --simulate)")
+        help="Kubeconfig to reach the server with (instead of --server/--token)")
 @option("--simulate-start-delay", type=click.FloatRange(0, 3600), default=0.2,
         show_default=True, help="Seconds a simulated pod takes to become Running")
+@option("--node-ip", "-i", type=IPAddress(), default=None,
+        help="IP address to advertise for the node (default: the default route's)")
+@option("--node-label", multiple=True, metavar="KEY=VALUE",
+        help="Label to register the node with (repeatable)")
+@option("--container-runtime-endpoint", metavar="SOCKET", default=None,
+        help="CRI socket of an existing runtime instead of the agent's own containerd")
+@option("--cluster-dns", type=IPAddress(), default="10.43.0.10", show_default=True,
+        help="Service IP of cluster DNS")
+@option("--cluster-domain", type=DNSName(), default="cluster.local", show_default=True,
+        help="Cluster domain")
 def agent(debug: bool, **flags) -> None:
     """Run a worker node that joins a server."""
     if flags["simulate"]:
         _simulate(debug, flags)
+        return
+    if flags["kubeconfig"]:
+        _agent_with_kubeconfig(debug, flags)
         return
     if not flags["server"]:
         raise click.UsageError("missing option '--server' (or K8PY_SERVER)")
@@ -138,20 +152,53 @@ def agent(debug: bool, **flags) -> None:
     raise click.ClickException("the agent is not built yet in this version of k8py")
 
 
+def _agent_with_kubeconfig(debug: bool, flags: dict) -> None:
+    """`k8py agent --kubeconfig FILE`: this host as a node of the server the kubeconfig
+    names, with that kubeconfig's credentials. Joining with `--server`/`--token` (which also
+    brings the kubelet its serving certificate) comes later; until then such a node serves
+    no logs, exec or port-forward."""
+    from k8py.agent import daemon as agent_daemon
+    from k8py.agent.config import AgentConfig, detect_node_ip
+    from k8py.client.client import Client
+
+    transport = _kubeconfig_transport(flags["kubeconfig"], "k8py-kubelet")
+    labels = tuple(tuple(item.split("=", 1)) for item in _node_labels(flags["node_label"]))
+    config = AgentConfig(
+        data_dir=flags["data_dir"],
+        node_name=(flags["node_name"] or socket.gethostname()).lower(),
+        node_ip=str(flags["node_ip"]) if flags["node_ip"] else detect_node_ip(),
+        cluster_dns=str(flags["cluster_dns"]), cluster_domain=flags["cluster_domain"],
+        container_runtime_endpoint=flags["container_runtime_endpoint"], node_labels=labels)
+    _setup_logging(debug)
+
+    async def run() -> None:
+        client = Client(transport, field_manager="k8py-kubelet")
+        try:
+            await agent_daemon.run(config, client)
+        finally:
+            await client.close()
+
+    _run(run())
+
+
+def _kubeconfig_transport(path: str, user_agent: str):
+    from k8py.client.http import HttpTransport, KubeconfigError
+
+    try:
+        return HttpTransport.from_kubeconfig(path, user_agent=user_agent)
+    except (KubeconfigError, OSError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="'--kubeconfig'") from None
+
+
 def _simulate(debug: bool, flags: dict) -> None:
     """`k8py agent --simulate N`: simulated nodes, through a kubeconfig's credentials."""
     from k8py.agent.simulated import SimulatedNodes
     from k8py.client.client import Client
-    from k8py.client.http import HttpTransport, KubeconfigError
 
     if not flags["kubeconfig"]:
         raise click.UsageError("--simulate needs --kubeconfig (the admin kubeconfig the "
                                "server wrote)")
-    try:
-        transport = HttpTransport.from_kubeconfig(flags["kubeconfig"],
-                                                  user_agent="k8py-simulated-nodes")
-    except (KubeconfigError, OSError, ValueError) as exc:
-        raise click.BadParameter(str(exc), param_hint="'--kubeconfig'") from None
+    transport = _kubeconfig_transport(flags["kubeconfig"], "k8py-simulated-nodes")
     _setup_logging(debug)
 
     async def simulate() -> None:
