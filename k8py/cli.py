@@ -161,8 +161,8 @@ def _agent_with_kubeconfig(debug: bool, flags: dict) -> None:
     from k8py.agent.config import AgentConfig, detect_node_ip
     from k8py.client.client import Client
 
-    transport = _kubeconfig_transport(flags["kubeconfig"], "k8py-kubelet")
     labels = tuple(tuple(item.split("=", 1)) for item in _node_labels(flags["node_label"]))
+    transport = _kubeconfig_transport(flags["kubeconfig"], "k8py-kubelet")
     config = AgentConfig(
         data_dir=flags["data_dir"],
         node_name=(flags["node_name"] or socket.gethostname()).lower(),

@@ -69,6 +69,8 @@ def load_kubeconfig(path: str) -> tuple[str, ssl.SSLContext, str | None]:
         raise KubeconfigError(f"cannot read kubeconfig {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise KubeconfigError(f"kubeconfig {path} is not valid YAML: {exc}") from None
+    if not isinstance(config, dict):
+        raise KubeconfigError(f"kubeconfig {path} is not a kubeconfig (a YAML mapping)")
 
     def named(section: str, name: str) -> dict:
         for item in config.get(section) or []:

@@ -113,6 +113,9 @@ def test_config_file_from_environment(received, tmp_path):
         (["server", "--datastore-endpoint", "sqlite://?bogus=1"], "--datastore-endpoint"),
         (["agent", "--token", "x"], "--server"),
         (["agent", "--server", "https://10.0.0.1:6443"], "--token"),
+        (["agent", "--kubeconfig", "/nonexistent/kubeconfig"], "--kubeconfig"),
+        (["agent", "--kubeconfig", "/etc/hostname"], "--kubeconfig"),
+        (["agent", "--kubeconfig", "x", "--node-label", "novalue"], "--node-label"),
     ],
 )
 def test_bad_flags_are_one_line_errors_with_exit_2(args, named, tmp_path):
