@@ -322,6 +322,58 @@ def test_crash_loop_backs_off_with_growing_delays(node):
     node.kubectl("delete", "pod", "crasher", "--wait=false")
 
 
+def test_configmap_and_secret_volumes_appear_and_follow_updates(node):
+    node.kubectl("create", "configmap", "settings", "--from-literal=greeting=hello")
+    node.kubectl("create", "secret", "generic", "creds", "--from-literal=password=s3cret")
+    manifest = pod_manifest("mounts", "sleep 3600", container={"volumeMounts": [
+        {"name": "settings", "mountPath": "/etc/settings"},
+        {"name": "creds", "mountPath": "/etc/creds", "readOnly": True}],
+        "envFrom": [{"configMapRef": {"name": "settings"}}]})
+    manifest["spec"]["volumes"] = [{"name": "settings", "configMap": {"name": "settings"}},
+                                   {"name": "creds", "secret": {"secretName": "creds"}}]
+    node.apply(manifest)
+    wait_for(lambda: node.get("pod", "mounts").get("status", {}).get("phase") == "Running",
+             60, "mounts Running")
+
+    def read(path: str) -> str:
+        return node.kubectl("exec", "mounts", "--", "cat", path, check=False).stdout
+
+    assert read("/etc/settings/greeting") == "hello"
+    assert read("/etc/creds/password") == "s3cret"
+    assert "greeting=hello" in node.kubectl("exec", "mounts", "--", "env").stdout
+    node.kubectl("patch", "configmap", "settings", "-p", '{"data": {"greeting": "bonjour"}}')
+    node.kubectl("patch", "secret", "creds", "-p", '{"stringData": {"password": "n3w"}}')
+    wait_for(lambda: read("/etc/settings/greeting") == "bonjour", 60,
+             "the configMap update visible in the pod")
+    wait_for(lambda: read("/etc/creds/password") == "n3w", 60,
+             "the secret update visible in the pod")
+    node.kubectl("delete", "pod", "mounts", "--grace-period=1")
+
+
+def test_limits_show_in_the_container_cgroup(node):
+    node.apply(pod_manifest("limited", "sleep 3600", container={"resources": {
+        "limits": {"cpu": "500m", "memory": "64Mi"}}}))
+    pod = wait_for(lambda: (p := node.get("pod", "limited")) and
+                   p["status"].get("phase") == "Running" and p, 60, "limited Running")
+    assert pod["status"]["qosClass"] == "Guaranteed"
+    container = container_status(pod)["containerID"].split("://", 1)[1]
+    uid = pod["metadata"]["uid"]
+
+    def cgroup(controller: str, name: str) -> str:
+        matches = [os.path.join(root, name) for root, _, files in
+                   os.walk(f"/sys/fs/cgroup/{controller}/k8py") if name in files
+                   and container in root and uid in root]
+        assert matches, f"no {controller} cgroup for container {container}"
+        with open(matches[0]) as f:
+            return f.read().strip()
+
+    assert cgroup("memory", "memory.limit_in_bytes") == str(64 * 2 ** 20)
+    assert cgroup("cpu", "cpu.cfs_quota_us") == "50000"
+    assert cgroup("cpu", "cpu.cfs_period_us") == "100000"
+    assert cgroup("cpu", "cpu.shares") == "512"
+    node.kubectl("delete", "pod", "limited", "--grace-period=1")
+
+
 def test_agent_killed_and_restarted_adopts_running_pods(node):
     before = node.get("pod", "web")
     container_id = container_status(before)["containerID"]
