@@ -158,8 +158,12 @@ async def run_control_loops(config: ServerConfig, handler: asyncio.Future) -> No
     from k8py.server.controllers.base import Settings
 
     client = Client(InProcessTransport(await handler), field_manager="k8py-controller-manager")
-    with open(os.path.join(config.data_dir, "server", "tls", "server-ca.crt")) as f:
-        ca_bundle = f.read()
+    try:  # written by pki.ensure_pki before any daemon starts
+        with open(os.path.join(config.data_dir, "server", "tls", "server-ca.crt")) as f:
+            ca_bundle = f.read()
+    except FileNotFoundError:
+        log.warning("no cluster CA in %s: kube-root-ca.crt is not published", config.data_dir)
+        ca_bundle = ""
     settings = Settings(cluster_cidr=str(config.cluster_cidr),
                         service_cidr=str(config.service_cidr),
                         node_port_range=config.service_node_port_range, ca_bundle=ca_bundle)
