@@ -15,6 +15,8 @@ upstream's message, and the pod stays. A pod that is not running yet (Pending) o
 
 from __future__ import annotations
 
+import asyncio
+
 from typing import Any
 
 from k8py.api import errors, timestamps
@@ -57,9 +59,26 @@ async def bind(objects: ObjectStore, pods: Resource, namespace: str, name: str,
             "code": 201}
 
 
+EVICTION_TRIES = 20  # upstream's EvictionsRetry: another writer changed the budget meanwhile
+
+
 async def evict(objects: ObjectStore, pods: Resource, budgets: Resource, namespace: str,
                 name: str, delete) -> dict[str, Any]:
-    """Spend a disruption from every matching budget, then delete the pod with `delete`."""
+    """Spend a disruption from every matching budget, then delete the pod with `delete`.
+    A budget changed by someone else meanwhile (a concurrent eviction, the disruption
+    controller) is read again and the check redone, as upstream retries on conflict."""
+    for attempt in range(EVICTION_TRIES):
+        try:
+            return await _evict_once(objects, pods, budgets, namespace, name, delete)
+        except errors.Conflict:
+            if attempt == EVICTION_TRIES - 1:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+async def _evict_once(objects: ObjectStore, pods: Resource, budgets: Resource, namespace: str,
+                      name: str, delete) -> dict[str, Any]:
     pod = await objects.get(pods, namespace, name)
     phase = (pod.get("status") or {}).get("phase", "Pending")
     if phase not in ("Pending", "Succeeded", "Failed") and not pod["metadata"].get(
