@@ -367,6 +367,9 @@ async def main(args) -> None:
             if not args.skip_cri:
                 async with runtime(data_dir) as cri:
                     await cri_floor(cri, data_dir, args.pods)
+                # the agent's network is another subnet on a bridge of the same name
+                subprocess.run(["ip", "link", "delete", "cni0"], check=False,
+                               capture_output=True)
             if not args.skip_kubelet:
                 await kubelet_figures(root, args.pods)
     finally:
