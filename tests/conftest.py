@@ -20,3 +20,16 @@ async def eventually(predicate, timeout: float = 5.0, interval: float = 0.01, wh
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout}s: {what or predicate}")
         await asyncio.sleep(interval)
+
+
+def wait_for(check, timeout: float, what: str, interval: float = 0.25):
+    """The blocking twin of `eventually`, for tests that drive processes (kubectl) without an
+    event loop: check() until it is truthy and return that; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(interval)

@@ -2,10 +2,11 @@
 plugins) in a network namespace this test creates, driven by the real kubectl 1.32.
 
 Everything runs inside the namespace (`nsenter --net`, not `ip netns exec`: the latter
-remounts /sys, which hides the cgroup mounts runc needs), so the pod bridge and pod traffic
-never touch the host's network. The node's address is one end of a veth pair inside the
-namespace. At the end every pod is deleted, the server stopped (it stops containerd), any
-process left holding the data dir killed, and the namespace removed.
+remounts /sys, which hides the cgroup mounts runc needs; `tests.e2e.netns` states the rules),
+so the pod bridge and pod traffic never touch the host's network. The node's address is one
+end of a veth pair inside the namespace. At the end every pod is deleted, the server stopped
+(it stops containerd), any process left holding the data dir killed, what is left mounted
+under it unmounted, and the namespace removed.
 
 Needs root, containerd, runc and the CNI plugins (./install.sh).
 """
@@ -19,10 +20,11 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 
+from tests.conftest import wait_for
+from tests.e2e import netns
 from tests.e2e.conftest import find_kubectl
 
 pytestmark = pytest.mark.skipif(
@@ -35,23 +37,12 @@ NODE = "e2e-node"
 BUSYBOX = "k8py.local/busybox:latest"
 
 
-def wait_for(check, timeout: float, what: str, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(interval)
-
-
 class Node:
     """The netns, the server process and kubectl in it."""
 
-    def __init__(self, root, netns: str):
+    def __init__(self, root, netns_name: str):
         self.root = root
-        self.netns = netns
+        self.netns = netns_name
         self.data = root / "data"
         self.kubeconfig = str(root / "kubeconfig.yaml")
         self.kubectl_path = find_kubectl()
@@ -60,7 +51,7 @@ class Node:
         self.env = {**os.environ, "HOME": str(root), "KUBECONFIG": self.kubeconfig}
 
     def enter(self) -> list[str]:
-        return ["nsenter", f"--net=/var/run/netns/{self.netns}"]
+        return netns.nsenter(self.netns)
 
     def start(self) -> None:
         self.log = open(self.root / "server.log", "a")
@@ -122,56 +113,35 @@ def container_status(pod: dict) -> dict:
     return statuses[0]
 
 
-def kill_leftovers(data_dir: str) -> None:
-    """SIGKILL processes still holding the data dir (shims, containerd) and the containers
-    under k8py's pod cgroups: a failed test must not leave them behind."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if data_dir.encode() in f.read():
-                    os.kill(int(pid), signal.SIGKILL)
-        except (OSError, ProcessLookupError):
-            pass
-
-
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     root = tmp_path_factory.mktemp("agent")
-    netns = f"k8py-e2e-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", netns], check=True)
-    n = Node(root, netns)
-    try:
-        for command in (["ip", "link", "set", "lo", "up"],
-                        ["ip", "link", "add", "node0", "type", "veth", "peer", "name", "node1"],
-                        ["ip", "addr", "add", f"{NODE_IP}/24", "dev", "node0"],
-                        ["ip", "link", "set", "node0", "up"],
-                        ["ip", "link", "set", "node1", "up"]):
-            subprocess.run(["ip", "netns", "exec", netns, *command], check=True)
-        images = n.data / "agent" / "images"
-        images.mkdir(parents=True)
-        subprocess.run([sys.executable, "-m", "k8py", "images", "build-busybox", "-o",
-                        str(images / "busybox.tar")], check=True, capture_output=True)
-        n.start()
-        n.wait_ready()
-        yield n
-    finally:
+    with netns.created() as name:
+        n = Node(root, name)
         try:
-            if n.proc is not None and n.proc.poll() is None:
-                n.kubectl("delete", "pods", "--all", "--grace-period=1", "--wait=true",
-                          check=False, timeout=60)
-                n.proc.send_signal(signal.SIGTERM)
-                try:
-                    n.proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    n.proc.kill()
-                    n.proc.wait()
+            netns.add_node_address(n.netns, NODE_IP)
+            images = n.data / "agent" / "images"
+            images.mkdir(parents=True)
+            subprocess.run([sys.executable, "-m", "k8py", "images", "build-busybox", "-o",
+                            str(images / "busybox.tar")], check=True, capture_output=True)
+            n.start()
+            n.wait_ready()
+            yield n
         finally:
-            kill_leftovers(str(n.data))
-            if n.log:
-                n.log.close()
-            subprocess.run(["ip", "netns", "delete", netns], check=False)
+            try:
+                if n.proc is not None and n.proc.poll() is None:
+                    n.kubectl("delete", "pods", "--all", "--grace-period=1", "--wait=true",
+                              check=False, timeout=60)
+                    n.proc.send_signal(signal.SIGTERM)
+                    try:
+                        n.proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        n.proc.kill()
+                        n.proc.wait()
+            finally:
+                netns.kill_leftovers(str(n.data))
+                if n.log:
+                    n.log.close()
 
 
 def test_node_registers_with_capacity_labels_and_images(node):

@@ -2,24 +2,24 @@
 `run_containerd` on a temp data dir, images built from /bin/busybox and imported, a pod
 sandbox and a busybox container driven through `CriClient`, runc and the CNI plugins.
 
-Everything runs inside a network namespace the test creates: the test's own thread enters it
-(setns) before containerd starts, so containerd, its stream server (127.0.0.1) and the pods'
-bridge live there, while the file system is the host's (no `ip netns exec` mount namespace).
+Everything runs inside a network namespace the test creates (`tests.e2e.netns`, which states
+the rules): the test's own thread enters it (setns) before containerd starts, so containerd,
+its stream server (127.0.0.1) and the pods' bridge live there, while the file system is the
+host's (no `ip netns exec` mount namespace).
 
 CNI config (in `<data-dir>/agent/etc/cni/net.d/`): the agent's own conflist from
 `k8py.net.cni` over podCIDR 10.88.0.0/24 (bridge `cni0` in the test's netns, isGateway, ipMasq,
 hairpin; host-local IPAM with its state under the data dir; portmap), or, if that module is
 missing, the same bridge + host-local conflist written inline.
 
-Teardown stops every pod and containerd, kills any shim left behind, unmounts what is left
-under the data dir and deletes the namespace.
+Teardown stops every pod and containerd, kills any process left holding the data dir (shims),
+unmounts what is left under it and deletes the namespace.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import gzip
 import json
 import logging
@@ -27,7 +27,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import uuid
 
@@ -41,6 +40,7 @@ from k8py.runtime import cri_pb2 as pb
 from k8py.runtime.cri import CriClient, NotFound
 from k8py.runtime.images import BUSYBOX_IMAGE, PAUSE_IMAGE, build_busybox_image, import_bytes
 from tests.conftest import eventually
+from tests.e2e import netns
 
 pytestmark = [
     pytest.mark.root,
@@ -48,31 +48,7 @@ pytestmark = [
     pytest.mark.skipif(not shutil.which("containerd"), reason="needs containerd"),
 ]
 
-CLONE_NEWNET = 0x40000000
 POD_CIDR = "10.88.0.0/24"
-
-
-@contextlib.contextmanager
-def netns(name: str):
-    """Create netns `name` and move this thread into it; back out and delete it after."""
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    libc = ctypes.CDLL(None, use_errno=True)
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-        try:
-            if libc.setns(target, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns")
-        finally:
-            os.close(target)
-        try:
-            subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-            yield
-        finally:
-            libc.setns(own, CLONE_NEWNET)
-    finally:
-        os.close(own)
-        subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
 def write_cni(data_dir: str) -> None:
@@ -90,23 +66,6 @@ def write_cni(data_dir: str) -> None:
                                               "routes": [{"dst": "0.0.0.0/0"}]}}]}, f)
         return
     write_cni_config(conf_dir, POD_CIDR, ipam_data_dir=ipam_dir)
-
-
-def leftover_cleanup(data_dir: str, sock: str) -> None:
-    """Kill shims serving this containerd and unmount anything left under data_dir."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"-address" in args and sock.encode() in args:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-    with open("/proc/self/mounts") as f:
-        mounts = [line.split()[1] for line in f]
-    for mount in sorted((m for m in mounts if m.startswith(data_dir)), key=len, reverse=True):
-        subprocess.run(["umount", "-l", mount], check=False)
 
 
 class Runtime:
@@ -161,7 +120,7 @@ async def runtime(tmp_path):
     data_dir = str(tmp_path / "data")
     write_cni(data_dir)
     sock = socket_path(data_dir)
-    with netns(f"k8py-e2e-{uuid.uuid4().hex[:8]}"):
+    with netns.entered():
         ready = asyncio.Event()
         task = asyncio.create_task(run_containerd(data_dir, ready, backoff=(0.2, 1.0)))
         cri = CriClient(sock)
@@ -178,7 +137,7 @@ async def runtime(tmp_path):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-                leftover_cleanup(data_dir, sock)
+                netns.kill_leftovers(data_dir)
 
 
 async def test_pod_runs_with_logs_exec_network_and_cgroups(runtime):

@@ -7,9 +7,10 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
+
+from tests.conftest import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -30,17 +31,6 @@ def simulated(cluster):
         log.close()
 
 
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.2)
-
-
 def test_deployment_runs_on_simulated_nodes(cluster, simulated):
     def nodes_ready():
         out = cluster.kubectl("get", "nodes", "-l", "k8py.io/simulated=true", "-o", "json")
@@ -49,7 +39,7 @@ def test_deployment_runs_on_simulated_nodes(cluster, simulated):
             c["status"] == "True" for n in items for c in n["status"]["conditions"]
             if c["type"] == "Ready")
 
-    wait_for(nodes_ready, 30, "2 simulated nodes Ready")
+    wait_for(nodes_ready, 30, "2 simulated nodes Ready", interval=0.2)
     cluster.kubectl("create", "deployment", "sim-web", "--image=nginx", "--replicas=4")
     cluster.kubectl("rollout", "status", "deployment/sim-web", "--timeout=60s", timeout=70)
     pods = json.loads(cluster.kubectl("get", "pods", "-l", "app=sim-web", "-o",
@@ -60,7 +50,7 @@ def test_deployment_runs_on_simulated_nodes(cluster, simulated):
     cluster.kubectl("delete", "deployment", "sim-web")
     wait_for(lambda: not json.loads(cluster.kubectl(
         "get", "pods", "-l", "app=sim-web", "-o", "json").stdout)["items"], 30,
-        "pods of the deleted deployment gone")
+        "pods of the deleted deployment gone", interval=0.2)
 
 
 def test_bad_kubeconfig_is_one_line(tmp_path):

@@ -3,20 +3,19 @@ Python client: client → API server (pods/log, exec, attach, portforward) → k
 server → containerd's stream server → runc.
 
 `k8py server` with its embedded agent (its own containerd, the CNI plugins) runs as a child
-inside a network namespace the test creates: this thread enters it (setns, network only, so
-/sys and the cgroup mounts stay as they are) before anything starts, and the server, kubectl
-and the Python client's threads inherit it. The node's address is one end of a veth pair in
-the namespace. Pods are created with kubectl and run by the real pod workers. A second Node
-object without a kubelet endpoint stands for a simulated node. At the end the pods are
-deleted, the server stopped (it stops containerd), anything left holding the data dir killed,
-and the namespace removed.
+inside a network namespace the test creates (`tests.e2e.netns`, which states the rules): this
+thread enters it (setns, network only, so /sys and the cgroup mounts stay as they are) before
+anything starts, and the server, kubectl and the Python client's threads inherit it. The
+node's address is one end of a veth pair in the namespace. Pods are created with kubectl and
+run by the real pod workers. A second Node object without a kubelet endpoint stands for a
+simulated node. At the end the pods are deleted, the server stopped (it stops containerd),
+anything left holding the data dir killed, and the namespace removed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import fcntl
 import json
 import os
@@ -24,12 +23,10 @@ import pty
 import re
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
 import termios
-import uuid
 from typing import Any
 
 import pytest
@@ -37,7 +34,8 @@ import pytest_asyncio
 
 from k8py.runtime.images import BUSYBOX_IMAGE, build_busybox_image
 from tests.conftest import eventually
-from tests.e2e.conftest import find_kubectl
+from tests.e2e import netns
+from tests.e2e.conftest import find_kubectl, free_port
 
 pytestmark = [
     pytest.mark.root,
@@ -48,52 +46,6 @@ pytestmark = [
 
 NODE = "stream-node"
 NODE_IP = "10.99.1.2"
-CLONE_NEWNET = 0x40000000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def netns(name: str):
-    """Create netns `name` and move this thread into it (processes and threads started from
-    it follow); back out and delete it after."""
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    libc = ctypes.CDLL(None, use_errno=True)
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-        try:
-            if libc.setns(target, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns")
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            libc.setns(own, CLONE_NEWNET)
-    finally:
-        os.close(own)
-        subprocess.run(["ip", "netns", "delete", name], check=False)
-
-
-def kill_leftovers(data_dir: str) -> None:
-    """SIGKILL processes still holding the data dir (shims, containerd); unmount what is
-    left under it."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if data_dir.encode() in f.read():
-                    os.kill(int(pid), signal.SIGKILL)
-        except (OSError, ProcessLookupError):
-            pass
-    with open("/proc/self/mounts") as f:
-        mounts = [line.split()[1] for line in f]
-    for mount in sorted((m for m in mounts if m.startswith(data_dir)), key=len, reverse=True):
-        subprocess.run(["umount", "-l", mount], check=False)
 
 
 class Env:
@@ -161,16 +113,10 @@ class Env:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def env(tmp_path_factory):
     e = Env(str(tmp_path_factory.mktemp("streaming")))
-    with netns(f"k8py-e2e-{uuid.uuid4().hex[:8]}"):
+    with netns.entered() as name:
         log = open(os.path.join(e.root, "server.log"), "a")
         try:
-            for command in (["ip", "link", "set", "lo", "up"],
-                            ["ip", "link", "add", "node0", "type", "veth", "peer", "name",
-                             "node1"],
-                            ["ip", "addr", "add", f"{NODE_IP}/24", "dev", "node0"],
-                            ["ip", "link", "set", "node0", "up"],
-                            ["ip", "link", "set", "node1", "up"]):
-                subprocess.run(command, check=True)
+            netns.add_node_address(name, NODE_IP)
             images = os.path.join(e.data_dir, "agent", "images")
             os.makedirs(images)
             archive = await asyncio.to_thread(build_busybox_image)
@@ -213,7 +159,7 @@ async def env(tmp_path_factory):
                         e.proc.kill()
                         await e.proc.wait()
             finally:
-                kill_leftovers(e.data_dir)
+                netns.kill_leftovers(e.data_dir)
                 log.close()
 
 
