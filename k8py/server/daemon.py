@@ -121,7 +121,8 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
                              service_account_key=pki.ensure_service_key(certs),
                              cluster_domain=config.cluster_domain,
                              kubelet_client=podproxy.KubeletClient(
-                                 *pki.ensure_kubelet_client(certs), certs.ca_cert))
+                                 *pki.ensure_kubelet_client(certs), certs.ca_cert),
+                             join_pki=certs)
     rest = app[apiserver.REST_KEY]
     if handler is not None:
         handler.set_result(rest)

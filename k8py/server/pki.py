@@ -363,3 +363,54 @@ def _fresh(cert_path: str, key_path: str, dns: set[str] | None = None,
     have_dns = set(sans.get_values_for_type(x509.DNSName))
     have_ips = {str(a) for a in sans.get_values_for_type(x509.IPAddress)}
     return (dns or set()) <= have_dns and (ips or set()) <= have_ips
+
+
+# --- joining agents (`apiserver/join.py`) ------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeCredentials:
+    """PEMs a joining agent receives: its kubelet's client and serving certificates and the CA."""
+    client_cert: bytes
+    client_key: bytes
+    serving_cert: bytes
+    serving_key: bytes
+    ca_cert: bytes
+
+
+def ca_pem(p: PKI) -> bytes:
+    """The cluster CA as served at /cacerts: the bytes whose sha256 the join token holds."""
+    with open(p.ca_cert, "rb") as f:
+        return f.read()
+
+
+def join_secret(p: PKI) -> str:
+    """The `<secret>` of the join token `K10<hash>::server:<secret>`."""
+    _, sep, secret = read_token(p).partition("::server:")
+    if not sep or not secret:
+        raise ValueError(f"{p.token_file} is not a join token K10<hash>::server:<secret>")
+    return secret
+
+
+def issue_node_credentials(p: PKI, node_name: str, addresses: tuple[str, ...] = (),
+                           hostnames: tuple[str, ...] = ()) -> NodeCredentials:
+    """A kubelet client certificate (CN `system:node:<node>`, O `system:nodes`, client auth)
+    and a kubelet serving certificate (the node name, `hostnames`, `localhost`, 127.0.0.1 and
+    `addresses`; server auth), each with a new ECDSA key, for one year. Issued afresh on
+    every call: nothing is kept on the server (the agent keeps them)."""
+    ca_cert, ca_key = _load(p.ca_cert, p.ca_key)
+    identity = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+                          x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node_name}")])
+    client_key = _new_key()
+    client = _issue(identity, client_key, ca_cert, ca_key, days=365,
+                    usages=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    dns = sorted({node_name, "localhost", *hostnames})
+    ips = sorted({ipaddress.ip_address("127.0.0.1"), *map(ipaddress.ip_address, addresses)},
+                 key=lambda a: (a.version, a))
+    serving_key = _new_key()
+    serving = _issue(identity, serving_key, ca_cert, ca_key, days=365,
+                     sans=[x509.DNSName(d) for d in dns] + [x509.IPAddress(i) for i in ips],
+                     usages=[ExtendedKeyUsageOID.SERVER_AUTH])
+    pem = serialization.Encoding.PEM
+    return NodeCredentials(client.public_bytes(pem), _key_pem(client_key),
+                           serving.public_bytes(pem), _key_pem(serving_key), ca_pem(p))

@@ -7,7 +7,8 @@ Request flow:
     → `authn_middleware`: user from certificate or bearer token (the token file, or a
       service-account token: `tokens`); anonymous only for /healthz, /livez, /readyz, /version
     → route: health, version, discovery, OpenAPI, the service-account issuer's discovery
-      (/.well-known/openid-configuration, /openid/v1/jwks), or `RestHandler` for /api/v1/...
+      (/.well-known/openid-configuration, /openid/v1/jwks), joining agents (/cacerts,
+      /v1-k8py/node-credentials: `join`), or `RestHandler` for /api/v1/...
       and /apis/g/v/...
 """
 
@@ -24,7 +25,8 @@ from aiohttp import web
 
 from k8py.api import errors
 from k8py.api.resources import Registry
-from k8py.server.apiserver import (bodies, discovery, openapi, openapi_protobuf, podproxy,
+from k8py.server import pki
+from k8py.server.apiserver import (bodies, discovery, join, openapi, openapi_protobuf, podproxy,
                                    serviceips, tokens as sa_tokens)
 from k8py.server.apiserver.authn import USER_KEY, TokenFile, authenticate, is_anonymous_path
 from k8py.server.apiserver.rest import RestHandler, parse_target
@@ -173,12 +175,14 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
              node_port_range: tuple[int, int] = serviceips.NODE_PORT_RANGE,
              service_account_key: str | None = None,
              cluster_domain: str = "cluster.local",
-             kubelet_client: podproxy.KubeletClient | None = None) -> web.Application:
+             kubelet_client: podproxy.KubeletClient | None = None,
+             join_pki: pki.PKI | None = None) -> web.Application:
     """The application; services get ClusterIPs from `service_cidr` and NodePorts from
     `node_port_range` (both ends included). Service-account tokens are signed with the key
     in the file `service_account_key` (`pki.ensure_service_key`); without one, with a key
     made for this process only. pods/log, exec, attach and portforward reach kubelets with
-    `kubelet_client` (without it they are 503s)."""
+    `kubelet_client` (without it they are 503s). With `join_pki`, agents join with the
+    token: /cacerts and /v1-k8py/node-credentials (`join`)."""
     registry = registry or Registry()
     # A little headroom over the 3 MiB limit so that bodies.read_raw says it, not aiohttp.
     app = web.Application(middlewares=[errors_middleware, authn_middleware],
@@ -203,6 +207,8 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
     app.router.add_get("/openapi/v2", openapi_v2)
     app.router.add_get("/.well-known/openid-configuration", openid_configuration)
     app.router.add_get("/openid/v1/jwks", jwks)
+    if join_pki is not None:
+        join.add_routes(app, join_pki)
     app.router.add_get("/api", core_root)
     app.router.add_get("/apis", groups_root)
     app.router.add_get("/apis/{group}", group_root)

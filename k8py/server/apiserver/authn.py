@@ -6,9 +6,11 @@ Otherwise an `Authorization: Bearer` token is looked up in the server's token fi
 (`<data-dir>/server/cred/tokens`, upstream's static token file format
 `token,user,uid,"group1,group2"`), and failing that checked as a service-account token
 (`tokens.ServiceAccountTokens`: a JWT the server signed, whose account and bound pod still
-exist). Anonymous requests reach only the health and version endpoints; everything else is
-a 401. Authorization (RBAC) comes later: today every
-authenticated user may do everything.
+exist). Anonymous requests reach only the health and version endpoints and the join
+endpoints (`join`: /cacerts, and node-credentials, which checks the join token itself);
+everything else is a 401. A joined node's kubelet client certificate (CN
+`system:node:<name>`, O `system:nodes`) is a user like any other. Authorization (RBAC, a
+node authorizer) comes later: today every authenticated user may do everything.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Protocol
 
 from aiohttp import web
 
-ANONYMOUS_PATHS = ("/healthz", "/livez", "/readyz", "/version")
+# /cacerts and /v1-k8py (joining agents, `join`): public, or checked by the handler itself
+ANONYMOUS_PATHS = ("/healthz", "/livez", "/readyz", "/version", "/cacerts", "/v1-k8py")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,164 @@
+"""Joining agents: /cacerts for anyone; node credentials only for the join token's secret;
+the issued client certificate is the node's identity, the serving certificate its names."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import os
+import ssl
+
+import aiohttp
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from k8py.api.resources import Registry
+from k8py.server import pki
+from k8py.server.apiserver import app as apiserver
+from k8py.server.apiserver.authn import USER_KEY, TokenFile
+from k8py.server.daemon import bootstrap
+from k8py.server.store import open_backend
+
+from .conftest import Server, free_port
+
+BODY = {"nodeName": "worker-1", "addresses": ["10.9.8.7", "fd00::7"],
+        "hostnames": ["worker-1.example"]}
+
+
+async def whoami(request: web.Request) -> web.Response:
+    user = request[USER_KEY]
+    return web.json_response({"name": user.name, "groups": list(user.groups)})
+
+
+@pytest.fixture
+async def server(tmp_path):
+    """The API server with the join endpoints (the shared fixture's app has none)."""
+    data_dir = str(tmp_path / "data")
+    server_dir = os.path.join(data_dir, "server")
+    os.makedirs(server_dir, mode=0o700)
+    certs = pki.ensure_pki(server_dir, cluster_domain="cluster.local", service_ip="10.43.0.1")
+    tokens = TokenFile.ensure(os.path.join(server_dir, "cred", "tokens"), "system:admin",
+                              ("system:masters",))
+    store = open_backend("memory://", data_dir)
+    await store.start()
+    registry = Registry()
+    await bootstrap(store, registry)
+    app = apiserver.make_app(store, tokens, registry, join_pki=certs)
+    app.router.add_get("/test/whoami", whoami)  # what authn made of the caller
+    port = free_port()
+    ready = asyncio.Event()
+    task = asyncio.create_task(apiserver.serve(
+        app, "127.0.0.1", port, apiserver.tls_context(certs.serving_cert, certs.serving_key,
+                                                       certs.ca_cert), ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    try:
+        yield Server(f"https://127.0.0.1:{port}", certs, tokens.first_token(), store, data_dir)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.close()
+
+
+async def _post(server: Server, body, token: str | None, *, client_cert: bool = False):
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    connector = aiohttp.TCPConnector(ssl=server.ssl(client_cert=client_cert))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.post(server.url + "/v1-k8py/node-credentials", json=body,
+                                headers=headers) as response:
+            return response.status, await response.json(content_type=None)
+
+
+def _secret(server: Server) -> str:
+    return pki.read_token(server.certs).split("::server:", 1)[1]
+
+
+async def test_cacerts_is_anonymous_and_matches_the_token_hash(server):
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # as a joining agent
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+        async with session.get(server.url + "/cacerts") as response:
+            assert response.status == 200
+            body = await response.read()
+    with open(server.certs.ca_cert, "rb") as f:
+        assert body == f.read()
+    token = pki.read_token(server.certs)
+    assert token == f"K10{hashlib.sha256(body).hexdigest()}::server:{_secret(server)}"
+
+
+@pytest.mark.parametrize("token", [None, "", "wrong", "K10abc::server:wrong"])
+async def test_node_credentials_need_the_secret(server, token):
+    status, body = await _post(server, BODY, token)
+    assert status == 401, body
+    assert body["kind"] == "Status" and body["code"] == 401
+
+
+async def test_the_admin_certificate_does_not_replace_the_secret(server):
+    status, _ = await _post(server, BODY, None, client_cert=True)
+    assert status == 401
+
+
+async def test_the_whole_token_is_not_the_secret(server):
+    status, _ = await _post(server, BODY, pki.read_token(server.certs))
+    assert status == 401
+
+
+@pytest.mark.parametrize("body", [
+    {"nodeName": "Bad_Name"},
+    {"nodeName": ""},
+    {},
+    {"nodeName": "a" * 254},
+    {"nodeName": "ok", "addresses": ["not-an-ip"]},
+    {"nodeName": "ok", "addresses": "10.0.0.1"},
+    {"nodeName": "ok", "hostnames": ["under_score"]},
+    ["nodeName"],
+])
+async def test_bad_requests_are_400(server, body):
+    status, answer = await _post(server, body, _secret(server))
+    assert status == 400, answer
+    assert answer["kind"] == "Status" and answer["reason"] == "BadRequest"
+
+
+async def test_issued_credentials(server, tmp_path):
+    status, body = await _post(server, BODY, _secret(server))
+    assert status == 200, body
+    with open(server.certs.ca_cert) as f:
+        assert body["ca"] == f.read()
+    ca = x509.load_pem_x509_certificate(body["ca"].encode())
+
+    serving = x509.load_pem_x509_certificate(body["servingCert"].encode())
+    serving.verify_directly_issued_by(ca)
+    sans = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"worker-1", "worker-1.example", "localhost"} <= set(
+        sans.get_values_for_type(x509.DNSName))
+    assert {ipaddress.ip_address(a) for a in ("10.9.8.7", "fd00::7", "127.0.0.1")} <= set(
+        sans.get_values_for_type(x509.IPAddress))
+    usages = serving.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usages) == [ExtendedKeyUsageOID.SERVER_AUTH]
+
+    client = x509.load_pem_x509_certificate(body["clientCert"].encode())
+    client.verify_directly_issued_by(ca)
+    assert client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == \
+        "system:node:worker-1"
+    assert client.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == \
+        "system:nodes"
+
+    # the client certificate is the node's identity on the API
+    for name in ("client.crt", "client.key"):
+        (tmp_path / name).write_text(body["clientCert" if name.endswith("crt") else "clientKey"])
+    context = ssl.create_default_context(cadata=body["ca"])
+    context.load_cert_chain(tmp_path / "client.crt", tmp_path / "client.key")
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+        async with session.get(server.url + "/test/whoami") as response:
+            assert await response.json() == {"name": "system:node:worker-1",
+                                             "groups": ["system:nodes"]}
+        async with session.get(server.url + "/api/v1/nodes") as response:
+            assert response.status == 200
+
+
+async def test_each_request_issues_new_keys(server):
+    _, first = await _post(server, BODY, _secret(server))
+    _, second = await _post(server, BODY, _secret(server))
+    assert first["clientKey"] != second["clientKey"]
