@@ -139,24 +139,86 @@ def _node_labels(values: tuple[str, ...]) -> tuple[str, ...]:
         help="Cluster domain")
 def agent(debug: bool, **flags) -> None:
     """Run a worker node that joins a server."""
+    if not flags["kubeconfig"]:
+        _check_join_flags(flags)
     if flags["simulate"]:
         _simulate(debug, flags)
         return
     if flags["kubeconfig"]:
         _agent_with_kubeconfig(debug, flags)
         return
+    _agent_joined(debug, flags)
+
+
+def _check_join_flags(flags: dict) -> None:
+    """--server and --token, checked before anything is started (exit 2 when wrong)."""
+    from k8py.agent.join import JoinError, parse_token
+
     if not flags["server"]:
-        raise click.UsageError("missing option '--server' (or K8PY_SERVER)")
+        raise click.UsageError("missing option '--server' (or K8PY_SERVER; or --kubeconfig)")
+    if not flags["server"].startswith("https://"):
+        raise click.BadParameter(f"{flags['server']!r} is not an https:// URL",
+                                 param_hint="'--server'")
     if not flags["token"]:
         raise click.UsageError("missing option '--token' (or K8PY_TOKEN)")
-    raise click.ClickException("the agent is not built yet in this version of k8py")
+    try:
+        parse_token(flags["token"])
+    except JoinError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--token'") from None
+
+
+async def _join(flags: dict, node_name: str, addresses: tuple[str, ...] = (),
+                hostnames: tuple[str, ...] = ()):
+    """The node credentials from --server with --token (`k8py.agent.join`)."""
+    import os
+
+    from k8py.agent.join import JoinError, join
+
+    try:
+        return await join(flags["server"], flags["token"],
+                          os.path.join(flags["data_dir"], "agent", "tls"), node_name,
+                          addresses, hostnames)
+    except JoinError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _agent_joined(debug: bool, flags: dict) -> None:
+    """`k8py agent --server URL --token TOKEN`: join (`k8py.agent.join`), then run this host
+    as a node with the issued client certificate; the kubelet server uses the issued serving
+    certificate, so logs, exec and port-forward work through the API server."""
+    from k8py.agent import daemon as agent_daemon
+    from k8py.agent.config import AgentConfig, detect_node_ip
+    from k8py.api.meta import DNS1123_SUBDOMAIN
+    from k8py.client.client import Client
+
+    labels = tuple(tuple(item.split("=", 1)) for item in _node_labels(flags["node_label"]))
+    hostname = socket.gethostname().lower()
+    node_name = (flags["node_name"] or hostname)
+    node_ip = str(flags["node_ip"]) if flags["node_ip"] else detect_node_ip()
+    hostnames = (hostname,) if DNS1123_SUBDOMAIN.match(hostname) else ()
+    _setup_logging(debug)
+
+    async def run() -> None:
+        credentials = await _join(flags, node_name, (node_ip,), hostnames)
+        config = AgentConfig(
+            data_dir=flags["data_dir"], node_name=node_name, node_ip=node_ip,
+            cluster_dns=str(flags["cluster_dns"]), cluster_domain=flags["cluster_domain"],
+            container_runtime_endpoint=flags["container_runtime_endpoint"], node_labels=labels,
+            tls_cert=credentials.serving_cert, tls_key=credentials.serving_key,
+            client_ca=credentials.ca_cert)
+        client = Client(credentials.transport(flags["server"]), field_manager="k8py-kubelet")
+        try:
+            await agent_daemon.run(config, client)
+        finally:
+            await client.close()
+
+    _run(run())
 
 
 def _agent_with_kubeconfig(debug: bool, flags: dict) -> None:
     """`k8py agent --kubeconfig FILE`: this host as a node of the server the kubeconfig
-    names, with that kubeconfig's credentials. Joining with `--server`/`--token` (which also
-    brings the kubelet its serving certificate) comes later; until then such a node serves
-    no logs, exec or port-forward."""
+    names, with that kubeconfig's credentials. No kubelet certificate comes with it, so such
+    a node serves no logs, exec or port-forward (join with --server/--token for those)."""
     from k8py.agent import daemon as agent_daemon
     from k8py.agent.config import AgentConfig, detect_node_ip
     from k8py.client.client import Client
@@ -191,19 +253,24 @@ def _kubeconfig_transport(path: str, user_agent: str):
 
 
 def _simulate(debug: bool, flags: dict) -> None:
-    """`k8py agent --simulate N`: simulated nodes, through a kubeconfig's credentials."""
+    """`k8py agent --simulate N`: simulated nodes, through a kubeconfig's credentials or, with
+    --server/--token, as the joined node `sim-<prefix>` (one identity for all N: with no node
+    authorizer yet, any authenticated identity may write every node and pod)."""
     from k8py.agent.simulated import SimulatedNodes
     from k8py.client.client import Client
 
-    if not flags["kubeconfig"]:
-        raise click.UsageError("--simulate needs --kubeconfig (the admin kubeconfig the "
-                               "server wrote)")
-    transport = _kubeconfig_transport(flags["kubeconfig"], "k8py-simulated-nodes")
+    prefix = flags["node_name"] or "node"
+    transport = (_kubeconfig_transport(flags["kubeconfig"], "k8py-simulated-nodes")
+                 if flags["kubeconfig"] else None)
     _setup_logging(debug)
 
     async def simulate() -> None:
+        nonlocal transport
+        if transport is None:
+            credentials = await _join(flags, f"sim-{prefix}")
+            transport = credentials.transport(flags["server"], "k8py-simulated-nodes")
         client = Client(transport, field_manager="k8py-simulated-nodes")
-        nodes = SimulatedNodes(client, flags["simulate"], prefix=flags["node_name"] or "node",
+        nodes = SimulatedNodes(client, flags["simulate"], prefix=prefix,
                                start_delay=flags["simulate_start_delay"])
         try:
             await nodes.run()

@@ -19,6 +19,10 @@ the CA and the admin's certificate and is written with the mode the operator ask
 account tokens (`apiserver/tokens.py`); its public half is served as the issuer's JWKS.
 
 Existing files are reused, so restarting the server keeps every credential valid.
+
+Joining agents (`apiserver/join.py`) get `issue_node_credentials`: a kubelet client
+certificate (`system:node:<name>`, `system:nodes`) and serving certificate, issued afresh
+from the cluster CA on each request and kept by the agent only.
 """
 
 from __future__ import annotations

@@ -1,0 +1,230 @@
+"""Joining a server with its token, as a k3s agent does, and the credentials that result.
+
+The token is `K10<sha256 of the server's CA PEM>::server:<secret>`; only this full form is
+accepted (k3s also takes a bare secret, but then cannot check the CA it is handed). Joining:
+
+1. `GET <server>/cacerts` without verifying TLS (there is no CA to verify with yet), and
+   compare the body's sha256 with the token's hash: a mismatch is fatal (`JoinError`), as a
+   server in the middle would present its own CA;
+2. with TLS verified against that CA, `POST <server>/v1-k8py/node-credentials` with
+   `Authorization: Bearer <secret>` and the node's name, addresses and hostnames; the answer
+   holds the kubelet's client certificate (user `system:node:<name>`), its serving
+   certificate, their keys and the CA;
+3. write them under `<data-dir>/agent/tls/` (folder 0700, files 0600): `server-ca.crt`,
+   `client-kubelet.crt/.key`, `serving-kubelet.crt/.key`.
+
+On restart the files are reused when the CA on disk is the server's (the token's hash), the
+client certificate names this node, both chain to the CA, the serving one covers the node's
+names and addresses and both last 30 more days; otherwise new ones are asked for. While the
+server cannot be reached the agent waits and retries; a refused secret or a bad answer is
+fatal. The server keeps nothing per node: asking again issues new keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import hashlib
+import ipaddress
+import logging
+import os
+import re
+import ssl
+
+import aiohttp
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import NameOID
+
+from k8py.client.http import HttpTransport
+
+log = logging.getLogger(__name__)
+
+TOKEN_FORM = "K10<sha256 of the server's CA>::server:<secret>"
+_TOKEN = re.compile(r"K10([0-9a-f]{64})::server:(\S+)")
+_RETRY_SECONDS = 2.0
+_MIN_VALIDITY = datetime.timedelta(days=30)
+
+
+class JoinError(Exception):
+    """Joining cannot succeed: the message is one line for the operator."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Token:
+    ca_hash: str
+    secret: str
+
+
+def parse_token(value: str) -> Token:
+    match = _TOKEN.fullmatch(value.strip())
+    if match is None:
+        raise JoinError(f"the join token must have the form {TOKEN_FORM} (the server's "
+                        f"<data-dir>/server/token)")
+    return Token(match.group(1), match.group(2))
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    """Paths of the node's credentials under `<data-dir>/agent/tls/`."""
+    tls_dir: str
+
+    @property
+    def ca_cert(self) -> str:
+        return os.path.join(self.tls_dir, "server-ca.crt")
+
+    @property
+    def client_cert(self) -> str:
+        return os.path.join(self.tls_dir, "client-kubelet.crt")
+
+    @property
+    def client_key(self) -> str:
+        return os.path.join(self.tls_dir, "client-kubelet.key")
+
+    @property
+    def serving_cert(self) -> str:
+        return os.path.join(self.tls_dir, "serving-kubelet.crt")
+
+    @property
+    def serving_key(self) -> str:
+        return os.path.join(self.tls_dir, "serving-kubelet.key")
+
+    def transport(self, server: str, user_agent: str = "k8py-kubelet") -> HttpTransport:
+        """An HTTPS transport to `server` as this node (its client certificate)."""
+        tls = ssl.create_default_context(cafile=self.ca_cert)
+        tls.load_cert_chain(self.client_cert, self.client_key)
+        return HttpTransport(server.rstrip("/"), tls, user_agent=user_agent)
+
+
+async def join(server: str, token: str, tls_dir: str, node_name: str,
+               addresses: tuple[str, ...] = (), hostnames: tuple[str, ...] = ()) -> Credentials:
+    """The node's credentials from `server`, reused from `tls_dir` when still good."""
+    parsed = parse_token(token)
+    server = server.rstrip("/")
+    ca_pem = await _wait_for_ca(server)
+    if hashlib.sha256(ca_pem).hexdigest() != parsed.ca_hash:
+        raise JoinError("the server's CA does not match the token")
+    credentials = Credentials(tls_dir)
+    if _reusable(credentials, ca_pem, node_name, addresses, hostnames):
+        log.info("reusing the node credentials in %s", tls_dir)
+        return credentials
+    answer = await _ask(server, ca_pem, parsed.secret,
+                        {"nodeName": node_name, "addresses": list(addresses),
+                         "hostnames": list(hostnames)})
+    _store(credentials, answer)
+    log.info("joined %s as system:node:%s; credentials in %s", server, node_name, tls_dir)
+    return credentials
+
+
+async def _wait_for_ca(server: str) -> bytes:
+    unverified = ssl.create_default_context()
+    unverified.check_hostname, unverified.verify_mode = False, ssl.CERT_NONE
+    while True:
+        try:
+            async with aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(ssl=unverified),
+                    timeout=aiohttp.ClientTimeout(total=10)) as session:
+                async with session.get(server + "/cacerts") as response:
+                    body = await response.read()
+                    if response.status == 200:
+                        return body
+                    raise JoinError(f"{server}/cacerts answered {response.status}: is it a "
+                                    f"k8py server?")
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.info("waiting for the server at %s: %s", server, exc or type(exc).__name__)
+        await asyncio.sleep(_RETRY_SECONDS)
+
+
+async def _ask(server: str, ca_pem: bytes, secret: str, body: dict) -> dict:
+    verified = ssl.create_default_context(cadata=ca_pem.decode())
+    while True:
+        try:
+            async with aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(ssl=verified),
+                    timeout=aiohttp.ClientTimeout(total=30)) as session:
+                async with session.post(server + "/v1-k8py/node-credentials", json=body,
+                                        headers={"Authorization": f"Bearer {secret}"}
+                                        ) as response:
+                    status = response.status
+                    try:
+                        answer = await response.json(content_type=None)
+                    except ValueError:
+                        answer = {}
+        except ssl.SSLCertVerificationError as exc:
+            raise JoinError(f"the server's certificate does not match {server}: "
+                            f"{exc.verify_message}") from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise JoinError(f"the server's certificate does not match {server}: "
+                            f"{exc.certificate_error}") from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.info("waiting for the server at %s: %s", server, exc or type(exc).__name__)
+            await asyncio.sleep(_RETRY_SECONDS)
+            continue
+        if status == 401:
+            raise JoinError("the server refused the token's secret")
+        if status != 200:
+            message = answer.get("message") if isinstance(answer, dict) else None
+            raise JoinError(f"the server refused the node credentials: {message or status}")
+        if not isinstance(answer, dict) or not all(
+                isinstance(answer.get(k), str) for k in
+                ("clientCert", "clientKey", "servingCert", "servingKey", "ca")):
+            raise JoinError("the server's node credentials are incomplete")
+        return answer
+
+
+def _store(credentials: Credentials, answer: dict) -> None:
+    os.makedirs(credentials.tls_dir, mode=0o700, exist_ok=True)
+    os.chmod(credentials.tls_dir, 0o700)
+    for path, key in ((credentials.ca_cert, "ca"),
+                      (credentials.client_key, "clientKey"),
+                      (credentials.client_cert, "clientCert"),
+                      (credentials.serving_key, "servingKey"),
+                      (credentials.serving_cert, "servingCert")):
+        _write_private(path, answer[key].encode())
+
+
+def _write_private(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, 0o600)  # os.open's mode is filtered by the umask
+    os.replace(tmp, path)
+
+
+def _reusable(credentials: Credentials, ca_pem: bytes, node_name: str,
+              addresses: tuple[str, ...], hostnames: tuple[str, ...]) -> bool:
+    paths = (credentials.ca_cert, credentials.client_cert, credentials.client_key,
+             credentials.serving_cert, credentials.serving_key)
+    if not all(os.path.exists(p) for p in paths):
+        return False
+    try:
+        with open(credentials.ca_cert, "rb") as f:
+            if f.read() != ca_pem:
+                return False
+        ca = x509.load_pem_x509_certificate(ca_pem)
+        with open(credentials.client_cert, "rb") as f:
+            client = x509.load_pem_x509_certificate(f.read())
+        with open(credentials.serving_cert, "rb") as f:
+            serving = x509.load_pem_x509_certificate(f.read())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        for cert in (client, serving):
+            cert.verify_directly_issued_by(ca)
+            if cert.not_valid_after_utc - now < _MIN_VALIDITY:
+                return False
+        names = client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if not names or names[0].value != f"system:node:{node_name}":
+            return False
+        sans = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, TypeError, OSError, x509.ExtensionNotFound, InvalidSignature) as exc:
+        log.info("not reusing the node credentials in %s: %s", credentials.tls_dir,
+                 exc or type(exc).__name__)
+        return False
+    have_dns = set(sans.get_values_for_type(x509.DNSName))
+    have_ips = set(sans.get_values_for_type(x509.IPAddress))
+    return ({node_name, *hostnames} <= have_dns
+            and {ipaddress.ip_address(a) for a in addresses} <= have_ips)
