@@ -151,12 +151,12 @@ async def _ask(server: str, ca_pem: bytes, secret: str, body: dict) -> dict:
                         answer = await response.json(content_type=None)
                     except ValueError:
                         answer = {}
-        except ssl.SSLCertVerificationError as exc:
-            raise JoinError(f"the server's certificate does not match {server}: "
-                            f"{exc.verify_message}") from None
         except aiohttp.ClientConnectorCertificateError as exc:
             raise JoinError(f"the server's certificate does not match {server}: "
                             f"{exc.certificate_error}") from None
+        except ssl.SSLCertVerificationError as exc:
+            raise JoinError(f"the server's certificate does not match {server}: "
+                            f"{getattr(exc, 'verify_message', exc)}") from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.info("waiting for the server at %s: %s", server, exc or type(exc).__name__)
             await asyncio.sleep(_RETRY_SECONDS)

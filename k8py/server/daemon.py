@@ -198,8 +198,11 @@ async def run(config: ServerConfig) -> None:
     server_dir = os.path.join(config.data_dir, "server")
     os.makedirs(server_dir, mode=0o700, exist_ok=True)
     service_ip = str(next(config.service_cidr.hosts()))
+    # Agents reach the server at its bind or node address: the certificate must name them.
+    own_addresses = tuple(str(ip) for ip in (config.bind_address, config.node_ip)
+                          if ip is not None and not ip.is_unspecified)
     certs = pki.ensure_pki(server_dir, cluster_domain=config.cluster_domain,
-                           service_ip=service_ip, tls_san=config.tls_san)
+                           service_ip=service_ip, tls_san=config.tls_san + own_addresses)
     pki.ensure_kubelet_client(certs)  # what the API server shows kubelets
     tokens = TokenFile.ensure(os.path.join(server_dir, "cred", "tokens"), pki.ADMIN_USER,
                               (pki.ADMIN_GROUP,))
