@@ -569,6 +569,9 @@ MESSAGES: dict[str, dict[int, tuple]] = {
                          4: ("expirationSeconds", I64, KEEP)},
     "BoundObjectReference": {1: ("kind", S), 2: ("apiVersion", S), 3: ("name", S), 4: ("uid", S)},
     "TokenRequestStatus": {1: ("token", S, KEEP), 2: ("expirationTimestamp", "Time")},
+    "SelfSubjectReview": {1: ("metadata", "ObjectMeta"), 2: ("status", "SelfSubjectReviewStatus")},
+    "SelfSubjectReviewStatus": {1: ("userInfo", "UserInfo")},
+    "UserInfo": {1: ("username", S), 2: ("uid", S), 3: ("groups", S, REP)},
 }
 
 # (apiVersion, kind) of a request body -> its message. DeleteOptions is accepted under any
@@ -590,6 +593,7 @@ ROOTS = {
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "ClusterRoleBinding",
     ("scheduling.k8s.io/v1", "PriorityClass"): "PriorityClass",
     ("authentication.k8s.io/v1", "TokenRequest"): "TokenRequest",
+    ("authentication.k8s.io/v1", "SelfSubjectReview"): "SelfSubjectReview",
 }
 
 

@@ -116,6 +116,8 @@ BUILTIN: tuple[Resource, ...] = (
     # reviews: answered, never stored
     _r("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews",
        False, verbs=("create",)),
+    _r("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", False,
+       verbs=("create",)),
 )
 
 

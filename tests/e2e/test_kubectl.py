@@ -417,3 +417,12 @@ def test_explain_custom_resource(cluster):
                     "--timeout=20s")
     out = cluster.kubectl("explain", "doodads.spec").stdout
     assert "KIND:       Doodad" in out and "size" in out
+
+
+def test_auth_whoami(cluster):
+    out = cluster.kubectl("auth", "whoami", "-o", "json").stdout
+    info = json.loads(out)["status"]["userInfo"]
+    assert info["username"] == "system:admin"
+    assert info["groups"] == ["system:masters", "system:authenticated"]
+    table = cluster.kubectl("auth", "whoami").stdout
+    assert "system:admin" in table and "system:authenticated" in table

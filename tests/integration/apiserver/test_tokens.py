@@ -308,3 +308,21 @@ def test_server_process_keeps_its_signing_key_across_restarts(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+async def test_a_token_says_who_it_is(client, server):
+    await make_account(client, "whoami")
+    _, body = await request_token(client, "whoami")
+    connector = aiohttp.TCPConnector(ssl=server.ssl(client_cert=False))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.post(
+                server.url + "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                json={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+                headers={"Authorization": f"Bearer {body['status']['token']}"}) as response:
+            assert response.status == 201
+            review = await response.json()
+    info = review["status"]["userInfo"]
+    assert info["username"] == "system:serviceaccount:default:whoami"
+    assert info["groups"] == ["system:serviceaccounts", "system:serviceaccounts:default",
+                              "system:authenticated"]
+    assert info.get("uid")
