@@ -187,7 +187,7 @@ def ensure_pki(
     wanted = [x509.DNSName(d) for d in dns] + [
         x509.IPAddress(ipaddress.ip_address(i)) for i in ips
     ]
-    if not _serving_covers(p, set(dns), set(ips)):
+    if not _fresh(p.serving_cert, p.serving_key, set(dns), set(ips)):
         key = _new_key()
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")])
         cert = _issue(
@@ -216,21 +216,6 @@ def ensure_pki(
         token = f"K10{ca_hash}::server:{secrets.token_hex(16)}"
         _write_private(p.token_file, token.encode() + b"\n")
     return p
-
-
-def _serving_covers(p: PKI, dns: set[str], ips: set[str]) -> bool:
-    if not (os.path.exists(p.serving_cert) and os.path.exists(p.serving_key)):
-        return False
-    cert, _ = _load(p.serving_cert, p.serving_key)
-    try:
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return False
-    have_dns = set(sans.get_values_for_type(x509.DNSName))
-    have_ips = {str(a) for a in sans.get_values_for_type(x509.IPAddress)}
-    expires = cert.not_valid_after_utc
-    fresh = expires - datetime.datetime.now(datetime.timezone.utc) > datetime.timedelta(days=30)
-    return dns <= have_dns and ips <= have_ips and fresh
 
 
 def ensure_service_key(p: PKI) -> str:
