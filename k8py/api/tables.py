@@ -428,14 +428,6 @@ PRINTERS: dict[tuple[str, str], list[Column]] = {
         AGE,
         *_wide_workload("spec", "template", "spec"),
     ],
-    ("", "replicationcontrollers"): [
-        NAME,
-        ("Desired", "integer", 0, lambda o, n: _get(o, "spec", "replicas", default=1)),
-        ("Current", "integer", 0, _count("status", "replicas")),
-        ("Ready", "integer", 0, _count("status", "readyReplicas")),
-        AGE,
-        *_wide_workload("spec", "template", "spec"),
-    ],
     ("apps", "statefulsets"): [
         NAME,
         ("Ready", "string", 0, lambda o, n: f"{_get(o, 'status', 'readyReplicas', default=0)}/"
@@ -600,6 +592,9 @@ PRINTERS: dict[tuple[str, str], list[Column]] = {
         ("Message", "string", 0, lambda o, n: (o.get("message") or "").strip()),
     ],
 }
+# A ReplicationController prints as a ReplicaSet does (its selector is a plain map:
+# `_selector` reads both).
+PRINTERS[("", "replicationcontrollers")] = PRINTERS[("apps", "replicasets")]
 
 
 def columns_for(group: str, plural: str) -> list[Column]:
