@@ -179,7 +179,6 @@ class Snapshot:
         self.anti_terms: dict[tuple[str, str], AntiAffinityTerm] = {}
         #: (namespace, label, value) -> placed pods carrying it, for selectors' candidates
         self.by_label: dict[tuple[str, str, str], dict[str, PodInfo]] = {}
-        self.generation = 0  # grows with every change, to cache per-cycle derived state
 
     def set_node(self, node: dict[str, Any]) -> None:
         name = node["metadata"]["name"]
@@ -191,11 +190,9 @@ class Snapshot:
                     info.add(pod)
         else:
             info.set_node(node)
-        self.generation += 1
 
     def remove_node(self, name: str) -> None:
         self.nodes.pop(name, None)
-        self.generation += 1
 
     def place(self, pod: PodInfo, node_name: str) -> None:
         self.unplace(pod.key)
@@ -212,7 +209,6 @@ class Snapshot:
             if entry is None:
                 entry = self.anti_terms[key] = AntiAffinityTerm(term, pod.namespace)
             entry.nodes[node_name] += 1
-        self.generation += 1
 
     def unplace(self, key: str) -> None:
         pod = self.placed.pop(key, None)
@@ -234,7 +230,6 @@ class Snapshot:
                     bucket.pop(key, None)
                     if not bucket:
                         del self.by_label[(pod.namespace, label, value)]
-        self.generation += 1
 
     def candidates(self, namespaces: set[str] | None, selector: dict[str, Any]):
         """Placed pods that may match `selector` in `namespaces` (None: all): narrowed by
