@@ -44,6 +44,7 @@ from typing import Any
 
 from aiohttp import web
 
+from k8py import tls
 from k8py.agent.config import AgentConfig
 from k8py.agent.kubelet import logs
 from k8py.api import errors
@@ -356,12 +357,7 @@ class KubeletServer:
 
 
 def tls_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=client_ca)
-    context.load_cert_chain(cert, key)
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols(["http/1.1"])
-    return context
+    return tls.server_context(cert, key, client_ca, require_client_cert=True)
 
 
 async def serve(config: AgentConfig, cri: CriClient,

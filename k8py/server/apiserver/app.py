@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from k8py import tls
 from k8py.api import errors
 from k8py.api.resources import Registry
 from k8py.server import pki
@@ -220,12 +221,7 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
 
 
 def tls_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=client_ca)
-    context.load_cert_chain(cert, key)
-    context.verify_mode = ssl.CERT_OPTIONAL
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols(["http/1.1"])
-    return context
+    return tls.server_context(cert, key, client_ca, require_client_cert=False)
 
 
 async def serve(app: web.Application, host: str, port: int, context: ssl.SSLContext,

@@ -1,0 +1,21 @@
+"""TLS for k8py's HTTPS servers (the API server, the kubelet): one way to build their
+contexts, so both speak the same versions and protocols.
+
+Both present a certificate from the cluster CA and verify client certificates against that
+CA; they differ only in whether a client must show one (the kubelet: yes; the API server:
+no, bearer tokens and anonymous health checks come without).
+"""
+
+from __future__ import annotations
+
+import ssl
+
+
+def server_context(cert: str, key: str, client_ca: str, *,
+                   require_client_cert: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=client_ca)
+    context.load_cert_chain(cert, key)
+    context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    return context
