@@ -266,12 +266,7 @@ async def test_projected_service_account_token(env):
     del body["metadata"]["uid"]
     pod = await cp.client.create(PODS, body)
     uids.append(pod["metadata"]["uid"])
-    try:
-        paths = await manager.prepare(pod)
-    except VolumeError as e:
-        if "serviceaccounts/token" in str(e):
-            pytest.skip(f"the API server has no TokenRequest yet: {e}")
-        raise
+    paths = await manager.prepare(pod)
     token = read(os.path.join(paths["token"], "token"))
     assert token.count(".") == 2  # a JWT
     assert stat.S_IMODE(os.stat(os.path.join(paths["token"], "token")).st_mode) == 0o644
