@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import signal
 import time
 
 import pytest
@@ -33,3 +35,16 @@ def wait_for(check, timeout: float, what: str, interval: float = 0.25):
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout}s: {what}")
         time.sleep(interval)
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited after `timeout` seconds: a test leaves no
+    process behind."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

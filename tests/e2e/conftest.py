@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 
 import pytest
+
+from tests.conftest import stop_process
 
 KUBECTL_CANDIDATES = (
     "/usr/lib/google-cloud-sdk/bin/kubectl.1.32",
@@ -78,10 +79,5 @@ def cluster(tmp_path_factory):
             time.sleep(0.1)
         yield c
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=20)
         log.close()

@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import stop_process, wait_for
 from tests.e2e import netns
 from tests.e2e.conftest import find_kubectl
 
@@ -132,12 +132,7 @@ def node(tmp_path_factory):
                 if n.proc is not None and n.proc.poll() is None:
                     n.kubectl("delete", "pods", "--all", "--grace-period=1", "--wait=true",
                               check=False, timeout=60)
-                    n.proc.send_signal(signal.SIGTERM)
-                    try:
-                        n.proc.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        n.proc.kill()
-                        n.proc.wait()
+                    stop_process(n.proc)
             finally:
                 netns.kill_leftovers(str(n.data))
                 if n.log:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import wait_for
+from tests.conftest import stop_process, wait_for
 
 
 def _server_url(cluster) -> str:
@@ -38,12 +37,7 @@ def _start(cluster, data_dir, log_name: str) -> tuple[subprocess.Popen, object]:
 
 
 def _stop(proc: subprocess.Popen, log) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc, timeout=20)
     log.close()
 
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import stop_process, wait_for
 from tests.e2e import netns
 from tests.e2e.conftest import find_kubectl
 
@@ -24,17 +23,6 @@ pytestmark = pytest.mark.skipif(
     reason="needs root, containerd, runc and the CNI plugins")
 
 NODE_IP = "10.99.0.2"
-
-
-def _stop(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def test_joined_node_runs_a_pod_with_logs_and_exec(tmp_path):
@@ -96,8 +84,8 @@ def test_joined_node_runs_a_pod_with_logs_and_exec(tmp_path):
             assert exec_out.returncode == 5 and "from-exec" in exec_out.stdout
             kubectl("delete", "pod", "hello", "--grace-period=1")
         finally:
-            _stop(agent)
-            _stop(server)
+            stop_process(agent)
+            stop_process(server)
             log.close()
             netns.kill_leftovers(str(agent_dir))
             netns.kill_leftovers(str(server_dir))

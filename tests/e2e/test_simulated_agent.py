@@ -4,13 +4,12 @@ loops run in the server, the simulated nodes reach it over HTTPS with the kubeco
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import stop_process, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +21,7 @@ def simulated(cluster):
     try:
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=20)
         log.close()
 
 
