@@ -3,10 +3,8 @@ the issued client certificate is the node's identity, the serving certificate it
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import ipaddress
-import os
 import ssl
 
 import aiohttp
@@ -15,14 +13,10 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from k8py.api.resources import Registry
 from k8py.server import pki
-from k8py.server.apiserver import app as apiserver
-from k8py.server.apiserver.authn import USER_KEY, TokenFile
-from k8py.server.daemon import bootstrap
-from k8py.server.store import open_backend
+from k8py.server.apiserver.authn import USER_KEY
 
-from .conftest import Server, free_port
+from tests.integration.inloop import Server, running_apiserver
 
 BODY = {"nodeName": "worker-1", "addresses": ["10.9.8.7", "fd00::7"],
         "hostnames": ["worker-1.example"]}
@@ -36,30 +30,11 @@ async def whoami(request: web.Request) -> web.Response:
 @pytest.fixture
 async def server(tmp_path):
     """The API server with the join endpoints (the shared fixture's app has none)."""
-    data_dir = str(tmp_path / "data")
-    server_dir = os.path.join(data_dir, "server")
-    os.makedirs(server_dir, mode=0o700)
-    certs = pki.ensure_pki(server_dir, cluster_domain="cluster.local", service_ip="10.43.0.1")
-    tokens = TokenFile.ensure(os.path.join(server_dir, "cred", "tokens"), "system:admin",
-                              ("system:masters",))
-    store = open_backend("memory://", data_dir)
-    await store.start()
-    registry = Registry()
-    await bootstrap(store, registry)
-    app = apiserver.make_app(store, tokens, registry, join_pki=certs)
-    app.router.add_get("/test/whoami", whoami)  # what authn made of the caller
-    port = free_port()
-    ready = asyncio.Event()
-    task = asyncio.create_task(apiserver.serve(
-        app, "127.0.0.1", port, apiserver.tls_context(certs.serving_cert, certs.serving_key,
-                                                       certs.ca_cert), ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    try:
-        yield Server(f"https://127.0.0.1:{port}", certs, tokens.first_token(), store, data_dir)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await store.close()
+    def add_whoami(app: web.Application) -> None:
+        app.router.add_get("/test/whoami", whoami)  # what authn made of the caller
+
+    async with running_apiserver(tmp_path, join=True, customize=add_whoami) as running:
+        yield running
 
 
 async def _post(server: Server, body, token: str | None, *, client_cert: bool = False):

@@ -19,16 +19,13 @@ import pytest
 
 from k8py.agent.simulated import SimulatedNodes
 from k8py.client.client import Client
-from k8py.api.resources import Registry
 from k8py.server import pki
 from k8py.server.apiserver import app as apiserver
-from k8py.server.apiserver.authn import TokenFile
 from k8py.server.apiserver.inprocess import InProcessTransport
 from k8py.server.controllers import manager
 from k8py.server.controllers.base import Settings
-from k8py.server.daemon import bootstrap
-from k8py.server.store import open_backend
-from tests.e2e.conftest import find_kubectl, free_port
+from tests.e2e.conftest import find_kubectl
+from tests.integration.inloop import running_apiserver
 
 
 @dataclasses.dataclass
@@ -56,43 +53,28 @@ class ControlPlane:
 @contextlib.asynccontextmanager
 async def start_control_plane(tmp_path, *, nodes: int = 3, settings: Settings | None = None,
                               node_kwargs: dict | None = None, store_url: str = "memory://"):
-    data_dir = str(tmp_path / "data")
-    server_dir = os.path.join(data_dir, "server")
-    os.makedirs(server_dir, mode=0o700, exist_ok=True)
-    certs = pki.ensure_pki(server_dir, cluster_domain="cluster.local", service_ip="10.43.0.1")
-    tokens = TokenFile.ensure(os.path.join(server_dir, "cred", "tokens"), "system:admin",
-                              ("system:masters",))
-    store = open_backend(store_url, data_dir)
-    await store.start()
-    registry = Registry()
-    await bootstrap(store, registry)
-    app = apiserver.make_app(store, tokens, registry)
-    port = free_port()
-    listening = asyncio.Event()
-    tasks = [asyncio.create_task(apiserver.serve(
-        app, "127.0.0.1", port, apiserver.tls_context(certs.serving_cert, certs.serving_key,
-                                                       certs.ca_cert), listening))]
-    kubeconfig = str(tmp_path / "kubeconfig.yaml")
-    client = Client(InProcessTransport(app[apiserver.REST_KEY]))
-    with open(certs.ca_cert) as f:
-        settings = dataclasses.replace(settings or Settings(), ca_bundle=f.read())
-    simulated = SimulatedNodes(client, nodes, **(node_kwargs or {"heartbeat": 1.0}))
-    try:
-        await asyncio.wait_for(listening.wait(), 10)
-        pki.write_kubeconfig(certs, kubeconfig, f"https://127.0.0.1:{port}", 0o600)
-        nodes_ready = asyncio.Event()
-        tasks.append(asyncio.create_task(simulated.run(nodes_ready)))
-        await asyncio.wait_for(nodes_ready.wait(), 10)
-        tasks.append(asyncio.create_task(manager.run_loops(client, settings)))
-        yield ControlPlane(client, simulated, kubeconfig, str(tmp_path))
-    finally:
-        for task in tasks:
-            task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        await store.close()
-        for result in results:
-            if isinstance(result, Exception) and not isinstance(result, asyncio.CancelledError):
-                raise result
+    async with running_apiserver(tmp_path, store_url) as server:
+        kubeconfig = str(tmp_path / "kubeconfig.yaml")
+        pki.write_kubeconfig(server.certs, kubeconfig, server.url, 0o600)
+        client = Client(InProcessTransport(server.app[apiserver.REST_KEY]))
+        with open(server.certs.ca_cert) as f:
+            settings = dataclasses.replace(settings or Settings(), ca_bundle=f.read())
+        simulated = SimulatedNodes(client, nodes, **(node_kwargs or {"heartbeat": 1.0}))
+        tasks = []
+        try:
+            nodes_ready = asyncio.Event()
+            tasks.append(asyncio.create_task(simulated.run(nodes_ready)))
+            await asyncio.wait_for(nodes_ready.wait(), 10)
+            tasks.append(asyncio.create_task(manager.run_loops(client, settings)))
+            yield ControlPlane(client, simulated, kubeconfig, str(tmp_path))
+        finally:
+            for task in tasks:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for result in results:
+                if isinstance(result, Exception) and \
+                        not isinstance(result, asyncio.CancelledError):
+                    raise result
 
 
 @pytest.fixture
