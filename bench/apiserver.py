@@ -21,8 +21,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
 import statistics
 import subprocess
@@ -32,6 +30,7 @@ import time
 
 import aiohttp
 import yaml
+from benchlib import free_port, rss_mb, stop_process
 
 CONCURRENCY = 32
 
@@ -62,20 +61,6 @@ def pod(name: str) -> dict:
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * p / 100))] * 1000
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Bench:
@@ -250,11 +235,7 @@ async def main(args) -> None:
         finally:
             await bench.session.close()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout=20)
         shutil.rmtree(root, ignore_errors=True)
 
 

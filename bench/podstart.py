@@ -30,7 +30,6 @@ import ctypes
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchlib import rss_mb, stop_process  # noqa: E402
 from k8py.agent import cgroups  # noqa: E402
 from k8py.api.resources import builtin  # noqa: E402
 from k8py.client.client import Client  # noqa: E402
@@ -220,8 +220,7 @@ def running(pod: dict) -> bool:
 
 def proc_figures(pid: int) -> tuple[float, float]:
     """(resident MB, CPU seconds so far) of a process."""
-    with open(f"/proc/{pid}/status") as f:
-        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+    rss = rss_mb(pid)
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -348,14 +347,7 @@ async def kubelet_figures(root: str, pods: int) -> None:
         if client is not None:
             await client.close()
         for proc in (agent, server):
-            if proc is None:
-                continue
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
         logs.close()
 
 

@@ -23,8 +23,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +30,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchlib import free_port, rss_mb, stop_process  # noqa: E402
 from k8py.agent.simulated import SimulatedNodes, node_object  # noqa: E402
 from k8py.api.resources import Registry, builtin  # noqa: E402
 from k8py.client.client import Client  # noqa: E402
@@ -118,20 +117,6 @@ async def scheduling_throughput(root: str, nodes: int, pods: int, anti_affinity:
         await store.close()
 
 
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def deployment(replicas: int) -> dict:
     labels = {"app": "bench"}
     return {"apiVersion": "apps/v1", "kind": "Deployment",
@@ -204,11 +189,7 @@ async def cluster_figures(root: str, nodes: int, pods: int) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         await client.close()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 async def main(args) -> None:
