@@ -126,9 +126,18 @@ def already_exists(resource: str, name: str, group: str = "") -> AlreadyExists:
     )
 
 
-def conflict(resource: str, name: str, group: str = "") -> Conflict:
+class LostRace(Conflict):
+    """A Conflict from the store's compare-and-swap: another writer got in between this
+    request's read and its write. Clients see the plain 409; a server-side read-modify-write
+    that the client did not pin to a resourceVersion reads again and redoes its change
+    instead (upstream's GuaranteedUpdate). Every other Conflict (a stale resourceVersion the
+    client sent, a failed precondition) is the client's to see."""
+
+
+def conflict(resource: str, name: str, group: str = "", *,
+             lost_race: bool = False) -> Conflict:
     qualified = f"{resource}.{group}" if group else resource
-    return Conflict(
+    return (LostRace if lost_race else Conflict)(
         f'Operation cannot be fulfilled on {qualified} "{name}": the object has been modified; '
         "please apply your changes to the latest version and try again",
         name=name,

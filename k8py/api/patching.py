@@ -2,7 +2,9 @@
 
 Both are pure: they return a new document and never modify their inputs. A patch that cannot
 apply raises `PatchError` with a message the API server returns as a 422 (upstream answers
-a failed `test` or a missing path the same way).
+a failed `test` or a missing path the same way); a malformed patch raises `PatchFormatError`
+(400) and one that would do too much work `PatchTooLarge` (413): at most 10,000 JSON patch
+operations, and at most 3 MiB copied by `copy` operations.
 
 Strategic merge patch and server-side apply need the upstream schemas' merge keys and live
 elsewhere once built.
@@ -10,13 +12,26 @@ elsewhere once built.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from k8py.api.jsondoc import clone
 
 
 class PatchError(ValueError):
-    pass
+    """The patch does not apply to this object: a 422."""
+
+
+class PatchFormatError(PatchError):
+    """The patch itself is malformed (a directive of the wrong shape): a 400, as upstream."""
+
+
+class PatchTooLarge(PatchError):
+    """The patch asks for more work than a request may cause: a 413, as upstream."""
+
+
+MAX_JSON_PATCH_OPERATIONS = 10_000  # upstream's limit
+MAX_COPIED_BYTES = 3 * 1024 * 1024  # what `copy` operations may add up to, like upstream
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -114,6 +129,10 @@ def json_patch(document: Any, operations: Any) -> Any:
     """RFC 6902: apply operations in order; all or nothing."""
     if not isinstance(operations, list):
         raise PatchError("a JSON patch must be a list of operations")
+    if len(operations) > MAX_JSON_PATCH_OPERATIONS:
+        raise PatchTooLarge(f"The allowed operations in a JSON patch is limited to "
+                            f"{MAX_JSON_PATCH_OPERATIONS}, got {len(operations)}")
+    copied = 0  # a few `copy`s of `copy`s would otherwise double the document each time
     doc = clone(document)
     for op in operations:
         if not isinstance(op, dict) or "op" not in op or "path" not in op:
@@ -135,6 +154,11 @@ def json_patch(document: Any, operations: Any) -> Any:
         elif kind in ("move", "copy"):
             source = _pointer(str(op.get("from", "")))
             value = _get(doc, source) if kind == "copy" else _remove(doc, source)
+            if kind == "copy":
+                copied += len(json.dumps(value, separators=(",", ":")))
+                if copied > MAX_COPIED_BYTES:
+                    raise PatchTooLarge(f"Unable to copy: accumulated copy size limit "
+                                        f"{MAX_COPIED_BYTES} exceeded")
             doc = _add(doc, tokens, clone(value))
         elif kind == "test":
             if _get(doc, tokens) != op["value"]:

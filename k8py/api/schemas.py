@@ -41,10 +41,15 @@ class Node:
     """A position in a schema: what a field holds and how it patches. Children are made once
     and kept, so walking the same schema again (every write does) costs dictionary lookups."""
 
-    __slots__ = ("schema", "_children")
+    __slots__ = ("schema", "definition", "json_types", "_children")
 
     def __init__(self, schema: dict[str, Any]):
+        ref = schema.get("$ref")
+        # the definition's name (`io.k8s.api.core.v1.PodSpec`) when this node is one
+        self.definition = ref.rsplit("/", 1)[-1] if ref else ""
         self.schema = _resolve(schema)
+        # the JSON types a value here may have ("string", "integer", ...); () = any
+        self.json_types = _json_types(self.schema)
         self._children: dict[str, Node | None] = {}
 
     def field(self, name: str) -> Node | None:
@@ -54,6 +59,8 @@ class Node:
             pass
         prop = (self.schema.get("properties") or {}).get(name)
         if prop is None:
+            if name:  # every key of a free-form map shares one node: the cache stays bounded
+                return self.field("")
             extra = self.schema.get("additionalProperties")
             node = Node(extra) if isinstance(extra, dict) else None
         else:
@@ -78,6 +85,19 @@ class Node:
         return self.schema.get("x-kubernetes-patch-merge-key")
 
 
+def _json_types(schema: dict[str, Any]) -> tuple[str, ...]:
+    """The non-null JSON types a schema admits: its `type`, or the types of its `oneOf`
+    choices (IntOrString, Quantity); () when it does not say."""
+    choices = [schema, *schema.get("oneOf", ())] if "oneOf" in schema else [schema]
+    found: list[str] = []
+    for choice in choices:
+        kinds = choice.get("type")
+        for kind in [kinds] if isinstance(kinds, str) else kinds or ():
+            if kind != "null" and kind not in found:
+                found.append(kind)
+    return tuple(found)
+
+
 def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
     """Follow a $ref, keeping the referring node's own patch extensions (they live beside it)."""
     ref = schema.get("$ref")
@@ -97,4 +117,4 @@ def kind_definition(group: str, version: str, kind: str) -> str | None:
 def for_kind(group: str, version: str, kind: str) -> Node | None:
     """The schema of a built-in kind, or None (custom resources, unknown kinds)."""
     name = kind_definition(group, version, kind)
-    return Node(definitions()[name]) if name else None
+    return Node({"$ref": f"#/$defs/{name}"}) if name else None

@@ -15,6 +15,7 @@ Directives, all removed from the result:
 - `$setElementOrder/<field>: [...]` orders the merged list (`kubectl apply` sends it);
 - `$deleteFromPrimitiveList/<field>: [...]` removes values from a primitive list.
 
+A directive of the wrong shape (`$retainKeys: 5`) raises `PatchFormatError`, upstream's 400.
 Fields the schema does not describe merge like a JSON merge patch. The functions are pure.
 """
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from k8py.api.jsondoc import clone
-from k8py.api.patching import PatchError
+from k8py.api.patching import PatchError, PatchFormatError
 from k8py.api.schemas import Node
 
 PATCH = "$patch"
@@ -54,9 +55,16 @@ def _merge_map(original: Any, patch: dict[str, Any], schema: Node | None) -> Any
     orders, deletions = {}, {}
     for key, value in patch.items():
         if key.startswith(SET_ORDER):
+            if not isinstance(value, list):
+                raise PatchFormatError("invalid patch format of setElementOrder list")
             orders[key[len(SET_ORDER):]] = value
         elif key.startswith(DELETE_PRIMITIVES):
+            if not isinstance(value, list):
+                raise PatchFormatError("invalid patch format of primitive list")
             deletions[key[len(DELETE_PRIMITIVES):]] = value
+    keep = patch.get(RETAIN_KEYS, [])
+    if not isinstance(keep, list) or not all(isinstance(k, str) for k in keep):
+        raise PatchFormatError("invalid patch format of retainKeys")
     for key, value in patch.items():
         if _is_directive(key):
             continue
@@ -75,15 +83,13 @@ def _merge_map(original: Any, patch: dict[str, Any], schema: Node | None) -> Any
             result[key] = value
     for key, values in deletions.items():
         if isinstance(result.get(key), list):
-            doomed = list(values or [])
-            result[key] = [v for v in result[key] if v not in doomed]
+            result[key] = [v for v in result[key] if v not in values]
     for key, order in orders.items():
         if isinstance(result.get(key), list):
             field = schema.field(key) if schema is not None else None
-            result[key] = _order(result[key], order or [], field.merge_key if field else None)
+            result[key] = _order(result[key], order, field.merge_key if field else None)
     if RETAIN_KEYS in patch:
-        keep = set(patch[RETAIN_KEYS] or [])
-        result = {k: v for k, v in result.items() if k in keep}
+        result = {k: v for k, v in result.items() if k in set(keep)}
     return result
 
 
@@ -121,10 +127,10 @@ def _merge_list(original: Any, patch: list[Any], field: Node | None) -> list[Any
 def _order(values: list[Any], order: list[Any], merge_key: str | None) -> list[Any]:
     """Put the elements named in order first, in that order; the rest keep theirs after."""
     def identity(element):
-        return element.get(merge_key) if merge_key and isinstance(element, dict) else element
+        key = element.get(merge_key) if merge_key and isinstance(element, dict) else element
+        return key if isinstance(key, (str, int, float, bool)) else None  # None: unranked
 
-    wanted = [identity(o) for o in order]
-    rank = {key: i for i, key in enumerate(wanted) if isinstance(key, (str, int, float, bool))}
+    rank = {key: i for i, key in enumerate(map(identity, order)) if key is not None}
     placed = sorted((e for e in values if identity(e) in rank), key=lambda e: rank[identity(e)])
     rest = [e for e in values if identity(e) not in rank]
     return placed + rest

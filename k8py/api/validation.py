@@ -8,7 +8,7 @@ in 1-65535, protocols, restart/DNS/pull policies, a running pod's immutable spec
 `manualSelector`, the selector and template labels `meta` generated from the uid and name,
 so a selector the user wrote is refused, as upstream's `validateGeneratedSelector`;
 selector and template immutable), services (type, ports, names, immutable clusterIP), config
-maps and secrets (key syntax, `immutable`), CRDs. Other kinds are checked only by their
+maps and secrets (key syntax, `immutable`, at most 1 MiB of data), CRDs. Other kinds are checked only by their
 schema (unknown fields).
 """
 
@@ -368,6 +368,17 @@ def _service(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
     return causes
 
 
+MAX_DATA_BYTES = 1024 * 1024  # upstream's core.MaxSecretSize, for ConfigMaps too
+
+
+def _base64_size(text: Any) -> int:
+    """Bytes a base64 value decodes to (its syntax was checked when it was decoded)."""
+    if not isinstance(text, str):
+        return 0
+    text = text.replace("\r", "").replace("\n", "")
+    return len(text) // 4 * 3 - text[-2:].count("=")
+
+
 def _config(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
     causes: list[Cause] = []
     for field in ("data", "binaryData"):
@@ -380,6 +391,26 @@ def _config(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
         if any(obj.get(f) != old.get(f) for f in ("data", "binaryData", "immutable")):
             causes.append(("data", "FieldValueForbidden",
                            "Forbidden: field is immutable when `immutable` is set"))
+    return causes
+
+
+def _too_long(field: str) -> Cause:
+    return (field, "FieldValueTooLong", f"Too long: must have at most {MAX_DATA_BYTES} bytes")
+
+
+def _config_map(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
+    causes = _config(obj, old)
+    size = sum(len(v.encode()) for v in (obj.get("data") or {}).values() if isinstance(v, str))
+    size += sum(_base64_size(v) for v in (obj.get("binaryData") or {}).values())
+    if size > MAX_DATA_BYTES:
+        causes.append(_too_long("[]"))  # upstream's path for "the whole object"
+    return causes
+
+
+def _secret(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
+    causes = _config(obj, old)
+    if sum(_base64_size(v) for v in (obj.get("data") or {}).values()) > MAX_DATA_BYTES:
+        causes.append(_too_long("data"))
     return causes
 
 
@@ -398,8 +429,8 @@ VALIDATORS: dict[tuple[str, str], Callable[[dict[str, Any], dict[str, Any] | Non
     ("", "replicationcontrollers"): _replication_controller,
     ("batch", "jobs"): _job,
     ("", "services"): _service,
-    ("", "configmaps"): _config,
-    ("", "secrets"): _config,
+    ("", "configmaps"): _config_map,
+    ("", "secrets"): _secret,
 }
 
 

@@ -2,8 +2,12 @@
 
 - Bodies over 3 MiB are refused with 413 before they are parsed (upstream's limit).
 - JSON and YAML are accepted for objects; patches by their own media types. YAML aliases are
-  refused (an alias bomb is small on the wire and huge once expanded); documents nested more
-  than 200 levels are a 400, not a crash deeper in the server.
+  refused (an alias bomb is small on the wire and huge once expanded).
+- Every decoded body is strict JSON, checked once here: nested at most 200 levels, no NaN or
+  Infinity, integers within int64, strings valid Unicode (no lone surrogates), string keys.
+  Anything else is a 400, never a crash deeper in the server nor a stored object that no
+  client can read back. YAML keeps timestamps as the text written (as upstream's decoder
+  does), stringifies scalar keys, and refuses tags JSON has no equivalent for (`!!binary`).
 - Kubernetes protobuf bodies (kubectl's typed `create` and `auth can-i`) are decoded into
   the same JSON form (`k8py.api.protobuf`); answers are always JSON, which kubectl accepts.
 """
@@ -11,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import yaml
@@ -37,8 +42,50 @@ def _compose_node(self, parent, index):
     return yaml.composer.Composer.compose_node(self, parent, index)
 
 
+def _json_key(loader: yaml.SafeLoader, node: yaml.Node) -> str:
+    """A mapping key as JSON has it: YAML's scalar keys become strings, as upstream's
+    sigs.k8s.io/yaml does (`8080: tcp` is the key "8080"); other keys are refused."""
+    key = loader.construct_object(node, deep=True)
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if isinstance(key, int) or (isinstance(key, float) and math.isfinite(key)):
+        return str(key)
+    if key is None:
+        return "null"
+    raise yaml.constructor.ConstructorError(None, None, "a mapping key must be a string",
+                                            node.start_mark)
+
+
+def _construct_mapping(self, node, deep=False):
+    if not isinstance(node, yaml.MappingNode):
+        raise yaml.constructor.ConstructorError(None, None, "expected a mapping",
+                                                node.start_mark)
+    self.flatten_mapping(node)
+    return {_json_key(self, key): self.construct_object(value, deep=deep)
+            for key, value in node.value}
+
+
+def _timestamp_as_text(self, node):
+    # Go's YAML decoder keeps timestamp-like values as strings unless the target is a
+    # time.Time; objects are plain JSON here, so they stay the text that was written.
+    return self.construct_scalar(node)
+
+
+def _refused_tag(self, node):
+    raise yaml.constructor.ConstructorError(
+        None, None, f"the YAML tag {node.tag!r} has no JSON equivalent", node.start_mark)
+
+
 class _PureNoAliasLoader(yaml.SafeLoader):
     compose_node = _compose_node
+    construct_mapping = _construct_mapping
+
+
+_PureNoAliasLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
+for _tag in ("binary", "set", "omap", "pairs"):
+    _PureNoAliasLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refused_tag)
 
 
 async def read_raw(request: web.Request) -> bytes:
@@ -51,27 +98,71 @@ async def read_raw(request: web.Request) -> bytes:
 
 
 MAX_DEPTH = 200  # far deeper than any Kubernetes object; shallow enough for every walk
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+_INT64_DIGITS = 19
 
 
-def _too_deep(document: Any) -> bool:
+def _problem(document: Any) -> str | None:
+    """Why `document` is not a strict JSON document, or None: nested more than MAX_DEPTH
+    levels, a string or key that UTF-8 cannot encode (a lone surrogate such as "\\ud800"),
+    an integer outside int64, a float that is not finite, a non-string key, or a value of a
+    type JSON does not have. One walk, iterative, so no depth can exhaust the stack."""
     stack = [(document, 1)]
     while stack:
         value, depth = stack.pop()
         if depth > MAX_DEPTH:
-            return True
-        if isinstance(value, dict):
-            stack.extend((v, depth + 1) for v in value.values())
-        elif isinstance(value, list):
-            stack.extend((v, depth + 1) for v in value)
+            return f"the request body is nested more than {MAX_DEPTH} levels deep"
+        kind = value.__class__
+        if kind is str:
+            if not value.isascii() and _unencodable(value):
+                return "the request body holds a string that is not valid Unicode"
+        elif kind is dict:
+            for key, item in value.items():
+                if key.__class__ is not str:
+                    return "the request body holds an object key that is not a string"
+                if not key.isascii() and _unencodable(key):
+                    return "the request body holds a key that is not valid Unicode"
+                stack.append((item, depth + 1))
+        elif kind is list:
+            stack.extend((item, depth + 1) for item in value)
+        elif kind is int:
+            if not INT64_MIN <= value <= INT64_MAX:
+                return f"the number {value} does not fit in a 64-bit integer"
+        elif kind is float:
+            if not math.isfinite(value):
+                return f"the number {value} is not a finite number"
+        elif value is not None and kind is not bool:
+            return f"the request body holds a value of type {kind.__name__}, which JSON has not"
+    return None
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
     return False
 
 
+def _json_int(text: str) -> int:
+    # Refuse before converting: Python refuses 4,300 digits and more with a ValueError.
+    if len(text.lstrip("-")) > _INT64_DIGITS:
+        raise ValueError(f"the number {text[:24]}... does not fit in a 64-bit integer")
+    return int(text)
+
+
+def _json_constant(name: str) -> Any:
+    raise ValueError(f"invalid character {name[0]!r} looking for beginning of value")
+
+
 def decode(raw: bytes, media_type: str) -> Any:
-    """The document in raw, given its media type (without parameters); at most MAX_DEPTH
-    levels deep, so no later step can run out of stack on it."""
+    """The document in raw, given its media type (without parameters), checked to be strict
+    JSON (`_problem`): no later step can run out of stack on it, and whatever is stored from
+    it encodes again as JSON every client can read."""
     document = _decode(raw, media_type)
-    if _too_deep(document):
-        raise errors.BadRequest(f"the request body is nested more than {MAX_DEPTH} levels deep")
+    problem = _problem(document)
+    if problem:
+        raise errors.BadRequest(problem)
     return document
 
 
@@ -87,7 +178,7 @@ def _decode(raw: bytes, media_type: str) -> Any:
             if len(documents) != 1:
                 raise errors.BadRequest("the request body must hold exactly one YAML document")
             return documents[0]
-        return json.loads(raw)
+        return json.loads(raw, parse_int=_json_int, parse_constant=_json_constant)
     except RecursionError:
         raise errors.BadRequest("the request body is nested too deeply") from None
     except UnicodeDecodeError:
@@ -96,6 +187,8 @@ def _decode(raw: bytes, media_type: str) -> Any:
         raise errors.BadRequest(f"the request body is not valid JSON: {exc}") from None
     except yaml.YAMLError as exc:
         raise errors.BadRequest(f"the request body is not valid YAML: {exc}") from None
+    except ValueError as exc:  # a number out of range, NaN or Infinity
+        raise errors.BadRequest(f"the request body is not valid JSON: {exc}") from None
 
 
 def media_type(request: web.Request) -> str:

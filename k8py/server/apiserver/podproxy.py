@@ -41,6 +41,7 @@ from aiohttp import web
 from k8py.api import errors
 from k8py.api.resources import Resource
 from k8py.client import upgrading
+from k8py.server.apiserver import queryparams
 from k8py.server.apiserver.storage import ObjectStore
 
 SUBRESOURCES = frozenset({"log", "exec", "attach", "portforward"})
@@ -61,10 +62,6 @@ class KubeletClient:
         context.check_hostname = False  # see the module docstring
         context.load_cert_chain(self.cert, self.key)
         return context
-
-
-def _flag(query, name: str) -> bool:
-    return query.get(name, "").lower() in ("true", "1")
 
 
 def _names(containers: list[dict[str, Any]]) -> str:
@@ -154,7 +151,7 @@ class PodProxy:
                                         "container")
             for ours, theirs in (("stdin", "input"), ("stdout", "output"),
                                  ("stderr", "error"), ("tty", "tty")):
-                if _flag(query, ours):
+                if queryparams.boolean(query, ours):
                     params.append((theirs, "1"))
             if not any(k in ("input", "output", "error") for k, _ in params):
                 raise errors.BadRequest("you must specify at least 1 of stdin, stdout, stderr")

@@ -15,14 +15,12 @@ upstream's message, and the pod stays. A pod that is not running yet (Pending) o
 
 from __future__ import annotations
 
-import asyncio
-
 from typing import Any
 
 from k8py.api import errors, timestamps
 from k8py.api.resources import Resource
 from k8py.api.selectors import selector_matches
-from k8py.server.apiserver.storage import ObjectStore
+from k8py.server.apiserver.storage import ObjectStore, guaranteed
 
 PDB_VIOLATION = "Cannot evict pod as it would violate the pod's disruption budget."
 
@@ -37,9 +35,14 @@ async def bind(objects: ObjectStore, pods: Resource, namespace: str, name: str,
     if not isinstance(binding, dict) or not isinstance(binding.get("target"), dict):
         raise errors.BadRequest("the body must be a v1 Binding with a target")
     node = binding["target"].get("name")
-    if not node:
+    if not node or not isinstance(node, str):
         raise errors.invalid("Binding", name, [("target.name", "FieldValueRequired",
                                                 "Required value")])
+    return await guaranteed(lambda: _bind_once(objects, pods, namespace, name, node))
+
+
+async def _bind_once(objects: ObjectStore, pods: Resource, namespace: str, name: str,
+                     node: str) -> dict[str, Any]:
     pod = await objects.get(pods, namespace, name)
     current = (pod.get("spec") or {}).get("nodeName")
     if current:
@@ -59,22 +62,13 @@ async def bind(objects: ObjectStore, pods: Resource, namespace: str, name: str,
             "code": 201}
 
 
-EVICTION_TRIES = 20  # upstream's EvictionsRetry: another writer changed the budget meanwhile
-
-
 async def evict(objects: ObjectStore, pods: Resource, budgets: Resource, namespace: str,
                 name: str, delete) -> dict[str, Any]:
     """Spend a disruption from every matching budget, then delete the pod with `delete`.
     A budget changed by someone else meanwhile (a concurrent eviction, the disruption
     controller) is read again and the check redone, as upstream retries on conflict."""
-    for attempt in range(EVICTION_TRIES):
-        try:
-            return await _evict_once(objects, pods, budgets, namespace, name, delete)
-        except errors.Conflict:
-            if attempt == EVICTION_TRIES - 1:
-                raise
-            await asyncio.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
+    return await guaranteed(lambda: _evict_once(objects, pods, budgets, namespace, name,
+                                                delete))
 
 
 async def _evict_once(objects: ObjectStore, pods: Resource, budgets: Resource, namespace: str,

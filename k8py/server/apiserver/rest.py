@@ -47,12 +47,13 @@ from typing import Any
 
 from aiohttp import web
 
-from k8py.api import (apply, errors, meta, patching, pruning, schemas, selectors,
-                      strategic, structural, tables, timestamps)
+from k8py.api import (apply, errors, meta, pruning, schemas, selectors, structural, tables,
+                      timestamps)
 from k8py.api.resources import Registry, Resource
-from k8py.server.apiserver import (bodies, crds, podproxy, podsubresources, reviews, scale,
-                                   serviceips, tokens)
+from k8py.server.apiserver import (bodies, crds, patches, podproxy, podsubresources,
+                                   queryparams, reviews, scale, serviceips, tokens)
 from k8py.server.apiserver.authn import USER_KEY
+from k8py.server.apiserver import storage
 from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
 from k8py.server.apiserver.watchserving import serve_watch
 
@@ -115,23 +116,32 @@ def drop_unknown_fields(request: web.Request, resource: Resource, obj: dict,
         schema = schemas.for_kind(resource.group, resource.version, resource.kind)
         if schema is None:
             return obj
-        pruned, unknown = pruning.prune(obj, schema)
+        try:
+            pruned, unknown = pruning.prune(obj, schema)
+        except pruning.TypeMismatch as exc:
+            raise _undecodable(resource, obj, str(exc), patched) from None
     if not unknown:
         return obj
     listed = ", ".join(f'unknown field "{path}"' for path in unknown)
     if mode == "Strict":
-        message = f"strict decoding error: {listed}"
-        if patched:
-            value = json.dumps(obj, separators=(",", ":"))
-            raise errors.Invalid(f' "" is invalid: patch: Invalid value: "{value}": {message}',
-                                 causes=[{"reason": "FieldValueInvalid", "message":
-                                          f'Invalid value: "{value}": {message}',
-                                          "field": "patch"}])
-        raise errors.BadRequest(f'{resource.kind} in version "{resource.version}" cannot be '
-                                f"handled as a {resource.kind}: {message}")
+        raise _undecodable(resource, obj, f"strict decoding error: {listed}", patched)
     if mode == "Warn":
         request.setdefault(WARNINGS_KEY, []).extend(f'unknown field "{p}"' for p in unknown)
     return pruned
+
+
+def _undecodable(resource: Resource, obj: dict, message: str,
+                 patched: bool) -> errors.StatusError:
+    """Upstream's error for a body its typed decoding refuses: a 400 for a body as sent, a
+    422 on the field `patch` for the result of a patch."""
+    if patched:
+        value = json.dumps(obj, separators=(",", ":"))
+        return errors.Invalid(f' "" is invalid: patch: Invalid value: "{value}": {message}',
+                              causes=[{"reason": "FieldValueInvalid", "message":
+                                       f'Invalid value: "{value}": {message}',
+                                       "field": "patch"}])
+    return errors.BadRequest(f'{resource.kind} in version "{resource.version}" cannot be '
+                             f"handled as a {resource.kind}: {message}")
 
 
 def _with_warnings(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
@@ -165,10 +175,6 @@ def table_response(request: web.Request, resource: Resource, objects: list[dict]
                         headers={"Content-Type": TABLE_CONTENT_TYPE})
 
 
-def _flag(request: web.Request, name: str) -> bool:
-    return request.query.get(name, "").lower() in ("true", "1")
-
-
 def _dry_run(request: web.Request) -> bool:
     values = request.query.getall("dryRun", [])
     for value in values:
@@ -177,22 +183,44 @@ def _dry_run(request: web.Request) -> bool:
     return bool(values)
 
 
-def _grace_period(resource: Resource, obj: dict, options: dict,
-                  request: web.Request) -> int:
+def _grace_period(resource: Resource, obj: dict, options: dict) -> int:
     """Seconds a pod gets to stop (upstream's pod strategy); 0 means delete at once."""
     if (resource.group, resource.plural) != ("", "pods"):
         return 0
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     if not spec.get("nodeName") or status.get("phase") in ("Succeeded", "Failed"):
         return 0
-    value = options.get("gracePeriodSeconds", request.query.get("gracePeriodSeconds"))
-    if value is None or value == "":
+    value = options.get("gracePeriodSeconds")
+    if value is None:
         value = spec.get("terminationGracePeriodSeconds", 30)
+    return max(queryparams.parse_int64(value, "gracePeriodSeconds"), 0)
+
+
+PROPAGATION_POLICIES = (None, "Background", "Foreground", "Orphan")
+
+
+def delete_options(request: web.Request, body: Any) -> dict[str, Any]:
+    """A delete's DeleteOptions as upstream reads them: the body's (typed against the
+    schema, so `gracePeriodSeconds: "x"` is a 400), then the query's for what the body left
+    out (the Python client sends `gracePeriodSeconds` and `propagationPolicy` there)."""
+    if body is not None and not isinstance(body, dict):
+        raise errors.BadRequest("DeleteOptions must be an object")
+    options = dict(body or {})
     try:
-        grace = int(value)
-    except (TypeError, ValueError):
-        raise errors.BadRequest(f"invalid gracePeriodSeconds: {value!r}") from None
-    return max(grace, 0)
+        pruning.prune(options, schemas.for_kind("", "v1", "DeleteOptions"))
+    except pruning.TypeMismatch as exc:
+        raise errors.BadRequest(f"DeleteOptions cannot be decoded: {exc}") from None
+    query = request.query
+    if options.get("gracePeriodSeconds") is None:
+        options["gracePeriodSeconds"] = queryparams.int64(query, "gracePeriodSeconds")
+    if not options.get("propagationPolicy"):
+        options["propagationPolicy"] = query.get("propagationPolicy") or None
+    if options.get("orphanDependents") is None and query.get("orphanDependents"):
+        options["orphanDependents"] = queryparams.boolean(query, "orphanDependents")
+    if options["propagationPolicy"] not in PROPAGATION_POLICIES:
+        raise errors.BadRequest(
+            f"propagationPolicy {options['propagationPolicy']!r} is not supported")
+    return options
 
 
 def _manager(request: web.Request) -> str:
@@ -204,8 +232,6 @@ def _schema(resource: Resource):
     return None if resource.custom else schemas.for_kind(resource.group, resource.version,
                                                          resource.kind)
 
-
-GUARANTEED_UPDATE_TRIES = 100  # upstream retries until its request deadline
 
 # Events expire (upstream's --event-ttl default): the store deletes them after this long.
 TTL_SECONDS = {("", "events"): 3600.0, ("events.k8s.io", "events"): 3600.0}
@@ -223,15 +249,11 @@ def _matcher(request: web.Request):
     return lambda obj: label(obj) and field(obj)
 
 
-def _propagation(resource: Resource, options: dict, request: web.Request) -> str:
+def _propagation(options: dict) -> str:
     """Background, Foreground or Orphan: how a delete treats the object's dependents."""
-    policy = options.get("propagationPolicy") or request.query.get("propagationPolicy")
-    if policy:
-        return policy
-    orphan = options.get("orphanDependents", request.query.get("orphanDependents"))
-    if orphan in (True, "true"):
-        return "Orphan"
-    return "Background"
+    if options.get("propagationPolicy"):
+        return options["propagationPolicy"]
+    return "Orphan" if options.get("orphanDependents") is True else "Background"
 
 
 def _pending_finalizers(resource: Resource, obj: dict) -> bool:
@@ -299,7 +321,7 @@ class RestHandler:
         plain = target.subresource in (None, "status")
         if request.method == "GET" and plain:
             if target.name is None:
-                if _flag(request, "watch"):
+                if queryparams.boolean(request.query, "watch"):
                     return await serve_watch(request, self.objects, target.resource,
                                              target.namespace, _matcher(request),
                                              as_table=wants_table(request))
@@ -373,17 +395,12 @@ class RestHandler:
             return await podsubresources.bind(self.objects, target.resource, target.namespace,
                                               target.name, body)
 
+        options = delete_options(request, (body or {}).get("deleteOptions")
+                                 if isinstance(body, dict) else None)
+
         async def delete(pod: dict) -> None:
-            revision = int(pod["metadata"]["resourceVersion"])
-            grace = _grace_period(target.resource, pod,
-                                  (body or {}).get("deleteOptions") or {}, request)
-            if grace:
-                marked = {**pod, "metadata": {**pod["metadata"],
-                                              "deletionTimestamp": timestamps.after(grace),
-                                              "deletionGracePeriodSeconds": grace}}
-                await self.objects.update(target.resource, marked, revision)
-            else:
-                await self._remove(target.resource, target.namespace, target.name, revision)
+            # the budget is spent: this delete retries on its own, never spending it twice
+            await storage.guaranteed(lambda: self._delete_once(request, target, options))
 
         budgets = self.registry.get("policy", "v1", "poddisruptionbudgets")
         return await podsubresources.evict(self.objects, target.resource, budgets,
@@ -422,7 +439,7 @@ class RestHandler:
         a limit is streamed page by page (chunked), so a LIST of thousands of objects never
         sits in memory whole."""
         query = request.query
-        if query.get("limit", "0") not in ("", "0") or query.get("continue"):
+        if queryparams.int64(query, "limit", 0) > 0 or query.get("continue"):
             body = await self.list(request, target, as_bytes=True)
             head = {"kind": body["kind"], "apiVersion": body["apiVersion"],
                     "metadata": body["metadata"]}
@@ -465,10 +482,7 @@ class RestHandler:
     async def list(self, request: web.Request, target: Target,
                    as_bytes: bool = False) -> dict[str, Any]:
         query = request.query
-        try:
-            limit = int(query.get("limit", "0") or 0)
-        except ValueError:
-            raise errors.BadRequest(f"invalid limit: {query.get('limit')!r}") from None
+        limit = queryparams.int64(query, "limit", 0)
         at = self._list_revision(request)
         items, list_revision, token = await self.objects.list(
             target.resource, target.namespace, matches=_matcher(request),
@@ -528,11 +542,12 @@ class RestHandler:
         body = drop_unknown_fields(request, target.resource, body)
         wanted = parse_resource_version((body.get("metadata") or {}).get("resourceVersion"))
 
-        async def change(current: dict) -> tuple[dict, bool]:
+        async def change(current: dict) -> dict:
+            # an update without a resourceVersion is unconditional: it applies to any
             if wanted and str(wanted) != current["metadata"]["resourceVersion"]:
                 raise errors.conflict(target.resource.plural, target.name,
                                       target.resource.group)
-            return body, bool(wanted)  # an update without resourceVersion is unconditional
+            return body
 
         return await self._guaranteed(change, request, target)
 
@@ -558,30 +573,20 @@ class RestHandler:
     async def _guaranteed(self, change, request: web.Request, target: Target,
                           applied: bool = False) -> dict:
         """Read, change, write; when another writer got in between, read again and redo the
-        change (upstream's GuaranteedUpdate), unless the change itself carried the
-        resourceVersion it must apply to: then the 409 is the caller's to see."""
-        for attempt in range(GUARANTEED_UPDATE_TRIES):
+        change (`storage.guaranteed`). A change that pins the resourceVersion it applies to
+        raises the plain Conflict itself once the object has moved on."""
+        async def step() -> dict:
             current = await self.objects.get(target.resource, target.namespace, target.name)
-            new, pinned = await change(current)
-            try:
-                return await self._write_update(request, target, new, current, applied=applied)
-            except errors.Conflict:
-                if pinned or attempt == GUARANTEED_UPDATE_TRIES - 1:
-                    raise
-        raise AssertionError("unreachable")
+            new = await change(current)
+            return await self._write_update(request, target, new, current, applied=applied)
+
+        return await storage.guaranteed(step)
 
     async def _patched(self, request: web.Request, target: Target, media_type: str,
-                       patch: Any, schema, current: dict) -> tuple[dict, bool]:
-        """(current with the patch applied, whether the patch pinned a resourceVersion)."""
-        try:
-            if media_type == bodies.JSON_PATCH:
-                patched = patching.json_patch(current, patch)
-            elif media_type == bodies.STRATEGIC_MERGE_PATCH:
-                patched = strategic.strategic_merge_patch(current, patch, schema)
-            else:
-                patched = patching.merge_patch(current, patch)
-        except patching.PatchError as exc:
-            raise errors.Invalid(str(exc)) from None
+                       patch: Any, schema, current: dict) -> dict:
+        """current with the patch applied. A resourceVersion in the result other than
+        current's (the patch set one) pins it: a 409 once the object has moved on."""
+        patched = patches.apply_patch(media_type, current, patch, schema)
         if not isinstance(patched, dict):
             raise errors.BadRequest("the patched object is not an object")
         patched.setdefault("metadata", {})
@@ -591,13 +596,7 @@ class RestHandler:
         wanted = parse_resource_version(patched["metadata"].get("resourceVersion"))
         if wanted and str(wanted) != current["metadata"]["resourceVersion"]:
             raise errors.conflict(target.resource.plural, target.name, target.resource.group)
-        # A resourceVersion that only came from the object we read pins nothing.
-        pinned = bool(wanted) and isinstance(patch, dict) and bool(
-            (patch.get("metadata") or {}).get("resourceVersion"))
-        if media_type == bodies.JSON_PATCH:
-            pinned = any(isinstance(op, dict) and "resourceVersion" in str(op.get("path", ""))
-                         for op in patch)
-        return patched, pinned
+        return patched
 
     async def server_side_apply(self, request: web.Request, target: Target) -> dict[str, Any]:
         resource = target.resource
@@ -615,7 +614,7 @@ class RestHandler:
             config = drop_unknown_fields(request, resource, config)
         except errors.StatusError as exc:
             raise errors.BadRequest(f"error strict decoding YAML: {exc.message}") from None
-        force = _flag(request, "force")
+        force = queryparams.boolean(request.query, "force")
         manager = request.query["fieldManager"]
         try:
             current = await self.objects.get(resource, target.namespace, target.name)
@@ -636,9 +635,9 @@ class RestHandler:
                 return created
             crds.after_write(self.registry, resource, created)
             return created
-        async def change(live: dict) -> tuple[dict, bool]:
+        async def change(live: dict) -> dict:
             return apply.apply(live, config, manager, force, resource.api_version,
-                               _schema(resource)), False
+                               _schema(resource))
 
         return await self._guaranteed(change, request, target, applied=True)
 
@@ -698,7 +697,14 @@ class RestHandler:
         return deleted
 
     async def delete(self, request: web.Request, target: Target) -> tuple[dict[str, Any], int]:
+        """Delete, or mark for deletion; retried while other writers change the object
+        meanwhile (a controller writing status), so only a precondition the client sent can
+        make it a 409."""
         options = await self._delete_options(request)
+        return await storage.guaranteed(lambda: self._delete_once(request, target, options))
+
+    async def _delete_once(self, request: web.Request, target: Target,
+                           options: dict[str, Any]) -> tuple[dict[str, Any], int]:
         resource = target.resource
         current = await self.objects.get(resource, target.namespace, target.name)
         preconditions = options.get("preconditions") or {}
@@ -712,7 +718,7 @@ class RestHandler:
         ):
             raise errors.conflict(resource.plural, target.name, resource.group)
         revision = int(current["metadata"]["resourceVersion"])
-        grace = _grace_period(resource, current, options, request)
+        grace = _grace_period(resource, current, options)
         if grace:
             # A running pod is deleted gracefully: marked now, removed by its kubelet once
             # its containers have stopped (or at once if it was never scheduled).
@@ -725,8 +731,7 @@ class RestHandler:
             if _dry_run(request):
                 return marked, 200
             return await self.objects.update(resource, marked, revision), 200
-        marked = _marked_for_deletion(resource, current, _propagation(resource, options,
-                                                                       request))
+        marked = _marked_for_deletion(resource, current, _propagation(options))
         if marked is not None:
             if marked == current:
                 return current, 202
@@ -746,43 +751,28 @@ class RestHandler:
         }, 200
 
     async def _delete_options(self, request: web.Request) -> dict[str, Any]:
-        """DeleteOptions from the body, if any; query parameters are read where needed."""
-        options = {}
+        body = None
         if request.body_exists:
             body = await bodies.read_document(request, bodies.OBJECT_TYPES)
-            if body is not None and not isinstance(body, dict):
-                raise errors.BadRequest("DeleteOptions must be an object")
-            options = body or {}
-        policy = options.get("propagationPolicy") or request.query.get("propagationPolicy")
-        if policy not in (None, "Background", "Foreground", "Orphan"):
-            raise errors.BadRequest(f"propagationPolicy {policy!r} is not supported")
-        return options
+        return delete_options(request, body)
 
     async def delete_collection(self, request: web.Request, target: Target) -> dict[str, Any]:
-        await self._delete_options(request)
+        """Each matching object deleted as a DELETE of it would be (grace periods,
+        finalizers, propagation); one that is gone meanwhile is skipped, as upstream."""
+        options = await self._delete_options(request)
         items, revision, _ = await self.objects.list(
             target.resource, target.namespace, matches=_matcher(request)
         )
-        dry_run = _dry_run(request)
         deleted = []
         for item in items:
             sub = Target(target.resource, item["metadata"].get("namespace"),
                          item["metadata"]["name"], None)
-            if dry_run:
-                deleted.append(item)
-                continue
             try:
-                if item["metadata"].get("finalizers"):
-                    marked = {**item, "metadata": {**item["metadata"],
-                                                   "deletionTimestamp": meta.now()}}
-                    deleted.append(await self.objects.update(
-                        target.resource, marked, int(item["metadata"]["resourceVersion"])))
-                else:
-                    deleted.append(await self._remove(
-                        target.resource, sub.namespace, sub.name,
-                        int(item["metadata"]["resourceVersion"])))
-            except (errors.NotFound, errors.Conflict):
-                continue  # changed or gone meanwhile: like upstream, best effort per item
+                result, _ = await storage.guaranteed(
+                    lambda: self._delete_once(request, sub, options))
+            except errors.NotFound:
+                continue
+            deleted.append(item if result.get("kind") == "Status" else result)
         return {
             "kind": target.resource.list_kind,
             "apiVersion": target.resource.api_version,

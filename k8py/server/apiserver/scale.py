@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from k8py.api import apply, errors, meta, patching, schemas, strategic
+from k8py.api import apply, errors, meta, schemas
 from k8py.api.resources import Resource
 from k8py.api.selectors import format_label_selector
-from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
+from k8py.server.apiserver import patches
+from k8py.server.apiserver.storage import ObjectStore, guaranteed, parse_resource_version
 
 SCALE_SCHEMA = ("autoscaling", "v1", "Scale")
 
@@ -60,22 +61,22 @@ async def get(objects: ObjectStore, resource: Resource, namespace: str | None,
 async def update(objects: ObjectStore, resource: Resource, namespace: str | None, name: str,
                  body: Any, *, manager: str, media_type: str | None = None,
                  dry_run: bool = False) -> dict[str, Any]:
-    """Replace (media_type None) or patch the Scale; returns the new Scale."""
+    """Replace (media_type None) or patch the Scale; returns the new Scale. Retried while
+    others write the object meanwhile (its controller writes status), unless the Scale
+    pinned a resourceVersion."""
+    return await guaranteed(lambda: _update_once(objects, resource, namespace, name, body,
+                                                 manager, media_type, dry_run))
+
+
+async def _update_once(objects: ObjectStore, resource: Resource, namespace: str | None,
+                       name: str, body: Any, manager: str, media_type: str | None,
+                       dry_run: bool) -> dict[str, Any]:
     parent = await objects.get(resource, namespace, name)
     current = to_scale(parent)
     if media_type is None:
         scale = body
     else:
-        try:
-            if media_type == "application/json-patch+json":
-                scale = patching.json_patch(current, body)
-            elif media_type == "application/strategic-merge-patch+json":
-                scale = strategic.strategic_merge_patch(current, body,
-                                                        schemas.for_kind(*SCALE_SCHEMA))
-            else:
-                scale = patching.merge_patch(current, body)
-        except patching.PatchError as exc:
-            raise errors.Invalid(str(exc)) from None
+        scale = patches.apply_patch(media_type, current, body, schemas.for_kind(*SCALE_SCHEMA))
     wanted = parse_resource_version(((scale or {}).get("metadata") or {}).get("resourceVersion")
                                     if isinstance(scale, dict) else None)
     if wanted and str(wanted) != parent["metadata"]["resourceVersion"]:

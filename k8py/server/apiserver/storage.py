@@ -12,15 +12,22 @@ Lists
     the first page and the last key returned (upstream's `{"v","rv","start"}` token). Label
     and field selectors filter after reading, and reading goes on until the page is full, as
     upstream's etcd3 storage does. A token whose revision has been compacted is a 410.
+
+Writes
+    A write that loses its compare-and-swap raises `errors.LostRace` (a 409 to clients);
+    `guaranteed` reruns a read-modify-write until it wins, within the request's deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import random
+import time
 from sys import intern
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from k8py.api import errors
 from k8py.api.resources import Resource
@@ -28,6 +35,7 @@ from k8py.server.store import backend as store_errors
 from k8py.server.store.backend import Backend, EventType, KeyValue
 
 Matcher = Callable[[dict[str, Any]], bool]
+T = TypeVar("T")
 
 _EXPIRED_CONTINUE = (
     "The provided continue parameter is too old to display a consistent list result. You can "
@@ -45,8 +53,10 @@ def encode(obj: dict[str, Any]) -> bytes:
     """Compact JSON with metadata first and no resourceVersion (see `raw`)."""
     metadata = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "resourceVersion"}
     rest = {k: v for k, v in obj.items() if k != "metadata"}
+    # allow_nan=False: what is stored must be JSON every client can read back (the request
+    # decoding refuses NaN already; this keeps any other path from storing it)
     return json.dumps({"metadata": metadata, **rest}, separators=(",", ":"),
-                      ensure_ascii=False).encode()
+                      ensure_ascii=False, allow_nan=False).encode()
 
 
 def raw(kv: KeyValue) -> bytes:
@@ -82,13 +92,11 @@ def decode(kv: KeyValue) -> dict[str, Any]:
 def parse_resource_version(value: str | None, what: str = "resourceVersion") -> int:
     if not value:
         return 0
-    try:
-        revision = int(value)
-    except ValueError:
-        raise errors.BadRequest(f"invalid {what}: {value!r}") from None
-    if revision < 0:
-        raise errors.BadRequest(f"invalid {what}: {value!r}")
-    return revision
+    # a revision is an int64 in the store (SQLite's integer); anything else names no revision
+    if not (isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19
+            and int(value) < 2 ** 63):
+        raise errors.BadRequest(f"invalid {what}: {str(value)[:40]!r}")
+    return int(value)
 
 
 def encode_continue(revision: int, last_key: str, prefix: str) -> str:
@@ -108,6 +116,29 @@ def decode_continue(token: str, prefix: str) -> tuple[int, str]:
     if data.get("v") != "meta.k8s.io/v1" or revision <= 0:
         raise errors.BadRequest("continue key is not valid: unknown token")
     return revision, prefix + start.rstrip("\x00")
+
+
+REQUEST_DEADLINE = 60.0  # seconds: upstream's default --request-timeout
+_BACKOFF_FIRST, _BACKOFF_CAP = 0.001, 0.05
+
+
+async def guaranteed(step: Callable[[], Awaitable[T]], deadline: float = REQUEST_DEADLINE
+                     ) -> T:
+    """`step()` (read, decide, write) again and again while its write loses a race to
+    another writer (`errors.LostRace`), until it wins or the request's deadline passes:
+    upstream's GuaranteedUpdate. Between tries a jittered, growing pause (1 ms doubling, at
+    most 50 ms) keeps many writers of one object from retrying in lockstep, so none starves.
+    Any other error, a Conflict the step raised itself among them, ends it at once."""
+    give_up = time.monotonic() + deadline
+    pause = _BACKOFF_FIRST
+    while True:
+        try:
+            return await step()
+        except errors.LostRace:
+            if time.monotonic() >= give_up:
+                raise
+        await asyncio.sleep(random.uniform(0, pause))
+        pause = min(pause * 2, _BACKOFF_CAP)
 
 
 class ObjectStore:
@@ -342,7 +373,7 @@ def _status(exc: store_errors.StoreError, resource: Resource, name: str) -> erro
     if isinstance(exc, store_errors.KeyNotFound):
         return errors.not_found(resource.plural, name, resource.group)
     if isinstance(exc, store_errors.Conflict):
-        return errors.conflict(resource.plural, name, resource.group)
+        return errors.conflict(resource.plural, name, resource.group, lost_race=True)
     if isinstance(exc, store_errors.Compacted):
         return errors.Expired(f"too old resource version: {exc.requested} "
                               f"({exc.compact_revision})")

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from k8py.api import errors, tables
 from k8py.api.resources import Resource
+from k8py.server.apiserver import queryparams
 from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
 
 DEFAULT_TIMEOUT = 1800.0
@@ -56,11 +57,8 @@ async def serve_watch(request: web.Request, objects: ObjectStore, resource: Reso
     query = request.query
     rv_text = query.get("resourceVersion", "")
     revision = parse_resource_version(rv_text)
-    try:
-        timeout = float(query.get("timeoutSeconds") or DEFAULT_TIMEOUT)
-    except ValueError:
-        raise errors.BadRequest(f"invalid timeoutSeconds: {query.get('timeoutSeconds')!r}")
-    bookmarks = query.get("allowWatchBookmarks", "").lower() in ("true", "1")
+    timeout = queryparams.int64(query, "timeoutSeconds", 0) or DEFAULT_TIMEOUT
+    bookmarks = queryparams.boolean(query, "allowWatchBookmarks")
     selective = matches is not None
     if matches is None:
         def matches(obj: dict[str, Any]) -> bool:

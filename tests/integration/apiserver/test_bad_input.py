@@ -58,9 +58,74 @@ CORPUS = [
      422, "Invalid"),
     ("no name", "POST", CM, json.dumps({**GOOD, "metadata": {}}).encode(), "application/json",
      422, "Invalid"),
+    # upstream's typed decoding refuses it before validation: "json: cannot unmarshal number
+    # into Go struct field ObjectMeta.metadata.labels of type string", a 400
     ("labels not strings", "POST", CM,
      json.dumps({**GOOD, "metadata": {"name": "l", "labels": {"a": 1}}}).encode(),
+     "application/json", 400, "BadRequest"),
+    # --- what the hostile-input campaign found (issue 9) ---
+    ("integer of 5,000 digits", "POST", CM,
+     b'{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "n"}, "x": '
+     + b"7" * 5000 + b"}", "application/json", 400, "BadRequest"),
+    ("integer of 5,000 digits in YAML", "POST", CM,
+     b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: n}\nx: " + b"7" * 5000,
+     "application/yaml", 400, "BadRequest"),
+    ("integer outside int64", "POST", CM,
+     b'{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "n"}, '
+     b'"x": 9223372036854775808}', "application/json", 400, "BadRequest"),
+    ("float out of range", "POST", CM,
+     b'{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "n"}, "x": 1e400}',
+     "application/json", 400, "BadRequest"),
+    ("NaN", "POST", CM, b'{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "n"},'
+     b' "x": NaN}', "application/json", 400, "BadRequest"),
+    ("Infinity", "POST", CM, b'{"apiVersion": "v1", "kind": "ConfigMap", "metadata": '
+     b'{"name": "n", "labels": {"a": -Infinity}}}', "application/json", 400, "BadRequest"),
+    ("YAML .nan", "POST", CM, b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: n}\n"
+     b"x: .nan\n", "application/yaml", 400, "BadRequest"),
+    ("lone surrogate in a create", "POST", CM,
+     b'{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "n"}, '
+     b'"data": {"a": "\\ud800"}}', "application/json", 400, "BadRequest"),
+    ("lone surrogate in a key", "POST", CM,
+     b'{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "n"}, '
+     b'"data": {"\\udfff": "a"}}', "application/json", 400, "BadRequest"),
+    ("lone surrogate in a merge patch", "PATCH", CM + "/ghost", b'{"data": {"a": "\\ud800"}}',
+     "application/merge-patch+json", 400, "BadRequest"),
+    ("YAML !!binary", "POST", CM, b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: n}\n"
+     b"data: {a: !!binary aGVsbG8=}\n", "application/yaml", 400, "BadRequest"),
+    ("YAML !!set", "POST", CM, b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: n}\n"
+     b"data: !!set {a, b}\n", "application/yaml", 400, "BadRequest"),
+    ("YAML complex key", "POST", CM, b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: n}\n"
+     b"data: {? [a, b] : c}\n", "application/yaml", 400, "BadRequest"),
+    ("ConfigMap data not a string", "POST", CM,
+     json.dumps({**GOOD, "data": {"a": 1}}).encode(), "application/json", 400, "BadRequest"),
+    ("ConfigMap data not a map", "POST", CM,
+     json.dumps({**GOOD, "data": ["a"]}).encode(), "application/json", 400, "BadRequest"),
+    ("binaryData not base64", "POST", CM,
+     json.dumps({**GOOD, "binaryData": {"a": "not base64!"}}).encode(), "application/json",
+     400, "BadRequest"),
+    ("ConfigMap over 1 MiB of data", "POST", CM,
+     json.dumps({**GOOD, "data": {"a": "x" * (1024 * 1024), "b": "y"}}).encode(),
      "application/json", 422, "Invalid"),
+    ("Secret over 1 MiB of data", "POST", "/api/v1/namespaces/default/secrets",
+     json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                 "stringData": {"a": "x" * (1024 * 1024 + 1)}}).encode(),
+     "application/json", 422, "Invalid"),
+    ("pod port of the wrong type", "POST", "/api/v1/namespaces/default/pods",
+     json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                 "spec": {"containers": [{"name": "c", "image": "i",
+                                          "ports": [{"containerPort": "80"}]}]}}).encode(),
+     "application/json", 400, "BadRequest"),
+    ("limit too large for SQLite", "GET", CM + "?limit=99999999999999999999", None, None, 400,
+     "BadRequest"),
+    ("resourceVersion too large for SQLite", "GET", CM + "?resourceVersion=99999999999999999999",
+     None, None, 400, "BadRequest"),
+    ("timeoutSeconds not a number", "GET", CM + "?watch=true&timeoutSeconds=nan", None, None,
+     400, "BadRequest"),
+    ("watch not a boolean", "GET", CM + "?watch=maybe", None, None, 400, "BadRequest"),
+    ("gracePeriodSeconds not a number", "DELETE", CM + "/ghost?gracePeriodSeconds=1e3", None,
+     None, 400, "BadRequest"),
+    ("gracePeriodSeconds of the wrong type in DeleteOptions", "DELETE", CM + "/ghost",
+     b'{"gracePeriodSeconds": "soon"}', "application/json", 400, "BadRequest"),
     ("metadata not an object", "POST", CM, json.dumps({**GOOD, "metadata": 7}).encode(),
      "application/json", 400, "BadRequest"),
     ("namespace mismatch", "POST", CM,
@@ -132,3 +197,67 @@ async def test_stale_update_loses_nothing(client):
     assert status == 409 and body["reason"] == "Conflict"
     _, now = await client.request("GET", f"{CM}/ok")
     assert now == newer
+
+
+async def test_configmap_data_error_names_the_field_as_upstream(client):
+    status, body = await client.request("POST", CM, {**GOOD, "data": {"a": 1}})
+    assert status == 400
+    assert body["message"] == ('ConfigMap in version "v1" cannot be handled as a ConfigMap: '
+                               "json: cannot unmarshal number into Go struct field "
+                               "ConfigMap.data of type string")
+
+
+async def test_configmap_over_1mib_message_as_upstream(client):
+    status, body = await client.request(
+        "POST", CM, {**GOOD, "data": {"a": "x" * (512 * 1024), "b": "y" * (512 * 1024 + 1)}})
+    assert status == 422
+    assert body["message"] == 'ConfigMap "ok" is invalid: []: Too long: must have at most ' \
+                              '1048576 bytes'
+    assert body["details"]["causes"][0]["reason"] == "FieldValueTooLong"
+    status, _ = await client.request("POST", CM, {**GOOD, "data": {"a": "x" * (1024 * 1024)}})
+    assert status == 201  # exactly 1 MiB is allowed
+
+
+async def test_yaml_dates_stay_strings(client):
+    # Go's YAML decoder keeps timestamp-like values as the text written; so does k8py
+    raw = b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dated}\n" \
+          b"data: {day: 2024-01-01, at: 2024-01-01T10:00:00Z, port: 8080}\n"
+    status, body = await client.request("POST", CM, raw=raw, content_type="application/yaml")
+    assert status == 400  # port: 8080 is a number, and data holds strings
+    raw = raw.replace(b"port: 8080", b"8080: port")
+    status, body = await client.request("POST", CM, raw=raw, content_type="application/yaml")
+    assert status == 201, body
+    assert body["data"] == {"day": "2024-01-01", "at": "2024-01-01T10:00:00Z", "8080": "port"}
+
+
+@pytest.mark.parametrize("directive", [
+    {"$retainKeys": 5}, {"$retainKeys": [1]}, {"$setElementOrder/containers": 5},
+    {"$deleteFromPrimitiveList/finalizers": "x"},
+])
+async def test_malformed_strategic_directive_is_400(client, directive):
+    await client.request("POST", CM, GOOD)
+    status, body = await client.request(
+        "PATCH", f"{CM}/ok", raw=json.dumps({"metadata": directive}).encode(),
+        content_type="application/strategic-merge-patch+json")
+    assert status == 400 and body["reason"] == "BadRequest", body
+    _, now = await client.request("GET", f"{CM}/ok")
+    assert now["metadata"]["resourceVersion"]  # still there, unchanged
+
+
+async def test_json_patch_copy_bomb_is_refused(client):
+    await client.request("POST", CM, {**GOOD, "data": {"a": "x" * 100_000}})
+    bomb = [{"op": "copy", "from": "/data", "path": f"/metadata/annotations"}] + [
+        {"op": "copy", "from": "/data/a", "path": f"/data/a{i}"} for i in range(40)]
+    status, body = await client.request("PATCH", f"{CM}/ok", raw=json.dumps(bomb).encode(),
+                                        content_type="application/json-patch+json")
+    assert status == 413 and body["reason"] == "RequestEntityTooLarge", body
+
+
+async def test_nan_is_never_stored_and_the_collection_stays_listable(client):
+    await client.request("POST", CM, GOOD)
+    for body in (b'{"data": {"a": NaN}}', b'{"metadata": {"labels": {"a": Infinity}}}'):
+        status, _ = await client.request("PATCH", f"{CM}/ok", raw=body,
+                                         content_type="application/merge-patch+json")
+        assert status == 400
+    status, listed = await client.request("GET", CM)
+    assert status == 200 and [i["metadata"]["name"] for i in listed["items"]] == ["ok"]
