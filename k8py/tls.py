@@ -4,11 +4,25 @@ contexts, so both speak the same versions and protocols.
 Both present a certificate from the cluster CA and verify client certificates against that
 CA; they differ only in whether a client must show one (the kubelet: yes; the API server:
 no, bearer tokens and anonymous health checks come without).
+
+`bound_read_buffers` caps asyncio's per-connection TLS read buffer; the servers call it
+before they listen.
 """
 
 from __future__ import annotations
 
+import asyncio.sslproto
 import ssl
+
+# asyncio gives every TLS connection a read buffer of 256 KiB (`SSLProtocol.max_size`), kept
+# for the connection's life: 2,000 open watches would hold 500 MB of empty buffers. A TLS
+# record carries at most 16 KiB, so 32 KiB reads lose nothing; set once, for every TLS
+# connection of the process (servers' and clients').
+TLS_READ_BUFFER = 32 * 1024
+
+
+def bound_read_buffers() -> None:
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 
 def server_context(cert: str, key: str, client_ca: str, *,

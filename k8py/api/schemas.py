@@ -118,3 +118,11 @@ def for_kind(group: str, version: str, kind: str) -> Node | None:
     """The schema of a built-in kind, or None (custom resources, unknown kinds)."""
     name = kind_definition(group, version, kind)
     return Node({"$ref": f"#/$defs/{name}"}) if name else None
+
+
+@functools.cache
+def object_metadata() -> Node:
+    """A schema holding just `metadata` (an ObjectMeta): what every kind's objects have,
+    custom resources included."""
+    return Node({"type": "object", "properties": {
+        "metadata": {"$ref": "#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}}})

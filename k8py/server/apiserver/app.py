@@ -19,9 +19,11 @@ import ipaddress
 import json
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from k8py import tls
 from k8py.api import errors
@@ -48,6 +50,30 @@ def _status_response(error: errors.StatusError) -> web.Response:
     return web.json_response(error.status(), status=error.code)
 
 
+class Disconnects:
+    """Clients that leave before their answer is complete: each logged at debug, and at
+    most one INFO line a minute saying how many, so a flood of them is one line, not
+    thousands of tracebacks."""
+
+    SUMMARY_INTERVAL = 60.0
+
+    def __init__(self) -> None:
+        self.count = 0  # since the last summary
+        self._since = time.monotonic()
+
+    def record(self, request: web.Request) -> None:
+        log.debug("client disconnected during %s %s", request.method, request.path)
+        self.count += 1
+        now = time.monotonic()
+        if now - self._since >= self.SUMMARY_INTERVAL:
+            log.info("%d client(s) disconnected before their response was complete in the "
+                     "last %.0f s", self.count, now - self._since)
+            self.count, self._since = 0, now
+
+
+disconnects = Disconnects()
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -65,7 +91,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             return _status_response(errors.MethodNotAllowed(
                 "the server does not allow this method on the requested resource"))
         raise
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionError:  # the client went away mid-request: its loss, not our error
+        disconnects.record(request)
+        return web.Response(status=499)  # nobody reads it; aiohttp drops it quietly
+    except RequestPayloadError as exc:
+        return _status_response(errors.BadRequest(f"the request body could not be read: "
+                                                  f"{exc}"))
+    except asyncio.CancelledError:
         raise
     except Exception:
         log.exception("internal error serving %s %s", request.method, request.path)
@@ -224,17 +256,37 @@ def tls_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
     return tls.server_context(cert, key, client_ca, require_client_cert=False)
 
 
+TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds, as upstream's Go server
+# Seconds a connection may sit without a complete request: a half-sent request (or an idle
+# keep-alive connection) is closed after this, as upstream's ReadHeaderTimeout (32 s) does.
+REQUEST_HEADER_TIMEOUT = 32.0
+
+
 async def serve(app: web.Application, host: str, port: int, context: ssl.SSLContext,
                 ready: asyncio.Event | None = None) -> None:
-    """Serve until cancelled."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2)
+    """Serve until cancelled. Slow and dead clients are cut off: a TLS handshake that does
+    not finish in TLS_HANDSHAKE_TIMEOUT, a request whose headers are not complete in
+    REQUEST_HEADER_TIMEOUT (aiohttp's keep-alive timer, armed from the connection's start),
+    a body not sent in `bodies.BODY_TIMEOUT`, a watcher that stops reading
+    (`watchserving.WRITE_TIMEOUT`)."""
+    # handler_cancellation: a client that goes away takes its handler with it at once (an
+    # idle watch of a vanished client would otherwise live until its next event); writes
+    # shield themselves (`RestHandler.handle`), so what a client sent is written whole.
+    tls.bound_read_buffers()
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2,
+                           keepalive_timeout=REQUEST_HEADER_TIMEOUT, handler_cancellation=True)
     await runner.setup()
+    server = None
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=context, reuse_address=True)
-        await site.start()
+        # the loop's own server, not a TCPSite: only it takes a TLS handshake timeout
+        server = await asyncio.get_running_loop().create_server(
+            runner.server, host, port, ssl=context, reuse_address=True, backlog=1024,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
         log.info("API server listening on https://%s:%d", host, port)
         if ready is not None:
             ready.set()
         await asyncio.Event().wait()
     finally:
+        if server is not None:
+            server.close()
         await runner.cleanup()

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from typing import Any
@@ -88,13 +89,20 @@ for _tag in ("binary", "set", "omap", "pairs"):
     _PureNoAliasLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refused_tag)
 
 
+BODY_TIMEOUT = 60.0  # seconds a client has to send a body: upstream's request timeout
+
+
 async def read_raw(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise errors.RequestEntityTooLarge("Request entity too large: limit is 3145728")
     try:
-        return await request.read()
+        return await asyncio.wait_for(request.read(), BODY_TIMEOUT)
     except web.HTTPRequestEntityTooLarge:
         raise errors.RequestEntityTooLarge("Request entity too large: limit is 3145728") from None
+    except asyncio.TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()  # the client is too slow to be worth an answer
+        raise ConnectionResetError("the request body did not arrive in time") from None
 
 
 MAX_DEPTH = 200  # far deeper than any Kubernetes object; shallow enough for every walk

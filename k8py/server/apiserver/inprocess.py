@@ -25,6 +25,7 @@ from k8py.client.client import Event, Ref
 from k8py.server.apiserver.authn import USER_KEY, User
 from k8py.server.apiserver.rest import RestHandler, Target
 from k8py.server.apiserver.storage import parse_resource_version
+from k8py.server.apiserver.watchserving import transitions
 
 IDENTITY = User("system:k8py-controller-manager", ("system:masters",))
 
@@ -79,16 +80,8 @@ class InProcessTransport:
         watch = objects.watch(ref.resource, ref.namespace, revision + 1)
         try:
             while True:
-                batch = []
-                for event in await watch.next():
-                    if not selective:
-                        batch.append((event.type, event.object))
-                        continue
-                    now = matches(event.object)
-                    if event.type == "MODIFIED" and now != matches(event.previous):
-                        batch.append(("ADDED" if now else "DELETED", event.object))
-                    elif now:
-                        batch.append((event.type, event.object))
+                batch = [(event_type, event.object) for event_type, event
+                         in transitions(await watch.next(), matches, selective)]
                 if batch:
                     yield batch
         finally:

@@ -41,6 +41,7 @@ in-process transport (`inprocess`) calls it directly.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from typing import Any
@@ -53,9 +54,8 @@ from k8py.api.resources import Registry, Resource
 from k8py.server.apiserver import (bodies, crds, patches, podproxy, podsubresources,
                                    queryparams, reviews, scale, serviceips, tokens)
 from k8py.server.apiserver.authn import USER_KEY
-from k8py.server.apiserver import storage
+from k8py.server.apiserver import storage, watchserving
 from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
-from k8py.server.apiserver.watchserving import serve_watch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,18 +108,19 @@ def drop_unknown_fields(request: web.Request, resource: Resource, obj: dict,
                         patched: bool = False) -> dict:
     """Prune fields the kind's schema does not know; Strict refuses them, Warn warns."""
     mode = _field_validation(request)
-    if resource.custom:
-        if not resource.schema:
+    schema = None if resource.custom else schemas.for_kind(resource.group, resource.version,
+                                                           resource.kind)
+    try:
+        if schema is None:  # whatever the kind, its metadata is an ObjectMeta
+            pruning.prune({"metadata": obj.get("metadata")}, schemas.object_metadata())
+        else:
+            pruned, unknown = pruning.prune(obj, schema)
+    except pruning.TypeMismatch as exc:
+        raise _undecodable(resource, obj, str(exc), patched) from None
+    if schema is None:
+        if not resource.custom or not resource.schema:
             return obj
         pruned, unknown = structural.prune(obj, resource.schema)
-    else:
-        schema = schemas.for_kind(resource.group, resource.version, resource.kind)
-        if schema is None:
-            return obj
-        try:
-            pruned, unknown = pruning.prune(obj, schema)
-        except pruning.TypeMismatch as exc:
-            raise _undecodable(resource, obj, str(exc), patched) from None
     if not unknown:
         return obj
     listed = ", ".join(f'unknown field "{path}"' for path in unknown)
@@ -142,6 +143,13 @@ def _undecodable(resource: Resource, obj: dict, message: str,
                                        "field": "patch"}])
     return errors.BadRequest(f'{resource.kind} in version "{resource.version}" cannot be '
                              f"handled as a {resource.kind}: {message}")
+
+
+def _consume(task: asyncio.Future) -> None:
+    """Mark a finished write's outcome as seen: a write whose client left fails or
+    succeeds with no one to tell, which is not worth a 'never retrieved' error in the log."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _with_warnings(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
@@ -305,9 +313,19 @@ class RestHandler:
         # the issuer of service-account tokens (serviceaccounts/<name>/token)
         self.service_accounts = service_accounts or tokens.ServiceAccountTokens(objects,
                                                                                 registry)
+        # open HTTP watches, capped per user and in all
+        self.watch_slots = watchserving.WatchSlots()
 
     async def handle(self, request: web.Request, target: Target) -> web.StreamResponse:
-        response = await self._dispatch(request, target)
+        if request.method == "GET" or target.subresource in podproxy.SUBRESOURCES:
+            response = await self._dispatch(request, target)
+        else:
+            # The server cancels a request's handler when its client leaves; a write goes on
+            # to its end all the same (a half-done write could leak a ClusterIP, say).
+            write = asyncio.ensure_future(self._dispatch(request, target))
+            write.add_done_callback(_consume)
+            await asyncio.wait({write})  # cancelling this wait leaves the write running
+            response = write.result()
         return _with_warnings(request, response) if WARNINGS_KEY in request else response
 
     async def _dispatch(self, request: web.Request, target: Target) -> web.StreamResponse:
@@ -322,9 +340,11 @@ class RestHandler:
         if request.method == "GET" and plain:
             if target.name is None:
                 if queryparams.boolean(request.query, "watch"):
-                    return await serve_watch(request, self.objects, target.resource,
-                                             target.namespace, _matcher(request),
-                                             as_table=wants_table(request))
+                    user = request.get(USER_KEY)
+                    return await watchserving.serve_watch(
+                        request, self.objects, target.resource, target.namespace,
+                        _matcher(request), self.watch_slots, user.name if user else "",
+                        as_table=wants_table(request))
                 if wants_table(request):
                     body = await self.list(request, target)
                     return table_response(request, target.resource, body["items"],

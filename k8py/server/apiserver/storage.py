@@ -25,6 +25,7 @@ import base64
 import json
 import random
 import time
+import weakref
 from sys import intern
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -147,6 +148,10 @@ class ObjectStore:
     def __init__(self, backend: Backend):
         self.backend = backend
         self._events: dict[tuple[str, int], WatchEvent] = {}  # see ObjectWatch
+        # see snapshot(): the latest one per prefix, while anyone holds it
+        self._snapshots: weakref.WeakValueDictionary[str, Snapshot] = \
+            weakref.WeakValueDictionary()
+        self._snapshot_reads: dict[str, asyncio.Future[Snapshot]] = {}
 
     async def _read(self, resource: Resource, namespace: str | None, name: str,
                     revision: int) -> KeyValue:
@@ -269,6 +274,30 @@ class ObjectStore:
                 return
             after = page.items[-1].key
 
+    async def snapshot(self, resource: Resource, namespace: str | None) -> Snapshot:
+        """Every object of the collection now, as stored bytes (resourceVersion spliced
+        in), shared: callers that ask at the same store revision (a burst of watches
+        without a resourceVersion) get the same Snapshot, read once, and it is freed when
+        the last of them lets go of it."""
+        prefix = resource.prefix(namespace)
+        shared = self._snapshots.get(prefix)
+        if shared is not None and shared.revision == self.backend.revision:
+            return shared
+        reading = self._snapshot_reads.get(prefix)
+        if reading is None:
+            reading = self._snapshot_reads[prefix] = asyncio.ensure_future(
+                self._read_snapshot(resource, namespace))
+            reading.add_done_callback(lambda _: self._snapshot_reads.pop(prefix, None))
+        return await asyncio.shield(reading)
+
+    async def _read_snapshot(self, resource: Resource, namespace: str | None) -> Snapshot:
+        items: list[bytes] = []
+        revision = 0
+        async for revision, page in self.pages(resource, namespace):
+            items.extend(page)
+        snapshot = self._snapshots[resource.prefix(namespace)] = Snapshot(revision, items)
+        return snapshot
+
     def watch(self, resource: Resource, namespace: str | None,
               start_revision: int) -> ObjectWatch:
         """Events from start_revision on; raises Expired (410) if it is compacted."""
@@ -277,6 +306,15 @@ class ObjectStore:
         except store_errors.Compacted as exc:
             raise _too_old(start_revision - 1, exc) from exc
         return ObjectWatch(stream, resource, start_revision, self._events)
+
+
+class Snapshot:
+    """A collection at one revision, as stored bytes; never modify `items`."""
+
+    __slots__ = ("revision", "items", "__weakref__")
+
+    def __init__(self, revision: int, items: list[bytes]):
+        self.revision, self.items = revision, items
 
 
 class WatchEvent:

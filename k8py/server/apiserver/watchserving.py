@@ -3,7 +3,8 @@
 - `resourceVersion` unset or "0": first an ADDED event for every existing object (upstream's
   "get state and start at most recent"), then changes. `resourceVersion=N`: changes after N.
 - With a label or field selector, an object that stops matching is sent as DELETED and one
-  that starts matching as ADDED, as upstream does.
+  that starts matching as ADDED, as upstream does (`transitions`, which the in-process
+  transport's watch uses too).
 - A resourceVersion that is compacted, or a watcher that falls behind, gets one ERROR event
   carrying a 410 `Expired` Status, then the stream ends; the client relists.
 - `allowWatchBookmarks=true`: a BOOKMARK (an object of the watched kind holding only
@@ -12,13 +13,26 @@
   the column definitions ride with the first.
 - `timeoutSeconds` ends the stream (default 30 minutes, as upstream's minimum request
   timeout), after which clients re-watch from the last version they saw.
+
+Memory: a watch costs what it sends, not what the collection holds. The initial ADDED events
+are written in small pieces from the stored bytes of one snapshot, which every watch that
+starts at the same revision shares (`ObjectStore.snapshot`), never as a decoded copy of the
+collection per watch; later events are decoded and serialized once for every watcher
+(`storage.WatchEvent`). A client that stops
+reading gets WRITE_TIMEOUT to take the next chunk, after which its connection is closed and
+its watch freed. Open watches are capped per user and in all (`WatchSlots`); past a cap a
+watch is a 429 with Retry-After, which informers retry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import ctypes
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
@@ -26,14 +40,82 @@ from aiohttp import web
 from k8py.api import errors, tables
 from k8py.api.resources import Resource
 from k8py.server.apiserver import queryparams
-from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
+from k8py.server.apiserver.storage import ObjectStore, WatchEvent, parse_resource_version
 
 DEFAULT_TIMEOUT = 1800.0
 BOOKMARK_INTERVAL = 60.0
+WRITE_TIMEOUT = 30.0  # seconds a watcher has to take each chunk before it is cut off
+CHUNK_BYTES = 16 * 1024  # the initial events are written in pieces of about this size
+MAX_WATCHES_PER_USER = 2048
+MAX_WATCHES = 8192
+
+
+class WatchSlots:
+    """Counts open watches per user and in all: `acquire` takes a slot or raises 429,
+    `release` gives it back (and, when many watches have just ended, their memory)."""
+
+    def __init__(self, per_user: int = MAX_WATCHES_PER_USER, total: int = MAX_WATCHES):
+        self.per_user, self.total = per_user, total
+        self._open: collections.Counter[str] = collections.Counter()
+        self._all = 0
+        self._peak = 0  # the most open since memory was last handed back
+
+    @property
+    def open(self) -> int:
+        """Watches open now, of every user."""
+        return self._all
+
+    def acquire(self, user: str) -> None:
+        """Take a slot for `user`, or raise 429; every acquire is followed by a release."""
+        if self._all >= self.total or self._open[user] >= self.per_user:
+            raise errors.TooManyRequests("Too many requests, please try again later.",
+                                         retry_after=1)
+        self._open[user] += 1
+        self._all += 1
+        self._peak = max(self._peak, self._all)
+
+    def release(self, user: str) -> None:
+        self._all -= 1
+        self._open[user] -= 1
+        if not self._open[user]:
+            del self._open[user]
+        if self._peak >= TRIM_AFTER and self._all <= self._peak // 2:
+            # many watches just ended: hand their memory back to the system, once per
+            # halving (the allocator keeps freed memory otherwise, and RSS stays at the peak)
+            self._peak = self._all
+            _release_free_memory()
+
+
+def _release_free_memory() -> None:
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc; musl has none, and needs none
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+TRIM_AFTER = 64  # open watches: below this many, their memory is not worth a trim
 
 
 def _line(event_type: str, obj: dict[str, Any]) -> bytes:
     return json.dumps({"type": event_type, "object": obj}, separators=(",", ":")).encode() + b"\n"
+
+
+def transitions(events: list[WatchEvent], matches, selective: bool
+                ) -> Iterator[tuple[str, WatchEvent]]:
+    """(event type to send, event) for the events a watcher with this selector sees: a
+    MODIFIED object that starts matching is ADDED for it, one that stops is DELETED."""
+    for event in events:
+        now_matches = matches(event.object)
+        if event.type == "MODIFIED" and selective and now_matches != matches(event.previous):
+            yield ("ADDED" if now_matches else "DELETED"), event
+        elif now_matches:
+            yield event.type, event
 
 
 class _TableEvents:
@@ -51,73 +133,120 @@ class _TableEvents:
         return body
 
 
+class _Stream:
+    """The response's writes, each with a deadline: a client that stops reading is cut off
+    (its transport aborted, so every buffer goes with it)."""
+
+    def __init__(self, request: web.Request, response: web.StreamResponse):
+        self.request, self.response = request, response
+
+    async def write(self, data: bytes) -> None:
+        try:
+            await asyncio.wait_for(self.response.write(data), WRITE_TIMEOUT)
+        except asyncio.TimeoutError:
+            transport = self.request.transport
+            if transport is not None:
+                transport.abort()
+            raise ConnectionResetError("the watcher stopped reading") from None
+
+
 async def serve_watch(request: web.Request, objects: ObjectStore, resource: Resource,
-                      namespace: str | None, matches, as_table: bool = False
-                      ) -> web.StreamResponse:
+                      namespace: str | None, matches, slots: WatchSlots, user: str,
+                      as_table: bool = False) -> web.StreamResponse:
     query = request.query
-    rv_text = query.get("resourceVersion", "")
-    revision = parse_resource_version(rv_text)
+    revision = parse_resource_version(query.get("resourceVersion", ""))
     timeout = queryparams.int64(query, "timeoutSeconds", 0) or DEFAULT_TIMEOUT
     bookmarks = queryparams.boolean(query, "allowWatchBookmarks")
-    selective = matches is not None
-    if matches is None:
-        def matches(obj: dict[str, Any]) -> bool:
-            return True
-
-    initial: list[dict[str, Any]] = []
-    if revision == 0:
-        initial, list_revision, _ = await objects.list(resource, namespace, matches=matches)
-        start = list_revision + 1
-    else:
-        start = revision + 1
-    render = _TableEvents(resource, query.get("includeObject", "Metadata")) if as_table \
-        else (lambda obj: obj)
-    response = web.StreamResponse(status=200)
-    response.content_type = "application/json"
-    response.enable_chunked_encoding()
+    include = query.get("includeObject", "Metadata")
+    slots.acquire(user)
     try:
-        watch = objects.watch(resource, namespace, start)
-    except errors.Expired as exc:
+        snapshot = None
+        if revision == 0:  # read before the headers go, so its errors are Statuses
+            snapshot = await objects.snapshot(resource, namespace)
+            revision = snapshot.revision
+        render = _TableEvents(resource, include) if as_table else None
+        response = web.StreamResponse(status=200)
+        response.content_type = "application/json"
+        response.enable_chunked_encoding()
+        try:
+            watch = objects.watch(resource, namespace, revision + 1)
+        except errors.Expired as exc:
+            await response.prepare(request)
+            await response.write(_line("ERROR", exc.status()))
+            return response
         await response.prepare(request)
-        await response.write(_line("ERROR", exc.status()))
+        if request.transport is not None:  # pause this watch early: little waits in buffers
+            request.transport.set_write_buffer_limits(high=CHUNK_BYTES)
+        stream = _Stream(request, response)
+        try:
+            if snapshot is not None:
+                await _initial(stream, snapshot.items, matches, render)
+                snapshot = None  # the shared snapshot goes once its last watcher has sent it
+            await _follow(stream, watch, resource, objects, matches, render,
+                          time.monotonic() + max(timeout, 0), bookmarks)
+        except errors.Expired as exc:  # the snapshot was compacted while a slow client read it
+            with contextlib.suppress(ConnectionResetError):
+                await stream.write(_line("ERROR", exc.status()))
+        except ConnectionResetError:
+            pass  # the client went away, or stopped reading
+        finally:
+            watch.close()
         return response
-    await response.prepare(request)
-    deadline = time.monotonic() + max(timeout, 0)
-    try:
-        for obj in initial:
-            await response.write(_line("ADDED", render(obj)))
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                events = await asyncio.wait_for(watch.next(), min(remaining, BOOKMARK_INTERVAL))
-            except asyncio.TimeoutError:
-                if bookmarks and time.monotonic() < deadline:
-                    marker = {"kind": resource.kind, "apiVersion": resource.api_version,
-                              "metadata": {"resourceVersion": str(objects.backend.revision)}}
-                    await response.write(_line("BOOKMARK", marker))
-                continue
-            except errors.Expired as exc:
-                await response.write(_line("ERROR", exc.status()))
-                break
-            chunk = bytearray()
-            for event in events:
-                event_type, obj = event.type, event.object
-                now_matches = matches(obj)
-                if event_type == "MODIFIED" and selective and now_matches != matches(
-                        event.previous):
-                    event_type = "ADDED" if now_matches else "DELETED"
-                elif not now_matches:
-                    continue
-                if event_type == event.type and not as_table:
-                    chunk += event.line()  # serialized once for all watchers
-                else:
-                    chunk += _line(event_type, render(obj))
-            if chunk:
-                await response.write(bytes(chunk))
-    except ConnectionResetError:
-        pass  # the client went away
     finally:
-        watch.close()
-    return response
+        slots.release(user)
+
+
+async def _initial(stream: _Stream, items: list[bytes], matches, render) -> None:
+    """ADDED for every object of the snapshot, from its stored bytes, in writes of about
+    CHUNK_BYTES: what waits in this watch's buffers stays small however large the
+    collection (each write waits for the client to drain the one before)."""
+    chunk: list[bytes] = []
+    size = 0
+    for item in items:
+        if matches is not None or render is not None:
+            obj = json.loads(item)
+            if matches is not None and not matches(obj):
+                continue
+            if render is not None:
+                item = _line("ADDED", render(obj))
+                chunk.append(item)
+                size += len(item)
+        if render is None:
+            chunk.append(b'{"type":"ADDED","object":' + item + b"}\n")
+            size += len(item) + 28
+        if size >= CHUNK_BYTES:
+            await stream.write(b"".join(chunk))
+            chunk, size = [], 0
+    if chunk:
+        await stream.write(b"".join(chunk))
+
+
+async def _follow(stream: _Stream, watch, resource: Resource, objects: ObjectStore, matches,
+                  render, deadline: float, bookmarks: bool) -> None:
+    """Changes until the deadline: each event serialized once for all watchers where it
+    goes out unchanged; re-rendered only for a selector's transition or a Table."""
+    selective = matches is not None
+    matches = matches or (lambda obj: True)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        try:
+            events = await asyncio.wait_for(watch.next(), min(remaining, BOOKMARK_INTERVAL))
+        except asyncio.TimeoutError:
+            if bookmarks and time.monotonic() < deadline:
+                marker = {"kind": resource.kind, "apiVersion": resource.api_version,
+                          "metadata": {"resourceVersion": str(objects.backend.revision)}}
+                await stream.write(_line("BOOKMARK", marker))
+            continue
+        except errors.Expired as exc:
+            await stream.write(_line("ERROR", exc.status()))
+            return
+        chunk = bytearray()
+        for event_type, event in transitions(events, matches, selective):
+            if event_type == event.type and render is None:
+                chunk += event.line()  # serialized once for all watchers
+            else:
+                chunk += _line(event_type, render(event.object) if render else event.object)
+        if chunk:
+            await stream.write(bytes(chunk))
