@@ -6,7 +6,9 @@ Prints, for pods (a realistic ~1.5 KB manifest) with 32 concurrent clients: crea
 update throughput with p50/p99 latency; a paced mixed load of 500 requests/s (70% get,
 20% update, 10% list of one namespace page) with its p50/p99; a LIST of all pods; watch
 fan-out (200 watchers on pods, latency from just before a create to each watcher's receipt);
-and the server's resident memory (VmRSS) before and after holding the pods.
+the server's resident memory (VmRSS) before and after holding the pods; and 2,000 watches
+without a resourceVersion over 1,000 ConfigMaps (time until each has its initial events,
+server RSS open and after).
 
 The server runs with `--disable-scheduler --disable-controller-manager`, so the figures are
 the API server's alone (5,000 pods nobody can run would otherwise each cost the scheduler a
@@ -66,6 +68,7 @@ def pct(values: list[float], p: float) -> float:
 class Bench:
     def __init__(self, url: str, context: ssl.SSLContext):
         self.url = url
+        self.context = context
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=context, limit=CONCURRENCY * 8))
         self.base = url + "/api/v1/namespaces/default/pods"
@@ -128,6 +131,46 @@ class Bench:
         print(f"  server RSS holding {pods} pods: {rss_mb(pid):.0f} MB")
         await self.watch_fanout(200, 50)
         print(f"  server RSS with 200 open watches: {rss_mb(pid):.0f} MB")
+        await self.watch_memory(configmaps=1000, watchers=2000)
+
+    async def watch_memory(self, configmaps: int, watchers: int) -> None:
+        """Many watches without a resourceVersion over one collection: each first receives
+        every object. Prints the time until all have received theirs, and the server's RSS
+        with them open and after they close."""
+        base = self.base.replace("/pods", "/configmaps")
+        await self.phase(f"create {configmaps} configmaps", configmaps, lambda i: self.timed(
+            "POST", base, {"metadata": {"name": f"cm{i:04}", "labels": {"app": "bench"}},
+                           "data": {"key": "v" * 200}}))
+        before = rss_mb(self.pid)
+        done = asyncio.Event()
+        received = 0
+
+        watch_session = aiohttp.ClientSession(  # one connection per watch, no pool limit
+            connector=aiohttp.TCPConnector(ssl=self.context, limit=0))
+
+        async def watch():
+            nonlocal received
+            async with watch_session.get(base, params={"watch": "true"},
+                                        timeout=aiohttp.ClientTimeout(total=None)) as r:
+                for _ in range(configmaps):
+                    if not await r.content.readline():
+                        raise SystemExit("a watch ended early")
+                received += 1
+                await done.wait()
+
+        start = time.perf_counter()
+        tasks = [asyncio.create_task(watch()) for _ in range(watchers)]
+        while received < watchers:
+            await asyncio.sleep(0.05)
+        opened = time.perf_counter() - start
+        during = rss_mb(self.pid)
+        done.set()
+        await asyncio.gather(*tasks)
+        await watch_session.close()
+        await asyncio.sleep(1)
+        print(f"  {watchers} watches over {configmaps} configmaps (no resourceVersion): all "
+              f"initial events received in {opened:.1f} s; server RSS {before:.0f} MB before, "
+              f"{during:.0f} MB open, {rss_mb(self.pid):.0f} MB after they closed")
 
     async def mixed(self, pods: int, rate: int, seconds: int, versions: dict) -> None:
         latencies: list[float] = []

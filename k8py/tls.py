@@ -16,9 +16,9 @@ import ssl
 
 # asyncio gives every TLS connection a read buffer of 256 KiB (`SSLProtocol.max_size`), kept
 # for the connection's life: 2,000 open watches would hold 500 MB of empty buffers. A TLS
-# record carries at most 16 KiB, so 32 KiB reads lose nothing; set once, for every TLS
-# connection of the process (servers' and clients').
-TLS_READ_BUFFER = 32 * 1024
+# record carries at most 16 KiB of data (plus a little framing), so reads of one record lose
+# nothing; set once, for every TLS connection of the process (servers' and clients').
+TLS_READ_BUFFER = 16 * 1024 + 512
 
 
 def bound_read_buffers() -> None:

@@ -103,33 +103,19 @@ def _json_type(value: Any) -> str:
 
 
 def _check_type(value: Any, schema: Node, path: str, struct: str) -> None:
-    wanted = schema.json_types
-    if not wanted:
+    allowed = schema.python_types
+    if not allowed:
         return
-    got = _json_type(value)
-    ok = False
-    for kind in wanted:
-        if kind == "string":
-            ok = got == "string"
-        elif kind == "integer":
-            ok = value.__class__ is int and _int_fits(value, schema.schema.get("format"))
-        elif kind == "number":
-            ok = got == "number"
-        elif kind == "boolean":
-            ok = got == "bool"
-        elif kind == "object":
-            ok = got == "object"
-        elif kind == "array":
-            ok = got == "array"
-        else:
-            ok = True
-        if ok:
-            break
-    if ok:
-        if got == "string" and schema.schema.get("format") == "byte" and not _is_base64(value):
+    kind = value.__class__
+    if kind in allowed:
+        if kind is int and "number" not in schema.json_types \
+                and not _int_fits(value, schema.schema.get("format")):
+            raise _mismatch(f"number {value}", struct, path, _go_type(schema))
+        if kind is str and schema.schema.get("format") == "byte" and not _is_base64(value):
             raise TypeMismatch(f"illegal base64 data at input byte {_base64_error_at(value)}")
         return
-    if got == "number" and "integer" in wanted:
+    got = _json_type(value)
+    if got == "number" and "integer" in schema.json_types:
         got = f"number {value}"
     raise _mismatch(got, struct, path, _go_type(schema))
 

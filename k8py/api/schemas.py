@@ -41,7 +41,7 @@ class Node:
     """A position in a schema: what a field holds and how it patches. Children are made once
     and kept, so walking the same schema again (every write does) costs dictionary lookups."""
 
-    __slots__ = ("schema", "definition", "json_types", "_children")
+    __slots__ = ("schema", "definition", "json_types", "python_types", "_children")
 
     def __init__(self, schema: dict[str, Any]):
         ref = schema.get("$ref")
@@ -50,6 +50,9 @@ class Node:
         self.schema = _resolve(schema)
         # the JSON types a value here may have ("string", "integer", ...); () = any
         self.json_types = _json_types(self.schema)
+        # the classes a decoded JSON value of those types has (every class when unsaid)
+        self.python_types = frozenset(
+            cls for kind in self.json_types for cls in _PYTHON_TYPES.get(kind, ()))
         self._children: dict[str, Node | None] = {}
 
     def field(self, name: str) -> Node | None:
@@ -83,6 +86,10 @@ class Node:
     @property
     def merge_key(self) -> str | None:
         return self.schema.get("x-kubernetes-patch-merge-key")
+
+
+_PYTHON_TYPES = {"string": (str,), "integer": (int,), "number": (int, float),
+                 "boolean": (bool,), "object": (dict,), "array": (list,)}
 
 
 def _json_types(schema: dict[str, Any]) -> tuple[str, ...]:

@@ -8,8 +8,8 @@ in 1-65535, protocols, restart/DNS/pull policies, a running pod's immutable spec
 `manualSelector`, the selector and template labels `meta` generated from the uid and name,
 so a selector the user wrote is refused, as upstream's `validateGeneratedSelector`;
 selector and template immutable), services (type, ports, names, immutable clusterIP), config
-maps and secrets (key syntax, `immutable`, at most 1 MiB of data), CRDs. Other kinds are checked only by their
-schema (unknown fields).
+maps and secrets (key syntax, `immutable`, at most 1 MiB of data), CRDs. Other kinds are
+checked only by their schema (unknown fields, value types).
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@
 Memory: a watch costs what it sends, not what the collection holds. The initial ADDED events
 are written in small pieces from the stored bytes of one snapshot, which every watch that
 starts at the same revision shares (`ObjectStore.snapshot`), never as a decoded copy of the
-collection per watch; later events are decoded and serialized once for every watcher
-(`storage.WatchEvent`). A client that stops
+collection per watch, and at most CONCURRENT_INITIAL_SENDS watches send theirs at once (what
+waits in a connection's buffers is bounded per connection, not per burst); later events are
+decoded and serialized once for every watcher (`storage.WatchEvent`). A client that stops
 reading gets WRITE_TIMEOUT to take the next chunk, after which its connection is closed and
 its watch freed. Open watches are capped per user and in all (`WatchSlots`); past a cap a
 watch is a 429 with Retry-After, which informers retry.
@@ -48,6 +49,7 @@ WRITE_TIMEOUT = 30.0  # seconds a watcher has to take each chunk before it is cu
 CHUNK_BYTES = 16 * 1024  # the initial events are written in pieces of about this size
 MAX_WATCHES_PER_USER = 2048
 MAX_WATCHES = 8192
+CONCURRENT_INITIAL_SENDS = 64
 
 
 class WatchSlots:
@@ -59,6 +61,9 @@ class WatchSlots:
         self._open: collections.Counter[str] = collections.Counter()
         self._all = 0
         self._peak = 0  # the most open since memory was last handed back
+        # watches sending their initial events now: each has up to ~80 KiB in its socket's
+        # and TLS buffers while it does, so a burst of thousands takes turns
+        self.initial_sends = asyncio.Semaphore(CONCURRENT_INITIAL_SENDS)
 
     @property
     def open(self) -> int:
@@ -180,7 +185,8 @@ async def serve_watch(request: web.Request, objects: ObjectStore, resource: Reso
         stream = _Stream(request, response)
         try:
             if snapshot is not None:
-                await _initial(stream, snapshot.items, matches, render)
+                async with slots.initial_sends:
+                    await _initial(stream, snapshot.items, matches, render)
                 snapshot = None  # the shared snapshot goes once its last watcher has sent it
             await _follow(stream, watch, resource, objects, matches, render,
                           time.monotonic() + max(timeout, 0), bookmarks)
