@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import logging
 import ssl
 import time
@@ -30,7 +29,7 @@ from k8py.api import errors
 from k8py.api.resources import Registry
 from k8py.server import pki
 from k8py.server.apiserver import (bodies, discovery, join, openapi, openapi_protobuf, podproxy,
-                                   serviceips, tokens as sa_tokens)
+                                   responses, serviceips, tokens as sa_tokens)
 from k8py.server.apiserver.authn import USER_KEY, TokenFile, authenticate, is_anonymous_path
 from k8py.server.apiserver.rest import RestHandler, parse_target
 from k8py.server.apiserver.storage import ObjectStore
@@ -47,7 +46,7 @@ SERVICE_ACCOUNTS_KEY = web.AppKey("service_accounts", sa_tokens.ServiceAccountTo
 
 
 def _status_response(error: errors.StatusError) -> web.Response:
-    return web.json_response(error.status(), status=error.code)
+    return responses.json_response(error.status(), status=error.code)
 
 
 class Disconnects:
@@ -116,8 +115,8 @@ async def authn_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 def _aggregated_response(body: dict) -> web.Response:
     # Bytes, so aiohttp sends the content type exactly as kubectl compares it.
-    return web.Response(body=json.dumps(body).encode(),
-                        headers={"Content-Type": discovery.AGGREGATED_CONTENT_TYPE})
+    return responses.json_response(body, headers={"Content-Type":
+                                                 discovery.AGGREGATED_CONTENT_TYPE})
 
 
 async def health(request: web.Request) -> web.Response:
@@ -125,14 +124,14 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def version(request: web.Request) -> web.Response:
-    return web.json_response(discovery.version_info())
+    return responses.json_response(discovery.version_info())
 
 
 async def core_root(request: web.Request) -> web.Response:
     if discovery.wants_aggregated(request.headers.get("Accept", "")):
         body = discovery.aggregated(request.app[REGISTRY_KEY], legacy=True)
         return _aggregated_response(body)
-    return web.json_response(discovery.api_versions())
+    return responses.json_response(discovery.api_versions())
 
 
 async def groups_root(request: web.Request) -> web.Response:
@@ -140,7 +139,7 @@ async def groups_root(request: web.Request) -> web.Response:
     if discovery.wants_aggregated(request.headers.get("Accept", "")):
         body = discovery.aggregated(registry, legacy=False)
         return _aggregated_response(body)
-    return web.json_response(discovery.api_group_list(registry))
+    return responses.json_response(discovery.api_group_list(registry))
 
 
 async def group_root(request: web.Request) -> web.Response:
@@ -149,7 +148,7 @@ async def group_root(request: web.Request) -> web.Response:
     listing = [g for g in discovery.api_group_list(registry)["groups"] if g["name"] == group]
     if not listing:
         raise errors.NotFound("the server could not find the requested resource")
-    return web.json_response({"kind": "APIGroup", "apiVersion": "v1", **listing[0]})
+    return responses.json_response({"kind": "APIGroup", "apiVersion": "v1", **listing[0]})
 
 
 async def resources(request: web.Request) -> web.StreamResponse:
@@ -164,13 +163,13 @@ async def resources(request: web.Request) -> web.StreamResponse:
     if not parts:
         if request.method != "GET":
             raise errors.MethodNotAllowed("the server does not allow this method")
-        return web.json_response(discovery.api_resource_list(registry, group, version))
+        return responses.json_response(discovery.api_resource_list(registry, group, version))
     target = parse_target(registry, group, version, parts)
     return await request.app[REST_KEY].handle(request, target)
 
 
 async def openapi_v3_root(request: web.Request) -> web.Response:
-    return web.json_response(openapi.v3_root(request.app[REGISTRY_KEY]))
+    return responses.json_response(openapi.v3_root(request.app[REGISTRY_KEY]))
 
 
 async def openapi_v3_document(request: web.Request) -> web.Response:
@@ -194,13 +193,13 @@ async def openid_configuration(request: web.Request) -> web.Response:
     # upstream points jwks_uri at the server's external address; ours is the one asked
     body = request.app[SERVICE_ACCOUNTS_KEY].openid_configuration(
         f"https://{request.host}/openid/v1/jwks")
-    return web.json_response(body, headers={"Cache-Control": "public, max-age=3600"})
+    return responses.json_response(body, headers={"Cache-Control": "public, max-age=3600"})
 
 
 async def jwks(request: web.Request) -> web.Response:
-    return web.Response(body=json.dumps(request.app[SERVICE_ACCOUNTS_KEY].jwks()).encode(),
-                        headers={"Content-Type": "application/jwk-set+json",
-                                 "Cache-Control": "public, max-age=3600"})
+    return responses.json_response(request.app[SERVICE_ACCOUNTS_KEY].jwks(),
+                                   headers={"Content-Type": "application/jwk-set+json",
+                                            "Cache-Control": "public, max-age=3600"})
 
 
 def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None, *,

@@ -28,6 +28,7 @@ from aiohttp import web
 
 from k8py.api import errors, meta
 from k8py.server import pki
+from k8py.server.apiserver import responses
 
 PKI_KEY = web.AppKey("join_pki", pki.PKI)
 CACERTS_PATH = "/cacerts"
@@ -100,7 +101,7 @@ async def node_credentials(request: web.Request) -> web.Response:
     # key generation and signing: a few milliseconds, off the event loop all the same
     issued = await asyncio.to_thread(pki.issue_node_credentials, certs, name, addresses,
                                      hostnames)
-    return web.json_response({
+    return responses.json_response({
         "clientCert": issued.client_cert.decode(), "clientKey": issued.client_key.decode(),
         "servingCert": issued.serving_cert.decode(), "servingKey": issued.serving_key.decode(),
         "ca": issued.ca_cert.decode()})

@@ -54,7 +54,7 @@ from k8py.api.resources import Registry, Resource
 from k8py.server.apiserver import (bodies, crds, patches, podproxy, podsubresources,
                                    queryparams, reviews, scale, serviceips, tokens)
 from k8py.server.apiserver.authn import USER_KEY
-from k8py.server.apiserver import storage, watchserving
+from k8py.server.apiserver import responses, storage, watchserving
 from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
 
 
@@ -179,8 +179,7 @@ def table_response(request: web.Request, resource: Resource, objects: list[dict]
         raise errors.BadRequest(f"invalid includeObject: {include!r}")
     body = tables.table(resource.group, resource.plural, objects, include_object=include,
                         list_metadata=list_metadata)
-    return web.Response(body=json.dumps(body).encode(),
-                        headers={"Content-Type": TABLE_CONTENT_TYPE})
+    return responses.json_response(body, headers={"Content-Type": TABLE_CONTENT_TYPE})
 
 
 def _dry_run(request: web.Request) -> bool:
@@ -359,9 +358,9 @@ class RestHandler:
             revision = parse_resource_version(request.query.get("resourceVersion"))
             body = await self.objects.get_raw(target.resource, target.namespace,
                                               target.name, revision=revision)
-            return web.Response(body=body, content_type="application/json")
+            return web.Response(body=body + b"\n", content_type="application/json")
         body, status = await self.call(request, target)
-        return web.json_response(body, status=status)
+        return responses.json_response(body, status=status)
 
     async def call(self, request: web.Request, target: Target) -> tuple[dict[str, Any], int]:
         """Every verb but watch, as (decoded body, HTTP status). `request` may be an
@@ -404,8 +403,8 @@ class RestHandler:
                 return await self.patch(request, target), 200
             if method == "DELETE":
                 return await self.delete(request, target)
-        raise errors.MethodNotAllowed(f"the server does not allow this method on the requested "
-                                      f"resource")
+        raise errors.MethodNotAllowed("the server does not allow this method on the requested "
+                                      "resource")
 
     async def _pod_subresource(self, request: web.Request, target: Target) -> dict[str, Any]:
         if request.method != "POST":
@@ -464,7 +463,7 @@ class RestHandler:
             head = {"kind": body["kind"], "apiVersion": body["apiVersion"],
                     "metadata": body["metadata"]}
             prefix = json.dumps(head, separators=(",", ":")).encode()[:-1] + b',"items":['
-            return web.Response(body=prefix + b",".join(body["items"]) + b"]}",
+            return web.Response(body=prefix + b",".join(body["items"]) + b"]}\n",
                                 content_type="application/json")
         revision = self._list_revision(request)
         pages = self.objects.pages(target.resource, target.namespace,
@@ -483,7 +482,7 @@ class RestHandler:
             if items:
                 await response.write((b"," if wrote else b"") + b",".join(items))
                 wrote = True
-        await response.write(b"]}")
+        await response.write(b"]}\n")
         await response.write_eof()
         return response
 
@@ -645,7 +644,8 @@ class RestHandler:
             # The applier owns what it sent, not the defaults and generated fields.
             owned = apply.apply(None, config, manager, force, resource.api_version,
                                 _schema(resource))
-            obj["metadata"]["managedFields"] = owned["metadata"]["managedFields"]
+            if owned["metadata"].get("managedFields"):  # an empty apply owns nothing
+                obj["metadata"]["managedFields"] = owned["metadata"]["managedFields"]
             if resource.namespaced:
                 await self._require_namespace(obj["metadata"]["namespace"])
             dry_run = _dry_run(request)

@@ -1,9 +1,10 @@
 """Kubernetes objects over the store: encoding, keys, resourceVersions, and store errors
 mapped to `Status` errors — once, here (kine's server/ layer does the same for etcd).
 
-Objects are stored as compact JSON without `metadata.resourceVersion`, metadata first; on the
-way out the store revision of the object's last write is put back as its resourceVersion, so
-it can never disagree with the store. Plain GETs and LISTs splice it into the stored bytes
+Objects are stored as kube-apiserver writes them (`k8py.api.encoding`) without
+`metadata.resourceVersion`; on the way out the store revision of the object's last write is
+put back as its resourceVersion (where Go's ObjectMeta has it, after uid), so it can never
+disagree with the store. Plain GETs and LISTs splice it into the stored bytes
 (`raw`) and never decode the object: that is most of the API server's read speed and memory.
 A list's resourceVersion is the revision it was read at.
 
@@ -30,7 +31,7 @@ from sys import intern
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from k8py.api import errors
+from k8py.api import encoding, errors
 from k8py.api.resources import Resource
 from k8py.server.store import backend as store_errors
 from k8py.server.store.backend import Backend, EventType, KeyValue
@@ -47,30 +48,40 @@ _EXPIRED_CONTINUE = (
 )
 
 
-_METADATA_OPEN = b'{"metadata":{'
+_METADATA_OPEN = b'{"metadata":{'  # how objects were stored before they were in Go's order
+_METADATA_KEY = b'"metadata":{'
+_UID_KEY = b'"uid":"'
+_UID_WINDOW = 700  # bytes: name, generateName and namespace, the fields before uid, fit in it
 
 
 def encode(obj: dict[str, Any]) -> bytes:
-    """Compact JSON with metadata first and no resourceVersion (see `raw`)."""
+    """The object as kube-apiserver would write it (`encoding`: Go's field order, compact),
+    without resourceVersion (see `raw`). allow_nan is off: what is stored must be JSON every
+    client can read back (request decoding refuses NaN already; this keeps any other path
+    from storing it)."""
     metadata = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "resourceVersion"}
-    rest = {k: v for k, v in obj.items() if k != "metadata"}
-    # allow_nan=False: what is stored must be JSON every client can read back (the request
-    # decoding refuses NaN already; this keeps any other path from storing it)
-    return json.dumps({"metadata": metadata, **rest}, separators=(",", ":"),
-                      ensure_ascii=False, allow_nan=False).encode()
+    return encoding.text(encoding.ordered({**obj, "metadata": metadata})).encode()
 
 
 def raw(kv: KeyValue) -> bytes:
-    """The stored JSON with its resourceVersion spliced in, without decoding it: stored
-    objects start with `{"metadata":{`, so the field goes right after that."""
+    """The stored JSON with its resourceVersion spliced in where Go writes it (right after
+    `uid`), without decoding it. Objects stored by an older k8py start with `{"metadata":{`
+    and get it first in metadata."""
     value = kv.value
-    if not value.startswith(_METADATA_OPEN):
-        return json.dumps(decode(kv), separators=(",", ":"), ensure_ascii=False).encode()
-    cut = len(_METADATA_OPEN)
     field = b'"resourceVersion":"%d"' % kv.mod_revision
-    if value[cut:cut + 1] != b"}":
-        field += b","
-    return value[:cut] + field + value[cut:]
+    if value.startswith(_METADATA_OPEN):
+        cut = len(_METADATA_OPEN)
+        return value[:cut] + field + (b"," if value[cut:cut + 1] != b"}" else b"") + value[cut:]
+    meta = value.find(_METADATA_KEY, 0, 200)
+    if meta < 0:
+        return encoding.text(encoding.ordered(decode(kv))).encode()
+    start = meta + len(_METADATA_KEY)
+    uid = value.find(_UID_KEY, start, start + _UID_WINDOW)
+    if uid >= 0:
+        end = value.index(b'"', uid + len(_UID_KEY)) + 1
+        return value[:end] + b"," + field + value[end:]
+    return value[:start] + field + (b"," if value[start:start + 1] != b"}" else b"") + \
+        value[start:]
 
 
 def _interned(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -317,6 +328,12 @@ class Snapshot:
         self.revision, self.items = revision, items
 
 
+def line(event_type: str, obj: dict[str, Any]) -> bytes:
+    """One event of a JSON watch stream, as upstream writes it."""
+    return b'{"type":"%s","object":%s}\n' % (event_type.encode(),
+                                              encoding.text(encoding.ordered(obj)).encode())
+
+
 class WatchEvent:
     """One change as watchers see it. Shared by every watcher of the same event, so it is
     decoded once and serialized once however many watch it; never mutate `object`. The
@@ -340,8 +357,7 @@ class WatchEvent:
     def line(self) -> bytes:
         """The event as one line of a JSON watch stream."""
         if self._line is None:
-            self._line = json.dumps({"type": self.type, "object": self.object},
-                                    separators=(",", ":")).encode() + b"\n"
+            self._line = line(self.type, self.object)
         return self._line
 
 

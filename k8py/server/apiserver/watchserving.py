@@ -41,7 +41,7 @@ from aiohttp import web
 from k8py.api import errors, tables
 from k8py.api.resources import Resource
 from k8py.server.apiserver import queryparams
-from k8py.server.apiserver.storage import ObjectStore, WatchEvent, parse_resource_version
+from k8py.server.apiserver.storage import ObjectStore, WatchEvent, line, parse_resource_version
 
 DEFAULT_TIMEOUT = 1800.0
 BOOKMARK_INTERVAL = 60.0
@@ -107,8 +107,6 @@ _MALLOC_TRIM = _malloc_trim()
 TRIM_AFTER = 64  # open watches: below this many, their memory is not worth a trim
 
 
-def _line(event_type: str, obj: dict[str, Any]) -> bytes:
-    return json.dumps({"type": event_type, "object": obj}, separators=(",", ":")).encode() + b"\n"
 
 
 def transitions(events: list[WatchEvent], matches, selective: bool
@@ -177,7 +175,7 @@ async def serve_watch(request: web.Request, objects: ObjectStore, resource: Reso
             watch = objects.watch(resource, namespace, revision + 1)
         except errors.Expired as exc:
             await response.prepare(request)
-            await response.write(_line("ERROR", exc.status()))
+            await response.write(line("ERROR", exc.status()))
             return response
         await response.prepare(request)
         if request.transport is not None:  # pause this watch early: little waits in buffers
@@ -192,7 +190,7 @@ async def serve_watch(request: web.Request, objects: ObjectStore, resource: Reso
                           time.monotonic() + max(timeout, 0), bookmarks)
         except errors.Expired as exc:  # the snapshot was compacted while a slow client read it
             with contextlib.suppress(ConnectionResetError):
-                await stream.write(_line("ERROR", exc.status()))
+                await stream.write(line("ERROR", exc.status()))
         except ConnectionResetError:
             pass  # the client went away, or stopped reading
         finally:
@@ -214,7 +212,7 @@ async def _initial(stream: _Stream, items: list[bytes], matches, render) -> None
             if matches is not None and not matches(obj):
                 continue
             if render is not None:
-                item = _line("ADDED", render(obj))
+                item = line("ADDED", render(obj))
                 chunk.append(item)
                 size += len(item)
         if render is None:
@@ -243,16 +241,16 @@ async def _follow(stream: _Stream, watch, resource: Resource, objects: ObjectSto
             if bookmarks and time.monotonic() < deadline:
                 marker = {"kind": resource.kind, "apiVersion": resource.api_version,
                           "metadata": {"resourceVersion": str(objects.backend.revision)}}
-                await stream.write(_line("BOOKMARK", marker))
+                await stream.write(line("BOOKMARK", marker))
             continue
         except errors.Expired as exc:
-            await stream.write(_line("ERROR", exc.status()))
+            await stream.write(line("ERROR", exc.status()))
             return
         chunk = bytearray()
         for event_type, event in transitions(events, matches, selective):
             if event_type == event.type and render is None:
                 chunk += event.line()  # serialized once for all watchers
             else:
-                chunk += _line(event_type, render(event.object) if render else event.object)
+                chunk += line(event_type, render(event.object) if render else event.object)
         if chunk:
             await stream.write(bytes(chunk))
