@@ -49,6 +49,13 @@ SERVER_SET_FIELDS = ("uid", "creationTimestamp", "resourceVersion", "deletionTim
 
 def name_problem(resource: Resource, name: str) -> str | None:
     """Why name is not valid for resource, or None."""
+    if (resource.group, resource.plural) == ("apiregistration.k8s.io", "apiservices"):
+        # `<version>.<group>`, and `v1.` for the core group: a version, a dot, a subdomain
+        version, dot, group = name.partition(".")
+        if not dot or not DNS1123_LABEL.match(version) or (
+                group and (len(group) > 253 or not DNS1123_SUBDOMAIN.match(group))):
+            return "must be a valid version, a dot, and a valid API group (or nothing)"
+        return None
     if (resource.group, resource.plural) in _LABEL_NAMED:
         if len(name) > 63:
             return "must be no more than 63 characters"

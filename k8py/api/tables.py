@@ -398,6 +398,20 @@ def _created_at(obj: Obj, now) -> str:
     return _get(obj, "metadata", "creationTimestamp", default="")
 
 
+def _apiservice_service(obj: Obj, now) -> str:
+    service = _get(obj, "spec", "service")
+    return f"{service.get('namespace', '')}/{service.get('name', '')}" if service else "Local"
+
+
+def _apiservice_available(obj: Obj, now) -> str:
+    for condition in _get(obj, "status", "conditions", default=[]) or []:
+        if condition.get("type") == "Available":
+            if condition.get("status") == "True":
+                return "True"
+            return f"{condition.get('status')} ({condition.get('reason', '')})"
+    return "Unknown"
+
+
 PRINTERS: dict[tuple[str, str], list[Column]] = {
     ("", "pods"): [
         NAME,
@@ -575,6 +589,12 @@ PRINTERS: dict[tuple[str, str], list[Column]] = {
     # no printer upstream: the API server's default table, NAME and CREATED AT
     **{("rbac.authorization.k8s.io", plural): [NAME, ("Created At", "date", 0, _created_at)]
        for plural in ("roles", "clusterroles")},
+    ("apiregistration.k8s.io", "apiservices"): [
+        NAME,
+        ("Service", "string", 0, _apiservice_service),
+        ("Available", "string", 0, _apiservice_available),
+        AGE,
+    ],
     ("coordination.k8s.io", "leases"): [
         NAME,
         ("Holder", "string", 0, lambda o, n: _get(o, "spec", "holderIdentity", default="")),

@@ -29,7 +29,7 @@ from k8py.api.resources import Registry
 from k8py.lifecycle import Supervisor
 from k8py.server import pki
 from k8py.server.apiserver import app as apiserver
-from k8py.server.apiserver import advertising, crds, podproxy
+from k8py.server.apiserver import advertising, apiservices, crds, podproxy
 from k8py.client.client import Client
 from k8py.server.apiserver.authn import TokenFile
 from k8py.server.apiserver.inprocess import InProcessTransport
@@ -83,10 +83,10 @@ async def run_store(store: Backend, ready: asyncio.Event) -> None:
 async def bootstrap(store: Backend, registry: Registry, *, service_ip: str = "10.43.0.1",
                     https_port: int = 6443) -> None:
     """The system namespaces, the `kubernetes` Service in `default` (the first address of
-    the service CIDR, 443 → the API server's port), and the stored CRDs' resources in the
-    registry."""
+    the service CIDR, 443 → the API server's port), the stored CRDs' resources in the
+    registry, and an APIService for every group-version served (`apiservices`)."""
     objects = ObjectStore(store)
-    await crds.load(registry, objects)
+    stored_crds = await crds.load(registry, objects)
     resource = registry.get("", "v1", "namespaces")
     for name in SYSTEM_NAMESPACES:
         namespace = meta.prepare_create(resource, {"metadata": {"name": name}}, None)
@@ -106,6 +106,9 @@ async def bootstrap(store: Backend, registry: Registry, *, service_ip: str = "10
         await objects.create(services, service)
     except errors.AlreadyExists:
         pass
+    await apiservices.ensure_builtin(objects, registry)
+    for crd in stored_crds:
+        await apiservices.crd_written(objects, registry, crd)
 
 
 async def run_apiserver(config: ServerConfig, store: Backend, store_ready: asyncio.Event,

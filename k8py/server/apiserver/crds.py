@@ -18,6 +18,7 @@ import logging
 from typing import Any
 
 from k8py.api.resources import Registry, Resource
+from k8py.server.apiserver import apiservices
 from k8py.server.apiserver.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -29,9 +30,11 @@ def _is_crd(resource: Resource) -> bool:
     return resource.group == CRD_GROUP and resource.plural == CRD_PLURAL
 
 
-def after_write(registry: Registry, resource: Resource, crd: dict[str, Any]) -> None:
+async def after_write(registry: Registry, objects: ObjectStore, resource: Resource,
+                      crd: dict[str, Any]) -> None:
     if _is_crd(resource):
         registry.sync_crd(crd, crd["metadata"]["name"])
+        await apiservices.crd_written(objects, registry, crd)
 
 
 async def before_delete(registry: Registry, objects: ObjectStore, resource: Resource,
@@ -54,16 +57,19 @@ async def before_delete(registry: Registry, objects: ObjectStore, resource: Reso
     log.info("deleted %d %s with their CRD %s", len(items), kind.plural, name)
 
 
-def after_delete(registry: Registry, resource: Resource, crd: dict[str, Any]) -> None:
+async def after_delete(registry: Registry, objects: ObjectStore, resource: Resource,
+                       crd: dict[str, Any]) -> None:
     if _is_crd(resource):
         registry.sync_crd(None, crd["metadata"]["name"])
+        await apiservices.crd_deleted(objects, registry, crd)
 
 
-async def load(registry: Registry, objects: ObjectStore) -> None:
-    """Serve every stored CRD (at start)."""
+async def load(registry: Registry, objects: ObjectStore) -> list[dict[str, Any]]:
+    """Serve every stored CRD (at start); returns them."""
     resource = registry.get(CRD_GROUP, "v1", CRD_PLURAL)
     items, _, _ = await objects.list(resource, None)
     for crd in items:
         registry.sync_crd(crd, crd["metadata"]["name"])
     if items:
         log.info("serving %d custom resource definitions", len(items))
+    return items

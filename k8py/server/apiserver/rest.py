@@ -538,7 +538,7 @@ class RestHandler:
             dry_run=dry_run)
         if dry_run:
             return created
-        crds.after_write(self.registry, target.resource, created)
+        await crds.after_write(self.registry, self.objects, target.resource, created)
         return created
 
     async def _require_namespace(self, namespace: str) -> None:
@@ -653,7 +653,7 @@ class RestHandler:
                 resource, obj, lambda o: self.objects.create(resource, o), dry_run=dry_run)
             if dry_run:
                 return created
-            crds.after_write(self.registry, resource, created)
+            await crds.after_write(self.registry, self.objects, resource, created)
             return created
         async def change(live: dict) -> dict:
             return apply.apply(live, config, manager, force, resource.api_version,
@@ -703,7 +703,7 @@ class RestHandler:
         ttl = TTL_SECONDS.get((resource.group, resource.plural))
         updated = await self.service_ips.update(
             resource, new, current, lambda o: self.objects.update(resource, o, revision, ttl=ttl))
-        crds.after_write(self.registry, resource, updated)
+        await crds.after_write(self.registry, self.objects, resource, updated)
         return updated
 
     async def _remove(self, resource: Resource, namespace: str | None, name: str,
@@ -713,7 +713,7 @@ class RestHandler:
         await crds.before_delete(self.registry, self.objects, resource, current)
         deleted = await self.objects.delete(resource, namespace, name, revision)
         await self.service_ips.deleted(resource, deleted)
-        crds.after_delete(self.registry, resource, deleted)
+        await crds.after_delete(self.registry, self.objects, resource, deleted)
         return deleted
 
     async def delete(self, request: web.Request, target: Target) -> tuple[dict[str, Any], int]:
