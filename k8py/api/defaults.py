@@ -133,9 +133,23 @@ def _default_tolerations(spec: Obj) -> None:
     spec["tolerations"] = tolerations
 
 
+def _requests_from_limits(spec: Obj) -> None:
+    """Upstream's SetDefaults_Pod: a container that limits a resource and does not request
+    it requests its limit (pods only; templates keep what was written)."""
+    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        resources = c.get("resources") if isinstance(c, dict) else None
+        if isinstance(resources, dict) and isinstance(resources.get("limits"), dict):
+            requests = resources.get("requests")
+            requests = dict(requests) if isinstance(requests, dict) else {}
+            for name, value in resources["limits"].items():
+                requests.setdefault(name, value)
+            resources["requests"] = requests
+
+
 def _pod(obj: Obj) -> Obj:
     if isinstance(obj.get("spec"), dict):
         _pod_spec(obj["spec"])
+        _requests_from_limits(obj["spec"])
         obj["spec"].setdefault("enableServiceLinks", True)
         _default_tolerations(obj["spec"])
     return obj

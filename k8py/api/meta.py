@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from k8py.api import structural, validation
+from k8py.api import qos, structural, validation
 from k8py.api.defaults import apply_defaults, tracks_generation
 from k8py.api.errors import BadRequest, invalid
 from k8py.api.jsondoc import clone
@@ -141,6 +141,9 @@ def prepare_create(resource: Resource, obj: dict[str, Any], namespace: str | Non
     strategy = CREATE_STRATEGIES.get((resource.group, resource.plural))
     if strategy is not None:
         obj = strategy(obj)
+    initial = INITIAL_STATUS.get((resource.group, resource.plural))
+    if initial is not None and "status" not in obj and isinstance(obj.get("spec"), dict):
+        obj["status"] = initial(obj)
     return _validated(resource, obj)
 
 
@@ -212,6 +215,35 @@ def _generate_job_selector(job: dict[str, Any]) -> dict[str, Any]:
 # it (it is the request's own copy).
 CREATE_STRATEGIES: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, Any]]] = {
     ("batch", "jobs"): _generate_job_selector,
+}
+
+
+def _zeros(*fields: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda obj: dict.fromkeys(fields, 0)
+
+
+# (group, plural) -> the status a new object starts with: what upstream's PrepareForCreate
+# sets, as Go writes it back (fields without omitempty appear as zeros, nested structs as
+# {}), so a typed client reading `status.phase` or `status.replicas` right after a create
+# finds it. Kinds with a status subresource not listed here start without one.
+INITIAL_STATUS: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, Any]]] = {
+    ("", "pods"): lambda obj: {"phase": "Pending",
+                               "qosClass": qos.pod_qos_class(obj.get("spec") or {})},
+    ("", "services"): lambda obj: {"loadBalancer": {}},
+    ("networking.k8s.io", "ingresses"): lambda obj: {"loadBalancer": {}},
+    ("", "persistentvolumeclaims"): lambda obj: {"phase": "Pending"},
+    ("", "persistentvolumes"): lambda obj: {"phase": "Pending"},
+    ("", "resourcequotas"): _zeros(),
+    ("", "replicationcontrollers"): _zeros("replicas"),
+    ("apps", "deployments"): _zeros(),
+    ("apps", "replicasets"): _zeros("replicas"),
+    ("apps", "statefulsets"): _zeros("replicas", "availableReplicas"),
+    ("apps", "daemonsets"): _zeros("currentNumberScheduled", "numberMisscheduled",
+                                   "desiredNumberScheduled", "numberReady"),
+    ("batch", "jobs"): _zeros(),
+    ("batch", "cronjobs"): _zeros(),
+    ("policy", "poddisruptionbudgets"): _zeros("disruptionsAllowed", "currentHealthy",
+                                               "desiredHealthy", "expectedPods"),
 }
 
 

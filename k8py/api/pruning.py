@@ -13,16 +13,19 @@ Only subtrees whose schema lists `properties` are pruned; free-form maps
 (`additionalProperties`) are walked into, and anything marked
 `x-kubernetes-preserve-unknown-fields` or without a schema is kept as is. `null` is accepted
 wherever a value is (Go leaves the field at its zero value). Values the schema gives no type
-(IntOrString and Quantity give a choice of two) accept those types.
+(IntOrString and Quantity give a choice of two) accept those types; a Quantity must also
+parse as one.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 from typing import Any
 
+from k8py.api import quantity
 from k8py.api.schemas import Node
 
 # Fields every object may carry that schemas of some kinds do not list.
@@ -113,11 +116,25 @@ def _check_type(value: Any, schema: Node, path: str, struct: str) -> None:
             raise _mismatch(f"number {value}", struct, path, _go_type(schema))
         if kind is str and schema.schema.get("format") == "byte" and not _is_base64(value):
             raise TypeMismatch(f"illegal base64 data at input byte {_base64_error_at(value)}")
+        if schema.definition == _QUANTITY and not _is_quantity(value):
+            raise TypeMismatch(_QUANTITY_SYNTAX)
         return
     got = _json_type(value)
     if got == "number" and "integer" in schema.json_types:
         got = f"number {value}"
     raise _mismatch(got, struct, path, _go_type(schema))
+
+
+_QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
+_QUANTITY_SYNTAX = ("quantities must match the regular expression "
+                    "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")
+
+
+def _is_quantity(value: Any) -> bool:
+    try:
+        return math.isfinite(quantity.parse(value) * 1000)
+    except ValueError:
+        return False
 
 
 def _int_fits(value: int, fmt: str | None) -> bool:

@@ -31,6 +31,7 @@ import os
 from typing import Any
 
 from k8py.api import quantity
+from k8py.api.qos import pod_qos_class
 from k8py.agent.kubelet.env import ContainerConfigError, env_map, expand, mapping_for
 from k8py.runtime import cri_pb2
 
@@ -298,32 +299,8 @@ def sandbox_config(pod: dict[str, Any], node_name: str, config: Any, *, attempt:
 # --- QoS and resources -----------------------------------------------------------------------
 
 def qos_class(pod: dict[str, Any]) -> str:
-    """Guaranteed, Burstable or BestEffort, as upstream's `GetPodQOS`."""
-    status_class = (pod.get("status") or {}).get("qosClass")
-    if status_class:
-        return status_class
-    spec = pod.get("spec") or {}
-    requests: dict[str, int] = {}
-    limits: dict[str, int] = {}
-    guaranteed = True
-    for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
-        resources = container.get("resources") or {}
-        for name, value in (resources.get("requests") or {}).items():
-            if name in ("cpu", "memory") and (amount := quantity.milli(value)) > 0:
-                requests[name] = requests.get(name, 0) + amount
-        found = set()
-        for name, value in (resources.get("limits") or {}).items():
-            if name in ("cpu", "memory") and (amount := quantity.milli(value)) > 0:
-                found.add(name)
-                limits[name] = limits.get(name, 0) + amount
-        if found != {"cpu", "memory"}:
-            guaranteed = False
-    if not requests and not limits:
-        return "BestEffort"
-    if guaranteed and all(limits.get(name) == value for name, value in requests.items()) \
-            and len(requests) == len(limits):
-        return "Guaranteed"
-    return "Burstable"
+    """The pod's QoS class: its status's (the API server sets it), else computed."""
+    return (pod.get("status") or {}).get("qosClass") or pod_qos_class(pod.get("spec") or {})
 
 
 def milli_cpu_to_shares(milli_cpu: int) -> int:

@@ -22,7 +22,7 @@ import dataclasses
 import datetime
 from typing import Any
 
-from k8py.api.quantity import parse as parse_quantity
+from k8py.api.qos import pod_qos_class
 
 CRI_RUNNING, CRI_EXITED, CRI_CREATED = 1, 2, 0
 RUNTIME_SCHEME = "containerd://"
@@ -173,28 +173,6 @@ def pod_phase(spec: dict[str, Any], init: list[dict[str, Any]],
     return "Pending"
 
 
-def qos_class(spec: dict[str, Any]) -> str:
-    """Guaranteed / Burstable / BestEffort from the containers' requests and limits."""
-    containers = list(spec.get("containers") or []) + list(spec.get("initContainers") or [])
-    requests_seen = limits_seen = False
-    guaranteed = True
-    for container in containers:
-        resources = container.get("resources") or {}
-        requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
-        for name in ("cpu", "memory"):
-            request, limit = requests.get(name), limits.get(name)
-            if request is not None and parse_quantity(str(request)) != 0:
-                requests_seen = True
-            if limit is not None and parse_quantity(str(limit)) != 0:
-                limits_seen = True
-            if limit is None or (request is not None and
-                                 parse_quantity(str(request)) != parse_quantity(str(limit))):
-                guaranteed = False
-    if not requests_seen and not limits_seen:
-        return "BestEffort"
-    return "Guaranteed" if guaranteed and limits_seen else "Burstable"
-
-
 def _condition(kind: str, ok: bool, reason: str = "", message: str = "") -> dict[str, Any]:
     condition = {"type": kind, "status": "True" if ok else "False", "lastProbeTime": None}
     if not ok and reason:
@@ -256,7 +234,7 @@ def pod_status(pod: dict[str, Any], view: PodView, now: str) -> dict[str, Any]:
     # conditions others own (readiness gates, DisruptionTarget) are kept
     conditions += [c for c in old.get("conditions") or [] if c.get("type") not in ours]
     status: dict[str, Any] = {"phase": phase, "conditions": conditions,
-                              "qosClass": old.get("qosClass") or qos_class(spec),
+                              "qosClass": old.get("qosClass") or pod_qos_class(spec),
                               "startTime": old.get("startTime") or view.start_time or now}
     if view.host_ip:
         status["hostIP"] = view.host_ip

@@ -7,6 +7,7 @@ from k8py.agent.kubelet import node, status
 from k8py.agent.kubelet.backoff import Backoff
 from k8py.agent.kubelet.pods import default_pull_policy, restart_wanted
 from k8py.agent.kubelet.probes import Threshold, resolve_port
+from k8py.api.qos import pod_qos_class
 
 NOW = "2026-11-26T10:00:00Z"
 SECOND = 1_000_000_000
@@ -146,10 +147,10 @@ def test_status_changed_only_when_it_moved():
 def test_qos_class():
     def spec(resources):
         return {"containers": [{"name": "a", "resources": resources}]}
-    assert status.qos_class(spec({})) == "BestEffort"
-    assert status.qos_class(spec({"limits": {"cpu": "1", "memory": "1Gi"}})) == "Guaranteed"
-    assert status.qos_class(spec({"requests": {"cpu": "100m"}})) == "Burstable"
-    assert status.qos_class(spec({"requests": {"cpu": "1", "memory": "1Gi"},
+    assert pod_qos_class(spec({})) == "BestEffort"
+    assert pod_qos_class(spec({"limits": {"cpu": "1", "memory": "1Gi"}})) == "Guaranteed"
+    assert pod_qos_class(spec({"requests": {"cpu": "100m"}})) == "Burstable"
+    assert pod_qos_class(spec({"requests": {"cpu": "1", "memory": "1Gi"},
                                   "limits": {"cpu": "2", "memory": "1Gi"}})) == "Burstable"
 
 

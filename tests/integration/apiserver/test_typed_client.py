@@ -1,0 +1,112 @@
+"""The official Python client's typed APIs read whole responses: what upstream's strategies
+put in a created object's status, and what a DELETE returns (the deleted object for the
+kinds whose storage returns it, the object still being deleted, or a Status), must be
+there for them. The client is synchronous: its calls run in threads beside the server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from kubernetes import client, config
+
+from k8py.server import pki
+
+
+@pytest.fixture
+def api_client(server, tmp_path):
+    kubeconfig = str(tmp_path / "kubeconfig.yaml")
+    pki.write_kubeconfig(server.certs, kubeconfig, server.url, 0o600)
+    return config.new_client_from_config(config_file=kubeconfig)
+
+
+def run(fn, *args, **kwargs):
+    return asyncio.to_thread(fn, *args, **kwargs)
+
+
+def pod(name, resources=None):
+    return client.V1Pod(metadata=client.V1ObjectMeta(name=name), spec=client.V1PodSpec(
+        containers=[client.V1Container(name="c", image="busybox",
+                                       resources=client.V1ResourceRequirements(
+                                           **(resources or {})))]))
+
+
+async def test_created_pod_has_phase_and_qos_class(api_client):
+    core = client.CoreV1Api(api_client)
+    created = await run(core.create_namespaced_pod, "default", pod("plain"))
+    assert created.status.phase == "Pending" and created.status.qos_class == "BestEffort"
+    guaranteed = await run(core.create_namespaced_pod, "default", pod(
+        "limited", {"limits": {"cpu": "500m", "memory": "64Mi"}}))
+    assert guaranteed.status.qos_class == "Guaranteed"
+    # upstream's defaulting: a limit without a request requests the limit
+    assert guaranteed.spec.containers[0].resources.requests == {"cpu": "500m",
+                                                                "memory": "64Mi"}
+    burstable = await run(core.create_namespaced_pod, "default", pod(
+        "requested", {"requests": {"cpu": "100m"}}))
+    assert burstable.status.qos_class == "Burstable"
+    read = await run(core.read_namespaced_pod, "plain", "default")
+    assert read.status.phase == "Pending"
+
+
+async def test_created_workloads_carry_their_initial_status(api_client):
+    apps = client.AppsV1Api(api_client)
+    template = client.V1PodTemplateSpec(
+        metadata=client.V1ObjectMeta(labels={"app": "x"}),
+        spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="busybox")]))
+    selector = client.V1LabelSelector(match_labels={"app": "x"})
+    rs = await run(apps.create_namespaced_replica_set, "default", client.V1ReplicaSet(
+        metadata=client.V1ObjectMeta(name="rs"),
+        spec=client.V1ReplicaSetSpec(selector=selector, template=template)))
+    assert rs.status is not None and rs.status.replicas == 0
+    ds = await run(apps.create_namespaced_daemon_set, "default", client.V1DaemonSet(
+        metadata=client.V1ObjectMeta(name="ds"),
+        spec=client.V1DaemonSetSpec(selector=selector, template=template)))
+    assert (ds.status.current_number_scheduled, ds.status.desired_number_scheduled,
+            ds.status.number_misscheduled, ds.status.number_ready) == (0, 0, 0, 0)
+    deployment = await run(apps.create_namespaced_deployment, "default", client.V1Deployment(
+        metadata=client.V1ObjectMeta(name="d"),
+        spec=client.V1DeploymentSpec(selector=selector, template=template)))
+    assert deployment.status is not None
+    core = client.CoreV1Api(api_client)
+    service = await run(core.create_namespaced_service, "default", client.V1Service(
+        metadata=client.V1ObjectMeta(name="svc"),
+        spec=client.V1ServiceSpec(ports=[client.V1ServicePort(port=80)])))
+    assert service.status.load_balancer is not None
+
+
+async def test_delete_returns_what_upstream_returns(api_client):
+    core = client.CoreV1Api(api_client)
+    await run(core.create_namespaced_service, "default", client.V1Service(
+        metadata=client.V1ObjectMeta(name="gone"),
+        spec=client.V1ServiceSpec(ports=[client.V1ServicePort(port=80)])))
+    deleted = await run(core.delete_namespaced_service, "gone", "default")
+    assert isinstance(deleted, client.V1Service) and deleted.metadata.name == "gone"
+    assert deleted.spec.cluster_ip  # the whole object, as it was
+    await run(core.create_namespaced_pod, "default", pod("unbound"))
+    deleted_pod = await run(core.delete_namespaced_pod, "unbound", "default")
+    assert isinstance(deleted_pod, client.V1Pod) and deleted_pod.metadata.name == "unbound"
+    await run(core.create_namespaced_config_map, "default", client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="cm")))
+    status = await run(core.delete_namespaced_config_map, "cm", "default")
+    assert status["kind"] == "Status" and status["status"] == "Success"
+    assert status["details"]["name"] == "cm" and status["details"]["kind"] == "configmaps"
+
+
+async def test_deferred_delete_is_200_with_the_object(client_):
+    """Finalizers hold the object: 200 and the object with deletionTimestamp; 202 only
+    when the request set the deprecated orphanDependents: false."""
+    cm = "/api/v1/namespaces/default/configmaps"
+    await client_.request("POST", cm, {"metadata": {"name": "held",
+                                                    "finalizers": ["example.com/x"]}})
+    status, body = await client_.request("DELETE", f"{cm}/held")
+    assert status == 200 and body["metadata"]["deletionTimestamp"]
+    await client_.request("POST", cm, {"metadata": {"name": "held2",
+                                                    "finalizers": ["example.com/x"]}})
+    status, body = await client_.request("DELETE", f"{cm}/held2",
+                                         {"orphanDependents": False})
+    assert status == 202 and body["metadata"]["deletionTimestamp"]
+
+
+@pytest.fixture
+def client_(client):
+    return client
