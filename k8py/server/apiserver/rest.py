@@ -240,6 +240,16 @@ def _schema(resource: Resource):
                                                          resource.kind)
 
 
+# Kinds whose DELETE answers with the deleted object, not a Status (upstream's stores with
+# ReturnDeletedObject: pkg/registry/*/*/storage/storage.go); typed clients decode it so.
+RETURNS_DELETED_OBJECT = {
+    ("", "pods"), ("", "services"), ("", "serviceaccounts"), ("", "namespaces"),
+    ("", "persistentvolumes"), ("", "persistentvolumeclaims"), ("", "resourcequotas"),
+    ("", "podtemplates"), ("storage.k8s.io", "storageclasses"),
+    ("storage.k8s.io", "csidrivers"), ("storage.k8s.io", "csinodes"),
+    ("storage.k8s.io", "volumeattachments"),
+}
+
 # Events expire (upstream's --event-ttl default): the store deletes them after this long.
 TTL_SECONDS = {("", "events"): 3600.0, ("events.k8s.io", "events"): 3600.0}
 
@@ -753,14 +763,19 @@ class RestHandler:
             return await self.objects.update(resource, marked, revision), 200
         marked = _marked_for_deletion(resource, current, _propagation(options))
         if marked is not None:
+            # upstream answers 202 for a deletion that waits only when the request set the
+            # deprecated orphanDependents: false; otherwise 200, with the object
+            code = 202 if options.get("orphanDependents") is False else 200
             if marked == current:
-                return current, 202
+                return current, code
             if _dry_run(request):
-                return marked, 202
-            return await self.objects.update(resource, marked, revision), 202
+                return marked, code
+            return await self.objects.update(resource, marked, revision), code
         if _dry_run(request):
             return current, 200
-        await self._remove(resource, target.namespace, target.name, revision)
+        deleted = await self._remove(resource, target.namespace, target.name, revision)
+        if (resource.group, resource.plural) in RETURNS_DELETED_OBJECT:
+            return deleted, 200
         return {
             "kind": "Status",
             "apiVersion": "v1",
