@@ -228,6 +228,7 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
         objects, service_cidr, node_port_range), service_accounts)
     app[REST_KEY].pod_proxy = podproxy.PodProxy(objects, registry.get("", "v1", "pods"),
                                                 registry.get("", "v1", "nodes"), kubelet_client)
+    app[REST_KEY].token_file = tokens
     app[TOKENS_KEY] = tokens
     app[SERVICE_ACCOUNTS_KEY] = service_accounts
     for path in ("/healthz", "/livez", "/readyz"):

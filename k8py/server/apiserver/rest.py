@@ -53,7 +53,7 @@ from k8py.api import (apply, errors, meta, pruning, schemas, selectors, structur
 from k8py.api.resources import Registry, Resource
 from k8py.server.apiserver import (bodies, crds, patches, podproxy, podsubresources,
                                    queryparams, reviews, scale, serviceips, tokens)
-from k8py.server.apiserver.authn import USER_KEY
+from k8py.server.apiserver.authn import USER_KEY, TokenFile, User
 from k8py.server.apiserver import responses, storage, watchserving
 from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
 
@@ -311,6 +311,8 @@ def _marked_for_deletion(resource: Resource, obj: dict, policy: str) -> dict | N
 class RestHandler:
     # pods/log, exec, attach, portforward: set by the application (`app.make_app`)
     pod_proxy: podproxy.PodProxy | None = None
+    # the static bearer tokens, for TokenReviews: set by the application
+    token_file: TokenFile | None = None
 
     def __init__(self, registry: Registry, objects: ObjectStore,
                  service_ips: serviceips.ServiceIPs | None = None,
@@ -336,6 +338,15 @@ class RestHandler:
             await asyncio.wait({write})  # cancelling this wait leaves the write running
             response = write.result()
         return _with_warnings(request, response) if WARNINGS_KEY in request else response
+
+    async def review_token(self, token: str, audiences: list[str] | None
+                           ) -> tuple[User | None, list[str]]:
+        """A TokenReview's question: the token file's users are good for any audience;
+        service-account tokens as `tokens.ServiceAccountTokens.review` says."""
+        user = self.token_file.lookup(token) if self.token_file is not None else None
+        if user is not None:
+            return user, list(audiences or self.service_accounts.audiences)
+        return await self.service_accounts.review(token, audiences)
 
     async def _dispatch(self, request: web.Request, target: Target) -> web.StreamResponse:
         """Streams and raw bytes where HTTP allows them; everything else through `call`."""
@@ -533,7 +544,8 @@ class RestHandler:
     async def create(self, request: web.Request, target: Target) -> dict[str, Any]:
         body = await bodies.read_document(request, bodies.OBJECT_TYPES | {bodies.PROTOBUF})
         if (target.resource.group, target.resource.plural) in reviews.REVIEWS:
-            return reviews.answer(target.resource, body, request.get(USER_KEY))
+            return await reviews.answer(target.resource, body, request.get(USER_KEY),
+                                        target.namespace, self.review_token)
         if isinstance(body, dict):
             body = drop_unknown_fields(request, target.resource, body)
         obj = meta.prepare_create(target.resource, body, target.namespace)

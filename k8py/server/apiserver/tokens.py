@@ -87,6 +87,15 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _audiences(claims: dict[str, Any], wanted: list[str]) -> list[str]:
+    """The audiences of `wanted` the token's `aud` claim names."""
+    audiences = claims.get("aud")
+    audiences = [audiences] if isinstance(audiences, str) else audiences
+    if not isinstance(audiences, list):
+        return []
+    return [a for a in wanted if a in audiences]
+
+
 class InvalidToken(Exception):
     """A token that is not (or no longer) good. The message never quotes the token."""
 
@@ -338,20 +347,27 @@ class ServiceAccountTokens:
     async def authenticate(self, token: str) -> User | None:
         """The service account a bearer token stands for, or None if it is not a good token
         of ours."""
+        user, _ = await self.review(token)
+        return user
+
+    async def review(self, token: str, audiences: list[str] | None = None
+                     ) -> tuple[User | None, list[str]]:
+        """(the service account a token stands for, or None; the audiences, of those wanted
+        (default: the API server's), that the token is good for): a TokenReview's answer."""
         if token.count(".") != 2:
-            return None
+            return None, []
+        wanted = list(audiences or self.audiences)
         try:
-            return await self._user(self.key.verify(token))
+            claims = self.key.verify(token)
+            return await self._user(claims, wanted), _audiences(claims, wanted)
         except InvalidToken as exc:
             log.debug("service account token refused: %s", exc)
-            return None
+            return None, []
 
-    async def _user(self, claims: dict[str, Any]) -> User:
+    async def _user(self, claims: dict[str, Any], wanted: list[str]) -> User:
         if claims.get("iss") != self.issuer:
             raise InvalidToken("issued by someone else")
-        audiences = claims.get("aud")
-        audiences = [audiences] if isinstance(audiences, str) else audiences
-        if not isinstance(audiences, list) or not set(audiences) & set(self.audiences):
+        if not _audiences(claims, wanted):
             raise InvalidToken("not meant for this API server")
         now = self.clock()
         for claim in ("exp", "nbf", "iat"):
