@@ -22,6 +22,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from k8py.api import errors
+from k8py.client.events import EventRecorder
 from k8py.client.client import Client
 from k8py.client.informer import Informer, SharedInformers, key_of
 from k8py.client.workqueue import ShutDown, WorkQueue
@@ -86,15 +87,24 @@ class Expectations:
 
 class Controller:
     name = "controller"
+    # the event source, as upstream's (`replicaset-controller`, `deployment-controller`, ...)
+    component = ""
     workers = 2
 
     def __init__(self, context: Context):
         self.context = context
         self.client = context.client
+        self.events = EventRecorder(self.client, self.component or f"{self.name}-controller")
         self.informers = context.informers
         self.settings = context.settings
         self.queue = WorkQueue()
         self.setup()
+
+    async def record(self, resource, obj: dict[str, Any], kind: str, reason: str,
+                     message: str) -> None:
+        """An Event about obj, a `resource` object (from a cache: not modified)."""
+        await self.events.event({"apiVersion": resource.api_version, "kind": resource.kind,
+                                 **obj}, kind, reason, message)
 
     def setup(self) -> None:
         """Take informers and register handlers."""

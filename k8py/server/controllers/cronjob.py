@@ -138,8 +138,13 @@ class CronJobController(Controller):
                     continue
                 if job["metadata"]["uid"] != ref.get("uid"):
                     continue
-            if not finished(job):
+            outcome = finished(job)
+            if not outcome:
                 active.append(ref)
+            else:
+                await self.record(CRONJOBS, cronjob, "Normal", "SawCompletedJob",
+                                  f"Saw completed job: {job['metadata']['name']}, condition: "
+                                  f"{outcome}")
         listed = {ref.get("uid") for ref in active}
         for job in jobs:
             kind = finished(job)
@@ -223,6 +228,8 @@ class CronJobController(Controller):
                 status.setdefault("active", []).append(_job_reference(existing))
         else:
             status.setdefault("active", []).append(_job_reference(job))
+            await self.record(CRONJOBS, cronjob, "Normal", "SuccessfulCreate",
+                              f"Created job {job['metadata']['name']}")
         status["lastScheduleTime"] = _utc(scheduled)
 
     async def _prune_history(self, cronjob: dict[str, Any], jobs: list[dict]) -> None:
@@ -247,6 +254,8 @@ class CronJobController(Controller):
                                          job["metadata"]["namespace"], propagation="Background",
                                          preconditions={"uid": job["metadata"]["uid"]})
             except (errors.NotFound, errors.Conflict):
-                pass
+                return
+            await self.record(CRONJOBS, cronjob, "Normal", "SuccessfulDelete",
+                              f"Deleted job {job['metadata']['name']}")
 
         await asyncio.gather(*(delete(j) for j in doomed))

@@ -362,13 +362,18 @@ class DaemonSetController(Controller):
                                              preconditions={"uid": pod["metadata"]["uid"]})
                 except (errors.NotFound, errors.Conflict):
                     self.expectations.observed_delete(key)
+                    continue
+                await self.record(DAEMONSETS, ds, "Normal", "SuccessfulDelete",
+                                  f"Deleted pod: {pod['metadata']['name']}")
         if to_create:
             self.expectations.expect(key, adds=len(to_create))
             pending = iter(to_create)
 
             async def create() -> None:
-                await self.client.create(PODS, self.new_pod(ds, next(pending), hash_),
-                                         namespace)
+                pod = await self.client.create(PODS, self.new_pod(ds, next(pending), hash_),
+                                               namespace)
+                await self.record(DAEMONSETS, ds, "Normal", "SuccessfulCreate",
+                                  f"Created pod: {pod['metadata']['name']}")
 
             done, error = await slow_start(len(to_create), create)
             for _ in range(len(to_create) - done):

@@ -210,9 +210,15 @@ class DeploymentController(Controller):
         if not resize and annotations.get(DESIRED_REPLICAS) == str(desired) and \
                 annotations.get(MAX_REPLICAS) == str(most):
             return False
+        old_count = replicas(rs)
         rs["spec"]["replicas"] = count
         set_replicas_annotations(rs, desired, most)
         await self._update_set(rs)
+        if resize:
+            direction = "up" if count > old_count else "down"
+            await self.record(DEPLOYMENTS, d, "Normal", "ScalingReplicaSet",
+                              f"Scaled {direction} replica set {rs['metadata']['name']} from "
+                              f"{old_count} to {count}")
         return resize
 
     async def _scale_if_needed(self, rs: dict[str, Any], count: int,
@@ -274,6 +280,10 @@ class DeploymentController(Controller):
         created = True
         try:
             result = await self.client.create(REPLICASETS, new_rs, namespace)
+            if new_rs["spec"]["replicas"] > 0:
+                await self.record(DEPLOYMENTS, d, "Normal", "ScalingReplicaSet",
+                                  f"Scaled up replica set {name} from 0 to "
+                                  f"{new_rs['spec']['replicas']}")
         except errors.AlreadyExists:
             # A slow cache, or a hash collision: a set by that name that is not ours.
             created = False

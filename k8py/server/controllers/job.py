@@ -388,7 +388,7 @@ class JobController(Controller):
         # step 2: pods: create or delete; release the counted ones
         error = None
         if target or suspended:
-            await self._delete_pods(key, active)
+            await self._delete_pods(key, job, active)
         elif self.expectations.satisfied(key):
             wait, error = await self._manage(key, job, active, succeeded, completed)
             if wait is not None:
@@ -429,6 +429,10 @@ class JobController(Controller):
             _set_condition(status["conditions"], final, "True", interim["reason"],
                            interim["message"], stamp)
             if final == COMPLETE:
+                await self.record(JOBS, job, "Normal", "Completed", "Job completed")
+            else:
+                await self.record(JOBS, job, "Warning", interim["reason"], interim["message"])
+            if final == COMPLETE:
                 status["completionTime"] = stamp
             status.pop("active", None)
             status["ready"] = 0
@@ -447,7 +451,7 @@ class JobController(Controller):
             return job
         return await self.client.update_status(JOBS, {**job, "status": status})
 
-    async def _delete_pods(self, key: str, pods: list[dict]) -> None:
+    async def _delete_pods(self, key: str, job: dict[str, Any], pods: list[dict]) -> None:
         if not pods:
             return
         self.expectations.expect(key, deletes=len(pods))
@@ -458,6 +462,9 @@ class JobController(Controller):
                                          pod["metadata"]["namespace"])
             except errors.NotFound:
                 self.expectations.observed_delete(key)
+                return
+            await self.record(JOBS, job, "Normal", "SuccessfulDelete",
+                              f"Deleted pod: {pod['metadata']['name']}")
 
         await asyncio.gather(*(delete(p) for p in pods))
 
@@ -484,7 +491,7 @@ class JobController(Controller):
             # not ready before ready, then the newest first
             newest = sorted(active, key=lambda p: p["metadata"].get("creationTimestamp", ""),
                             reverse=True)
-            await self._delete_pods(key, sorted(newest, key=is_pod_ready)[:-diff])
+            await self._delete_pods(key, job, sorted(newest, key=is_pod_ready)[:-diff])
             return None, None
         if diff == 0:
             return None, None
@@ -501,7 +508,9 @@ class JobController(Controller):
 
         async def create() -> None:
             index = next(indexes, None) if missing else None
-            await self.client.create(PODS, self.new_pod(job, index), namespace)
+            pod = await self.client.create(PODS, self.new_pod(job, index), namespace)
+            await self.record(JOBS, job, "Normal", "SuccessfulCreate",
+                              f"Created pod: {pod['metadata']['name']}")
 
         done, error = await slow_start(count, create)
         for _ in range(count - done):

@@ -199,12 +199,16 @@ class ReplicaSetController(Controller):
             template = self.new_pod(owner)
 
             async def create() -> None:
-                await self.client.create(PODS, template, namespace)
+                pod = await self.client.create(PODS, template, namespace)
+                await self.record(self.resource, owner, "Normal", "SuccessfulCreate",
+                                  f"Created pod: {pod['metadata']['name']}")
 
             done, error = await slow_start(count, create)
             for _ in range(count - done):
                 self.expectations.observed_add(key)
             if error is not None:
+                await self.record(self.resource, owner, "Warning", "FailedCreate",
+                                  f"Error creating: {error.message}")
                 raise error
         elif diff < 0:
             surplus = sorted(active, key=_deletion_rank)[:min(-diff, MAX_BATCH)]
@@ -215,6 +219,9 @@ class ReplicaSetController(Controller):
                     await self.client.delete(PODS, pod["metadata"]["name"], namespace)
                 except errors.NotFound:
                     self.expectations.observed_delete(key)
+                    return
+                await self.record(self.resource, owner, "Normal", "SuccessfulDelete",
+                                  f"Deleted pod: {pod['metadata']['name']}")
 
             await asyncio.gather(*(delete(p) for p in surplus))
 
@@ -253,6 +260,7 @@ class ReplicaSetController(Controller):
 class ReplicationControllerController(ReplicaSetController):
     """The same loop for v1 ReplicationControllers, whose selector is a plain label map."""
     name = "replicationcontroller"
+    component = "replication-controller"
     resource = builtin("v1", "replicationcontrollers")
     kind = "ReplicationController"
 

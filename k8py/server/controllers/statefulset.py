@@ -156,8 +156,11 @@ class StatefulSetController(Controller):
     async def _create(self, sts: dict[str, Any], ordinal: int, template: dict[str, Any],
                       revision: str) -> None:
         await self._create_claims(sts, ordinal)
-        await self.client.create(PODS, self.new_pod(sts, ordinal, template, revision),
-                                 sts["metadata"]["namespace"])
+        pod = await self.client.create(PODS, self.new_pod(sts, ordinal, template, revision),
+                                       sts["metadata"]["namespace"])
+        await self.record(STATEFULSETS, sts, "Normal", "SuccessfulCreate",
+                          f"create Pod {pod['metadata']['name']} in StatefulSet "
+                          f"{sts['metadata']['name']} successful")
 
     async def _delete(self, pod: dict[str, Any]) -> None:
         try:

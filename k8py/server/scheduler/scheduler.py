@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from typing import Any
 
 from k8py.api import errors, timestamps
 from k8py.api.resources import builtin
 from k8py.client.client import Client
+from k8py.client.events import EventRecorder
 from k8py.client.informer import SharedInformers, key_of
 from k8py.client.workqueue import ShutDown, WorkQueue
 from k8py.server.scheduler.framework import (Framework, PodInfo, Snapshot,
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 PODS = builtin("v1", "pods")
 NODES = builtin("v1", "nodes")
-EVENTS = builtin("v1", "events")
 NAME = "default-scheduler"
 RETRY_SWEEP = 30.0       # seconds between retries of all unschedulable pods
 CHANGE_DELAY = 0.2       # batch retries after a cluster change
@@ -49,6 +48,7 @@ class Scheduler:
                  plugins=None):
         self.client = client
         self.name = name
+        self.events = EventRecorder(client, name)
         self.snapshot = Snapshot()
         self.framework = Framework(plugins or default_plugins())
         self.queue = WorkQueue(base_delay=1.0, max_delay=10.0)
@@ -176,24 +176,8 @@ class Scheduler:
         await self._event(pod, "Warning", "FailedScheduling", message)
 
     async def _event(self, pod: dict[str, Any], kind: str, reason: str, message: str) -> None:
-        metadata = pod["metadata"]
-        now = timestamps.now()
-        try:
-            await self.client.create(EVENTS, {
-                "apiVersion": "v1", "kind": "Event",
-                "metadata": {"name": f"{metadata['name']}.{uuid.uuid4().hex[:16]}",
-                             "namespace": metadata["namespace"]},
-                "involvedObject": {"apiVersion": "v1", "kind": "Pod",
-                                   "name": metadata["name"],
-                                   "namespace": metadata["namespace"],
-                                   "uid": metadata["uid"]},
-                "reason": reason, "message": message, "type": kind,
-                "source": {"component": self.name}, "reportingComponent": self.name,
-                "reportingInstance": self.name, "firstTimestamp": now, "lastTimestamp": now,
-                "count": 1, "action": "Scheduling"})
-        except errors.StatusError as exc:
-            log.debug("event for %s/%s not written: %s", metadata["namespace"],
-                      metadata["name"], exc.message)
+        await self.events.event({"apiVersion": "v1", "kind": "Pod", **pod}, kind, reason,
+                                message, action="Scheduling")
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.create_task(coroutine)
