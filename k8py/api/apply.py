@@ -2,14 +2,18 @@
 
 Every write records who changed what in `metadata.managedFields`: one entry per (manager,
 operation), `operation: Apply` for server-side apply and `Update` for everything else, with
-the owned paths as FieldsV1 (see `fieldsets`).
+the owned paths as FieldsV1 (see `fieldsets`). A write that carries well-formed
+managedFields of its own (not to a subresource) makes them the base, as upstream does.
 
 Applying a configuration as manager M:
 1. The configuration's field set C. Fields that M applied last time but left out now are
    removed from the object unless another manager owns them too.
-2. Conflicts: a field in C whose applied value differs from the live one and that another
-   manager owns is a conflict (409, one cause per field naming its owner), unless `force`,
-   which takes ownership from them.
+2. Conflicts: a leaf field in C whose applied value differs from the live one and that
+   another manager owns is a conflict (409, one cause per field naming its owner, the path
+   written as structured-merge-diff writes it), unless `force`, which takes ownership from
+   them. Maps and list-map elements conflict only through their leaves. As upstream's
+   lastAppliedManager, `kubectl apply --server-side` (manager `kubectl`) forces conflicts
+   that all lie within the object's last-applied-configuration (a client-side apply's).
 3. The configuration is merged into the live object (maps merge, keyed lists merge by key,
    other lists are replaced: the strategic merge of `strategic`, which follows the same
    schema), M's Apply entry becomes C, and fields M now holds alone leave other managers'
@@ -45,6 +49,21 @@ def _entries(obj: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(e) for e in (obj.get("metadata") or {}).get("managedFields") or []]
 
 
+def _sent_entries(new: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The managedFields a write carries, when they are well formed: upstream takes them as
+    the new base (clients may rewrite managedFields, as kubectl's client-side-apply to
+    server-side-apply upgrade does); None otherwise (the stored ones stay the base)."""
+    sent = (new.get("metadata") or {}).get("managedFields")
+    if not isinstance(sent, list) or not sent:
+        return None
+    for entry in sent:
+        if not isinstance(entry, dict) or not isinstance(entry.get("manager"), str) or \
+                entry.get("operation") not in ("Apply", "Update") or \
+                not isinstance(entry.get("fieldsV1"), dict):
+            return None
+    return [dict(e) for e in sent]
+
+
 def _entry(manager: str, operation: str, api_version: str, paths: set[Path],
            subresource: str = "") -> dict[str, Any]:
     entry = {"manager": manager, "operation": operation, "apiVersion": api_version,
@@ -69,7 +88,9 @@ def record_update(old: dict[str, Any] | None, new: dict[str, Any], manager: str,
                   api_version: str, schema: Node | None, subresource: str = "") -> dict:
     """new with managedFields: manager owns what it changed, taken from the others. Trees
     are edited path by path, never rebuilt: an update costs what it changed."""
-    entries = _entries(old) if old is not None else []
+    entries = _sent_entries(new) if subresource == "" else None
+    if entries is None:
+        entries = _entries(old) if old is not None else []
     changed = _owned(fieldsets.changed_paths(old or {}, _strip(new), schema)
                      if old is not None else fieldsets.field_set(_strip(new), schema))
     if subresource != "status":
@@ -122,7 +143,10 @@ def apply(live: dict[str, Any] | None, config: dict[str, Any], manager: str, for
 
     current = _strip(live)
     conflicts = []
-    for path in sorted(applied):
+    # Only leaves conflict, as structured-merge-diff compares them: a map or a list-map
+    # element whose leaves the config names conflicts only through those leaves that differ.
+    parents = {path[:i] for path in applied for i in range(1, len(path))}
+    for path in sorted(applied - parents):
         found, live_value = fieldsets.lookup(current, path, schema)
         _, new_value = fieldsets.lookup(config, path, schema)
         if not found or live_value == new_value:
@@ -131,7 +155,9 @@ def apply(live: dict[str, Any] | None, config: dict[str, Any], manager: str, for
         if owners:
             conflicts.append((path, owners))
     if conflicts and not force:
-        raise _conflict_error(conflicts)
+        if not _upgrades_client_side_apply(live, manager, schema,
+                                           {path for path, _ in conflicts}):
+            raise _conflict_error(conflicts)
 
     merged = strategic_merge_patch(current, clone(config), schema)
     others_paths = set().union(*(paths for _, paths in others)) if others else set()
@@ -149,6 +175,26 @@ def apply(live: dict[str, Any] | None, config: dict[str, Any], manager: str, for
         new_entries.append(entry)
     new_entries.append(_entry(manager, "Apply", api_version, applied))
     return _with_entries(merged, new_entries)
+
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _upgrades_client_side_apply(live: dict[str, Any], manager: str, schema: Node | None,
+                                conflicting: set[Path]) -> bool:
+    """Upstream's lastAppliedManager: `kubectl apply --server-side` (manager `kubectl`) on
+    an object last applied client-side forces the conflicts that lie within the fields of
+    its last-applied-configuration: the user's own earlier apply, not someone else's."""
+    if manager != "kubectl":
+        return False
+    text = ((live.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    try:
+        last = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return False
+    if not isinstance(last, dict):
+        return False
+    return conflicting <= _owned(fieldsets.field_set(_strip(last), schema))
 
 
 def _conflict_error(conflicts: list[tuple[Path, list[dict[str, Any]]]]) -> errors.Conflict:
@@ -175,12 +221,27 @@ def _conflict_error(conflicts: list[tuple[Path, list[dict[str, Any]]]]) -> error
 
 
 def _dotted(path: Path) -> str:
+    """A path as structured-merge-diff prints it: `.spec.containers[name="web"].image`, a
+    set's value as `[="x"]`, an index as `[0]`."""
     out = ""
     for element in path:
-        if element.startswith("f:"):
-            out += "." + element[2:]
+        kind, rest = element[:2], element[2:]
+        if kind == "f:":
+            out += "." + rest
+        elif kind == "k:":
+            try:
+                keys = json.loads(rest)
+            except ValueError:
+                keys = None
+            if isinstance(keys, dict):
+                out += "[" + ",".join(f"{k}={json.dumps(v, separators=(',', ':'))}"
+                                      for k, v in keys.items()) + "]"
+            else:
+                out += "[" + rest + "]"
+        elif kind == "v:":
+            out += "[=" + rest + "]"
         else:
-            out += "[" + element[2:] + "]"
+            out += "[" + rest + "]"
     return out
 
 

@@ -72,3 +72,24 @@ def test_equal_values_are_shared_not_conflicts():
     # "you" stops applying replicas: "me" still owns it, so it stays.
     after = apply.apply(other, config(), "you", False, "apps/v1", DEPLOYMENT)
     assert after["spec"]["replicas"] == 2
+
+
+def test_create_then_apply_of_the_same_content_is_clean():
+    """A plain create (the Python client is `OpenAPI-Generator`) owns the defaulted object,
+    list-map elements included; applying the same content shares the fields, no conflict."""
+    from k8py.api import meta
+    from k8py.api.resources import builtin
+    body = config()
+    body["spec"]["template"]["metadata"] = {"labels": {"app": "x"}}
+    created = meta.prepare_create(builtin("apps/v1", "deployments"), body, "default")
+    created = apply.record_update(None, created, "OpenAPI-Generator", "apps/v1", DEPLOYMENT)
+    applied = apply.apply(created, body, "kubectl", False, "apps/v1", DEPLOYMENT)
+    assert managers(applied) == {("OpenAPI-Generator", "Update"), ("kubectl", "Apply")}
+
+
+def test_list_map_elements_conflict_only_through_differing_leaves():
+    live = apply.apply(None, config(), "me", False, "apps/v1", DEPLOYMENT)
+    with pytest.raises(errors.Conflict) as info:
+        apply.apply(live, config(image="nginx:2"), "you", False, "apps/v1", DEPLOYMENT)
+    assert str(info.value) == ('Apply failed with 1 conflict: conflict with "me" using '
+                               'apps/v1: .spec.template.spec.containers[name="web"].image')
