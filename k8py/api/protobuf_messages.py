@@ -538,6 +538,19 @@ MESSAGES: dict[str, dict[int, tuple]] = {
                                 2: ("requirements", "FieldSelectorRequirement", REP)},
     "LabelSelectorAttributes": {1: ("rawSelector", S),
                                 2: ("requirements", "LabelSelectorRequirement", REP)},
+    # certificates.k8s.io/v1
+    "CertificateSigningRequest": {1: ("metadata", "ObjectMeta"),
+                                  2: ("spec", "CertificateSigningRequestSpec"),
+                                  3: ("status", "CertificateSigningRequestStatus")},
+    "CertificateSigningRequestSpec": {1: ("request", B), 7: ("signerName", S, KEEP),
+                                      8: ("expirationSeconds", I32), 5: ("usages", S, REP),
+                                      2: ("username", S), 3: ("uid", S), 4: ("groups", S, REP)},
+    "CertificateSigningRequestStatus": {
+        1: ("conditions", "CertificateSigningRequestCondition", REP), 2: ("certificate", B)},
+    "CertificateSigningRequestCondition": {1: ("type", S, KEEP), 6: ("status", S, KEEP),
+                                           2: ("reason", S), 3: ("message", S),
+                                           4: ("lastUpdateTime", "Time"),
+                                           5: ("lastTransitionTime", "Time")},
     # networking.k8s.io/v1
     "Ingress": {1: ("metadata", "ObjectMeta"), 2: ("spec", "IngressSpec"),
                 3: ("status", "IngressStatus")},
@@ -611,6 +624,7 @@ ROOTS = {
     ("authentication.k8s.io/v1", "TokenReview"): "TokenReview",
     ("v1", "ResourceQuota"): "ResourceQuota",
     ("networking.k8s.io/v1", "Ingress"): "Ingress",
+    ("certificates.k8s.io/v1", "CertificateSigningRequest"): "CertificateSigningRequest",
     ("rbac.authorization.k8s.io/v1", "Role"): "Role",
     ("rbac.authorization.k8s.io/v1", "ClusterRole"): "ClusterRole",
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): "RoleBinding",

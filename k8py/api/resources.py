@@ -113,6 +113,8 @@ BUILTIN: tuple[Resource, ...] = (
     _r("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, ["sc"]),
     _r("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions",
        False, ["crd", "crds"], ["status"]),
+    _r("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests",
+       False, ["csr"], ["status", "approval"]),
     _r("apiregistration.k8s.io", "v1", "APIService", "apiservices", False, (), ["status"],
        ["api-extensions"]),
     # reviews: answered, never stored

@@ -398,6 +398,23 @@ def _created_at(obj: Obj, now) -> str:
     return _get(obj, "metadata", "creationTimestamp", default="")
 
 
+def _csr_duration(obj: Obj, now) -> str:
+    seconds = _get(obj, "spec", "expirationSeconds")
+    if not seconds:
+        return "<none>"
+    return human_duration(float(seconds))
+
+
+def _csr_condition(obj: Obj, now) -> str:
+    """As upstream's printer: the conditions' types joined ("Approved,Issued"), or
+    "Pending"."""
+    kinds = [c.get("type", "") for c in _get(obj, "status", "conditions", default=[]) or []
+             if c.get("status", "True") == "True"]
+    if _get(obj, "status", "certificate"):
+        kinds.append("Issued")
+    return ",".join(kinds) or "Pending"
+
+
 def _apiservice_service(obj: Obj, now) -> str:
     service = _get(obj, "spec", "service")
     return f"{service.get('namespace', '')}/{service.get('name', '')}" if service else "Local"
@@ -589,6 +606,14 @@ PRINTERS: dict[tuple[str, str], list[Column]] = {
     # no printer upstream: the API server's default table, NAME and CREATED AT
     **{("rbac.authorization.k8s.io", plural): [NAME, ("Created At", "date", 0, _created_at)]
        for plural in ("roles", "clusterroles")},
+    ("certificates.k8s.io", "certificatesigningrequests"): [
+        NAME,
+        AGE,
+        ("SignerName", "string", 0, lambda o, n: _get(o, "spec", "signerName", default="")),
+        ("Requestor", "string", 0, lambda o, n: _get(o, "spec", "username", default="")),
+        ("RequestedDuration", "string", 0, _csr_duration),
+        ("Condition", "string", 0, _csr_condition),
+    ],
     ("apiregistration.k8s.io", "apiservices"): [
         NAME,
         ("Service", "string", 0, _apiservice_service),

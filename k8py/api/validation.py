@@ -14,10 +14,14 @@ checked only by their schema (unknown fields, value types).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Callable
 from typing import Any
+
+from cryptography import x509
 
 from k8py.api.resources import Resource
 from k8py.api.selectors import selector_matches
@@ -414,6 +418,57 @@ def _secret(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
     return causes
 
 
+def _csr(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
+    """certificates.k8s.io/v1 CertificateSigningRequests (upstream's
+    ValidateCertificateSigningRequestCreate and the conditions' rules)."""
+    causes: list[Cause] = []
+    spec = obj.get("spec") or {}
+    if old is None:
+        request = spec.get("request")
+        if not request:
+            causes.append(("spec.request", "FieldValueRequired", "Required value"))
+        elif certificate_request(request) is None:
+            causes.append(("spec.request", "FieldValueInvalid",
+                           "Invalid value: []byte{...}: PEM block type must be CERTIFICATE "
+                           "REQUEST"))
+        if not spec.get("signerName"):
+            causes.append(("spec.signerName", "FieldValueRequired", "Required value"))
+        elif not _SIGNER_NAME.match(spec["signerName"]):
+            causes.append(("spec.signerName", "FieldValueInvalid",
+                           f'Invalid value: "{spec["signerName"]}": must be a fully qualified '
+                           "domain and path of the form 'example.com/signer-name'"))
+        if not spec.get("usages"):
+            causes.append(("spec.usages", "FieldValueRequired", "Required value"))
+        seconds = spec.get("expirationSeconds")
+        if seconds is not None and seconds < 600:
+            causes.append(("spec.expirationSeconds", "FieldValueInvalid",
+                           f"Invalid value: {seconds}: may not specify a duration less than "
+                           "600 seconds (10 minutes)"))
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    kinds = [c.get("type") for c in conditions if isinstance(c, dict)]
+    if "Approved" in kinds and "Denied" in kinds:
+        index = kinds.index("Denied")
+        causes.append((f"status.conditions[{index}].type", "FieldValueInvalid",
+                       'Invalid value: "Denied": Approved and Denied conditions are mutually '
+                       "exclusive"))
+    for kind in ("Approved", "Denied", "Failed"):
+        if kinds.count(kind) > 1:
+            causes.append(("status.conditions", "FieldValueDuplicate",
+                           f'Duplicate value: "{kind}"'))
+    return causes
+
+
+_SIGNER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-A-Za-z0-9_.]+$")
+
+
+def certificate_request(request: Any):
+    """The x509 CSR in a CSR object's base64 `spec.request` PEM, or None."""
+    try:
+        return x509.load_pem_x509_csr(base64.b64decode(request))
+    except (ValueError, TypeError, binascii.Error):
+        return None
+
+
 def _new_only(check: Callable[[dict[str, Any]], list[Cause]]):
     return lambda obj, old: check(obj)
 
@@ -431,6 +486,7 @@ VALIDATORS: dict[tuple[str, str], Callable[[dict[str, Any], dict[str, Any] | Non
     ("", "services"): _service,
     ("", "configmaps"): _config_map,
     ("", "secrets"): _secret,
+    ("certificates.k8s.io", "certificatesigningrequests"): _csr,
 }
 
 

@@ -168,9 +168,12 @@ async def run_control_loops(config: ServerConfig, handler: asyncio.Future) -> No
     except FileNotFoundError:
         log.warning("no cluster CA in %s: kube-root-ca.crt is not published", config.data_dir)
         ca_bundle = ""
+    tls_dir = os.path.join(config.data_dir, "server", "tls")
     settings = Settings(cluster_cidr=str(config.cluster_cidr),
                         service_cidr=str(config.service_cidr),
-                        node_port_range=config.service_node_port_range, ca_bundle=ca_bundle)
+                        node_port_range=config.service_node_port_range, ca_bundle=ca_bundle,
+                        ca_cert_file=os.path.join(tls_dir, "server-ca.crt"),
+                        ca_key_file=os.path.join(tls_dir, "server-ca.key"))
     only = [] if config.disable_controller_manager else None
     await manager.run_elected(client, settings, scheduler=not config.disable_scheduler,
                               only=only)

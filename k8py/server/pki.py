@@ -97,17 +97,20 @@ def _issue(
     issuer_cert,
     issuer_key,
     *,
-    days: int,
+    days: float,
     ca: bool = False,
     sans: list[x509.GeneralName] | None = None,
     usages: list | None = None,
+    public_key=None,
 ) -> x509.Certificate:
+    """A certificate for `key`'s public key (or `public_key`, a CSR's), signed by the
+    issuer (self-signed when issuer_cert is None)."""
     now = datetime.datetime.now(datetime.timezone.utc)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer_cert.subject if issuer_cert is not None else subject)
-        .public_key(key.public_key())
+        .public_key(public_key if public_key is not None else key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
@@ -403,3 +406,20 @@ def issue_node_credentials(p: PKI, node_name: str, addresses: tuple[str, ...] = 
     pem = serialization.Encoding.PEM
     return NodeCredentials(client.public_bytes(pem), _key_pem(client_key),
                            serving.public_bytes(pem), _key_pem(serving_key), ca_pem(p))
+
+
+def sign_request(ca_cert_path: str, ca_key_path: str, request: x509.CertificateSigningRequest,
+                 *, server: bool, seconds: float) -> bytes:
+    """A certificate (PEM) for a CSR's subject, public key and subject alternative names,
+    signed by the cluster CA, for a client (`server` False) or a server, valid `seconds`."""
+    ca_cert, ca_key = _load(ca_cert_path, ca_key_path)
+    try:
+        sans = list(request.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        sans = None
+    cert = _issue(request.subject, None, ca_cert, ca_key, days=seconds / 86400, sans=sans,
+                  public_key=request.public_key(),
+                  usages=[ExtendedKeyUsageOID.SERVER_AUTH if server
+                          else ExtendedKeyUsageOID.CLIENT_AUTH])
+    return cert.public_bytes(serialization.Encoding.PEM)

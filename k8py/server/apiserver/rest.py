@@ -240,6 +240,28 @@ def _schema(resource: Resource):
                                                          resource.kind)
 
 
+def _requester(body: dict, user: User | None) -> dict:
+    """A CSR's spec.username, uid, groups and extra: the requesting user's, whatever the
+    body said (upstream's CSR strategy PrepareForCreate)."""
+    spec = dict(body.get("spec") or {}) if isinstance(body.get("spec"), dict) else {}
+    for field in ("username", "uid", "groups", "extra"):
+        spec.pop(field, None)
+    if user is not None:
+        spec["username"] = user.name
+        if user.uid:
+            spec["uid"] = user.uid
+        groups = list(user.groups)
+        if "system:authenticated" not in groups:
+            groups.append("system:authenticated")
+        spec["groups"] = groups
+        if user.extra:
+            spec["extra"] = {k: list(v) for k, v in user.extra.items()}
+    return {**body, "spec": spec}
+
+
+# Kinds whose create records who asked: (group, plural) -> stamp(body, user)
+REQUESTER_FIELDS = {("certificates.k8s.io", "certificatesigningrequests"): _requester}
+
 # Kinds whose DELETE answers with the deleted object, not a Status (upstream's stores with
 # ReturnDeletedObject: pkg/registry/*/*/storage/storage.go); typed clients decode it so.
 RETURNS_DELETED_OBJECT = {
@@ -356,7 +378,7 @@ class RestHandler:
                 raise errors.ServiceUnavailable(f"pods/{target.subresource} is not served here")
             return await self.pod_proxy.serve(request, target.namespace, target.name,
                                               target.subresource)
-        plain = target.subresource in (None, "status")
+        plain = target.subresource in (None, "status", "approval")
         if request.method == "GET" and plain:
             if target.name is None:
                 if queryparams.boolean(request.query, "watch"):
@@ -400,7 +422,10 @@ class RestHandler:
             if method != "PUT":
                 raise errors.MethodNotAllowed("the finalize subresource allows update")
             return await self.update(request, target), 200
-        if target.subresource not in (None, "status"):
+        if target.subresource == "approval" and method not in ("GET", "PUT", "PATCH"):
+            raise errors.MethodNotAllowed("the approval subresource allows get, update and "
+                                          "patch")
+        if target.subresource not in (None, "status", "approval"):
             raise errors.MethodNotAllowed(
                 f"the {target.subresource} subresource is not served yet"
             )
@@ -548,6 +573,9 @@ class RestHandler:
                                         target.namespace, self.review_token)
         if isinstance(body, dict):
             body = drop_unknown_fields(request, target.resource, body)
+            stamp = REQUESTER_FIELDS.get((target.resource.group, target.resource.plural))
+            if stamp is not None:
+                body = stamp(body, request.get(USER_KEY))
         obj = meta.prepare_create(target.resource, body, target.namespace)
         obj = apply.record_update(None, obj, _manager(request), target.resource.api_version,
                                   _schema(target.resource))
@@ -694,7 +722,12 @@ class RestHandler:
             new = apply.record_update(current, new, _manager(request), resource.api_version,
                                       _schema(resource), target.subresource or "")
         if "status" in resource.subresources:
-            if target.subresource == "status":
+            if target.subresource == "approval":  # CSRs: only the conditions change
+                conditions = (new.get("status") or {}).get("conditions")
+                new = {**current, "metadata": {**current["metadata"]}}
+                new["status"] = {**(current.get("status") or {}), "conditions": conditions}
+                new["metadata"].pop("resourceVersion", None)
+            elif target.subresource == "status":
                 status = new.get("status")
                 new = {k: v for k, v in current.items() if k != "status"}
                 if status is not None:

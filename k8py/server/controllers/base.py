@@ -41,6 +41,8 @@ class Settings:
     pod_eviction_timeout: float = 300.0     # default tolerationSeconds for not-ready nodes
     terminated_pod_gc_threshold: int = 12500
     ca_bundle: str = ""                     # the cluster CA (PEM), published to namespaces
+    ca_cert_file: str = ""                  # the cluster CA's certificate and key files,
+    ca_key_file: str = ""                   # for signing approved CSRs (none: not signed)
 
 
 @dataclasses.dataclass

@@ -34,6 +34,7 @@ class ControlPlane:
     nodes: SimulatedNodes
     kubeconfig: str
     home: str
+    ca_file: str = ""
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
                 timeout: float = 30) -> subprocess.CompletedProcess:
@@ -58,7 +59,9 @@ async def start_control_plane(tmp_path, *, nodes: int = 3, settings: Settings | 
         pki.write_kubeconfig(server.certs, kubeconfig, server.url, 0o600)
         client = Client(InProcessTransport(server.app[apiserver.REST_KEY]))
         with open(server.certs.ca_cert) as f:
-            settings = dataclasses.replace(settings or Settings(), ca_bundle=f.read())
+            settings = dataclasses.replace(settings or Settings(), ca_bundle=f.read(),
+                                           ca_cert_file=server.certs.ca_cert,
+                                           ca_key_file=server.certs.ca_key)
         simulated = SimulatedNodes(client, nodes, **(node_kwargs or {"heartbeat": 1.0}))
         tasks = []
         try:
@@ -66,7 +69,8 @@ async def start_control_plane(tmp_path, *, nodes: int = 3, settings: Settings | 
             tasks.append(asyncio.create_task(simulated.run(nodes_ready)))
             await asyncio.wait_for(nodes_ready.wait(), 10)
             tasks.append(asyncio.create_task(manager.run_loops(client, settings)))
-            yield ControlPlane(client, simulated, kubeconfig, str(tmp_path))
+            yield ControlPlane(client, simulated, kubeconfig, str(tmp_path),
+                               server.certs.ca_cert)
         finally:
             for task in tasks:
                 task.cancel()
