@@ -13,7 +13,8 @@ server RSS open and after).
 The server runs with `--disable-scheduler --disable-controller-manager`, so the figures are
 the API server's alone (5,000 pods nobody can run would otherwise each cost the scheduler a
 status write and an Event). The load generator is one Python process with aiohttp, sharing the 2 cores with the server:
-its own cost is part of every figure (an upper bound on the server's latency).
+its own cost is part of every figure (an upper bound on the server's latency); each phase
+prints the load generator's own CPU use, to tell when it, not the server, set the pace.
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ def pod(name: str) -> dict:
     }
 
 
+def _load_cpu(cpu_at_start: float, elapsed: float) -> str:
+    """The load generator's own CPU use since cpu_at_start: near 100% of a core means it,
+    not the server, set the pace."""
+    return f"load generator {100 * (time.process_time() - cpu_at_start) / elapsed:.0f}% CPU"
+
+
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * p / 100))] * 1000
@@ -92,11 +99,12 @@ class Bench:
                 latency, _ = await make_request(i)
                 latencies.append(latency)
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
         elapsed = time.perf_counter() - start
         print(f"  {label:<28} {count / elapsed:8,.0f}/s   p50 {pct(latencies, 50):6.1f} ms"
-              f"   p99 {pct(latencies, 99):6.1f} ms   (server RSS {rss_mb(self.pid):.0f} MB)")
+              f"   p99 {pct(latencies, 99):6.1f} ms   (server RSS {rss_mb(self.pid):.0f} MB,"
+              f" {_load_cpu(cpu, elapsed)})")
 
     async def run(self, pods: int, pid: int) -> None:
         self.pid = pid
@@ -174,7 +182,7 @@ class Bench:
 
     async def mixed(self, pods: int, rate: int, seconds: int, versions: dict) -> None:
         latencies: list[float] = []
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         tasks = []
 
         async def one(i):
@@ -205,9 +213,11 @@ class Bench:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(i)))
         await asyncio.gather(*tasks)
-        achieved = len(latencies) / (time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        achieved = len(latencies) / elapsed
         print(f"  mixed load at {rate}/s for {seconds} s: achieved {achieved:,.0f}/s, "
-              f"p50 {pct(latencies, 50):.1f} ms, p99 {pct(latencies, 99):.1f} ms")
+              f"p50 {pct(latencies, 50):.1f} ms, p99 {pct(latencies, 99):.1f} ms "
+              f"({_load_cpu(cpu, elapsed)})")
 
     async def watch_fanout(self, watchers: int, writes: int) -> None:
         issued: dict[str, float] = {}
