@@ -68,6 +68,11 @@ def text(obj: Any) -> str:
     return out
 
 
+def compact(obj: Any) -> bytes:
+    """obj in Go's field order, as Go writes it: the bytes of a stored object or an event."""
+    return text(ordered(obj)).encode()
+
+
 def dumps(obj: Any) -> bytes:
-    """An API response body: obj in Go's field order, compact, with the final newline."""
-    return text(ordered(obj)).encode() + b"\n"
+    """An API response body: `compact`, with the final newline."""
+    return compact(obj) + b"\n"

@@ -20,7 +20,7 @@ import dataclasses
 import hmac
 import os
 import secrets
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -36,6 +36,20 @@ class User:
     #: upstream's user extras (a service account's pod name and uid, its token's id)
     extra: dict[str, list[str]] = dataclasses.field(default_factory=dict, compare=False,
                                                     hash=False)
+
+    def info(self) -> dict[str, Any]:
+        """The user as upstream's UserInfo: username, uid, groups (with
+        `system:authenticated`, which upstream adds to every authenticated user), extra."""
+        groups = list(self.groups)
+        if "system:authenticated" not in groups:
+            groups.append("system:authenticated")
+        info: dict[str, Any] = {"username": self.name}
+        if self.uid:
+            info["uid"] = self.uid
+        info["groups"] = groups
+        if self.extra:
+            info["extra"] = {k: list(v) for k, v in self.extra.items()}
+        return info
 
 
 class BearerAuthenticator(Protocol):

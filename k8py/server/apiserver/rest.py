@@ -52,9 +52,9 @@ from k8py.api import (apply, errors, meta, pruning, schemas, selectors, structur
                       timestamps)
 from k8py.api.resources import Registry, Resource
 from k8py.server.apiserver import (bodies, crds, patches, podproxy, podsubresources,
-                                   queryparams, reviews, scale, serviceips, tokens)
+                                   queryparams, responses, reviews, scale, serviceips, storage,
+                                   tokens, watchserving)
 from k8py.server.apiserver.authn import USER_KEY, TokenFile, User
-from k8py.server.apiserver import responses, storage, watchserving
 from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
 
 
@@ -247,15 +247,7 @@ def _requester(body: dict, user: User | None) -> dict:
     for field in ("username", "uid", "groups", "extra"):
         spec.pop(field, None)
     if user is not None:
-        spec["username"] = user.name
-        if user.uid:
-            spec["uid"] = user.uid
-        groups = list(user.groups)
-        if "system:authenticated" not in groups:
-            groups.append("system:authenticated")
-        spec["groups"] = groups
-        if user.extra:
-            spec["extra"] = {k: list(v) for k, v in user.extra.items()}
+        spec.update(user.info())
     return {**body, "spec": spec}
 
 
@@ -722,13 +714,11 @@ class RestHandler:
             new = apply.record_update(current, new, _manager(request), resource.api_version,
                                       _schema(resource), target.subresource or "")
         if "status" in resource.subresources:
-            if target.subresource == "approval":  # CSRs: only the conditions change
-                conditions = (new.get("status") or {}).get("conditions")
-                new = {**current, "metadata": {**current["metadata"]}}
-                new["status"] = {**(current.get("status") or {}), "conditions": conditions}
-                new["metadata"].pop("resourceVersion", None)
-            elif target.subresource == "status":
+            if target.subresource in ("status", "approval"):
                 status = new.get("status")
+                if target.subresource == "approval":  # CSRs: only the conditions change
+                    status = {**(current.get("status") or {}),
+                              "conditions": (status or {}).get("conditions")}
                 new = {k: v for k, v in current.items() if k != "status"}
                 if status is not None:
                     new["status"] = status

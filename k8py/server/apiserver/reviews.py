@@ -55,7 +55,7 @@ async def answer(resource: Resource, body: Any, user: User | None, namespace: st
     spec = spec or {}
     plural = resource.plural
     if plural == "selfsubjectreviews":
-        review["status"] = {"userInfo": _user_info(user)}
+        review["status"] = {"userInfo": user.info()}
     elif plural == "tokenreviews":
         review["status"] = await _token_review(resource, spec, token_reviewer)
     elif plural == "selfsubjectrulesreviews":
@@ -115,17 +115,4 @@ async def _token_review(resource: Resource, spec: dict[str, Any],
     user, audiences = await token_reviewer(token, wanted)
     if user is None:
         return {"user": {}, "error": "[invalid bearer token, token lookup failed]"}
-    return {"authenticated": True, "user": _user_info(user), "audiences": audiences}
-
-
-def _user_info(user: User) -> dict[str, Any]:
-    groups = list(user.groups)
-    if "system:authenticated" not in groups:
-        groups.append("system:authenticated")
-    info: dict[str, Any] = {"username": user.name}
-    if user.uid:
-        info["uid"] = user.uid
-    info["groups"] = groups
-    if user.extra:
-        info["extra"] = {k: list(v) for k, v in user.extra.items()}
-    return info
+    return {"authenticated": True, "user": user.info(), "audiences": audiences}

@@ -60,7 +60,7 @@ def encode(obj: dict[str, Any]) -> bytes:
     client can read back (request decoding refuses NaN already; this keeps any other path
     from storing it)."""
     metadata = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "resourceVersion"}
-    return encoding.text(encoding.ordered({**obj, "metadata": metadata})).encode()
+    return encoding.compact({**obj, "metadata": metadata})
 
 
 def raw(kv: KeyValue) -> bytes:
@@ -70,18 +70,22 @@ def raw(kv: KeyValue) -> bytes:
     value = kv.value
     field = b'"resourceVersion":"%d"' % kv.mod_revision
     if value.startswith(_METADATA_OPEN):
-        cut = len(_METADATA_OPEN)
-        return value[:cut] + field + (b"," if value[cut:cut + 1] != b"}" else b"") + value[cut:]
+        return _first_in_metadata(value, len(_METADATA_OPEN), field)
     meta = value.find(_METADATA_KEY, 0, 200)
     if meta < 0:
-        return encoding.text(encoding.ordered(decode(kv))).encode()
+        return encoding.compact(decode(kv))
     start = meta + len(_METADATA_KEY)
     uid = value.find(_UID_KEY, start, start + _UID_WINDOW)
-    if uid >= 0:
-        end = value.index(b'"', uid + len(_UID_KEY)) + 1
-        return value[:end] + b"," + field + value[end:]
-    return value[:start] + field + (b"," if value[start:start + 1] != b"}" else b"") + \
-        value[start:]
+    if uid < 0:
+        return _first_in_metadata(value, start, field)
+    end = value.index(b'"', uid + len(_UID_KEY)) + 1
+    return value[:end] + b"," + field + value[end:]
+
+
+def _first_in_metadata(value: bytes, start: int, field: bytes) -> bytes:
+    """value with field put first in the metadata object that opens at `start`."""
+    comma = b"," if value[start:start + 1] != b"}" else b""
+    return value[:start] + field + comma + value[start:]
 
 
 def _interned(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -330,8 +334,7 @@ class Snapshot:
 
 def line(event_type: str, obj: dict[str, Any]) -> bytes:
     """One event of a JSON watch stream, as upstream writes it."""
-    return b'{"type":"%s","object":%s}\n' % (event_type.encode(),
-                                              encoding.text(encoding.ordered(obj)).encode())
+    return b'{"type":"%s","object":%s}\n' % (event_type.encode(), encoding.compact(obj))
 
 
 class WatchEvent:

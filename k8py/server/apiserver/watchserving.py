@@ -88,25 +88,18 @@ class WatchSlots:
             # many watches just ended: hand their memory back to the system, once per
             # halving (the allocator keeps freed memory otherwise, and RSS stays at the peak)
             self._peak = self._all
-            _release_free_memory()
-
-
-def _release_free_memory() -> None:
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
+            _MALLOC_TRIM(0)
 
 
 def _malloc_trim():
     try:
         return ctypes.CDLL(None).malloc_trim  # glibc; musl has none, and needs none
     except (OSError, AttributeError):
-        return None
+        return lambda pad: None
 
 
 _MALLOC_TRIM = _malloc_trim()
 TRIM_AFTER = 64  # open watches: below this many, their memory is not worth a trim
-
-
 
 
 def transitions(events: list[WatchEvent], matches, selective: bool
@@ -211,13 +204,10 @@ async def _initial(stream: _Stream, items: list[bytes], matches, render) -> None
             obj = json.loads(item)
             if matches is not None and not matches(obj):
                 continue
-            if render is not None:
-                item = line("ADDED", render(obj))
-                chunk.append(item)
-                size += len(item)
-        if render is None:
-            chunk.append(b'{"type":"ADDED","object":' + item + b"}\n")
-            size += len(item) + 28
+        event = line("ADDED", render(obj)) if render is not None \
+            else b'{"type":"ADDED","object":' + item + b"}\n"
+        chunk.append(event)
+        size += len(event)
         if size >= CHUNK_BYTES:
             await stream.write(b"".join(chunk))
             chunk, size = [], 0
