@@ -16,6 +16,7 @@ import base64
 from collections.abc import Callable
 from typing import Any
 
+from k8py.api import conversion
 from k8py.api.jsondoc import clone
 from k8py.api.resources import Resource
 from k8py.api.timestamps import now
@@ -271,6 +272,13 @@ def _service(obj: Obj) -> Obj:
     return obj
 
 
+def _horizontal_pod_autoscaler(obj: Obj) -> Obj:
+    """v1 and v2 share the key; each version has its own defaults."""
+    if obj.get("apiVersion") == "autoscaling/v1":
+        return conversion.hpa_v1_defaults(obj)
+    return conversion.hpa_v2_defaults(obj)
+
+
 DEFAULTERS: dict[tuple[str, str], Callable[[Obj], Obj]] = {
     ("", "secrets"): _secret,
     ("", "namespaces"): _namespace,
@@ -284,6 +292,7 @@ DEFAULTERS: dict[tuple[str, str], Callable[[Obj], Obj]] = {
     ("apps", "daemonsets"): _daemonset,
     ("batch", "jobs"): _job,
     ("batch", "cronjobs"): _cronjob,
+    ("autoscaling", "horizontalpodautoscalers"): _horizontal_pod_autoscaler,
 }
 
 # Kinds whose metadata.generation counts spec changes (upstream's strategies set it for these).

@@ -230,6 +230,11 @@ INITIAL_STATUS: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, Any]]
     ("", "pods"): lambda obj: {"phase": "Pending",
                                "qosClass": qos.pod_qos_class(obj.get("spec") or {})},
     ("", "services"): lambda obj: {"loadBalancer": {}},
+    # v1's replica counts have no omitempty; v2's currentMetrics has none either (null)
+    ("autoscaling", "horizontalpodautoscalers"): lambda obj: (
+        {"currentReplicas": 0, "desiredReplicas": 0}
+        if obj.get("apiVersion") == "autoscaling/v1"
+        else {"desiredReplicas": 0, "currentMetrics": None}),
     ("networking.k8s.io", "ingresses"): lambda obj: {"loadBalancer": {}},
     ("", "persistentvolumeclaims"): lambda obj: {"phase": "Pending"},
     ("", "persistentvolumes"): lambda obj: {"phase": "Pending"},

@@ -30,6 +30,9 @@ class Resource:
     #: served from a CustomResourceDefinition (`from_crd`), with its openAPIV3Schema
     custom: bool = False
     schema: dict | None = dataclasses.field(default=None, compare=False, hash=False)
+    #: the version objects are stored in when another version of the kind shares the
+    #: storage ("" = this one); `k8py.api.conversion` converts between them
+    storage_version: str = ""
 
     @property
     def singular(self) -> str:
@@ -51,6 +54,16 @@ class Resource:
     def qualified(self) -> str:
         """How upstream names the resource in messages: `pods`, `deployments.apps`."""
         return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    @property
+    def converts(self) -> bool:
+        """Whether objects are stored in another version than this one serves."""
+        return bool(self.storage_version) and self.storage_version != self.version
+
+    @property
+    def storage_api_version(self) -> str:
+        version = self.storage_version or self.version
+        return f"{self.group}/{version}" if self.group else version
 
     def prefix(self, namespace: str | None = None) -> str:
         """The store prefix of all objects (namespace None) or of one namespace's objects."""
@@ -94,6 +107,12 @@ BUILTIN: tuple[Resource, ...] = (
     _r("apps", "v1", "StatefulSet", "statefulsets", True, ["sts"], ["status", "scale"], _ALL),
     _r("apps", "v1", "DaemonSet", "daemonsets", True, ["ds"], ["status"], _ALL),
     _r("apps", "v1", "ControllerRevision", "controllerrevisions", True),
+    # autoscaling: v2 is the storage version and preferred, as upstream
+    _r("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", True,
+       ["hpa"], ["status"], _ALL),
+    dataclasses.replace(
+        _r("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers", True,
+           ["hpa"], ["status"], _ALL), storage_version="v2"),
     # batch/v1
     _r("batch", "v1", "Job", "jobs", True, (), ["status"], _ALL),
     _r("batch", "v1", "CronJob", "cronjobs", True, ["cj"], ["status"], _ALL),
@@ -138,7 +157,9 @@ def from_crd(crd: dict) -> list[Resource]:
     spec = crd.get("spec") or {}
     names = spec.get("names") or {}
     resources = []
-    for version in spec.get("versions") or []:
+    versions = spec.get("versions") or []
+    stored = next((v.get("name") for v in versions if v.get("storage")), "")
+    for version in versions:
         if not version.get("served", True):
             continue
         subresources = version.get("subresources") or {}
@@ -150,6 +171,7 @@ def from_crd(crd: dict) -> list[Resource]:
             tuple(names.get("categories") or ()),
             custom=True,
             schema=(version.get("schema") or {}).get("openAPIV3Schema"),
+            storage_version=stored if len(versions) > 1 else "",
         ))
     return resources
 

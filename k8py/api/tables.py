@@ -15,6 +15,7 @@ import datetime
 from collections.abc import Callable
 from typing import Any
 
+from k8py.api import conversion
 from k8py.api.selectors import format_label_selector
 
 Obj = dict[str, Any]
@@ -415,6 +416,64 @@ def _csr_condition(obj: Obj, now) -> str:
     return ",".join(kinds) or "Pending"
 
 
+def _as_hpa_v2(obj: Obj) -> Obj:
+    """Upstream prints HPAs from the internal (v2-shaped) object, whichever version was
+    asked for."""
+    return conversion.convert(obj, "autoscaling/v2")
+
+
+def _hpa_metric(spec: Obj, status: Obj | None) -> str:
+    kind = spec.get("type")
+    field = kind[:1].lower() + kind[1:] if isinstance(kind, str) and kind else ""
+    source = spec.get(field) or {}
+    target = source.get("target") or {}
+    current = (status or {}).get(field)
+    current_value = (current or {}).get("current") or {}
+    unknown = "<unknown>"
+    if kind in ("External", "Object"):
+        if target.get("averageValue") is not None:
+            shown = current_value.get("averageValue", unknown) if current else unknown
+            return f"{shown}/{target['averageValue']} (avg)"
+        shown = current_value.get("value", unknown) if current else unknown
+        return f"{shown}/{target.get('value', '0')}"
+    if kind == "Pods":
+        shown = current_value.get("averageValue", unknown) if current else unknown
+        return f"{shown}/{target.get('averageValue', '0')}"
+    if kind in ("Resource", "ContainerResource"):
+        name = source.get("name", "")
+        if target.get("averageValue") is not None:
+            shown = current_value.get("averageValue", "0") if current else unknown
+            return f"{name}: {shown}/{target['averageValue']}"
+        utilization = current_value.get("averageUtilization")
+        shown = f"{utilization}%" if current and utilization is not None else unknown
+        wanted = target.get("averageUtilization")
+        return f"{name}: {shown}/{wanted}%" if wanted is not None else f"{name}: {shown}/<auto>"
+    return "<unknown type>"
+
+
+def _hpa_targets(obj: Obj, now) -> str:
+    """formatHPAMetrics: each metric as current/target, at most two, then "+ N more..."."""
+    hpa = _as_hpa_v2(obj)
+    specs = _get(hpa, "spec", "metrics", default=None) or []
+    if not specs:
+        return "<none>"
+    statuses = _get(hpa, "status", "currentMetrics", default=None) or []
+    shown = [_hpa_metric(spec, statuses[i] if i < len(statuses) else None)
+             for i, spec in enumerate(specs)]
+    text = ", ".join(shown[:2])
+    return f"{text} + {len(shown) - 2} more..." if len(shown) > 2 else text
+
+
+def _hpa_reference(obj: Obj, now) -> str:
+    ref = _get(obj, "spec", "scaleTargetRef", default={})
+    return f"{ref.get('kind', '')}/{ref.get('name', '')}"
+
+
+def _hpa_min_pods(obj: Obj, now) -> str:
+    minimum = _get(obj, "spec", "minReplicas")
+    return "<unset>" if minimum is None else str(minimum)
+
+
 def _apiservice_service(obj: Obj, now) -> str:
     service = _get(obj, "spec", "service")
     return f"{service.get('namespace', '')}/{service.get('name', '')}" if service else "Local"
@@ -618,6 +677,15 @@ PRINTERS: dict[tuple[str, str], list[Column]] = {
         NAME,
         ("Service", "string", 0, _apiservice_service),
         ("Available", "string", 0, _apiservice_available),
+        AGE,
+    ],
+    ("autoscaling", "horizontalpodautoscalers"): [
+        NAME,
+        ("Reference", "string", 0, _hpa_reference),
+        ("Targets", "string", 0, _hpa_targets),
+        ("MinPods", "string", 0, _hpa_min_pods),
+        ("MaxPods", "integer", 0, lambda o, n: _get(o, "spec", "maxReplicas", default=0)),
+        ("Replicas", "integer", 0, _count("status", "currentReplicas")),
         AGE,
     ],
     ("coordination.k8s.io", "leases"): [

@@ -8,7 +8,8 @@ in 1-65535, protocols, restart/DNS/pull policies, a running pod's immutable spec
 `manualSelector`, the selector and template labels `meta` generated from the uid and name,
 so a selector the user wrote is refused, as upstream's `validateGeneratedSelector`;
 selector and template immutable), services (type, ports, names, immutable clusterIP), config
-maps and secrets (key syntax, `immutable`, at most 1 MiB of data), CRDs. Other kinds are
+maps and secrets (key syntax, `immutable`, at most 1 MiB of data), CRDs, HPAs (replica
+bounds, target reference). Other kinds are
 checked only by their schema (unknown fields, value types).
 """
 
@@ -461,6 +462,33 @@ def _csr(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
 _SIGNER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-A-Za-z0-9_.]+$")
 
 
+def _horizontal_pod_autoscaler(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
+    """validateHorizontalPodAutoscalerSpec: the replica bounds and the target reference
+    (the fields v1 and v2 share)."""
+    causes: list[Cause] = []
+    spec = obj.get("spec") or {}
+    minimum, maximum = spec.get("minReplicas"), spec.get("maxReplicas", 0)
+    if isinstance(minimum, int) and minimum < 1:
+        causes.append(("spec.minReplicas", "FieldValueInvalid",
+                       f"Invalid value: {minimum}: must be greater than or equal to 1"))
+    if isinstance(maximum, int) and maximum < 1:
+        causes.append(("spec.maxReplicas", "FieldValueInvalid",
+                       f"Invalid value: {maximum}: must be greater than 0"))
+    if isinstance(minimum, int) and isinstance(maximum, int) and maximum < minimum:
+        causes.append(("spec.maxReplicas", "FieldValueInvalid",
+                       f"Invalid value: {maximum}: must be greater than or equal to "
+                       "`minReplicas`"))
+    ref = spec.get("scaleTargetRef") or {}
+    for field in ("kind", "name"):
+        if not ref.get(field):
+            _required(causes, f"spec.scaleTargetRef.{field}")
+    utilization = spec.get("targetCPUUtilizationPercentage")
+    if isinstance(utilization, int) and utilization < 1:
+        causes.append(("spec.targetCPUUtilizationPercentage", "FieldValueInvalid",
+                       f"Invalid value: {utilization}: must be greater than 0"))
+    return causes
+
+
 def certificate_request(request: Any):
     """The x509 CSR in a CSR object's base64 `spec.request` PEM, or None."""
     try:
@@ -487,6 +515,7 @@ VALIDATORS: dict[tuple[str, str], Callable[[dict[str, Any], dict[str, Any] | Non
     ("", "configmaps"): _config_map,
     ("", "secrets"): _secret,
     ("certificates.k8s.io", "certificatesigningrequests"): _csr,
+    ("autoscaling", "horizontalpodautoscalers"): _horizontal_pod_autoscaler,
 }
 
 

@@ -242,8 +242,11 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
     app.router.add_get("/openid/v1/jwks", jwks)
     if join_pki is not None:
         join.add_routes(app, join_pki)
-    app.router.add_get("/api", core_root)
-    app.router.add_get("/apis", groups_root)
+    # the official clients ask for the roots with a trailing slash (`/apis/`)
+    for path in ("/api", "/api/"):
+        app.router.add_get(path, core_root)
+    for path in ("/apis", "/apis/"):
+        app.router.add_get(path, groups_root)
     app.router.add_get("/apis/{group}", group_root)
     app.router.add_route("*", "/api/{version:v1}", resources)
     app.router.add_route("*", "/api/{version:v1}/{tail:.*}", resources)

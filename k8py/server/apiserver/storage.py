@@ -14,6 +14,12 @@ Lists
     and field selectors filter after reading, and reading goes on until the page is full, as
     upstream's etcd3 storage does. A token whose revision has been compacted is a 410.
 
+Versions
+    A kind served in several versions is stored in one (`Resource.storage_version`):
+    objects are converted to it on the way in and to the version asked for on the way out
+    (`k8py.api.conversion`), as upstream's storage codec does. Only those resources pay
+    for decoding on reads; every other read keeps the raw bytes.
+
 Writes
     A write that loses its compare-and-swap raises `errors.LostRace` (a 409 to clients);
     `guaranteed` reruns a read-modify-write until it wins, within the request's deadline.
@@ -31,7 +37,7 @@ from sys import intern
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from k8py.api import encoding, errors
+from k8py.api import conversion, encoding, errors
 from k8py.api.resources import Resource
 from k8py.server.store import backend as store_errors
 from k8py.server.store.backend import Backend, EventType, KeyValue
@@ -105,6 +111,24 @@ def decode(kv: KeyValue) -> dict[str, Any]:
     return obj
 
 
+def decode_as(resource: Resource, kv: KeyValue) -> dict[str, Any]:
+    """The stored object as `resource`'s version serves it."""
+    obj = decode(kv)
+    return conversion.convert(obj, resource.api_version) if resource.converts else obj
+
+
+def raw_as(resource: Resource, kv: KeyValue) -> bytes:
+    """`raw`, for `resource`'s version (decoded and converted only when it differs)."""
+    return encoding.compact(decode_as(resource, kv)) if resource.converts else raw(kv)
+
+
+def encode_for(resource: Resource, obj: dict[str, Any]) -> bytes:
+    """`encode`, in `resource`'s storage version."""
+    if resource.converts:
+        obj = conversion.convert(obj, resource.storage_api_version)
+    return encode(obj)
+
+
 def parse_resource_version(value: str | None, what: str = "resourceVersion") -> int:
     if not value:
         return 0
@@ -162,7 +186,7 @@ class ObjectStore:
 
     def __init__(self, backend: Backend):
         self.backend = backend
-        self._events: dict[tuple[str, int], WatchEvent] = {}  # see ObjectWatch
+        self._events: dict[tuple[str, int, str], WatchEvent] = {}  # see ObjectWatch
         # see snapshot(): the latest one per prefix, while anyone holds it
         self._snapshots: weakref.WeakValueDictionary[str, Snapshot] = \
             weakref.WeakValueDictionary()
@@ -180,35 +204,35 @@ class ObjectStore:
 
     async def get(self, resource: Resource, namespace: str | None, name: str,
                   revision: int = 0) -> dict[str, Any]:
-        return decode(await self._read(resource, namespace, name, revision))
+        return decode_as(resource, await self._read(resource, namespace, name, revision))
 
     async def get_raw(self, resource: Resource, namespace: str | None, name: str,
                       revision: int = 0) -> bytes:
         """The object as JSON bytes, never decoded (the fast path for plain GETs)."""
-        return raw(await self._read(resource, namespace, name, revision))
+        return raw_as(resource, await self._read(resource, namespace, name, revision))
 
     async def create(self, resource: Resource, obj: dict[str, Any],
                      ttl: float | None = None) -> dict[str, Any]:
         meta = obj["metadata"]
         try:
             kv = await self.backend.create(
-                resource.key(meta.get("namespace"), meta["name"]), encode(obj), ttl=ttl
-            )
+                resource.key(meta.get("namespace"), meta["name"]), encode_for(resource, obj),
+                ttl=ttl)
         except store_errors.StoreError as exc:
             raise _status(exc, resource, meta["name"]) from exc
-        return _with_version(obj, kv.mod_revision)
+        return _written(resource, obj, kv)
 
     async def update(self, resource: Resource, obj: dict[str, Any], revision: int,
                      ttl: float | None = None) -> dict[str, Any]:
         meta = obj["metadata"]
         try:
             kv = await self.backend.update(
-                resource.key(meta.get("namespace"), meta["name"]), encode(obj),
+                resource.key(meta.get("namespace"), meta["name"]), encode_for(resource, obj),
                 mod_revision=revision, ttl=ttl,
             )
         except store_errors.StoreError as exc:
             raise _status(exc, resource, meta["name"]) from exc
-        return _with_version(obj, kv.mod_revision)
+        return _written(resource, obj, kv)
 
     async def delete(self, resource: Resource, namespace: str | None, name: str,
                      revision: int = 0) -> dict[str, Any]:
@@ -216,7 +240,7 @@ class ObjectStore:
             kv = await self.backend.delete(resource.key(namespace, name), mod_revision=revision)
         except store_errors.StoreError as exc:
             raise _status(exc, resource, name) from exc
-        return decode(kv)
+        return decode_as(resource, kv)
 
     async def list(
         self,
@@ -246,12 +270,13 @@ class ObjectStore:
                 revision = page.revision
                 for kv in page.items:
                     if matches is not None:
-                        obj = decode(kv)
+                        obj = decode_as(resource, kv)
                         if not matches(obj):
                             continue
-                        items.append(raw(kv) if as_bytes else obj)
+                        items.append(raw_as(resource, kv) if as_bytes else obj)
                     else:
-                        items.append(raw(kv) if as_bytes else decode(kv))
+                        items.append(raw_as(resource, kv) if as_bytes
+                                     else decode_as(resource, kv))
                     if limit and len(items) == limit:
                         more = page.more or kv is not page.items[-1]
                         token = encode_continue(revision, kv.key, prefix) if more else ""
@@ -282,8 +307,8 @@ class ObjectStore:
             revision = page.revision
             items = []
             for kv in page.items:
-                if matches is None or matches(decode(kv)):
-                    items.append(raw(kv))
+                if matches is None or matches(decode_as(resource, kv)):
+                    items.append(raw_as(resource, kv))
             yield revision, items
             if not page.more:
                 return
@@ -294,15 +319,15 @@ class ObjectStore:
         in), shared: callers that ask at the same store revision (a burst of watches
         without a resourceVersion) get the same Snapshot, read once, and it is freed when
         the last of them lets go of it."""
-        prefix = resource.prefix(namespace)
-        shared = self._snapshots.get(prefix)
+        key = _snapshot_key(resource, namespace)
+        shared = self._snapshots.get(key)
         if shared is not None and shared.revision == self.backend.revision:
             return shared
-        reading = self._snapshot_reads.get(prefix)
+        reading = self._snapshot_reads.get(key)
         if reading is None:
-            reading = self._snapshot_reads[prefix] = asyncio.ensure_future(
+            reading = self._snapshot_reads[key] = asyncio.ensure_future(
                 self._read_snapshot(resource, namespace))
-            reading.add_done_callback(lambda _: self._snapshot_reads.pop(prefix, None))
+            reading.add_done_callback(lambda _: self._snapshot_reads.pop(key, None))
         return await asyncio.shield(reading)
 
     async def _read_snapshot(self, resource: Resource, namespace: str | None) -> Snapshot:
@@ -310,7 +335,8 @@ class ObjectStore:
         revision = 0
         async for revision, page in self.pages(resource, namespace):
             items.extend(page)
-        snapshot = self._snapshots[resource.prefix(namespace)] = Snapshot(revision, items)
+        snapshot = self._snapshots[_snapshot_key(resource, namespace)] = \
+            Snapshot(revision, items)
         return snapshot
 
     def watch(self, resource: Resource, namespace: str | None,
@@ -321,6 +347,12 @@ class ObjectStore:
         except store_errors.Compacted as exc:
             raise _too_old(start_revision - 1, exc) from exc
         return ObjectWatch(stream, resource, start_revision, self._events)
+
+
+def _snapshot_key(resource: Resource, namespace: str | None) -> str:
+    """Snapshots are shared per collection and per version served."""
+    prefix = resource.prefix(namespace)
+    return f"{prefix}@{resource.version}" if resource.storage_version else prefix
 
 
 class Snapshot:
@@ -342,18 +374,20 @@ class WatchEvent:
     decoded once and serialized once however many watch it; never mutate `object`. The
     previous value is decoded only when asked for (watchers with selectors ask)."""
 
-    __slots__ = ("type", "object", "_previous", "_prev_kv", "_line")
+    __slots__ = ("type", "object", "_previous", "_prev_kv", "_resource", "_line")
 
     def __init__(self, event_type: str, obj: dict[str, Any], prev_kv: KeyValue | None,
-                 previous: dict[str, Any] | None = None):
+                 previous: dict[str, Any] | None = None, resource: Resource | None = None):
         self.type, self.object = event_type, obj
         self._prev_kv, self._previous = prev_kv, previous
+        self._resource = resource  # the version the previous value is decoded as
         self._line: bytes | None = None
 
     @property
     def previous(self) -> dict[str, Any] | None:
         if self._previous is None and self._prev_kv is not None:
-            self._previous = decode(self._prev_kv)
+            self._previous = (decode(self._prev_kv) if self._resource is None
+                              else decode_as(self._resource, self._prev_kv))
             self._prev_kv = None
         return self._previous
 
@@ -364,15 +398,15 @@ class WatchEvent:
         return self._line
 
 
-def _watch_event(event) -> WatchEvent:
+def _watch_event(resource: Resource, event) -> WatchEvent:
     if event.type is EventType.DELETE:
         # A deleted object's final resourceVersion is the delete's revision.
-        obj = decode(event.prev)
+        obj = decode_as(resource, event.prev)
         obj["metadata"]["resourceVersion"] = str(event.revision)
-        return WatchEvent("DELETED", obj, event.prev)
+        return WatchEvent("DELETED", obj, event.prev, resource=resource)
     if event.type is EventType.CREATE:
-        return WatchEvent("ADDED", decode(event.kv), None)
-    return WatchEvent("MODIFIED", decode(event.kv), event.prev)
+        return WatchEvent("ADDED", decode_as(resource, event.kv), None, resource=resource)
+    return WatchEvent("MODIFIED", decode_as(resource, event.kv), event.prev, resource=resource)
 
 
 class ObjectWatch:
@@ -380,7 +414,7 @@ class ObjectWatch:
     events. Watchers of one resource share decoded events through `cache`."""
 
     def __init__(self, stream, resource: Resource, start_revision: int,
-                 cache: dict[tuple[str, int], WatchEvent]):
+                 cache: dict[tuple[str, int, str], WatchEvent]):
         self._stream = stream
         self._resource = resource
         self._start = start_revision
@@ -397,10 +431,10 @@ class ObjectWatch:
             raise _status(exc, self._resource, "") from exc
         out = []
         for event in events:
-            key = (event.kv.key, event.revision)
+            key = (event.kv.key, event.revision, self._resource.version)
             shared = self._cache.get(key)
             if shared is None:
-                shared = self._cache[key] = _watch_event(event)
+                shared = self._cache[key] = _watch_event(self._resource, event)
                 while len(self._cache) > EVENT_CACHE_SIZE:
                     del self._cache[next(iter(self._cache))]  # oldest first (insertion order)
             out.append(shared)
@@ -415,6 +449,15 @@ EVENT_CACHE_SIZE = 512  # recent events; a watcher further behind decodes its ow
 
 def _with_version(obj: dict[str, Any], revision: int) -> dict[str, Any]:
     return {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(revision)}}
+
+
+def _written(resource: Resource, obj: dict[str, Any], kv: KeyValue) -> dict[str, Any]:
+    """What a write answers: the object written, with its new resourceVersion; for a
+    converted kind, what was stored converted back (as upstream answers: the stored object
+    decoded, so a field only the storage version holds shows its default)."""
+    if resource.converts:
+        return decode_as(resource, kv)
+    return _with_version(obj, kv.mod_revision)
 
 
 def _too_old(revision: int, exc: store_errors.Compacted) -> errors.Expired:

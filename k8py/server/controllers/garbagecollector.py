@@ -46,7 +46,8 @@ ORPHAN = "orphan"
 # Upstream ignores events; reviews are never stored.
 IGNORED = {("", "events"), ("events.k8s.io", "events"),
            ("authorization.k8s.io", "selfsubjectaccessreviews")}
-WATCHED = tuple(r for r in BUILTIN if (r.group, r.plural) not in IGNORED
+# one version per kind: the one it is stored in
+WATCHED = tuple(r for r in BUILTIN if (r.group, r.plural) not in IGNORED and not r.converts
                 and {"list", "watch", "delete", "patch"} <= set(r.verbs))
 _BY_KIND = {(r.group, r.kind): r for r in WATCHED}
 

@@ -36,7 +36,8 @@ FINALIZER = "kubernetes"
 FINALIZER_ESTIMATE = 15  # seconds upstream assumes finalizers take
 
 # Pods last: their owners go first, so no controller is still trying to replace them.
-NAMESPACED = tuple(sorted((r for r in BUILTIN if r.namespaced and
+# (one version per kind: the one it is stored in)
+NAMESPACED = tuple(sorted((r for r in BUILTIN if r.namespaced and not r.converts and
                            {"list", "delete"} <= set(r.verbs)), key=lambda r: r is PODS))
 
 CONDITION_TYPES = ("NamespaceDeletionDiscoveryFailure",

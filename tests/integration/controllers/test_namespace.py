@@ -59,6 +59,14 @@ async def test_deleting_a_namespace_deletes_its_contents_then_itself(cluster):
     assert not await namespace_gone(cluster.client, "default")
 
 
+async def _exists(client, resource, namespace: str, name: str) -> bool:
+    try:
+        await client.get(resource, name, namespace)
+    except errors.NotFound:
+        return False
+    return True
+
+
 def _conditions(namespace: dict) -> dict[str, dict]:
     return {c["type"]: c for c in (namespace.get("status") or {}).get("conditions") or ()}
 
@@ -66,6 +74,9 @@ def _conditions(namespace: dict) -> dict[str, dict]:
 async def test_content_with_finalizers_holds_the_namespace(cluster):
     client = cluster.client
     await cluster.akubectl("create", "namespace", "held")
+    # its default ServiceAccount first: created later, it would be content left over
+    await eventually(lambda: _exists(client, builtin("v1", "serviceaccounts"), "held",
+                                     "default"), 10, what="default ServiceAccount")
     await client.create(CONFIGMAPS, {"metadata": {"name": "pinned",
                                                   "finalizers": ["example.com/hold"]}}, "held")
     await client.create(CONFIGMAPS, {"metadata": {"name": "free"}}, "held")
