@@ -101,7 +101,8 @@ def _pod_spec(spec: Obj) -> None:
     spec.setdefault("schedulerName", "default-scheduler")
     if spec.get("serviceAccount") and not spec.get("serviceAccountName"):
         spec["serviceAccountName"] = spec["serviceAccount"]
-    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+    for c in ((spec.get("initContainers") or []) + (spec.get("containers") or [])
+              + (spec.get("ephemeralContainers") or [])):
         if isinstance(c, dict):
             _container(c)
 

@@ -149,13 +149,66 @@ def _pod_spec(causes: list[Cause], spec: Any, field: str) -> None:
         _not_supported(causes, f"{field}.dnsPolicy", dns, allowed)
 
 
+EPHEMERAL_FORBIDDEN = ("ports", "livenessProbe", "readinessProbe", "startupProbe",
+                       "lifecycle", "resources", "resizePolicy", "restartPolicy")
+
+
+def _ephemeral_containers(causes: list[Cause], spec: dict[str, Any],
+                          old_spec: dict[str, Any] | None) -> None:
+    """validateEphemeralContainers and ValidatePodEphemeralContainersUpdate: debug
+    containers have a unique name and an image, none of what only a long-lived container
+    has (ports, probes, resources, ...), a target among the pod's containers; once added
+    they are never changed or removed."""
+    ephemeral = spec.get("ephemeralContainers") or []
+    if not isinstance(ephemeral, list):
+        return
+    others = {c.get("name") for c in (spec.get("containers") or []) +
+              (spec.get("initContainers") or []) if isinstance(c, dict)}
+    _containers(causes, ephemeral, "spec.ephemeralContainers", False)
+    for i, container in enumerate(ephemeral):
+        if not isinstance(container, dict):
+            continue
+        where = f"spec.ephemeralContainers[{i}]"
+        if container.get("name") in others:
+            causes.append((f"{where}.name", "FieldValueDuplicate",
+                           f'Duplicate value: "{container["name"]}"'))
+        if not container.get("image"):
+            _required(causes, f"{where}.image")
+        for field in EPHEMERAL_FORBIDDEN:
+            if container.get(field):
+                causes.append((f"{where}.{field}", "FieldValueForbidden",
+                               "Forbidden: cannot be set for an Ephemeral Container"))
+        target = container.get("targetContainerName")
+        if target and target not in others:
+            causes.append((f"{where}.targetContainerName", "FieldValueNotFound",
+                           f'Not found: "{target}"'))
+    if old_spec is None:
+        return
+    new_by_name = {c.get("name"): (i, c) for i, c in enumerate(ephemeral)
+                   if isinstance(c, dict)}
+    for old in old_spec.get("ephemeralContainers") or []:
+        name = old.get("name")
+        if name not in new_by_name:
+            causes.append(("spec.ephemeralContainers", "FieldValueForbidden",
+                           f'Forbidden: existing ephemeral containers "{name}" may not be '
+                           "removed"))
+        elif new_by_name[name][1] != old:
+            causes.append((f"spec.ephemeralContainers[{new_by_name[name][0]}]",
+                           "FieldValueForbidden",
+                           f'Forbidden: existing ephemeral containers "{name}" may not be '
+                           "changed"))
+
+
 def _pod(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
     causes: list[Cause] = []
     _pod_spec(causes, obj.get("spec"), "spec")
+    if isinstance(obj.get("spec"), dict):
+        _ephemeral_containers(causes, obj["spec"], old.get("spec") or {} if old else None)
     if old is not None and not causes:
-        # Upstream lets a running pod change only these spec fields.
+        # Upstream lets a running pod change only these spec fields (ephemeral containers
+        # change through their own subresource).
         mutable = ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds",
-                   "schedulingGates")
+                   "schedulingGates", "ephemeralContainers")
         new_spec = {k: v for k, v in (obj.get("spec") or {}).items() if k not in mutable}
         old_spec = {k: v for k, v in (old.get("spec") or {}).items() if k not in mutable}
         for spec in (new_spec, old_spec):

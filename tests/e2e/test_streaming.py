@@ -271,6 +271,48 @@ async def test_attach(env):
     assert "got hello" in out, (out, err)
 
 
+async def test_kubectl_debug_runs_an_ephemeral_container_in_the_target(env):
+    """`kubectl debug -i --target`: the debug container joins the target's PID namespace (it
+    sees its `sleep`), kubectl attaches to it, and its logs and status stay afterwards.
+    kubectl's stdin stays open until the container is done: over containerd, an attach to a
+    container without stdinOnce ends when the client's stdin does, as upstream."""
+    await env.run_pod("debuggee", "exec sleep 3600")
+    proc = await asyncio.create_subprocess_exec(
+        *env.kubectl_args("debug", "debuggee", "-i", "--image=" + BUSYBOX_IMAGE,
+                          "--image-pull-policy=IfNotPresent", "--target=main",
+                          "--container=debugger", "--",
+                          "sh", "-c", "read line; echo got $line; ps"),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=env.kubectl_env)
+    try:
+        proc.stdin.write(b"hello\n")
+        await proc.stdin.drain()
+        out, err = await asyncio.wait_for(
+            asyncio.gather(proc.stdout.read(), proc.stderr.read()), 90)
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    out, err = out.decode(), err.decode()
+    assert proc.returncode == 0, err
+    assert "got hello" in out, (out, err)
+    assert "sleep 3600" in out, out  # the target's process, seen from the debug container
+
+    async def exited():
+        pod = await env.get("pod", "debuggee")
+        statuses = (pod.get("status") or {}).get("ephemeralContainerStatuses") or []
+        return bool(statuses) and "terminated" in statuses[0]["state"] and statuses[0]
+    status = await eventually(exited, timeout=30, interval=0.2, what="debugger exited")
+    assert status["name"] == "debugger" and status["state"]["terminated"]["exitCode"] == 0
+    code, out, err = await env.kubectl("logs", "debuggee", "-c", "debugger")
+    assert code == 0 and "got hello" in out, (out, err)
+    # never restarted; the pod's own container runs on
+    pod = await env.get("pod", "debuggee")
+    assert pod["status"]["phase"] == "Running"
+    assert pod["status"]["ephemeralContainerStatuses"][0]["restartCount"] == 0
+
+
 HTTPD = "mkdir -p /www && echo hello from httpd > /www/index.html && httpd -f -p 8080 -h /www"
 
 

@@ -285,7 +285,8 @@ class PodWorker:
 
     def _all_specs(self) -> list[dict[str, Any]]:
         spec = self.pod["spec"]
-        return list(spec.get("initContainers") or []) + list(spec.get("containers") or [])
+        return (list(spec.get("initContainers") or []) + list(spec.get("containers") or [])
+                + list(spec.get("ephemeralContainers") or []))
 
     async def _adopt_sandbox(self, sandbox: pb.PodSandbox) -> None:
         if self.sandbox_id == sandbox.id and self.pod_ip:
@@ -348,7 +349,34 @@ class PodWorker:
             outcome = await self._sync_one(container, containers.get(container["name"], []),
                                            policy, init=False)
             acted = acted or outcome == "acted"
+        for container in spec.get("ephemeralContainers") or []:
+            outcome = await self._sync_ephemeral(container, containers)
+            acted = acted or outcome == "acted"
         return acted
+
+    async def _sync_ephemeral(self, container: dict[str, Any],
+                              containers: dict[str, list[pb.Container]]) -> str:
+        """An ephemeral (debug) container runs once, never restarted, whatever its exit, as
+        upstream's; with a targetContainerName it joins that container's PID namespace, so
+        it waits for the target to run. "acted" or "wait"."""
+        name = container["name"]
+        if containers.get(name):
+            return "wait"
+        if self.waiting.get(name, ("",))[0] in START_ERRORS:
+            remaining = self.manager.backoff.remaining((self.uid, name))
+            if remaining > 0:
+                self.schedule(remaining)
+                return "wait"
+        target_id = ""
+        target = container.get("targetContainerName")
+        if target:
+            running = [c for c in containers.get(target, [])
+                       if c.state == pb.CONTAINER_RUNNING]
+            if not running:
+                self.schedule(1.0)
+                return "wait"
+            target_id = running[0].id
+        return await self._start(container, 0, [], target_id=target_id)
 
     async def _sync_one(self, container: dict[str, Any], instances: list[pb.Container],
                         policy: str, init: bool) -> str:
@@ -409,10 +437,10 @@ class PodWorker:
     # --- one container ----------------------------------------------------------------------
 
     async def _start(self, container: dict[str, Any], attempt: int,
-                     older: list[pb.Container]) -> str:
+                     older: list[pb.Container], target_id: str = "") -> str:
         name = container["name"]
         try:
-            container_id = await self._create_and_start(container, attempt)
+            container_id = await self._create_and_start(container, attempt, target_id)
         except ContainerStartError as exc:
             self.waiting[name] = (exc.reason, exc.message)
             if exc.reason in ("ErrImagePull", "ImagePullBackOff"):
@@ -434,7 +462,8 @@ class PodWorker:
         self._watch_probes(container, container_id)
         return "acted"
 
-    async def _create_and_start(self, container: dict[str, Any], attempt: int) -> str:
+    async def _create_and_start(self, container: dict[str, Any], attempt: int,
+                                target_id: str = "") -> str:
         pod, name = self.pod, container["name"]
         recorder = self.manager.recorder
         sandbox_config = self._sandbox_config()
@@ -461,7 +490,7 @@ class PodWorker:
                     exist_ok=True)
         try:
             config = specs.container_config(pod, container, sandbox_config, mounts, values,
-                                            attempt, log_path)
+                                            attempt, log_path, target_id=target_id)
         except envs.ContainerConfigError as exc:
             await recorder.event(pod, "Warning", "Failed", f"Error: {exc}", name)
             raise ContainerStartError("CreateContainerConfigError", str(exc)) from exc

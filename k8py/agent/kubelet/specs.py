@@ -231,17 +231,23 @@ def port_mappings(pod: dict[str, Any]) -> list[cri_pb2.PortMapping]:
     return mappings
 
 
-def namespace_options(pod: dict[str, Any]) -> cri_pb2.NamespaceOption:
+def namespace_options(pod: dict[str, Any], target_id: str = "") -> cri_pb2.NamespaceOption:
+    """The pod's namespaces; `target_id`, an ephemeral container's target (its
+    targetContainerName's running instance), puts the container in that one's PID namespace
+    (CRI's TARGET mode), as upstream's kubelet does for `kubectl debug --target`."""
     spec = pod.get("spec") or {}
     if spec.get("hostPID"):
         pid = cri_pb2.NODE
     elif spec.get("shareProcessNamespace"):
         pid = cri_pb2.POD
+    elif target_id:
+        pid = cri_pb2.TARGET
     else:
         pid = cri_pb2.CONTAINER
     return cri_pb2.NamespaceOption(
         network=cri_pb2.NODE if spec.get("hostNetwork") else cri_pb2.POD,
-        pid=pid, ipc=cri_pb2.NODE if spec.get("hostIPC") else cri_pb2.POD)
+        pid=pid, ipc=cri_pb2.NODE if spec.get("hostIPC") else cri_pb2.POD,
+        target_id=target_id if pid == cri_pb2.TARGET else "")
 
 
 def _supplemental_groups(pod_sc: dict[str, Any]) -> list[int]:
@@ -415,6 +421,7 @@ def _seccomp(profile: dict[str, Any] | None) -> cri_pb2.SecurityProfile:
 
 def container_security_context(pod: dict[str, Any], container: dict[str, Any],
                                image_uid: int | None = None, image_username: str = "",
+                               target_id: str = "",
                                ) -> cri_pb2.LinuxContainerSecurityContext:
     effective = effective_security_context(pod, container)
     caps = effective.get("capabilities") or {}
@@ -425,7 +432,7 @@ def container_security_context(pod: dict[str, Any], container: dict[str, Any],
                                         drop_capabilities=caps.get("drop") or []),
         privileged=privileged,
         readonly_rootfs=bool(effective.get("readOnlyRootFilesystem")),
-        namespace_options=namespace_options(pod),
+        namespace_options=namespace_options(pod, target_id),
         supplemental_groups=_supplemental_groups(
             (pod.get("spec") or {}).get("securityContext") or {}),
         no_new_privs=effective.get("allowPrivilegeEscalation") is False,
@@ -499,12 +506,13 @@ def container_config(pod: dict[str, Any], container: dict[str, Any],
                      envs: list[cri_pb2.KeyValue], restart_count: int, log_path: str, *,
                      image_ref: str = "", image_uid: int | None = None,
                      image_username: str = "", memory_capacity: int | None = None,
-                     ) -> cri_pb2.ContainerConfig:
+                     target_id: str = "") -> cri_pb2.ContainerConfig:
     """The ContainerConfig for one run of `container`. `image_ref` is the image id the runtime
     resolved (the spec's image when empty); `image_uid`/`image_username` are the image's user
     (for the runAsNonRoot check); `memory_capacity` the node's memory (for Burstable
     oom_score_adj; this host's MemTotal by default). `log_path` is relative to the sandbox's
-    log directory (`<container>/<restart>.log`). Raises ContainerConfigError."""
+    log directory (`<container>/<restart>.log`); `target_id` the container whose PID
+    namespace an ephemeral container joins. Raises ContainerConfigError."""
     verify_run_as_non_root(pod, container, image_uid, image_username)
     command, args = command_and_args(container, envs)
     return cri_pb2.ContainerConfig(
@@ -522,7 +530,7 @@ def container_config(pod: dict[str, Any], container: dict[str, Any],
         linux=cri_pb2.LinuxContainerConfig(
             resources=linux_resources(pod, container, memory_capacity),
             security_context=container_security_context(pod, container, image_uid,
-                                                         image_username)))
+                                                         image_username, target_id)))
 
 
 def mount_propagation(value: str | None) -> int:

@@ -246,6 +246,13 @@ def pod_status(pod: dict[str, Any], view: PodView, now: str) -> dict[str, Any]:
     if init:
         status["initContainerStatuses"] = init
     status["containerStatuses"] = regular
+    # debug containers: reported, but they count for neither the phase nor readiness
+    ephemeral = [container_status(c, view.containers.get(c["name"], ContainerView()))
+                 for c in spec.get("ephemeralContainers") or []]
+    if ephemeral:
+        for item in ephemeral:
+            item["ready"] = False
+        status["ephemeralContainerStatuses"] = ephemeral
     return status
 
 

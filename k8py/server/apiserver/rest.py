@@ -256,6 +256,9 @@ REQUESTER_FIELDS = {("certificates.k8s.io", "certificatesigningrequests"): _requ
 
 # Kinds whose DELETE answers with the deleted object, not a Status (upstream's stores with
 # ReturnDeletedObject: pkg/registry/*/*/storage/storage.go); typed clients decode it so.
+# subresources read and written as their whole object
+PLAIN_SUBRESOURCES = (None, "status", "approval", "ephemeralcontainers")
+
 RETURNS_DELETED_OBJECT = {
     ("", "pods"), ("", "services"), ("", "serviceaccounts"), ("", "namespaces"),
     ("", "persistentvolumes"), ("", "persistentvolumeclaims"), ("", "resourcequotas"),
@@ -322,6 +325,27 @@ def _marked_for_deletion(resource: Resource, obj: dict, policy: str) -> dict | N
     return marked
 
 
+def _ephemeral_containers_only(body: dict, current: dict, subresource: str | None) -> dict:
+    """A pod's ephemeral containers change through pods/ephemeralcontainers, and nothing
+    else does there (upstream's dropNonEphemeralContainerUpdates); the main resource keeps
+    them as they are."""
+    source, spec_from = (current, body) if subresource == "ephemeralcontainers" else \
+        (body, current)
+    if subresource not in (None, "ephemeralcontainers"):
+        return body
+    spec = {k: v for k, v in (source.get("spec") or {}).items() if k != "ephemeralContainers"}
+    ephemeral = (spec_from.get("spec") or {}).get("ephemeralContainers")
+    if ephemeral:
+        spec["ephemeralContainers"] = ephemeral
+    if subresource is None:
+        return {**body, "spec": spec}
+    metadata = {**current["metadata"]}
+    wanted = (body.get("metadata") or {}).get("resourceVersion")
+    if wanted:
+        metadata["resourceVersion"] = wanted
+    return {**current, "metadata": metadata, "spec": spec}
+
+
 class RestHandler:
     # pods/log, exec, attach, portforward: set by the application (`app.make_app`)
     pod_proxy: podproxy.PodProxy | None = None
@@ -370,7 +394,7 @@ class RestHandler:
                 raise errors.ServiceUnavailable(f"pods/{target.subresource} is not served here")
             return await self.pod_proxy.serve(request, target.namespace, target.name,
                                               target.subresource)
-        plain = target.subresource in (None, "status", "approval")
+        plain = target.subresource in PLAIN_SUBRESOURCES
         if request.method == "GET" and plain:
             if target.name is None:
                 if queryparams.boolean(request.query, "watch"):
@@ -417,7 +441,11 @@ class RestHandler:
         if target.subresource == "approval" and method not in ("GET", "PUT", "PATCH"):
             raise errors.MethodNotAllowed("the approval subresource allows get, update and "
                                           "patch")
-        if target.subresource not in (None, "status", "approval"):
+        if target.subresource == "ephemeralcontainers" and method not in ("GET", "PUT",
+                                                                          "PATCH"):
+            raise errors.MethodNotAllowed("the ephemeralcontainers subresource allows get, "
+                                          "update and patch")
+        if target.subresource not in PLAIN_SUBRESOURCES:
             raise errors.MethodNotAllowed(
                 f"the {target.subresource} subresource is not served yet"
             )
@@ -707,6 +735,8 @@ class RestHandler:
                             current: dict, applied: bool = False) -> dict[str, Any]:
         resource = target.resource
         body = self.service_ips.carry_over(resource, body, current)
+        if resource.kind == "Pod" and not resource.group:
+            body = _ephemeral_containers_only(body, current, target.subresource)
         new = meta.prepare_update(resource, body, current)
         if applied:
             new["metadata"]["managedFields"] = body["metadata"].get("managedFields", [])

@@ -6,6 +6,7 @@ there for them. The client is synchronous: its calls run in threads beside the s
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from kubernetes import client, config
@@ -110,3 +111,62 @@ async def test_deferred_delete_is_200_with_the_object(client_):
 @pytest.fixture
 def client_(client):
     return client
+
+
+async def test_ephemeral_containers_through_their_subresource(api_client):
+    """pods/ephemeralcontainers adds debug containers (as `kubectl debug` does, with a
+    strategic merge patch), changes nothing else, and refuses to change or remove one."""
+    core = client.CoreV1Api(api_client)
+    await run(core.create_namespaced_pod, "default", pod("target"))
+    patch = {"spec": {"ephemeralContainers": [{
+        "name": "debugger", "image": "busybox", "targetContainerName": "c",
+        "stdin": True, "tty": True}]}}
+    patched = await run(core.patch_namespaced_pod_ephemeralcontainers, "target", "default",
+                        patch)
+    [debugger] = patched.spec.ephemeral_containers
+    assert debugger.target_container_name == "c"
+    assert debugger.termination_message_path == "/dev/termination-log"
+    assert patched.metadata.managed_fields[-1].subresource == "ephemeralcontainers"
+    read = await run(core.read_namespaced_pod_ephemeralcontainers, "target", "default")
+    assert [c.name for c in read.spec.ephemeral_containers] == ["debugger"]
+
+    # the main resource neither changes nor drops them
+    body = await run(core.read_namespaced_pod, "target", "default")
+    body.spec.ephemeral_containers = None
+    body.metadata.labels = {"seen": "yes"}
+    replaced = await run(core.replace_namespaced_pod, "target", "default", body)
+    assert [c.name for c in replaced.spec.ephemeral_containers] == ["debugger"]
+
+    # the subresource changes only them
+    changed = await run(core.patch_namespaced_pod_ephemeralcontainers, "target", "default",
+                        {"metadata": {"labels": {"seen": "no"}}, "spec": {
+                            "ephemeralContainers": [{"name": "second", "image": "busybox"}]}})
+    assert changed.metadata.labels == {"seen": "yes"}
+    assert [c.name for c in changed.spec.ephemeral_containers] == ["debugger", "second"]
+
+    async def refused(body) -> dict:
+        with pytest.raises(client.ApiException) as caught:
+            await run(core.replace_namespaced_pod_ephemeralcontainers, "target", "default",
+                      body)
+        assert caught.value.status == 422
+        return json.loads(caught.value.body)
+
+    current = await run(core.read_namespaced_pod, "target", "default")
+    current.spec.ephemeral_containers = current.spec.ephemeral_containers[:1]
+    status = await refused(current)
+    assert 'existing ephemeral containers "second" may not be removed' in status["message"]
+
+    current = await run(core.read_namespaced_pod, "target", "default")
+    current.spec.ephemeral_containers[0].image = "other"
+    status = await refused(current)
+    assert status["details"]["causes"][0]["field"] == "spec.ephemeralContainers[0]"
+
+    current = await run(core.read_namespaced_pod, "target", "default")
+    current.spec.ephemeral_containers.append(client.V1EphemeralContainer(
+        name="third", image="busybox", target_container_name="nope",
+        ports=[client.V1ContainerPort(container_port=80)]))
+    status = await refused(current)
+    fields = {c["field"]: c["message"] for c in status["details"]["causes"]}
+    assert fields["spec.ephemeralContainers[2].targetContainerName"] == 'Not found: "nope"'
+    assert fields["spec.ephemeralContainers[2].ports"] == \
+        "Forbidden: cannot be set for an Ephemeral Container"
