@@ -18,26 +18,30 @@ reaches it with `pki.ensure_kubelet_client`'s certificate.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import ipaddress
 import logging
 import os
 import socket
 
-from k8py.api import errors, meta
+from k8py.api import errors
 from k8py.api.resources import Registry
 from k8py.lifecycle import Supervisor
 from k8py.server import pki
 from k8py.server.apiserver import app as apiserver
-from k8py.server.apiserver import advertising, apiservices, crds, podproxy
+from k8py.server.apiserver import advertising, apiservices, crds, podproxy, serviceips
 from k8py.client.client import Client
-from k8py.server.apiserver.authn import TokenFile
+from k8py.server.apiserver.authn import TokenFile, User
+from k8py.server.apiserver.genericstore import GenericStore, WriteContext
 from k8py.server.apiserver.inprocess import InProcessTransport
 from k8py.server.apiserver.storage import ObjectStore
+from k8py.server.apiserver.strategies import Strategies
 from k8py.server.store import open_backend
 from k8py.server.store.backend import Backend
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+API_SERVER = User("system:apiserver", ("system:masters",))
 
 log = logging.getLogger(__name__)
 
@@ -80,32 +84,32 @@ async def run_store(store: Backend, ready: asyncio.Event) -> None:
         log.info("store closed at revision %d", store.revision)
 
 
-async def bootstrap(store: Backend, registry: Registry, *, service_ip: str = "10.43.0.1",
+async def bootstrap(store: Backend, registry: Registry, *,
+                    service_cidr: str | ipaddress.IPv4Network = serviceips.SERVICE_CIDR,
                     https_port: int = 6443) -> None:
     """The system namespaces, the `kubernetes` Service in `default` (the first address of
     the service CIDR, 443 → the API server's port), the stored CRDs' resources in the
-    registry, and an APIService for every group-version served (`apiservices`)."""
+    registry, and an APIService for every group-version served (`apiservices`). Written
+    through the write path (admission, strategies), as the API server itself
+    (`kube-apiserver` in managedFields, as upstream's)."""
     objects = ObjectStore(store)
     stored_crds = await crds.load(registry, objects)
-    resource = registry.get("", "v1", "namespaces")
+    writes = GenericStore(registry, objects, Strategies(
+        registry, objects, serviceips.ServiceIPs(objects, service_cidr)))
+    context = WriteContext(user=API_SERVER, manager="kube-apiserver")
     for name in SYSTEM_NAMESPACES:
-        namespace = meta.prepare_create(resource, {"metadata": {"name": name}}, None)
-        try:
-            await objects.create(resource, namespace)
-        except errors.AlreadyExists:
-            pass
-    services = registry.get("", "v1", "services")
-    service = meta.prepare_create(services, {
-        "metadata": {"name": "kubernetes", "namespace": "default",
-                     "labels": {"component": "apiserver", "provider": "kubernetes"}},
-        "spec": {"clusterIP": service_ip, "clusterIPs": [service_ip],
-                 "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
-                 "ports": [{"name": "https", "port": 443, "protocol": "TCP",
-                            "targetPort": https_port}]}}, "default")
-    try:
-        await objects.create(services, service)
-    except errors.AlreadyExists:
-        pass
+        with contextlib.suppress(errors.AlreadyExists):
+            await writes.create(registry.get("", "v1", "namespaces"), None,
+                                {"metadata": {"name": name}}, context)
+    service_ip = str(next(ipaddress.IPv4Network(service_cidr).hosts()))
+    with contextlib.suppress(errors.AlreadyExists):
+        await writes.create(registry.get("", "v1", "services"), "default", {
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                         "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"clusterIP": service_ip, "clusterIPs": [service_ip],
+                     "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
+                     "ports": [{"name": "https", "port": 443, "protocol": "TCP",
+                                "targetPort": https_port}]}}, context)
     await apiservices.ensure_builtin(objects, registry)
     for crd in stored_crds:
         await apiservices.crd_written(objects, registry, crd)
@@ -117,7 +121,7 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
     """Serve the API; `handler` receives the REST handler, for in-process clients."""
     await store_ready.wait()
     registry = Registry()
-    await bootstrap(store, registry, service_ip=str(next(config.service_cidr.hosts())),
+    await bootstrap(store, registry, service_cidr=config.service_cidr,
                     https_port=config.https_listen_port)
     app = apiserver.make_app(store, tokens, registry, service_cidr=config.service_cidr,
                              node_port_range=config.service_node_port_range,

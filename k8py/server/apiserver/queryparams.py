@@ -5,13 +5,17 @@ Every number is an int64 (`strconv.ParseInt`): anything else, or a value outside
 int64) or a float such as `nan` that compares with nothing. Booleans take what Go's
 `strconv.ParseBool` takes (`1`, `t`, `true`, `True`, `TRUE`, and the false forms; the Python
 client sends `True`). An empty value is the same as an absent one.
+
+Also the option sets built from several parameters: `dryRun`, the selectors (`matcher`) and
+DeleteOptions (`delete_options`, body and query together).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from k8py.api import errors
+from k8py.api import errors, pruning, schemas, selectors
 
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 _TRUE = {"1", "t", "T", "true", "True", "TRUE"}
@@ -46,3 +50,50 @@ def boolean(query: Mapping[str, str], name: str) -> bool:
     if value in _TRUE:
         return True
     raise errors.BadRequest(f"invalid {name}: {value[:40]!r} is not a boolean")
+
+
+def dry_run(query) -> bool:
+    """`dryRun=All` (repeated or not); any other value is a 400."""
+    values = query.getall("dryRun", [])
+    for value in values:
+        if value != "All":
+            raise errors.BadRequest(f'unsupported dryRun value "{value}": only "All" is allowed')
+    return bool(values)
+
+
+def matcher(query: Mapping[str, str]) -> Callable[[dict[str, Any]], bool] | None:
+    """The label and field selectors' test for objects, or None when there is none."""
+    if not query.get("labelSelector") and not query.get("fieldSelector"):
+        return None
+    try:
+        label = selectors.label_matcher(query.get("labelSelector", ""))
+        field = selectors.field_matcher(query.get("fieldSelector", ""))
+    except ValueError as exc:
+        raise errors.BadRequest(str(exc)) from None
+    return lambda obj: label(obj) and field(obj)
+
+
+PROPAGATION_POLICIES = (None, "Background", "Foreground", "Orphan")
+
+
+def delete_options(query: Mapping[str, str], body: Any) -> dict[str, Any]:
+    """A delete's DeleteOptions as upstream reads them: the body's (typed against the
+    schema, so `gracePeriodSeconds: "x"` is a 400), then the query's for what the body left
+    out (the Python client sends `gracePeriodSeconds` and `propagationPolicy` there)."""
+    if body is not None and not isinstance(body, dict):
+        raise errors.BadRequest("DeleteOptions must be an object")
+    options = dict(body or {})
+    try:
+        pruning.prune(options, schemas.for_kind("", "v1", "DeleteOptions"))
+    except pruning.TypeMismatch as exc:
+        raise errors.BadRequest(f"DeleteOptions cannot be decoded: {exc}") from None
+    if options.get("gracePeriodSeconds") is None:
+        options["gracePeriodSeconds"] = int64(query, "gracePeriodSeconds")
+    if not options.get("propagationPolicy"):
+        options["propagationPolicy"] = query.get("propagationPolicy") or None
+    if options.get("orphanDependents") is None and query.get("orphanDependents"):
+        options["orphanDependents"] = boolean(query, "orphanDependents")
+    if options["propagationPolicy"] not in PROPAGATION_POLICIES:
+        raise errors.BadRequest(
+            f"propagationPolicy {options['propagationPolicy']!r} is not supported")
+    return options

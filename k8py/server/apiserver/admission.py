@@ -1,0 +1,68 @@
+"""Admission: the chain every write passes through, in upstream's two phases.
+
+A write (create, update, patch, apply, delete, and the subresources that write: status,
+scale, binding, eviction, ephemeralcontainers, approval, finalize) is described by
+`Attributes` and shown to each plugin twice:
+- `admit` (mutating): before the kind's strategy prepares the object; a plugin may return a
+  changed object, which the next plugin and the strategy see;
+- `validate` (validating): after the strategy prepared and validated it, just before the
+  store; a plugin may only refuse.
+A plugin refuses by raising a `k8py.api.errors.StatusError` (upstream answers 403 Forbidden
+for most refusals); the write then does nothing. The chain is empty for now; the security
+work (RBAC-aware admission, NodeRestriction, ServiceAccount) plugs in here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from k8py.api.resources import Resource
+from k8py.server.apiserver.authn import User
+
+CREATE, UPDATE, DELETE, CONNECT = "CREATE", "UPDATE", "DELETE", "CONNECT"
+
+
+@dataclasses.dataclass(frozen=True)
+class Attributes:
+    """What is being written, by whom (upstream's admission.Attributes)."""
+    operation: str
+    resource: Resource
+    subresource: str | None
+    namespace: str | None
+    name: str | None
+    object: dict[str, Any] | None
+    old_object: dict[str, Any] | None
+    user: User | None
+    dry_run: bool = False
+
+
+class Plugin(Protocol):
+    name: str
+
+    async def admit(self, attributes: Attributes) -> dict[str, Any] | None:
+        """The object as this plugin wants it (None: unchanged); raise to refuse."""
+
+    async def validate(self, attributes: Attributes) -> None:
+        """Raise to refuse."""
+
+
+class Chain:
+    """The plugins, in order: every `admit`, then (after the strategy) every `validate`."""
+
+    def __init__(self, plugins: Sequence[Plugin] = ()):
+        self.plugins = list(plugins)
+
+    async def admit(self, attributes: Attributes) -> dict[str, Any] | None:
+        """The object after every mutating plugin (attributes.object when none changed it)."""
+        obj = attributes.object
+        for plugin in self.plugins:
+            changed = await plugin.admit(dataclasses.replace(attributes, object=obj))
+            if changed is not None:
+                obj = changed
+        return obj
+
+    async def validate(self, attributes: Attributes) -> None:
+        for plugin in self.plugins:
+            await plugin.validate(attributes)
