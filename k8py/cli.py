@@ -9,6 +9,7 @@ traceback for the operator's mistakes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 import sys
@@ -187,32 +188,37 @@ def _agent_joined(debug: bool, flags: dict) -> None:
     as a node with the issued client certificate; the kubelet server uses the issued serving
     certificate, so logs, exec and port-forward work through the API server."""
     from k8py.agent import daemon as agent_daemon
-    from k8py.agent.config import AgentConfig, detect_node_ip
     from k8py.api.meta import DNS1123_SUBDOMAIN
     from k8py.client.client import Client
 
-    labels = tuple(tuple(item.split("=", 1)) for item in _node_labels(flags["node_label"]))
+    config = _agent_config(flags)
     hostname = socket.gethostname().lower()
-    node_name = (flags["node_name"] or hostname)
-    node_ip = str(flags["node_ip"]) if flags["node_ip"] else detect_node_ip()
     hostnames = (hostname,) if DNS1123_SUBDOMAIN.match(hostname) else ()
     _setup_logging(debug)
 
     async def run() -> None:
-        credentials = await _join(flags, node_name, (node_ip,), hostnames)
-        config = AgentConfig(
-            data_dir=flags["data_dir"], node_name=node_name, node_ip=node_ip,
-            cluster_dns=str(flags["cluster_dns"]), cluster_domain=flags["cluster_domain"],
-            container_runtime_endpoint=flags["container_runtime_endpoint"], node_labels=labels,
-            tls_cert=credentials.serving_cert, tls_key=credentials.serving_key,
+        credentials = await _join(flags, config.node_name, (config.node_ip,), hostnames)
+        node_config = dataclasses.replace(
+            config, tls_cert=credentials.serving_cert, tls_key=credentials.serving_key,
             client_ca=credentials.ca_cert)
         client = Client(credentials.transport(flags["server"]), field_manager="k8py-kubelet")
         try:
-            await agent_daemon.run(config, client)
+            await agent_daemon.run(node_config, client)
         finally:
             await client.close()
 
     _run(run())
+
+
+def _agent_config(flags: dict):
+    from k8py.agent.config import agent_config
+
+    return agent_config(
+        data_dir=flags["data_dir"], node_name=flags["node_name"] or "",
+        node_ip=str(flags["node_ip"]) if flags["node_ip"] else "",
+        cluster_dns=str(flags["cluster_dns"]), cluster_domain=flags["cluster_domain"],
+        container_runtime_endpoint=flags["container_runtime_endpoint"],
+        node_labels=_node_labels(flags["node_label"]))
 
 
 def _agent_with_kubeconfig(debug: bool, flags: dict) -> None:
@@ -220,17 +226,10 @@ def _agent_with_kubeconfig(debug: bool, flags: dict) -> None:
     names, with that kubeconfig's credentials. No kubelet certificate comes with it, so such
     a node serves no logs, exec or port-forward (join with --server/--token for those)."""
     from k8py.agent import daemon as agent_daemon
-    from k8py.agent.config import AgentConfig, detect_node_ip
     from k8py.client.client import Client
 
-    labels = tuple(tuple(item.split("=", 1)) for item in _node_labels(flags["node_label"]))
+    config = _agent_config(flags)
     transport = _kubeconfig_transport(flags["kubeconfig"], "k8py-kubelet")
-    config = AgentConfig(
-        data_dir=flags["data_dir"],
-        node_name=(flags["node_name"] or socket.gethostname()).lower(),
-        node_ip=str(flags["node_ip"]) if flags["node_ip"] else detect_node_ip(),
-        cluster_dns=str(flags["cluster_dns"]), cluster_domain=flags["cluster_domain"],
-        container_runtime_endpoint=flags["container_runtime_endpoint"], node_labels=labels)
     _setup_logging(debug)
 
     async def run() -> None:

@@ -1,7 +1,7 @@
 """`AgentConfig`: everything a node's agent needs to know, from flags or from the server.
 
 A plain frozen dataclass, so the embedded agent (built by `k8py server`) and a standalone
-agent hand the same thing to `k8py.agent.daemon.run`. Paths under the data dir follow the
+agent hand the same thing to `k8py.agent.daemon.run`; both build it with `agent_config`. Paths under the data dir follow the
 layout in docs/architecture.md: `<data-dir>/agent/...`.
 """
 
@@ -66,6 +66,25 @@ class AgentConfig:
 
     def resolved_node_ip(self) -> str:
         return self.node_ip or detect_node_ip()
+
+
+def agent_config(*, data_dir: str, node_name: str = "", node_ip: str = "",
+                 cluster_dns: str = "10.43.0.10", cluster_domain: str = "cluster.local",
+                 container_runtime_endpoint: str | None = None,
+                 node_labels: tuple[str, ...] = (), kubelet_port: int = 10250,
+                 is_server: bool = False, tls_cert: str = "", tls_key: str = "",
+                 client_ca: str = "") -> AgentConfig:
+    """The one place an agent's configuration is assembled, from what `k8py agent`'s flags
+    or `k8py server`'s (for its embedded agent) say: the node name (the hostname, lower
+    case, when none is given), the node address (detected when none is given) and the
+    `KEY=VALUE` node labels resolved."""
+    return AgentConfig(
+        data_dir=data_dir, node_name=(node_name or socket.gethostname()).lower(),
+        node_ip=node_ip or detect_node_ip(), cluster_dns=cluster_dns,
+        cluster_domain=cluster_domain, kubelet_port=kubelet_port,
+        container_runtime_endpoint=container_runtime_endpoint,
+        node_labels=tuple(tuple(item.split("=", 1)) for item in node_labels),
+        is_server=is_server, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca)
 
 
 def detect_node_ip() -> str:

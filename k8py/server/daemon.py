@@ -30,7 +30,8 @@ from k8py.api.resources import Registry
 from k8py.lifecycle import Supervisor
 from k8py.server import pki
 from k8py.server.apiserver import app as apiserver
-from k8py.server.apiserver import advertising, apiservices, crds, podproxy, serviceips
+from k8py.server.apiserver import apiservices, crds, podproxy, serviceips
+from k8py.server.controllers import advertising
 from k8py.client.client import Client
 from k8py.server.apiserver.authn import TokenFile, User
 from k8py.server.apiserver.genericstore import GenericStore, WriteContext
@@ -161,9 +162,11 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
 
 
 async def run_control_loops(config: ServerConfig, handler: asyncio.Future) -> None:
-    """The scheduler and controllers, on the in-process transport, while elected."""
+    """The controllers and, beside them on their informers, the scheduler, on the
+    in-process transport, while elected."""
     from k8py.server.controllers import manager
     from k8py.server.controllers.base import Settings
+    from k8py.server.scheduler.scheduler import Scheduler
 
     client = Client(InProcessTransport(await handler), field_manager="k8py-controller-manager")
     try:  # written by pki.ensure_pki before any daemon starts
@@ -179,29 +182,29 @@ async def run_control_loops(config: ServerConfig, handler: asyncio.Future) -> No
                         ca_cert_file=os.path.join(tls_dir, "server-ca.crt"),
                         ca_key_file=os.path.join(tls_dir, "server-ca.key"))
     only = [] if config.disable_controller_manager else None
-    await manager.run_elected(client, settings, scheduler=not config.disable_scheduler,
-                              only=only)
+    beside = {} if config.disable_scheduler else {
+        "the scheduler": lambda informers: Scheduler(client, informers).run}
+    await manager.run_elected(client, settings, only=only, beside=beside)
 
 
 async def run_agent(config: ServerConfig, handler: asyncio.Future, certs: pki.PKI) -> None:
     """The embedded agent: this host as a node, on the in-process transport."""
     from k8py.agent import daemon as agent
-    from k8py.agent.config import AgentConfig, detect_node_ip
+    from k8py.agent.config import agent_config
 
-    node_ip = str(config.node_ip) if config.node_ip else detect_node_ip()
-    node_name = (config.node_name or socket.gethostname()).lower()
-    serving_cert, serving_key = pki.ensure_kubelet_serving(
-        certs, os.path.join(config.data_dir, "agent"), node_name, (node_ip,))
-    labels = tuple(tuple(item.split("=", 1)) for item in config.node_label)
-    agent_config = AgentConfig(
-        data_dir=config.data_dir, node_name=node_name, node_ip=node_ip,
+    node_config = agent_config(
+        data_dir=config.data_dir, node_name=config.node_name,
+        node_ip=str(config.node_ip) if config.node_ip else "",
         cluster_dns=str(config.cluster_dns), cluster_domain=config.cluster_domain,
         kubelet_port=config.kubelet_port,
         container_runtime_endpoint=config.container_runtime_endpoint,
-        node_labels=labels, is_server=True, tls_cert=serving_cert, tls_key=serving_key,
-        client_ca=certs.ca_cert)
+        node_labels=config.node_label, is_server=True)
+    serving_cert, serving_key = pki.ensure_kubelet_serving(
+        certs, node_config.agent_dir, node_config.node_name, (node_config.node_ip,))
+    node_config = dataclasses.replace(node_config, tls_cert=serving_cert, tls_key=serving_key,
+                                      client_ca=certs.ca_cert)
     client = Client(InProcessTransport(await handler), field_manager="k8py-kubelet")
-    await agent.run(agent_config, client)
+    await agent.run(node_config, client)
 
 
 async def run(config: ServerConfig) -> None:

@@ -48,7 +48,7 @@ from k8py import tls
 from k8py.agent.config import AgentConfig
 from k8py.agent.kubelet import logs
 from k8py.api import errors
-from k8py.client import upgrading
+from k8py.net import upgrading
 from k8py.runtime import cri_pb2 as pb
 from k8py.runtime.cri import CriClient, CriError
 

@@ -40,7 +40,7 @@ from aiohttp import web
 
 from k8py.api import errors
 from k8py.api.resources import Resource
-from k8py.client import upgrading
+from k8py.net import upgrading
 from k8py.server.apiserver import queryparams
 from k8py.server.apiserver.storage import ObjectStore
 

@@ -1,5 +1,6 @@
-"""The control plane's loops in one place: the scheduler and every controller, sharing one
-set of informers (one watch and one cache per resource, however many controllers read it).
+"""The controllers in one place, sharing one set of informers (one watch and one cache per
+resource, however many controllers read it) with the loops that run beside them (the
+server daemon puts the scheduler there: `beside`).
 
 They run only while this server holds the `k8py-controller-manager` Lease in `kube-system`,
 so several servers sharing a store never run two sets of loops at once. Losing the lease
@@ -15,7 +16,7 @@ import asyncio
 import logging
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from k8py.client.client import Client
 from k8py.client.informer import SharedInformers
@@ -72,31 +73,34 @@ def build(client: Client, settings: Settings | None = None,
     return informers, controllers
 
 
+# loops that run beside the controllers, on their informers: what each is called in the log
+# ("the scheduler") -> a function of the informers that returns the loop
+Beside = Mapping[str, Callable[[SharedInformers], Callable[[], Awaitable[None]]]]
+
+
 async def run_loops(client: Client, settings: Settings | None = None,
-                    only: Iterable[str] | None = None, scheduler: bool = True) -> None:
+                    only: Iterable[str] | None = None, beside: Beside | None = None) -> None:
     """Start the informers, wait for their first lists, then run every loop."""
+    beside = beside or {}
     informers, controllers = build(client, settings, only)
-    loops = [c.run for c in controllers]
-    if scheduler:
-        from k8py.server.scheduler.scheduler import Scheduler
-        loops.append(Scheduler(client, informers).run)
+    loops = [c.run for c in controllers] + [make(informers) for make in beside.values()]
     informers.start()
     try:
         await informers.wait_synced()
         log.info("informers synced; starting %d controllers and %s", len(controllers),
-                 "the scheduler" if scheduler else "no scheduler")
+                 " and ".join(beside) or "no scheduler")
         await asyncio.gather(*(loop() for loop in loops))
     finally:
         await informers.stop()
 
 
 async def run_elected(client: Client, settings: Settings | None = None,
-                      scheduler: bool = True, only: Iterable[str] | None = None) -> None:
+                      only: Iterable[str] | None = None, beside: Beside | None = None) -> None:
     """`run_loops` while holding the controller-manager lease; forever."""
     identity = f"{socket.gethostname()}_{uuid.uuid4()}"
     elector = LeaderElector(client, "kube-system", "k8py-controller-manager", identity)
     try:
         while True:
-            await elector.run(lambda: run_loops(client, settings, only, scheduler=scheduler))
+            await elector.run(lambda: run_loops(client, settings, only, beside))
     finally:
         await elector.release()

@@ -24,6 +24,7 @@ from k8py.server.apiserver import app as apiserver
 from k8py.server.apiserver.inprocess import InProcessTransport
 from k8py.server.controllers import manager
 from k8py.server.controllers.base import Settings
+from k8py.server.scheduler.scheduler import Scheduler
 from tests.e2e.conftest import find_kubectl
 from tests.integration.inloop import running_apiserver
 
@@ -68,7 +69,9 @@ async def start_control_plane(tmp_path, *, nodes: int = 3, settings: Settings | 
             nodes_ready = asyncio.Event()
             tasks.append(asyncio.create_task(simulated.run(nodes_ready)))
             await asyncio.wait_for(nodes_ready.wait(), 10)
-            tasks.append(asyncio.create_task(manager.run_loops(client, settings)))
+            tasks.append(asyncio.create_task(manager.run_loops(
+                client, settings,
+                beside={"the scheduler": lambda informers: Scheduler(client, informers).run})))
             yield ControlPlane(client, simulated, kubeconfig, str(tmp_path),
                                server.certs.ca_cert)
         finally:

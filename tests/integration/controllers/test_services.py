@@ -19,7 +19,7 @@ from k8py.api import errors
 from k8py.api.resources import builtin
 from k8py.client.client import Client, Ref
 from k8py.server import daemon, pki
-from k8py.server.apiserver import advertising
+from k8py.server.controllers import advertising
 from k8py.server.apiserver.authn import TokenFile
 from k8py.server.apiserver.inprocess import InProcessTransport
 from k8py.server.controllers import manager
