@@ -57,7 +57,7 @@ from typing import Any
 from k8py.agent import cgroups
 from k8py.agent.config import AgentConfig
 from k8py.agent.kubelet import env as envs
-from k8py.agent.kubelet import specs, status
+from k8py.agent.kubelet import planner, specs, status
 from k8py.agent.kubelet.backoff import Backoff
 from k8py.agent.kubelet.events import Recorder
 from k8py.agent.kubelet.probes import ContainerProbes, run_handler
@@ -83,8 +83,9 @@ RESYNC = 30.0
 VOLUME_REFRESH = 10.0
 PLEG_PERIOD = 1.0
 ORPHAN_GRACE = 2  # seconds a container of a pod gone from the API gets to stop
-TERMINAL = ("Succeeded", "Failed")
-START_ERRORS = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
+# CRI container states, as the planner names them
+_STATES = {pb.CONTAINER_CREATED: planner.CREATED, pb.CONTAINER_RUNNING: planner.RUNNING,
+           pb.CONTAINER_EXITED: planner.EXITED, pb.CONTAINER_UNKNOWN: planner.UNKNOWN}
 
 
 class ContainerStartError(Exception):
@@ -99,10 +100,6 @@ def default_pull_policy(image: str) -> str:
     if "@" in name:
         return "IfNotPresent"
     return "Always" if ":" not in name or name.endswith(":latest") else "IfNotPresent"
-
-
-def restart_wanted(policy: str, exit_code: int) -> bool:
-    return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
 
 
 def grace_of(pod: dict[str, Any]) -> int:
@@ -230,45 +227,116 @@ class PodWorker:
     # --- sync -------------------------------------------------------------------------------
 
     async def sync(self) -> bool:
-        """One pass; True when the pod is gone and the worker can end."""
+        """One pass: observe, plan (`planner`), act; True when the pod is gone and the
+        worker can end."""
         pod = self.pod
-        if pod is None or pod["metadata"].get("deletionTimestamp"):
+        deleting = pod is None or bool(pod["metadata"].get("deletionTimestamp"))
+        sandboxes = [] if deleting else await self._sandboxes()
+        ready = [s for s in sandboxes if s.state == pb.SANDBOX_READY]
+        step = planner.plan_sandbox(
+            deleting=deleting, phase=(self.written or pod.get("status") or {}).get("phase")
+            if pod is not None else None, sandbox_ready=bool(ready),
+            host_network=bool(pod and pod["spec"].get("hostNetwork")),
+            network_ready=self.manager.network_ready.is_set())
+        if step == planner.TERMINATE:
             self.terminating = True
             await self.terminate(ORPHAN_GRACE if pod is None else grace_of(pod))
             return True
-        spec = pod["spec"]
-        phase = (self.written or pod.get("status") or {}).get("phase")
-        sandboxes = await self._sandboxes()
-        ready = [s for s in sandboxes if s.state == pb.SANDBOX_READY]
-        if phase in TERMINAL:
+        if step == planner.STOP_SANDBOX:
             # a finished pod keeps its object (and logs) but not its sandbox
             for sandbox in ready:
                 await self._stop_probes_all()
                 await self.cri.stop_pod_sandbox(sandbox.id)
             return False
         containers = await self._containers()
-        if not ready:
-            if not spec.get("hostNetwork") and not self.manager.network_ready.is_set():
-                # no CNI config yet (the node has no podCIDR): look again in a second
-                await self._write_status(containers)
-                self.schedule(1.0)
-                return False
+        if step == planner.WAIT_FOR_NETWORK:
+            await self._write_status(containers)  # ContainerCreating, and look again soon
+            self.schedule(1.0)
+            return False
+        if step == planner.START_SANDBOX:
             try:
                 await self._start_sandbox(sandboxes)
             except Exception:
                 await self._write_status(containers)  # ContainerCreating, not silence
                 raise
-            sandboxes = await self._sandboxes()
-            ready = [s for s in sandboxes if s.state == pb.SANDBOX_READY]
+            ready = [s for s in await self._sandboxes() if s.state == pb.SANDBOX_READY]
             containers = await self._containers()
         if ready:
             await self._adopt_sandbox(ready[-1])
             await self._refresh_volumes()
-        acted = await self._sync_containers(containers)
-        if acted:
+        plan = planner.plan_containers(pod["spec"], await self._observe_pod(containers))
+        await self._execute(plan)
+        if plan.acts:
             containers = await self._containers()
         await self._write_status(containers)
         return False
+
+    async def _observe_pod(self, containers: dict[str, list[pb.Container]]
+                           ) -> planner.PodState:
+        """What the planner needs: each container's instances (the newest read through
+        ContainerStatus), its probes, its waiting reason and its back-offs."""
+        seen = {}
+        backoff = self.manager.backoff
+        for container in self._all_specs():
+            name = container["name"]
+            instances, finished = [], None
+            for index, item in enumerate(containers.get(name, [])):
+                state, attempt, exit_code = _STATES.get(item.state), item.metadata.attempt, 0
+                if index == 0:
+                    observed = await self._observe(item)
+                    state = None if observed is None else _STATES.get(observed.state)
+                    if observed is not None:
+                        attempt, exit_code = observed.attempt, observed.exit_code
+                        if state == planner.EXITED:
+                            finished = observed.finished_at / 1e9
+                probes = self.probes.get(item.id)
+                instances.append(planner.Instance(
+                    item.id, state, attempt, exit_code, probed=probes is not None,
+                    probe_kill=(probes.kill_reason or "") if probes else ""))
+            key = (self.uid, name)
+            seen[name] = planner.Seen(
+                tuple(instances), waiting=self.waiting.get(name, ("",))[0],
+                start_backoff=backoff.remaining(key),
+                restart_backoff=backoff.remaining(key, finished) if finished else 0.0)
+        return planner.PodState(seen)
+
+    async def _execute(self, plan: planner.Plan) -> None:
+        """Carry the plan out over the CRI, in order."""
+        specs_by_name = {c["name"]: c for c in self._all_specs()}
+        for action in plan.actions:
+            if isinstance(action, planner.Start):
+                if action.restart:
+                    self.manager.backoff.next((self.uid, action.name))
+                await self._start(specs_by_name[action.name], action.attempt, action.older,
+                                  target_id=action.target)
+            elif isinstance(action, planner.Kill):
+                await self._kill(specs_by_name[action.name], action.id, self._grace(),
+                                 action.reason)
+            elif isinstance(action, planner.Remove):
+                await self.cri.remove_container(action.id)
+            elif isinstance(action, planner.WatchProbes):
+                self._watch_probes(specs_by_name[action.name], action.id,
+                                   self._was_ready(action.id))
+            elif isinstance(action, planner.StopProbes):
+                await self._stop_probes(action.id)
+            elif isinstance(action, planner.Settle):
+                self.waiting.pop(action.name, None)
+            elif isinstance(action, planner.CrashLoop):
+                await self._crash_loop(action.name)
+        if plan.requeue is not None:
+            self.schedule(plan.requeue)
+
+    async def _crash_loop(self, name: str) -> None:
+        delay = self.manager.backoff.delay((self.uid, name))
+        pod_name = f"{self.pod['metadata']['name']}_{self.pod['metadata']['namespace']}"
+        message = (f"back-off {int(delay)}s restarting failed container={name} "
+                   f"pod={pod_name}({self.uid})")
+        if self.waiting.get(name, ("",))[0] != planner.CRASH_LOOP:
+            await self.manager.recorder.event(
+                self.pod, "Warning", "BackOff",
+                f"Back-off restarting failed container {name} in pod {pod_name}({self.uid})",
+                name)
+        self.waiting[name] = (planner.CRASH_LOOP, message)
 
     async def _refresh_volumes(self) -> None:
         """configMap, secret, downwardAPI and projected volumes follow their sources: looked
@@ -335,109 +403,10 @@ class PodWorker:
                 f"{metadata['namespace']}_{metadata['name']}_{metadata['uid']}")
         return config
 
-    async def _sync_containers(self, containers: dict[str, list[pb.Container]]) -> bool:
-        """Start, restart or kill what needs it; True if anything was done."""
-        spec = self.pod["spec"]
-        policy = spec.get("restartPolicy", "Always")
-        for container in spec.get("initContainers") or []:
-            outcome = await self._sync_one(container, containers.get(container["name"], []),
-                                           policy, init=True)
-            if outcome != "done":
-                return outcome == "acted"
-        acted = False
-        for container in spec.get("containers") or []:
-            outcome = await self._sync_one(container, containers.get(container["name"], []),
-                                           policy, init=False)
-            acted = acted or outcome == "acted"
-        for container in spec.get("ephemeralContainers") or []:
-            outcome = await self._sync_ephemeral(container, containers)
-            acted = acted or outcome == "acted"
-        return acted
-
-    async def _sync_ephemeral(self, container: dict[str, Any],
-                              containers: dict[str, list[pb.Container]]) -> str:
-        """An ephemeral (debug) container runs once, never restarted, whatever its exit, as
-        upstream's; with a targetContainerName it joins that container's PID namespace, so
-        it waits for the target to run. "acted" or "wait"."""
-        name = container["name"]
-        if containers.get(name):
-            return "wait"
-        if self.waiting.get(name, ("",))[0] in START_ERRORS:
-            remaining = self.manager.backoff.remaining((self.uid, name))
-            if remaining > 0:
-                self.schedule(remaining)
-                return "wait"
-        target_id = ""
-        target = container.get("targetContainerName")
-        if target:
-            running = [c for c in containers.get(target, [])
-                       if c.state == pb.CONTAINER_RUNNING]
-            if not running:
-                self.schedule(1.0)
-                return "wait"
-            target_id = running[0].id
-        return await self._start(container, 0, [], target_id=target_id)
-
-    async def _sync_one(self, container: dict[str, Any], instances: list[pb.Container],
-                        policy: str, init: bool) -> str:
-        """"done" (an init container that succeeded), "acted", or "wait"."""
-        name = container["name"]
-        current = instances[0] if instances else None
-        if current is None:
-            if self.waiting.get(name, ("",))[0] in START_ERRORS:
-                remaining = self.manager.backoff.remaining((self.uid, name))
-                if remaining > 0:
-                    self.schedule(remaining)
-                    return "wait"
-            return await self._start(container, 0, instances)
-        observed = await self._observe(current)
-        if observed is None:
-            return "wait"
-        if observed.state == status.CRI_RUNNING:
-            probes = self.probes.get(current.id)
-            if probes is None:  # adopted: started before this agent did
-                self._watch_probes(container, current.id, self._was_ready(current.id))
-            elif probes.kill_reason:
-                await self._kill(container, current.id, self._grace(), probes.kill_reason)
-                return "acted"
-            return "wait"
-        if observed.state == status.CRI_CREATED:
-            # created but never started (the agent died in between): start it over
-            await self.cri.remove_container(current.id)
-            return await self._start(container, observed.attempt, instances[1:])
-        if observed.state != status.CRI_EXITED:
-            return "wait"
-        await self._stop_probes(current.id)
-        if init and observed.exit_code == 0:
-            return "done"
-        if init and policy == "Never":
-            return "wait"  # the pod has failed
-        if not restart_wanted("OnFailure" if init else policy, observed.exit_code):
-            self.waiting.pop(name, None)
-            return "wait"
-        key = (self.uid, name)
-        remaining = self.manager.backoff.remaining(key, observed.finished_at / 1e9)
-        if remaining > 0:
-            delay = self.manager.backoff.delay(key)
-            message = (f"back-off {int(delay)}s restarting failed container={name} "
-                       f"pod={self.pod['metadata']['name']}_"
-                       f"{self.pod['metadata']['namespace']}({self.uid})")
-            if self.waiting.get(name, ("",))[0] != "CrashLoopBackOff":
-                await self.manager.recorder.event(
-                    self.pod, "Warning", "BackOff",
-                    "Back-off restarting failed container " + name + " in pod " +
-                    f"{self.pod['metadata']['name']}_{self.pod['metadata']['namespace']}"
-                    f"({self.uid})", name)
-            self.waiting[name] = ("CrashLoopBackOff", message)
-            self.schedule(remaining)
-            return "wait"
-        self.manager.backoff.next(key)
-        return await self._start(container, observed.attempt + 1, instances)
-
     # --- one container ----------------------------------------------------------------------
 
     async def _start(self, container: dict[str, Any], attempt: int,
-                     older: list[pb.Container], target_id: str = "") -> str:
+                     older: tuple[str, ...] = (), target_id: str = "") -> None:
         name = container["name"]
         try:
             container_id = await self._create_and_start(container, attempt, target_id)
@@ -449,18 +418,17 @@ class PodWorker:
             else:
                 key = (self.uid, name)
                 self.schedule(max(1.0, self.manager.backoff.next(key)))
-            return "acted"
+            return
         self.waiting.pop(name, None)
         # keep the newest dead instance (for `kubectl logs --previous`), drop the rest
-        dead = [c for c in older if c.id != container_id]
-        for item in dead[1:]:
+        dead = [older_id for older_id in older if older_id != container_id]
+        for older_id in dead[1:]:
             try:
-                await self.cri.remove_container(item.id)
-                self._status_cache.pop(item.id, None)
+                await self.cri.remove_container(older_id)
+                self._status_cache.pop(older_id, None)
             except CriError as exc:
-                log.debug("removing container %s: %s", item.id[:13], exc.message)
+                log.debug("removing container %s: %s", older_id[:13], exc.message)
         self._watch_probes(container, container_id)
-        return "acted"
 
     async def _create_and_start(self, container: dict[str, Any], attempt: int,
                                 target_id: str = "") -> str:
