@@ -11,7 +11,7 @@ needs (k3s's ready channels):
 3. the Node (`kubelet.node.NodeStatusReporter`): registration, Lease every 10 s, status;
 4. the pod network: once the node has a `spec.podCIDR` (the node IPAM controller assigns it),
    the CNI config is written (`k8py.net.cni`) and `network_ready` set; the node turns Ready;
-5. pod workers (`kubelet.pods.PodManager`);
+5. pod workers (`kubelet.podmanager.PodManager`);
 6. the kubelet HTTPS server (`kubelet.server.serve`) when a serving certificate is given.
 
 Any part failing ends `run` with its error (the supervisor then stops everything). Stopping
@@ -28,7 +28,7 @@ from typing import Any
 from k8py.agent import airgap, containerd
 from k8py.agent.config import AgentConfig
 from k8py.agent.kubelet import node as nodes
-from k8py.agent.kubelet.pods import PodManager
+from k8py.agent.kubelet.podmanager import PodManager
 from k8py.client.client import Client
 from k8py.runtime.cri import CriClient
 

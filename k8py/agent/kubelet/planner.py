@@ -40,6 +40,16 @@ START_ERRORS = ("CreateContainerConfigError", "CreateContainerError", "RunContai
 CRASH_LOOP = "CrashLoopBackOff"
 
 
+class ContainerStartError(Exception):
+    """A container could not be started; `reason` is the waiting reason it reports
+    (ErrImagePull, CreateContainerConfigError, ...)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
 # --- what was observed -----------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)

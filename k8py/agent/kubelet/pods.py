@@ -1,73 +1,58 @@
-"""Pod workers: the pods bound to this node, run through the CRI.
+"""Pod workers: one per pod bound to this node, each a task that loops: wait for a reason (the
+pod changed, a container changed state, a probe flipped, a back-off ended, or 30 s passed),
+then `sync` once. Only the worker touches its pod's sandbox and containers, so two syncs of
+one pod never overlap. `podmanager.PodManager` keeps the workers.
 
-`PodManager` watches the pods with `spec.nodeName=<node>` (an informer with that field
-selector) and keeps one `PodWorker` per pod uid. A worker is a task that loops: wait for a
-reason (the pod changed, a container changed state, a probe flipped, a back-off ended, or 30 s
-passed), then `sync` once. Only the worker touches its pod's sandbox and containers, so two
-syncs of one pod never overlap.
-
-What the runtime holds is the truth: a sync lists the pod's sandboxes and containers by the
-labels every one of them carries (`io.kubernetes.pod.uid`, `io.kubernetes.container.name`, as
-upstream's kubelet sets them), reads the newest container of each name and the one before it
-(restartCount is the newest one's `attempt`; the one before gives `lastState`), and acts:
-
-1. no ready sandbox: prepare volumes, RunPodSandbox (CNI gives the pod its IP), stop and
-   remove older dead sandboxes;
-2. init containers in order: start the first that has not succeeded; a failed one is
-   restarted (restartPolicy Always/OnFailure, with back-off) or fails the pod (Never);
-3. containers: start those never started; restart exited ones as restartPolicy says, under
-   CrashLoopBackOff (`backoff.Backoff`: at once, then 10 s doubling to 5 min); kill those
-   whose liveness or startup probe failed (they then restart the same way);
+What the runtime holds is the truth. A sync observes, plans, then acts:
+1. observe: the pod's sandboxes and containers, listed by the labels every one of them
+   carries (`io.kubernetes.pod.uid`, `io.kubernetes.container.name`, as upstream's kubelet
+   sets them); the newest container of each name read through ContainerStatus (its
+   `attempt` is the restartCount; the one before gives `lastState`); the worker's probes,
+   waiting reasons and back-offs;
+2. plan (`planner`, pure): the sandbox step (tear down, stop a finished pod's sandbox, wait
+   for the network, start a sandbox), then the container actions (start, restart under
+   CrashLoopBackOff, kill on a failed probe, init containers in order, ephemeral ones once);
+3. act (`_execute`): each action over the CRI;
 4. status (`status.pod_status`), written with a status patch only when it changed.
 
-Starting a container: image (imagePullPolicy; a missing image is pulled through the CRI, and a
-failed pull is `ErrImagePull`, then `ImagePullBackOff` while backing off, never a hang: pulls
-have a deadline), environment (`env.resolve_env`), mounts (`volumes`), the CRI config
-(`specs.container_config`), CreateContainer, StartContainer, then the postStart hook (a failed
-hook kills the container, as upstream). Each step that fails leaves a waiting reason
-(CreateContainerConfigError, CreateContainerError, RunContainerError) and is retried with
-back-off.
+Starting a sandbox: volumes, RunPodSandbox (CNI gives the pod its IP), older dead sandboxes
+removed. Starting a container: image (`pulls.ensure_image`: imagePullPolicy, ErrImagePull
+then ImagePullBackOff, pulls with a deadline), environment (`env.resolve_env`), mounts
+(`volumes`), the CRI config (`specs.container_config`), CreateContainer, StartContainer,
+then the postStart hook (a failed hook kills the container, as upstream). Each step that
+fails leaves a waiting reason (CreateContainerConfigError, CreateContainerError,
+RunContainerError) and is retried with back-off.
 
 Termination (deletionTimestamp set, or the pod gone from the API): every running container
 gets its preStop hook, then StopContainer with what is left of the grace period (SIGTERM, then
 SIGKILL when it runs out); then StopPodSandbox, RemovePodSandbox, volume and cgroup cleanup,
 and the pod object is deleted with grace 0 and a uid precondition (so a new pod of the same
 name is never touched).
-
-Recovery: `pleg` (upstream's pod lifecycle event generator) relists all sandboxes and
-containers every second. A change wakes the pod's worker; a sandbox whose pod is not bound
-here any more (after the informer's first list) gets a worker with no pod, which tears it
-down. A restarted agent therefore adopts running pods as they are (same container ids, no
-restart), and cleans up after pods deleted while it was away. When containerd is down, CRI
-calls fail, syncs retry with back-off, and a restarted containerd is picked up by the next
-relist.
-
-The agent stopping (SIGTERM) leaves pods running, like upstream's kubelet.
 """
 
 from __future__ import annotations
+
+import typing
 
 import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
 from k8py.agent import cgroups
-from k8py.agent.config import AgentConfig
 from k8py.agent.kubelet import env as envs
-from k8py.agent.kubelet import planner, specs, status
-from k8py.agent.kubelet.backoff import Backoff
-from k8py.agent.kubelet.events import Recorder
+from k8py.agent.kubelet import planner, pulls, specs, status
+from k8py.agent.kubelet.planner import ContainerStartError
 from k8py.agent.kubelet.probes import ContainerProbes, run_handler
 from k8py.agent.kubelet.volumes import VolumeError
 from k8py.api import errors, timestamps
 from k8py.api.resources import builtin
-from k8py.client.client import Client
-from k8py.client.informer import Informer
 from k8py.runtime import cri_pb2 as pb
 from k8py.runtime.cri import CriError
+
+if typing.TYPE_CHECKING:
+    from k8py.agent.kubelet import podmanager
 
 log = logging.getLogger(__name__)
 
@@ -81,25 +66,10 @@ CONTAINER_NAME = "io.kubernetes.container.name"
 
 RESYNC = 30.0
 VOLUME_REFRESH = 10.0
-PLEG_PERIOD = 1.0
 ORPHAN_GRACE = 2  # seconds a container of a pod gone from the API gets to stop
 # CRI container states, as the planner names them
 _STATES = {pb.CONTAINER_CREATED: planner.CREATED, pb.CONTAINER_RUNNING: planner.RUNNING,
            pb.CONTAINER_EXITED: planner.EXITED, pb.CONTAINER_UNKNOWN: planner.UNKNOWN}
-
-
-class ContainerStartError(Exception):
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-def default_pull_policy(image: str) -> str:
-    name = image.rsplit("/", 1)[-1]
-    if "@" in name:
-        return "IfNotPresent"
-    return "Always" if ":" not in name or name.endswith(":latest") else "IfNotPresent"
 
 
 def grace_of(pod: dict[str, Any]) -> int:
@@ -110,7 +80,8 @@ def grace_of(pod: dict[str, Any]) -> int:
 
 
 class PodWorker:
-    def __init__(self, manager: PodManager, uid: str, pod: dict[str, Any] | None):
+    def __init__(self, manager: podmanager.PodManager, uid: str,
+                 pod: dict[str, Any] | None):
         self.manager = manager
         self.cri = manager.cri
         self.uid = uid
@@ -435,7 +406,9 @@ class PodWorker:
         pod, name = self.pod, container["name"]
         recorder = self.manager.recorder
         sandbox_config = self._sandbox_config()
-        await self._ensure_image(container, sandbox_config)
+        await pulls.ensure_image(self.cri, self.manager.recorder, self.manager.backoff,
+                                 self.manager.config.image_pull_timeout, self.pod, self.uid,
+                                 container, sandbox_config)
         try:
             paths = await self.manager.volumes.prepare(pod)
             mounts = self.manager.volumes.mounts(pod, container, paths)
@@ -489,51 +462,6 @@ class PodWorker:
                 await self._kill(container, container_id, self._grace(),
                                  f"FailedPostStartHook: {message}", pre_stop=False)
         return container_id
-
-    async def _ensure_image(self, container: dict[str, Any],
-                            sandbox_config: pb.PodSandboxConfig) -> None:
-        pod, name, image = self.pod, container["name"], container.get("image", "")
-        recorder, backoff = self.manager.recorder, self.manager.backoff
-        policy = container.get("imagePullPolicy") or default_pull_policy(image)
-        present = await self.cri.image_status(image)
-        if policy == "Never":
-            if present is None:
-                message = (f'Container image "{image}" is not present with pull policy of '
-                           "Never")
-                await recorder.event(pod, "Warning", "ErrImageNeverPull", message, name)
-                raise ContainerStartError("ErrImageNeverPull", message)
-            return
-        if present is not None and policy != "Always":
-            await recorder.event(pod, "Normal", "Pulled",
-                                 f'Container image "{image}" already present on machine', name)
-            return
-        key = (self.uid, "pull", name)
-        if present is None and backoff.remaining(key) > 0:
-            raise ContainerStartError("ImagePullBackOff", f'Back-off pulling image "{image}"')
-        await recorder.event(pod, "Normal", "Pulling", f'Pulling image "{image}"', name)
-        started = time.monotonic()
-        try:
-            await asyncio.wait_for(self.cri.pull_image(image, sandbox_config),
-                                   self.manager.config.image_pull_timeout)
-        except (CriError, asyncio.TimeoutError) as exc:
-            reason = exc.message if isinstance(exc, CriError) else \
-                f"no answer within {self.manager.config.image_pull_timeout:.0f} s"
-            if present is not None:
-                # no registry here: an image imported locally serves `Always` too
-                log.info("pod %s: pulling %s failed (%s); using the local image", self.name,
-                         image, reason)
-                await recorder.event(pod, "Normal", "Pulled",
-                                     f'Container image "{image}" already present on machine '
-                                     "(pull failed, using the local image)", name)
-                return
-            backoff.next(key)
-            message = f'Failed to pull image "{image}": {reason}'
-            await recorder.event(pod, "Warning", "Failed", message, name)
-            await recorder.event(pod, "Warning", "Failed", "Error: ErrImagePull", name)
-            raise ContainerStartError("ErrImagePull", message) from exc
-        await recorder.event(pod, "Normal", "Pulled",
-                             f'Successfully pulled image "{image}" in '
-                             f"{time.monotonic() - started:.3f}s", name)
 
     def _was_ready(self, container_id: str) -> bool | None:
         """The ready flag the API shows for this container, so adopting it after a restart
@@ -680,133 +608,3 @@ class PodWorker:
         except (errors.NotFound, errors.Conflict):
             return  # gone, or replaced by a pod of the same name
         self.written = new
-
-
-class PodManager:
-    def __init__(self, client: Client, cri, config: AgentConfig, *, node_name: str,
-                 node_ip: str, node: Callable[[], dict[str, Any] | None], volumes,
-                 network_ready: asyncio.Event, recorder: Recorder | None = None):
-        self.client = client
-        self.cri = cri
-        self.config = config
-        self.node_name = node_name
-        self.node_ip = node_ip
-        self.node = node
-        self.volumes = volumes
-        self.network_ready = network_ready
-        self.recorder = recorder or Recorder(client, node_name)
-        self.backoff = Backoff(config.backoff_base, config.backoff_max, config.backoff_reset)
-        self.lookup = envs.client_lookup(client)
-        self.pods = Informer(client, PODS, field_selector=f"spec.nodeName={node_name}")
-        self.services = Informer(client, SERVICES)
-        self.workers: dict[str, PodWorker] = {}
-        self._finished: dict[str, None] = {}  # uids whose worker ended (bounded)
-        self._seen: dict[str, dict[str, int]] = {}  # pleg: uid -> {id: state}
-
-    def services_for(self, pod: dict[str, Any]) -> list[dict[str, Any]]:
-        namespace = pod["metadata"]["namespace"]
-        found = self.services.list(namespace)
-        if namespace != "default":
-            found += [s for s in self.services.list("default")
-                      if s["metadata"]["name"] == "kubernetes"]
-        return found
-
-    # --- informer handlers ------------------------------------------------------------------
-
-    def _changed(self, pod: dict[str, Any]) -> None:
-        uid = pod["metadata"]["uid"]
-        if uid in self._finished:
-            return
-        worker = self.workers.get(uid)
-        if worker is None:
-            self._spawn(uid, pod)
-        else:
-            worker.update(pod)
-
-    def _deleted(self, pod: dict[str, Any]) -> None:
-        worker = self.workers.get(pod["metadata"]["uid"])
-        if worker is not None:
-            worker.update(None)
-
-    def _spawn(self, uid: str, pod: dict[str, Any] | None) -> PodWorker:
-        worker = PodWorker(self, uid, pod)
-        self.workers[uid] = worker
-        worker.task = asyncio.create_task(worker.run(), name=f"pod-{uid[:8]}")
-        worker.task.add_done_callback(lambda task, uid=uid: self._ended(uid, task))
-        return worker
-
-    def _ended(self, uid: str, task: asyncio.Task) -> None:
-        self.workers.pop(uid, None)
-        if not task.cancelled():
-            error = task.exception()
-            if error is not None:
-                log.error("pod worker %s failed: %r", uid, error)
-        self._finished[uid] = None
-        if len(self._finished) > 10000:
-            self._finished.pop(next(iter(self._finished)))
-
-    # --- pleg -------------------------------------------------------------------------------
-
-    async def relist(self) -> None:
-        sandboxes = await self.cri.list_pod_sandbox()
-        containers = await self.cri.list_containers()
-        seen: dict[str, dict[str, int]] = {}
-        for sandbox in sandboxes:
-            uid = sandbox.labels.get(POD_UID)
-            if uid:
-                seen.setdefault(uid, {})[sandbox.id] = sandbox.state
-        for container in containers:
-            uid = container.labels.get(POD_UID)
-            if uid:
-                seen.setdefault(uid, {})[container.id] = container.state
-        for uid, states in seen.items():
-            worker = self.workers.get(uid)
-            if worker is None:
-                if self._bound_here(uid) is None:
-                    self._finished.pop(uid, None)
-                    log.info("pod %s is not bound here any more: removing its sandbox", uid)
-                    self._spawn(uid, None)
-                continue
-            if self._seen.get(uid) != states:
-                worker.wake.set()
-        for uid in self._seen.keys() - seen.keys():
-            worker = self.workers.get(uid)
-            if worker is not None:
-                worker.wake.set()
-        self._seen = seen
-
-    def _bound_here(self, uid: str) -> dict[str, Any] | None:
-        for pod in self.pods.list():
-            if pod["metadata"]["uid"] == uid:
-                return pod
-        return None
-
-    async def pleg(self) -> None:
-        delay = PLEG_PERIOD
-        while True:
-            try:
-                await self.relist()
-                delay = PLEG_PERIOD
-            except CriError as exc:
-                log.warning("relisting containers: %s", exc.message)
-                delay = min(delay * 2, 10.0)
-            await asyncio.sleep(delay)
-
-    # --- running ----------------------------------------------------------------------------
-
-    async def run(self, ready: asyncio.Event | None = None) -> None:
-        self.pods.add_handlers(self._changed, lambda old, new: self._changed(new),
-                               self._deleted)
-        tasks = [asyncio.create_task(self.services.run()),
-                 asyncio.create_task(self.pods.run())]
-        try:
-            await self.pods.synced.wait()
-            tasks.append(asyncio.create_task(self.pleg()))
-            if ready is not None:
-                ready.set()
-            await asyncio.gather(*tasks)
-        finally:
-            workers = [w.task for w in self.workers.values() if w.task]
-            for task in tasks + workers:
-                task.cancel()
-            await asyncio.gather(*tasks, *workers, return_exceptions=True)

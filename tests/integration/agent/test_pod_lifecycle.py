@@ -10,7 +10,7 @@ import contextlib
 import pytest
 
 from k8py.agent.config import AgentConfig
-from k8py.agent.kubelet.pods import PodManager
+from k8py.agent.kubelet.podmanager import PodManager
 from k8py.agent.kubelet.volumes import VolumeManager
 from k8py.api.resources import builtin
 from k8py.client.client import Client

@@ -6,7 +6,7 @@ from __future__ import annotations
 from k8py.agent.kubelet import node, status
 from k8py.agent.kubelet.backoff import Backoff
 from k8py.agent.kubelet.planner import restart_wanted
-from k8py.agent.kubelet.pods import default_pull_policy
+from k8py.agent.kubelet.pulls import default_pull_policy
 from k8py.agent.kubelet.probes import Threshold, resolve_port
 from k8py.api.qos import pod_qos_class
 
