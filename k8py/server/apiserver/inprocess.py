@@ -8,8 +8,10 @@ JSON encoding and decoding, and authentication (the caller is the server itself,
 `system:k8py-controller-manager`). Bodies are copied on the way in, so a caller may pass an
 object it took from a cache.
 
-A watch reads the store's watch stream through `ObjectStore.watch`, whose decoded events are
-shared with every other watcher, HTTP or in process: a cache fed by it holds the same dicts.
+A watch follows the same rules as an HTTP watch (`watchserving.start`, `initial`,
+`transitions`) and reads the store's watch stream through `ObjectStore.watch`, whose decoded
+events are shared with every other watcher, HTTP or in process: a cache fed by it holds the
+same dicts.
 """
 
 from __future__ import annotations
@@ -19,15 +21,18 @@ from typing import Any
 
 from multidict import CIMultiDict, MultiDict
 
-from k8py.api import errors, selectors
 from k8py.api.jsondoc import clone
 from k8py.client.client import Event, Ref
 from k8py.server.apiserver.authn import USER_KEY, User
 from k8py.server.apiserver.rest import RestHandler, Target
-from k8py.server.apiserver.storage import parse_resource_version
-from k8py.server.apiserver.watchserving import transitions
+from k8py.server.apiserver import queryparams, watchserving
+from k8py.server.apiserver.storage import decode_bytes, parse_resource_version
 
 IDENTITY = User("system:k8py-controller-manager", ("system:masters",))
+
+
+def _everything(obj: dict) -> bool:
+    return True
 
 
 class Request(dict):
@@ -59,29 +64,22 @@ class InProcessTransport:
     async def watch(self, ref: Ref, query: Mapping[str, str]) -> AsyncIterator[list[Event]]:
         """Changes after `resourceVersion`, with the selectors' ADDED/DELETED transitions as
         an HTTP watch has them."""
+        matches = queryparams.matcher(query)
+        snapshot, watch = await watchserving.start(
+            self.handler.objects, ref.resource, ref.namespace,
+            parse_resource_version(query.get("resourceVersion")))
         try:
-            label = selectors.label_matcher(query.get("labelSelector", ""))
-            field = selectors.field_matcher(query.get("fieldSelector", ""))
-        except ValueError as exc:
-            raise errors.BadRequest(str(exc)) from None
-
-        selective = bool(query.get("labelSelector") or query.get("fieldSelector"))
-
-        def matches(obj: dict) -> bool:
-            return label(obj) and field(obj)
-
-        objects = self.handler.objects
-        revision = parse_resource_version(query.get("resourceVersion"))
-        if revision == 0:
-            items, revision, _ = await objects.list(ref.resource, ref.namespace,
-                                                    matches=matches)
-            if items:
-                yield [("ADDED", item) for item in items]
-        watch = objects.watch(ref.resource, ref.namespace, revision + 1)
-        try:
+            if snapshot is not None:
+                added = [("ADDED", obj if obj is not None else decode_bytes(item))
+                         for item, obj in watchserving.initial(snapshot.items, matches)]
+                snapshot = None  # shared with other watches: let it go
+                if added:
+                    yield added
             while True:
                 batch = [(event_type, event.object) for event_type, event
-                         in transitions(await watch.next(), matches, selective)]
+                         in watchserving.transitions(await watch.next(),
+                                                     matches or _everything,
+                                                     matches is not None)]
                 if batch:
                     yield batch
         finally:

@@ -111,6 +111,11 @@ def decode(kv: KeyValue) -> dict[str, Any]:
     return obj
 
 
+def decode_bytes(data: bytes) -> dict[str, Any]:
+    """An object from bytes `raw` made (resourceVersion already in), interned as `decode`."""
+    return json.loads(data, object_pairs_hook=_interned)
+
+
 def decode_as(resource: Resource, kv: KeyValue) -> dict[str, Any]:
     """The stored object as `resource`'s version serves it."""
     obj = decode(kv)

@@ -3,8 +3,9 @@
 - `resourceVersion` unset or "0": first an ADDED event for every existing object (upstream's
   "get state and start at most recent"), then changes. `resourceVersion=N`: changes after N.
 - With a label or field selector, an object that stops matching is sent as DELETED and one
-  that starts matching as ADDED, as upstream does (`transitions`, which the in-process
-  transport's watch uses too).
+  that starts matching as ADDED, as upstream does (`transitions`).
+These rules (`start`, `initial`, `transitions`) are the one set both transports follow: the
+HTTP watch here and the in-process one (`inprocess`).
 - A resourceVersion that is compacted, or a watcher that falls behind, gets one ERROR event
   carrying a 410 `Expired` Status, then the stream ends; the client relists.
 - `allowWatchBookmarks=true`: a BOOKMARK (an object of the watched kind holding only
@@ -41,7 +42,8 @@ from aiohttp import web
 from k8py.api import errors, tables
 from k8py.api.resources import Resource
 from k8py.server.apiserver import queryparams
-from k8py.server.apiserver.storage import ObjectStore, WatchEvent, line, parse_resource_version
+from k8py.server.apiserver.storage import (ObjectStore, ObjectWatch, Snapshot, WatchEvent,
+                                           decode_bytes, line, parse_resource_version)
 
 DEFAULT_TIMEOUT = 1800.0
 BOOKMARK_INTERVAL = 60.0
@@ -102,6 +104,33 @@ _MALLOC_TRIM = _malloc_trim()
 TRIM_AFTER = 64  # open watches: below this many, their memory is not worth a trim
 
 
+# --- the watch rules, for every transport (HTTP here, in process in `inprocess`) ------------
+
+async def start(objects: ObjectStore, resource: Resource, namespace: str | None,
+                revision: int) -> tuple[Snapshot | None, ObjectWatch]:
+    """Where a watch starts, by upstream's rules: without a resourceVersion (0), every
+    object that exists now (a snapshot of stored bytes, shared by the watches that start at
+    the same revision: keep it only while sending it) and then the changes after it; with
+    one, the changes after it. Raises Expired (410) when that revision is compacted."""
+    snapshot = None
+    if revision == 0:
+        snapshot = await objects.snapshot(resource, namespace)
+        revision = snapshot.revision
+    return snapshot, objects.watch(resource, namespace, revision + 1)
+
+
+def initial(items: list[bytes], matches) -> Iterator[tuple[bytes, dict[str, Any] | None]]:
+    """A watch's first events, all ADDED: (stored bytes, the object decoded when a selector
+    had to look at it, else None) for each object the selector matches."""
+    for item in items:
+        obj = None
+        if matches is not None:
+            obj = decode_bytes(item)
+            if not matches(obj):
+                continue
+        yield item, obj
+
+
 def transitions(events: list[WatchEvent], matches, selective: bool
                 ) -> Iterator[tuple[str, WatchEvent]]:
     """(event type to send, event) for the events a watcher with this selector sees: a
@@ -156,16 +185,12 @@ async def serve_watch(request: web.Request, objects: ObjectStore, resource: Reso
     include = query.get("includeObject", "Metadata")
     slots.acquire(user)
     try:
-        snapshot = None
-        if revision == 0:  # read before the headers go, so its errors are Statuses
-            snapshot = await objects.snapshot(resource, namespace)
-            revision = snapshot.revision
         render = _TableEvents(resource, include) if as_table else None
         response = web.StreamResponse(status=200)
         response.content_type = "application/json"
         response.enable_chunked_encoding()
-        try:
-            watch = objects.watch(resource, namespace, revision + 1)
+        try:  # before the headers go, so other errors are Statuses
+            snapshot, watch = await start(objects, resource, namespace, revision)
         except errors.Expired as exc:
             await response.prepare(request)
             await response.write(line("ERROR", exc.status()))
@@ -199,13 +224,11 @@ async def _initial(stream: _Stream, items: list[bytes], matches, render) -> None
     collection (each write waits for the client to drain the one before)."""
     chunk: list[bytes] = []
     size = 0
-    for item in items:
-        if matches is not None or render is not None:
-            obj = json.loads(item)
-            if matches is not None and not matches(obj):
-                continue
-        event = line("ADDED", render(obj)) if render is not None \
-            else b'{"type":"ADDED","object":' + item + b"}\n"
+    for item, obj in initial(items, matches):
+        if render is not None:
+            event = line("ADDED", render(obj if obj is not None else json.loads(item)))
+        else:
+            event = b'{"type":"ADDED","object":' + item + b"}\n"
         chunk.append(event)
         size += len(event)
         if size >= CHUNK_BYTES:
