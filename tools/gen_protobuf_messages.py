@@ -296,8 +296,12 @@ def generate(dirs: list[str], roots=None, always=None) -> str:
     names = tables.names(reachable)
     lines = [HEADER, "MESSAGES: dict[str, dict[int, tuple]] = {"]
     package = None
+    written: set[str] = set()
     for full in sorted(reachable, key=lambda f: (tables._rank(f.rsplit(".", 1)[0]),
                                                  reachable.index(f))):
+        if names[full] in written:
+            continue  # the same message as another package's, written once
+        written.add(names[full])
         if full.rsplit(".", 1)[0] != package:
             package = full.rsplit(".", 1)[0]
             lines.append(f"    # {package}")

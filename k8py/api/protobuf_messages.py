@@ -682,8 +682,6 @@ MESSAGES: dict[str, dict[int, tuple]] = {
                                         3: ("currentReplicas", I32, KEEP),
                                         4: ("desiredReplicas", I32, KEEP),
                                         5: ("currentCPUUtilizationPercentage", I32, KEEP)},
-    "CrossVersionObjectReference": {1: ("kind", S, KEEP), 2: ("name", S, KEEP),
-                                    3: ("apiVersion", S)},
 }
 
 # (apiVersion, kind) of a request body -> its message. DeleteOptions is accepted under any

@@ -23,7 +23,6 @@ import dataclasses
 import ipaddress
 import logging
 import os
-import socket
 
 from k8py.api import errors
 from k8py.api.resources import Registry

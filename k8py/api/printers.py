@@ -1,0 +1,240 @@
+"""Upstream's printers: the columns `kubectl get` shows for each kind, and how each cell is
+computed from an object (pkg/printers/internalversion/printers.go).
+
+Column names are in Title Case (kubectl upper-cases them), `priority: 1` marks the `-o wide`
+extras, ages are written as `duration.HumanDuration` writes them. Kinds without a printer get
+NAME and AGE, as upstream prints custom resources without printer columns; Roles and
+ClusterRoles, which have no printer upstream either, get the API server's default table
+(NAME, CREATED AT) as upstream's do. `tables` assembles the Table from these columns.
+"""
+
+from __future__ import annotations
+
+from k8py.api import cells
+from k8py.api.cells import Column
+from k8py.api.selectors import format_label_selector
+
+PRINTERS: dict[tuple[str, str], list[Column]] = {
+    ("", "pods"): [
+        cells.NAME,
+        ("Ready", "string", 0, cells.pod_ready),
+        ("Status", "string", 0, cells.pod_status),
+        ("Restarts", "string", 0, cells.pod_restarts),
+        cells.AGE,
+        ("IP", "string", 1, lambda o, n: cells.or_none(cells.get(o, "status", "podIP"))),
+        ("Node", "string", 1, lambda o, n: cells.or_none(cells.get(o, "spec", "nodeName"))),
+        ("Nominated Node", "string", 1,
+         lambda o, n: cells.or_none(cells.get(o, "status", "nominatedNodeName"))),
+        ("Readiness Gates", "string", 1, cells.pod_gates),
+    ],
+    ("apps", "deployments"): [
+        cells.NAME,
+        ("Ready", "string", 0, lambda o, n: f"{cells.get(o, 'status', 'readyReplicas', default=0)}/"
+                                            f"{cells.get(o, 'spec', 'replicas', default=1)}"),
+        ("Up-to-date", "integer", 0, cells.count("status", "updatedReplicas")),
+        ("Available", "integer", 0, cells.count("status", "availableReplicas")),
+        cells.AGE,
+        *cells.wide_workload("spec", "template", "spec"),
+    ],
+    ("apps", "replicasets"): [
+        cells.NAME,
+        ("Desired", "integer", 0, lambda o, n: cells.get(o, "spec", "replicas", default=1)),
+        ("Current", "integer", 0, cells.count("status", "replicas")),
+        ("Ready", "integer", 0, cells.count("status", "readyReplicas")),
+        cells.AGE,
+        *cells.wide_workload("spec", "template", "spec"),
+    ],
+    ("apps", "statefulsets"): [
+        cells.NAME,
+        ("Ready", "string", 0, lambda o, n: f"{cells.get(o, 'status', 'readyReplicas', default=0)}/"
+                                            f"{cells.get(o, 'spec', 'replicas', default=1)}"),
+        cells.AGE,
+        *cells.wide_workload("spec", "template", "spec")[:2],
+    ],
+    ("apps", "daemonsets"): [
+        cells.NAME,
+        ("Desired", "integer", 0, cells.count("status", "desiredNumberScheduled")),
+        ("Current", "integer", 0, cells.count("status", "currentNumberScheduled")),
+        ("Ready", "integer", 0, cells.count("status", "numberReady")),
+        ("Up-to-date", "integer", 0, cells.count("status", "updatedNumberScheduled")),
+        ("Available", "integer", 0, cells.count("status", "numberAvailable")),
+        ("Node Selector", "string", 0, lambda o, n: ",".join(
+            f"{k}={v}" for k, v in sorted(
+                cells.get(o, "spec", "template", "spec", "nodeSelector", default={}).items()))
+         or "<none>"),
+        cells.AGE,
+        *cells.wide_workload("spec", "template", "spec"),
+    ],
+    ("", "services"): [
+        cells.NAME,
+        ("Type", "string", 0, lambda o, n: cells.get(o, "spec", "type", default="ClusterIP")),
+        ("Cluster-IP", "string", 0, lambda o, n: cells.or_none(cells.get(o, "spec", "clusterIP"))),
+        ("External-IP", "string", 0, cells.external_ips),
+        ("Port(s)", "string", 0, cells.service_ports),
+        cells.AGE,
+        ("Selector", "string", 1, lambda o, n: ",".join(
+            f"{k}={v}" for k, v in sorted(cells.get(o, "spec", "selector", default={}).items()))
+         or "<none>"),
+    ],
+    ("", "namespaces"): [
+        cells.NAME,
+        ("Status", "string", 0, lambda o, n: cells.get(o, "status", "phase", default="")),
+        cells.AGE,
+    ],
+    ("", "nodes"): [
+        cells.NAME,
+        ("Status", "string", 0, cells.node_status),
+        ("Roles", "string", 0, cells.node_roles),
+        cells.AGE,
+        ("Version", "string", 0, lambda o, n: cells.get(o, "status", "nodeInfo", "kubeletVersion",
+                                                   default="")),
+        ("Internal-IP", "string", 1, cells.node_address("InternalIP")),
+        ("External-IP", "string", 1, cells.node_address("ExternalIP")),
+        ("OS-Image", "string", 1, lambda o, n: cells.get(o, "status", "nodeInfo", "osImage",
+                                                    default="<unknown>")),
+        ("Kernel-Version", "string", 1, lambda o, n: cells.get(o, "status", "nodeInfo",
+                                                          "kernelVersion", default="<unknown>")),
+        ("Container-Runtime", "string", 1, lambda o, n: cells.get(
+            o, "status", "nodeInfo", "containerRuntimeVersion", default="<unknown>")),
+    ],
+    ("", "configmaps"): [
+        cells.NAME,
+        ("Data", "integer", 0, lambda o, n: len(o.get("data") or {}) +
+         len(o.get("binaryData") or {})),
+        cells.AGE,
+    ],
+    ("", "secrets"): [
+        cells.NAME,
+        ("Type", "string", 0, lambda o, n: o.get("type", "Opaque")),
+        ("Data", "integer", 0, lambda o, n: len(o.get("data") or {})),
+        cells.AGE,
+    ],
+    ("", "serviceaccounts"): [
+        cells.NAME,
+        ("Secrets", "integer", 0, lambda o, n: len(o.get("secrets") or [])),
+        cells.AGE,
+    ],
+    ("", "endpoints"): [cells.NAME, ("Endpoints", "string", 0, cells.endpoints), cells.AGE],
+    ("batch", "jobs"): [
+        cells.NAME,
+        ("Status", "string", 0, cells.job_status),
+        ("Completions", "string", 0, cells.job_completions),
+        ("Duration", "string", 0, cells.job_duration),
+        cells.AGE,
+        *cells.wide_workload("spec", "template", "spec"),
+    ],
+    ("batch", "cronjobs"): [
+        cells.NAME,
+        ("Schedule", "string", 0, lambda o, n: cells.get(o, "spec", "schedule", default="")),
+        ("Timezone", "string", 0, lambda o, n: cells.get(o, "spec", "timeZone", default="<none>")),
+        ("Suspend", "boolean", 0, lambda o, n: cells.bool_text(cells.get(o, "spec", "suspend"))),
+        ("Active", "integer", 0, lambda o, n: len(cells.get(o, "status", "active", default=[]))),
+        ("Last Schedule", "string", 0, lambda o, n: cells.since(
+            cells.get(o, "status", "lastScheduleTime"), n) if cells.get(o, "status", "lastScheduleTime")
+         else "<none>"),
+        cells.AGE,
+        *cells.wide_workload("spec", "jobTemplate", "spec", "template", "spec")[:2],
+        ("Selector", "string", 1, lambda o, n: format_label_selector(
+            cells.get(o, "spec", "jobTemplate", "spec", "selector")) or "<none>"),
+    ],
+    ("discovery.k8s.io", "endpointslices"): [
+        cells.NAME,
+        ("AddressType", "string", 0, lambda o, n: o.get("addressType", "")),
+        ("Ports", "string", 0, cells.slice_ports),
+        ("Endpoints", "string", 0, cells.slice_endpoints),
+        cells.AGE,
+    ],
+    ("policy", "poddisruptionbudgets"): [
+        cells.NAME,
+        ("Min Available", "string", 0, cells.int_or_na("spec", "minAvailable")),
+        ("Max Unavailable", "string", 0, cells.int_or_na("spec", "maxUnavailable")),
+        ("Allowed Disruptions", "integer", 0, cells.count("status", "disruptionsAllowed")),
+        cells.AGE,
+    ],
+    ("apps", "controllerrevisions"): [
+        cells.NAME,
+        ("Controller", "string", 0, cells.controller_name),
+        ("Revision", "string", 0, lambda o, n: o.get("revision", 0)),
+        cells.AGE,
+    ],
+    ("networking.k8s.io", "ingresses"): [
+        cells.NAME,
+        ("Class", "string", 0, lambda o, n: cells.get(o, "spec", "ingressClassName",
+                                                 default="<none>")),
+        ("Hosts", "string", 0, cells.ingress_hosts),
+        ("Address", "string", 0, cells.load_balancer),
+        ("Ports", "string", 0, lambda o, n: "80, 443" if cells.get(o, "spec", "tls") else "80"),
+        cells.AGE,
+    ],
+    ("", "resourcequotas"): [
+        cells.NAME,
+        cells.AGE,
+        ("Request", "string", 0, cells.quota(limits=False)),
+        ("Limit", "string", 0, cells.quota(limits=True)),
+    ],
+    ("scheduling.k8s.io", "priorityclasses"): [
+        cells.NAME,
+        ("Value", "integer", 0, lambda o, n: o.get("value", 0)),
+        ("Global-Default", "boolean", 0, lambda o, n: bool(o.get("globalDefault", False))),
+        cells.AGE,
+        ("PreemptionPolicy", "string", 0, lambda o, n: o.get("preemptionPolicy", "")),
+    ],
+    **{("rbac.authorization.k8s.io", plural): [
+        cells.NAME,
+        ("Role", "string", 0, lambda o, n: f"{cells.get(o, 'roleRef', 'kind', default='')}/"
+                                           f"{cells.get(o, 'roleRef', 'name', default='')}"),
+        cells.AGE,
+        ("Users", "string", 1, cells.subjects("User")),
+        ("Groups", "string", 1, cells.subjects("Group")),
+        ("ServiceAccounts", "string", 1, cells.subjects("ServiceAccount")),
+    ] for plural in ("rolebindings", "clusterrolebindings")},
+    # no printer upstream: the API server's default table, cells.NAME and CREATED AT
+    **{("rbac.authorization.k8s.io", plural): [cells.NAME, ("Created At", "date", 0, cells.created_at)]
+       for plural in ("roles", "clusterroles")},
+    ("certificates.k8s.io", "certificatesigningrequests"): [
+        cells.NAME,
+        cells.AGE,
+        ("SignerName", "string", 0, lambda o, n: cells.get(o, "spec", "signerName", default="")),
+        ("Requestor", "string", 0, lambda o, n: cells.get(o, "spec", "username", default="")),
+        ("RequestedDuration", "string", 0, cells.csr_duration),
+        ("Condition", "string", 0, cells.csr_condition),
+    ],
+    ("apiregistration.k8s.io", "apiservices"): [
+        cells.NAME,
+        ("Service", "string", 0, cells.apiservice_service),
+        ("Available", "string", 0, cells.apiservice_available),
+        cells.AGE,
+    ],
+    ("autoscaling", "horizontalpodautoscalers"): [
+        cells.NAME,
+        ("Reference", "string", 0, cells.hpa_reference),
+        ("Targets", "string", 0, cells.hpa_targets),
+        ("MinPods", "string", 0, cells.hpa_min_pods),
+        ("MaxPods", "integer", 0, lambda o, n: cells.get(o, "spec", "maxReplicas", default=0)),
+        ("Replicas", "integer", 0, cells.count("status", "currentReplicas")),
+        cells.AGE,
+    ],
+    ("coordination.k8s.io", "leases"): [
+        cells.NAME,
+        ("Holder", "string", 0, lambda o, n: cells.get(o, "spec", "holderIdentity", default="")),
+        cells.AGE,
+    ],
+    ("", "events"): [
+        ("Last Seen", "string", 0, lambda o, n: cells.since(
+            o.get("lastTimestamp") or o.get("eventTime") or
+            cells.get(o, "metadata", "creationTimestamp"), n)),
+        ("Type", "string", 0, lambda o, n: o.get("type", "")),
+        ("Reason", "string", 0, lambda o, n: o.get("reason", "")),
+        ("Object", "string", 0, lambda o, n: f"{cells.get(o, 'involvedObject', 'kind', default='')}"
+                                             f"/{cells.get(o, 'involvedObject', 'name', default='')}"
+                                             .lower()),
+        ("Message", "string", 0, lambda o, n: (o.get("message") or "").strip()),
+    ],
+}
+# A ReplicationController prints as a ReplicaSet does (its selector is a plain map:
+# `cells.selector` reads both).
+PRINTERS[("", "replicationcontrollers")] = PRINTERS[("apps", "replicasets")]
+
+
+def columns_for(group: str, plural: str) -> list[Column]:
+    return PRINTERS.get((group, plural), [cells.NAME, cells.AGE])
