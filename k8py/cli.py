@@ -70,6 +70,8 @@ def cli() -> None:
         help="Cluster domain")
 @option("--tls-san", multiple=True, help="Extra name or IP for the serving certificate")
 @option("--disable-agent", is_flag=True, help="Run no agent on this host")
+@option("--disable-kube-proxy", is_flag=True,
+        help="Keep no Service rules in nftables on this host (another proxy does)")
 @option("--node-ip", "-i", type=IPAddress(), default=None,
         help="IP address to advertise for the node (default: the default route's)")
 @option("--node-label", multiple=True, metavar="KEY=VALUE",
@@ -138,6 +140,10 @@ def _node_labels(values: tuple[str, ...]) -> tuple[str, ...]:
         help="Service IP of cluster DNS")
 @option("--cluster-domain", type=DNSName(), default="cluster.local", show_default=True,
         help="Cluster domain")
+@option("--cluster-cidr", type=CIDR(), default="10.42.0.0/16", show_default=True,
+        help="Network for pod IPs (the server's --cluster-cidr)")
+@option("--disable-kube-proxy", is_flag=True,
+        help="Keep no Service rules in nftables on this host (another proxy does)")
 def agent(debug: bool, **flags) -> None:
     """Run a worker node that joins a server."""
     if not flags["kubeconfig"]:
@@ -218,7 +224,8 @@ def _agent_config(flags: dict):
         node_ip=str(flags["node_ip"]) if flags["node_ip"] else "",
         cluster_dns=str(flags["cluster_dns"]), cluster_domain=flags["cluster_domain"],
         container_runtime_endpoint=flags["container_runtime_endpoint"],
-        node_labels=_node_labels(flags["node_label"]))
+        node_labels=_node_labels(flags["node_label"]),
+        cluster_cidr=str(flags["cluster_cidr"]), service_proxy=not flags["disable_kube_proxy"])
 
 
 def _agent_with_kubeconfig(debug: bool, flags: dict) -> None:

@@ -26,6 +26,8 @@ class AgentConfig:
     tls_cert: str = ""  # kubelet serving certificate
     tls_key: str = ""
     client_ca: str = ""  # CA of clients the kubelet server accepts (the cluster CA)
+    cluster_cidr: str = "10.42.0.0/16"  # pods' network: what the proxy does not masquerade
+    service_proxy: bool = True  # keep the Service rules in nftables (`k8py.net.proxy`)
     # CrashLoopBackOff: the first restart is immediate, then base doubling up to max
     # (upstream's 10 s and 300 s); reset after `backoff_reset` seconds of running.
     backoff_base: float = 10.0
@@ -73,7 +75,8 @@ def agent_config(*, data_dir: str, node_name: str = "", node_ip: str = "",
                  container_runtime_endpoint: str | None = None,
                  node_labels: tuple[str, ...] = (), kubelet_port: int = 10250,
                  is_server: bool = False, tls_cert: str = "", tls_key: str = "",
-                 client_ca: str = "") -> AgentConfig:
+                 client_ca: str = "", cluster_cidr: str = "10.42.0.0/16",
+                 service_proxy: bool = True) -> AgentConfig:
     """The one place an agent's configuration is assembled, from what `k8py agent`'s flags
     or `k8py server`'s (for its embedded agent) say: the node name (the hostname, lower
     case, when none is given), the node address (detected when none is given) and the
@@ -84,7 +87,8 @@ def agent_config(*, data_dir: str, node_name: str = "", node_ip: str = "",
         cluster_domain=cluster_domain, kubelet_port=kubelet_port,
         container_runtime_endpoint=container_runtime_endpoint,
         node_labels=tuple(tuple(item.split("=", 1)) for item in node_labels),
-        is_server=is_server, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca)
+        is_server=is_server, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca,
+        cluster_cidr=cluster_cidr, service_proxy=service_proxy)
 
 
 def detect_node_ip() -> str:

@@ -11,8 +11,10 @@ needs (k3s's ready channels):
 3. the Node (`kubelet.node.NodeStatusReporter`): registration, Lease every 10 s, status;
 4. the pod network: once the node has a `spec.podCIDR` (the node IPAM controller assigns it),
    the CNI config is written (`k8py.net.cni`) and `network_ready` set; the node turns Ready;
-5. pod workers (`kubelet.podmanager.PodManager`);
-6. the kubelet HTTPS server (`kubelet.server.serve`) when a serving certificate is given.
+5. the Service proxy (`k8py.net.proxy`: the cluster's Services as nftables rules), unless
+   `--disable-kube-proxy`;
+6. pod workers (`kubelet.podmanager.PodManager`);
+7. the kubelet HTTPS server (`kubelet.server.serve`) when a serving certificate is given.
 
 Any part failing ends `run` with its error (the supervisor then stops everything). Stopping
 the agent leaves pods running: containerd's shims keep them, and a restarted agent adopts them.
@@ -113,6 +115,10 @@ async def run(config: AgentConfig, client: Client, ready: asyncio.Event | None =
             network_configured=network_ready.is_set)
         start("node", reporter.run())
         start("network", keep_network(config, reporter, network_ready))
+        if config.service_proxy:
+            from k8py.net.proxy import ServiceProxy
+
+            start("proxy", ServiceProxy(client, config.cluster_cidr).run())
         await until(reporter.registered)
         from k8py.agent.kubelet.volumes import VolumeManager
 

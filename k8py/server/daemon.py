@@ -63,6 +63,7 @@ class ServerConfig:
     container_runtime_endpoint: str | None = None
     kubelet_port: int = 10250
     disable_agent: bool = False
+    disable_kube_proxy: bool = False
     disable_scheduler: bool = False
     disable_controller_manager: bool = False
     token: str | None = None
@@ -197,7 +198,8 @@ async def run_agent(config: ServerConfig, handler: asyncio.Future, certs: pki.PK
         cluster_dns=str(config.cluster_dns), cluster_domain=config.cluster_domain,
         kubelet_port=config.kubelet_port,
         container_runtime_endpoint=config.container_runtime_endpoint,
-        node_labels=config.node_label, is_server=True)
+        node_labels=config.node_label, is_server=True,
+        cluster_cidr=str(config.cluster_cidr), service_proxy=not config.disable_kube_proxy)
     serving_cert, serving_key = pki.ensure_kubelet_serving(
         certs, node_config.agent_dir, node_config.node_name, (node_config.node_ip,))
     node_config = dataclasses.replace(node_config, tls_cert=serving_cert, tls_key=serving_key,

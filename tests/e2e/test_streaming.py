@@ -414,3 +414,67 @@ async def test_errors_are_statuses_not_hangs(env):
     assert code != 0 and 'node "simulated" has no kubelet endpoint' in err, err
     code, _, err = await env.kubectl("exec", "elsewhere", "--", "true", timeout=20)
     assert code != 0 and 'node "simulated" has no kubelet endpoint' in err, err
+
+
+# --- Services through the proxy's nftables rules (the same node, its own namespace) --------
+
+ECHO = ("mkdir -p /www && hostname > /www/index.html && httpd -f -p 8080 -h /www")
+
+
+async def _fetch(env: Env, pod: str, ip: str, port: int) -> tuple[int, str, str]:
+    """GET / from inside `pod` with busybox nc (its static wget cannot resolve even an IP
+    literal without NSS): (exit code, response body, stderr)."""
+    code, out, err = await env.kubectl(
+        "exec", pod, "--", "sh", "-c",
+        f"printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} {port}", timeout=20)
+    return code, out.replace("\r", "").split("\n\n", 1)[-1].strip(), err
+
+
+def _echo_pod(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": "echo"}},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                "name": "main", "image": BUSYBOX_IMAGE, "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", ECHO]}]}}
+
+
+async def test_services_reach_their_endpoints_and_refuse_without_any(env):
+    for name in ("echo-a", "echo-b"):
+        await env.apply(_echo_pod(name))
+    await env.run_pod("client", "sleep 3600")
+    await env.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo"},
+                     "spec": {"type": "NodePort", "selector": {"app": "echo"},
+                              "ports": [{"port": 80, "targetPort": 8080}]}})
+    await env.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "nobody"},
+                     "spec": {"selector": {"app": "nobody"}, "ports": [{"port": 81}]}})
+    echo, nobody = await env.get("service", "echo"), await env.get("service", "nobody")
+    cluster_ip, node_port = echo["spec"]["clusterIP"], echo["spec"]["ports"][0]["nodePort"]
+
+    async def both_answered():
+        seen = set()
+        for _ in range(12):
+            code, out, _ = await _fetch(env, "client", cluster_ip, 80)
+            if code == 0:
+                seen.add(out.strip())
+        return seen >= {"echo-a", "echo-b"} and seen
+    seen = await eventually(both_answered, timeout=60, interval=0.5,
+                            what="both backends answering through the ClusterIP")
+    assert seen == {"echo-a", "echo-b"}  # only the backends' own names, nothing else
+
+    async def node_port_answers():
+        with contextlib.suppress(OSError, asyncio.TimeoutError):
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(NODE_IP, node_port), 3)
+            writer.write(b"GET / HTTP/1.0\r\n\r\n")
+            data = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            return data.split(b"\r\n\r\n", 1)[-1].strip().decode() in ("echo-a", "echo-b")
+        return False
+    await eventually(node_port_answers, timeout=30, interval=0.5,
+                     what="the NodePort answering on the node's address")
+
+    # no endpoints: refused at once, not a timeout
+    started = asyncio.get_running_loop().time()
+    code, out, err = await _fetch(env, "client", nobody["spec"]["clusterIP"], 81)
+    assert code != 0 and "refused" in (out + err).lower(), (code, out, err)
+    assert asyncio.get_running_loop().time() - started < 8

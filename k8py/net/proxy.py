@@ -1,0 +1,118 @@
+"""The Service proxy: every agent keeps its node's nftables table in step with the cluster's
+Services and EndpointSlices (kube-proxy's job, in its nftables mode).
+
+Two informers (Services, EndpointSlices) feed one loop: any change marks the rules stale;
+after a short debounce (so a rollout's burst of EndpointSlice writes is one apply) the loop
+computes the whole ruleset (`servicerules.ruleset`, pure) and, when it differs from what was
+last applied, applies it in one transaction (`nft.Nft`). A full apply also runs every
+`RESYNC` seconds, repairing anything changed behind the proxy's back; the kernel's table is
+never listed. Applies run in a worker thread (libnftables blocks) in the agent's network
+namespace.
+
+At start the proxy turns on what Services need from the kernel: IPv4 forwarding, and bridged
+traffic through the IP hooks (`bridge-nf-call-iptables`), without which a pod reaching a
+Service whose endpoint sits on the same bridge gets answers from the wrong address. The
+table stays when the agent stops, so Services keep working while it restarts (as
+kube-proxy's rules do); `k8py-killall` removes it (`servicerules.removal`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from k8py.api.resources import builtin
+from k8py.client.client import Client
+from k8py.client.informer import Informer
+from k8py.net import servicerules
+from k8py.net.nft import Nft, NftError
+
+log = logging.getLogger(__name__)
+
+SERVICES = builtin("v1", "services")
+ENDPOINT_SLICES = builtin("discovery.k8s.io/v1", "endpointslices")
+DEBOUNCE = 0.05
+RESYNC = 60.0
+SYSCTLS = {"/proc/sys/net/ipv4/ip_forward": "1",
+           "/proc/sys/net/bridge/bridge-nf-call-iptables": "1"}
+
+
+def enable_kernel_settings() -> None:
+    for path, value in SYSCTLS.items():
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+        except OSError as exc:
+            log.warning("cannot set %s to %s: %s", path, value, exc)
+
+
+class ServiceProxy:
+    def __init__(self, client: Client, cluster_cidr: str, nft: Nft | None = None):
+        self.cluster_cidr = cluster_cidr
+        self.nft = nft or Nft()
+        self.services = Informer(client, SERVICES)
+        self.slices = Informer(client, ENDPOINT_SLICES)
+        self.stale = asyncio.Event()
+        self.applied: str | None = None
+        self.applies = 0  # how many rulesets went to the kernel
+
+    def _changed(self, *_objects) -> None:
+        self.stale.set()
+
+    def compute(self) -> str:
+        ports = servicerules.service_ports(self.services.list(), self.slices.list())
+        return servicerules.ruleset(ports, self.cluster_cidr)
+
+    async def sync(self, force: bool = False) -> bool:
+        """Apply the current ruleset if it changed (or `force`); whether it was applied."""
+        script = self.compute()
+        if script == self.applied and not force:
+            return False
+        await asyncio.to_thread(self.nft.run, script)
+        self.applied = script
+        self.applies += 1
+        return True
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        enable_kernel_settings()
+        for informer in (self.services, self.slices):
+            informer.add_handlers(self._changed, self._changed, self._changed)
+        tasks = [asyncio.create_task(self.services.run()),
+                 asyncio.create_task(self.slices.run())]
+        try:
+            await self.services.synced.wait()
+            await self.slices.synced.wait()
+            await self._loop(ready)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _loop(self, ready: asyncio.Event | None) -> None:
+        last_full = 0.0
+        delay = 1.0
+        while True:
+            force = time.monotonic() - last_full >= RESYNC
+            self.stale.clear()
+            try:
+                started = time.monotonic()
+                if await self.sync(force=force):
+                    log.debug("service rules applied in %.0f ms",
+                              (time.monotonic() - started) * 1000)
+                if force:
+                    last_full = time.monotonic()
+                delay = 1.0
+                if ready is not None:
+                    ready.set()
+            except NftError as exc:
+                log.error("applying the service rules failed: %s", exc)
+                self.applied = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            try:
+                await asyncio.wait_for(self.stale.wait(), RESYNC)
+                await asyncio.sleep(DEBOUNCE)
+            except asyncio.TimeoutError:
+                pass
