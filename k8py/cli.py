@@ -72,6 +72,10 @@ def cli() -> None:
 @option("--disable-agent", is_flag=True, help="Run no agent on this host")
 @option("--disable-kube-proxy", is_flag=True,
         help="Keep no Service rules in nftables on this host (another proxy does)")
+@option("--flannel-backend", type=click.Choice(["vxlan", "host-gw", "none"]), default="vxlan",
+        show_default=True, help="How pods reach pods on other nodes")
+@option("--flannel-iface", default=None, metavar="IFACE",
+        help="Interface for the pod network across nodes (default: the node address's)")
 @option("--node-ip", "-i", type=IPAddress(), default=None,
         help="IP address to advertise for the node (default: the default route's)")
 @option("--node-label", multiple=True, metavar="KEY=VALUE",
@@ -144,6 +148,10 @@ def _node_labels(values: tuple[str, ...]) -> tuple[str, ...]:
         help="Network for pod IPs (the server's --cluster-cidr)")
 @option("--disable-kube-proxy", is_flag=True,
         help="Keep no Service rules in nftables on this host (another proxy does)")
+@option("--flannel-backend", type=click.Choice(["vxlan", "host-gw", "none"]), default="vxlan",
+        show_default=True, help="How pods reach pods on other nodes")
+@option("--flannel-iface", default=None, metavar="IFACE",
+        help="Interface for the pod network across nodes (default: the node address's)")
 def agent(debug: bool, **flags) -> None:
     """Run a worker node that joins a server."""
     if not flags["kubeconfig"]:
@@ -225,7 +233,8 @@ def _agent_config(flags: dict):
         cluster_dns=str(flags["cluster_dns"]), cluster_domain=flags["cluster_domain"],
         container_runtime_endpoint=flags["container_runtime_endpoint"],
         node_labels=_node_labels(flags["node_label"]),
-        cluster_cidr=str(flags["cluster_cidr"]), service_proxy=not flags["disable_kube_proxy"])
+        cluster_cidr=str(flags["cluster_cidr"]), service_proxy=not flags["disable_kube_proxy"],
+        flannel_backend=flags["flannel_backend"], flannel_iface=flags["flannel_iface"])
 
 
 def _agent_with_kubeconfig(debug: bool, flags: dict) -> None:

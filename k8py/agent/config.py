@@ -28,6 +28,8 @@ class AgentConfig:
     client_ca: str = ""  # CA of clients the kubelet server accepts (the cluster CA)
     cluster_cidr: str = "10.42.0.0/16"  # pods' network: what the proxy does not masquerade
     service_proxy: bool = True  # keep the Service rules in nftables (`k8py.net.proxy`)
+    flannel_backend: str = "vxlan"  # pods across nodes: vxlan, host-gw or none
+    flannel_iface: str | None = None  # the uplink (default: the node address's interface)
     # CrashLoopBackOff: the first restart is immediate, then base doubling up to max
     # (upstream's 10 s and 300 s); reset after `backoff_reset` seconds of running.
     backoff_base: float = 10.0
@@ -76,7 +78,8 @@ def agent_config(*, data_dir: str, node_name: str = "", node_ip: str = "",
                  node_labels: tuple[str, ...] = (), kubelet_port: int = 10250,
                  is_server: bool = False, tls_cert: str = "", tls_key: str = "",
                  client_ca: str = "", cluster_cidr: str = "10.42.0.0/16",
-                 service_proxy: bool = True) -> AgentConfig:
+                 service_proxy: bool = True, flannel_backend: str = "vxlan",
+                 flannel_iface: str | None = None) -> AgentConfig:
     """The one place an agent's configuration is assembled, from what `k8py agent`'s flags
     or `k8py server`'s (for its embedded agent) say: the node name (the hostname, lower
     case, when none is given), the node address (detected when none is given) and the
@@ -88,7 +91,8 @@ def agent_config(*, data_dir: str, node_name: str = "", node_ip: str = "",
         container_runtime_endpoint=container_runtime_endpoint,
         node_labels=tuple(tuple(item.split("=", 1)) for item in node_labels),
         is_server=is_server, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca,
-        cluster_cidr=cluster_cidr, service_proxy=service_proxy)
+        cluster_cidr=cluster_cidr, service_proxy=service_proxy,
+        flannel_backend=flannel_backend, flannel_iface=flannel_iface)
 
 
 def detect_node_ip() -> str:

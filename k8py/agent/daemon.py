@@ -31,36 +31,72 @@ from k8py.agent import airgap, containerd
 from k8py.agent.config import AgentConfig
 from k8py.agent.kubelet import node as nodes
 from k8py.agent.kubelet.podmanager import PodManager
+from k8py.api.resources import builtin
 from k8py.client.client import Client
+from k8py.client.informer import Informer
 from k8py.runtime.cri import CriClient
 
 log = logging.getLogger(__name__)
 
+NODES = builtin("v1", "nodes")
 
-async def keep_network(config: AgentConfig, reporter: nodes.NodeStatusReporter,
-                       network_ready: asyncio.Event) -> None:
-    """Write the CNI config once the node has a pod CIDR (and again if it changes)."""
-    from k8py.net import cni
+
+async def keep_network(config: AgentConfig, client: Client,
+                       reporter: nodes.NodeStatusReporter, network_ready: asyncio.Event) -> None:
+    """Once the node has a pod CIDR: the pod network across nodes (`k8py.net.overlay`: its
+    annotations on the Node, routes to the other nodes' pods), then the CNI config with the
+    overlay's MTU (written again if the CIDR changes)."""
+    from k8py.net import cni, overlay
 
     await reporter.registered.wait()
     written = None
-    while True:
-        try:
-            node = await reporter.refresh()
-        except Exception as exc:  # the API is briefly unreachable: try again
-            log.debug("reading node %s: %s", reporter.name, exc)
-            node = None
-        spec = (node or {}).get("spec") or {}
-        cidrs = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
-        if cidrs and cidrs != written:
-            await asyncio.to_thread(cni.write_cni_config, config.cni_conf_dir, cidrs,
-                                    ipam_data_dir=os.path.join(config.agent_dir, "cni",
-                                                               "networks"))
-            log.info("pod network: CNI config for %s written", ", ".join(cidrs))
-            written = cidrs
-            network_ready.set()
-            reporter.changed.set()
-        await asyncio.sleep(1.0 if written is None else 30.0)
+    routes: asyncio.Task | None = None
+    try:
+        while True:
+            try:
+                node = await reporter.refresh()
+            except Exception as exc:  # the API is briefly unreachable: try again
+                log.debug("reading node %s: %s", reporter.name, exc)
+                node = None
+            spec = (node or {}).get("spec") or {}
+            cidrs = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+            if cidrs and cidrs != written:
+                mtu = None
+                if config.flannel_backend != "none" and routes is None:
+                    links = overlay.Overlay(config.flannel_backend, reporter.node_ip,
+                                            config.flannel_iface)
+                    await asyncio.to_thread(links.prepare, cidrs[0])
+                    await client.patch(NODES, reporter.name, {"metadata": {
+                        "annotations": overlay.annotations(
+                            config.flannel_backend, reporter.node_ip, links.vtep_mac)}})
+                    mtu = links.pod_mtu
+                    node_informer = Informer(client, NODES)
+                    routes = asyncio.create_task(_follow_nodes(links, node_informer,
+                                                               reporter.name))
+                await asyncio.to_thread(cni.write_cni_config, config.cni_conf_dir, cidrs,
+                                        mtu=mtu, ipam_data_dir=os.path.join(
+                                            config.agent_dir, "cni", "networks"))
+                log.info("pod network: CNI config for %s written", ", ".join(cidrs))
+                written = cidrs
+                network_ready.set()
+                reporter.changed.set()
+            await asyncio.sleep(1.0 if written is None else 30.0)
+    finally:
+        if routes is not None:
+            routes.cancel()
+            await asyncio.gather(routes, return_exceptions=True)
+
+
+async def _follow_nodes(links, informer: Informer, own_name: str) -> None:
+    from k8py.net import overlay
+
+    watcher = asyncio.create_task(informer.run())
+    try:
+        await informer.synced.wait()
+        await overlay.keep(links, informer, own_name)
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
 
 
 def _pods_view(manager: PodManager) -> list[dict[str, Any]]:
@@ -114,7 +150,7 @@ async def run(config: AgentConfig, client: Client, ready: asyncio.Event | None =
             kubelet_port=config.kubelet_port, labels=labels,
             network_configured=network_ready.is_set)
         start("node", reporter.run())
-        start("network", keep_network(config, reporter, network_ready))
+        start("network", keep_network(config, client, reporter, network_ready))
         if config.service_proxy:
             from k8py.net.proxy import ServiceProxy
 

@@ -4,9 +4,10 @@ containerd's CRI plugin reads the first conflist in its `conf_dir` and runs the 
 on RunPodSandbox / StopPodSandbox; the agent's only part is writing this file before the first
 sandbox. The network (`k8py`) is what k3s's flannel-less setups use:
 
-- `bridge` on `cni0`, which is each pod's default gateway (`isGateway`), masquerades traffic
-  leaving the pod network (`ipMasq`) and lets a pod reach itself through a Service
-  (`hairpinMode`);
+- `bridge` on `cni0`, which is each pod's default gateway (`isGateway`) and lets a pod reach
+  itself through a Service (`hairpinMode`); it does not masquerade (its `ipMasq` would hide
+  pods from pods on other nodes): traffic leaving the cluster CIDR is masqueraded by the
+  proxy's nftables table (`servicerules`);
 - `host-local` IPAM over the node's `spec.podCIDR` (one range per CIDR for dual stack), with a
   default route per family; its allocation state lives in `ipam_data_dir` (the agent passes
   `<data-dir>/agent/cni/networks`) so a data dir carries its own leases;
@@ -49,7 +50,7 @@ def cni_config(pod_cidr: str | Sequence[str], *, bridge: str = "cni0", mtu: int 
     if ipam_data_dir:
         ipam["dataDir"] = ipam_data_dir
     bridge_conf: dict[str, Any] = {
-        "type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": True,
+        "type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False,
         "hairpinMode": True, "ipam": ipam,
     }
     if mtu:

@@ -15,8 +15,8 @@ reader never sees half a ruleset and the proxy never has to list the kernel's ta
         the service chain
     ep-<service port>-<endpoint>: hairpin (a pod reaching itself through its Service) marked
         for masquerade; `dnat to ip:port`
-    nat postrouting: masquerade what is marked (mark 0x4000), nothing else: traffic between
-        pods keeps its addresses
+    nat postrouting: masquerade what is marked (mark 0x4000), and pod traffic leaving the
+        cluster CIDR; traffic between pods keeps its addresses
     filter (prerouting, output): a Service port without endpoints is rejected at once
         (connection refused: a TCP reset), not left to time out
 
@@ -185,6 +185,9 @@ def ruleset(ports: Iterable[ServicePort], cluster_cidr: str) -> str:
         _block("chain nat-postrouting", ["type nat hook postrouting priority srcnat; "
                                          "policy accept;", "jump masquerading"]),
         _block("chain masquerading", [
+            # pods leaving the cluster network: the node's address (not between pods)
+            f"ip saddr {cluster_cidr} ip daddr != {cluster_cidr} fib daddr type != local "
+            "masquerade",
             f"meta mark & {MASQUERADE_MARK:#x} == 0 return",
             f"meta mark set meta mark ^ {MASQUERADE_MARK:#x}",
             "masquerade fully-random"]),

@@ -64,6 +64,8 @@ class ServerConfig:
     kubelet_port: int = 10250
     disable_agent: bool = False
     disable_kube_proxy: bool = False
+    flannel_backend: str = "vxlan"
+    flannel_iface: str | None = None
     disable_scheduler: bool = False
     disable_controller_manager: bool = False
     token: str | None = None
@@ -199,7 +201,8 @@ async def run_agent(config: ServerConfig, handler: asyncio.Future, certs: pki.PK
         kubelet_port=config.kubelet_port,
         container_runtime_endpoint=config.container_runtime_endpoint,
         node_labels=config.node_label, is_server=True,
-        cluster_cidr=str(config.cluster_cidr), service_proxy=not config.disable_kube_proxy)
+        cluster_cidr=str(config.cluster_cidr), service_proxy=not config.disable_kube_proxy,
+        flannel_backend=config.flannel_backend, flannel_iface=config.flannel_iface)
     serving_cert, serving_key = pki.ensure_kubelet_serving(
         certs, node_config.agent_dir, node_config.node_name, (node_config.node_ip,))
     node_config = dataclasses.replace(node_config, tls_cert=serving_cert, tls_key=serving_key,

@@ -16,7 +16,7 @@ def test_config_for_a_pod_cidr():
         "cniVersion": "1.0.0",
         "name": "k8py",
         "plugins": [
-            {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": True,
+            {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": False,
              "hairpinMode": True,
              "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.42.0.0/24"}]],
                       "routes": [{"dst": "0.0.0.0/0"}],
