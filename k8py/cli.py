@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import socket
 import sys
 
@@ -469,6 +470,85 @@ def _run(coroutine) -> None:
     except OSError as exc:
         raise click.ClickException(f"{exc.strerror}: {exc.filename}" if exc.filename
                                    else str(exc)) from None
+
+
+@cli.group()
+def lab() -> None:
+    """A multi-node cluster on this host: a server and agents in network namespaces."""
+
+
+_LAB_NAME = click.option("--name", default="default", show_default=True, help="Lab name")
+
+
+def _lab(name: str):
+    from k8py.lab import Lab, LabError
+
+    if os.geteuid() != 0:
+        raise click.ClickException("k8py lab needs root (namespaces, links, containerd)")
+    try:
+        return Lab(name)
+    except LabError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _lab_errors(action):
+    from k8py.lab import LabError
+
+    try:
+        return action()
+    except LabError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@lab.command("up")
+@_LAB_NAME
+@click.option("--agents", type=click.IntRange(0, 20), default=2, show_default=True,
+              help="Agents besides the server")
+@click.option("--flannel-backend", type=click.Choice(["vxlan", "host-gw"]), default="vxlan",
+              show_default=True, help="How pods reach pods on other nodes")
+@click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A directory of image archives to import into every node")
+def lab_up(name: str, agents: int, flannel_backend: str, images: str | None) -> None:
+    """Start a lab: a server and AGENTS agents; prints its kubeconfig."""
+    current = _lab(name)
+    _lab_errors(lambda: current.up(agents, flannel_backend, images,
+                                   progress=lambda line: click.echo(line, err=True)))
+    click.echo(current.kubeconfig)
+
+
+@lab.command("status")
+@_LAB_NAME
+def lab_status(name: str) -> None:
+    """The lab's nodes, their addresses and whether they run."""
+    rows = _lab_errors(_lab(name).status)
+    click.echo(f"{'NODE':<12} {'ROLE':<8} {'ADDRESS':<15} RUNNING")
+    for node, role, address, alive in rows:
+        click.echo(f"{node:<12} {role:<8} {address:<15} {'yes' if alive else 'no'}")
+
+
+@lab.command("exec", context_settings={"ignore_unknown_options": True})
+@_LAB_NAME
+@click.argument("node")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def lab_exec(name: str, node: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND in NODE's network namespace: k8py lab exec agent-1 -- ip route."""
+    argv = _lab_errors(lambda: _lab(name).exec_command(node, list(command)))
+    os.execvp(argv[0], argv)
+
+
+@lab.command("load")
+@_LAB_NAME
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+def lab_load(name: str, files: tuple[str, ...]) -> None:
+    """Import image archives into every node of the lab."""
+    _lab_errors(lambda: _lab(name).load_images(list(files)))
+
+
+@lab.command("down")
+@_LAB_NAME
+def lab_down(name: str) -> None:
+    """Stop the lab and leave the host as it was."""
+    _lab_errors(lambda: _lab(name).down(progress=lambda line: click.echo(line, err=True)))
 
 
 def main() -> None:

@@ -193,7 +193,11 @@ class Overlay:
         index = device[0]
         ipr.neigh("replace", dst=peer.network_address, lladdr=peer.vtep_mac, ifindex=index,
                   state=0x80)  # NUD_PERMANENT
-        ipr.fdb("replace", ifindex=index, lladdr=peer.vtep_mac, dst=peer.public_ip)
+        try:  # `replace` is not supported for VXLAN FDB entries: append, once
+            ipr.fdb("append", ifindex=index, lladdr=peer.vtep_mac, dst=peer.public_ip)
+        except Exception as exc:
+            if "exists" not in str(exc).lower():
+                raise
         ipr.route("replace", dst=peer.pod_cidr, gateway=peer.network_address, oif=index,
                   flags=4)  # RTNH_F_ONLINK
 

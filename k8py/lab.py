@@ -1,0 +1,348 @@
+"""`k8py lab`: a multi-node cluster on one host, without VMs or Docker.
+
+A lab is a server (with its embedded agent) and N agents, each in its own network namespace
+(`k8py-lab-<lab>-<node>`) with its own address on a bridge the lab adds to the host, its own
+data dir (`<lab dir>/<node>`), its own containerd and its pods' cgroups. The agents join the
+server with its token, as real agents do. The host gets the bridge's first address, so the
+API, NodePorts and LoadBalancer addresses answer from the host. Everything a lab made is
+recorded in `<lab dir>/lab.json` (lab dir: `/var/lib/k8py-lab/<name>`), which `down` undoes:
+processes (theirs and their containerd shims), mounts under the lab dir, pod cgroups,
+namespaces, links, the host's address; nftables tables and routes go with the namespaces.
+
+Addresses: lab number n (the lowest free) gets 172.30.n.0/24; the host is .1, the server .2,
+agent-1 .3 and so on. Two labs with different names coexist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+LAB_ROOT = "/var/lib/k8py-lab"
+SUBNET = "172.30.{n}.0/24"
+API_PORT = 6443
+
+
+class LabError(Exception):
+    pass
+
+
+@dataclasses.dataclass
+class LabNode:
+    name: str
+    role: str  # server or agent
+    ip: str
+    netns: str
+    host_link: str
+    pid: int = 0
+
+
+@dataclasses.dataclass
+class LabState:
+    name: str
+    number: int
+    bridge: str
+    host_ip: str
+    backend: str
+    nodes: list[LabNode]
+
+    @property
+    def server(self) -> LabNode:
+        return next(n for n in self.nodes if n.role == "server")
+
+
+def _run(*command: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(command, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise LabError(f"{' '.join(command)}: {done.stderr.strip() or done.returncode}")
+    return done
+
+
+def _nsenter(netns: str) -> list[str]:
+    return ["nsenter", f"--net=/run/netns/{netns}"]
+
+
+class Lab:
+    def __init__(self, name: str = "default", root: str = LAB_ROOT):
+        if not name.replace("-", "").isalnum() or len(name) > 20:
+            raise LabError(f"lab name {name!r}: letters, digits and '-', at most 20")
+        self.name, self.root = name, root
+        self.dir = os.path.join(root, name)
+        self.state_file = os.path.join(self.dir, "lab.json")
+        self.kubeconfig = os.path.join(self.dir, "kubeconfig")
+
+    # --- state ----------------------------------------------------------------------------
+
+    def load(self) -> LabState | None:
+        try:
+            with open(self.state_file, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return None
+        data["nodes"] = [LabNode(**node) for node in data["nodes"]]
+        return LabState(**data)
+
+    def _save(self, state: LabState) -> None:
+        tmp = self.state_file + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(dataclasses.asdict(state), f, indent=2)
+        os.replace(tmp, self.state_file)
+
+    def _free_number(self) -> int:
+        used = set()
+        if os.path.isdir(self.root):
+            for other in os.listdir(self.root):
+                state = Lab(other, self.root).load() if other != self.name else None
+                if state is not None:
+                    used.add(state.number)
+        return next(n for n in range(256) if n not in used)
+
+    # --- up -------------------------------------------------------------------------------
+
+    def up(self, agents: int = 2, backend: str = "vxlan", images: str | None = None,
+           progress: Callable[[str], None] = print, timeout: float = 180.0) -> LabState:
+        if self.load() is not None:
+            raise LabError(f"lab {self.name} is up already (k8py lab down --name {self.name})")
+        for tool in ("ip", "nsenter", "containerd", "runc"):
+            if shutil.which(tool) is None:
+                raise LabError(f"{tool} is not installed (./install.sh installs it)")
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        number = self._free_number()
+        base = SUBNET.format(n=number).rsplit(".", 1)[0]
+        nodes = [LabNode("server", "server", f"{base}.2", f"k8py-lab-{self.name}-server",
+                         f"k8l{number}s")]
+        for i in range(1, agents + 1):
+            nodes.append(LabNode(f"agent-{i}", "agent", f"{base}.{i + 2}",
+                                 f"k8py-lab-{self.name}-agent-{i}", f"k8l{number}a{i}"))
+        state = LabState(self.name, number, f"k8lab{number}", f"{base}.1", backend, nodes)
+        self._save(state)
+        try:
+            progress(f"lab {self.name}: network {SUBNET.format(n=number)} on {state.bridge}")
+            self._network(state)
+            archive = self._busybox_archive(progress)
+            for node in nodes:
+                self._images(node, archive, images)
+            progress("starting the server")
+            self._start(state, state.server)
+            self._wait(lambda: os.path.exists(self.kubeconfig), timeout, "the server's kubeconfig")
+            token_file = os.path.join(self.dir, "server", "server", "token")
+            self._wait(lambda: os.path.exists(token_file), timeout, "the join token")
+            with open(token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+            for node in nodes[1:]:
+                progress(f"starting {node.name} (joins with the token)")
+                self._start(state, node, token)
+            self._save(state)
+            progress(f"waiting for {len(nodes)} nodes to be Ready")
+            asyncio.run(self._wait_ready([n.name for n in nodes], timeout))
+        except BaseException:
+            progress("failed: taking the lab down")
+            self.down(progress=lambda _: None)
+            raise
+        progress(f"lab {self.name} is up: export KUBECONFIG={self.kubeconfig}")
+        return state
+
+    def _network(self, state: LabState) -> None:
+        _run("ip", "link", "add", state.bridge, "type", "bridge")
+        _run("ip", "addr", "add", f"{state.host_ip}/24", "dev", state.bridge)
+        _run("ip", "link", "set", state.bridge, "up")
+        for node in state.nodes:
+            _run("ip", "netns", "add", node.netns)
+            _run(*_nsenter(node.netns), "ip", "link", "set", "lo", "up")
+            _run("ip", "link", "add", node.host_link, "type", "veth", "peer", "name",
+                 "eth0", "netns", node.netns)
+            _run("ip", "link", "set", node.host_link, "master", state.bridge, "up")
+            _run(*_nsenter(node.netns), "ip", "addr", "add", f"{node.ip}/24", "dev", "eth0")
+            _run(*_nsenter(node.netns), "ip", "link", "set", "eth0", "up")
+            _run(*_nsenter(node.netns), "ip", "route", "add", "default", "via", state.host_ip)
+
+    def _busybox_archive(self, progress) -> str:
+        path = os.path.join(self.dir, "busybox.tar")
+        if not os.path.exists(path):
+            from k8py.runtime.images import build_busybox_image
+
+            progress("building the busybox image")
+            with open(path, "wb") as f:
+                f.write(build_busybox_image())
+        return path
+
+    def _node_dir(self, node: LabNode) -> str:
+        return os.path.join(self.dir, node.name)
+
+    def _images(self, node: LabNode, archive: str, extra: str | None) -> None:
+        target = os.path.join(self._node_dir(node), "agent", "images")
+        os.makedirs(target, mode=0o755, exist_ok=True)
+        shutil.copy(archive, os.path.join(target, "busybox.tar"))
+        if extra:
+            for name in sorted(os.listdir(extra)):
+                shutil.copy(os.path.join(extra, name), os.path.join(target, name))
+
+    def _start(self, state: LabState, node: LabNode, token: str = "") -> None:
+        command = [sys.executable, "-m", "k8py"]
+        common = ["--data-dir", self._node_dir(node), "--node-name", node.name,
+                  "--node-ip", node.ip, "--flannel-backend", state.backend]
+        if node.role == "server":
+            command += ["server", *common, "--bind-address", node.ip,
+                        "--write-kubeconfig", self.kubeconfig]
+        else:
+            command += ["agent", *common, "--server",
+                        f"https://{state.server.ip}:{API_PORT}", "--token", token]
+        log = open(os.path.join(self.dir, f"{node.name}.log"), "ab")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        os.environ.get("PYTHONPATH", "")] if p)}
+        proc = subprocess.Popen([*_nsenter(node.netns), *command], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        log.close()
+        node.pid = proc.pid
+
+    @staticmethod
+    def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise LabError(f"no {what} after {timeout:.0f} s (see the logs in the lab dir)")
+            time.sleep(0.25)
+
+    async def _wait_ready(self, names: list[str], timeout: float) -> None:
+        from k8py.api.resources import builtin
+        from k8py.client.client import Client
+        from k8py.client.http import HttpTransport
+
+        client = Client(HttpTransport.from_kubeconfig(self.kubeconfig, "k8py-lab"))
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    listed = await client.list(builtin("v1", "nodes"))
+                    ready = {n["metadata"]["name"] for n in listed["items"]
+                             if any(c.get("type") == "Ready" and c.get("status") == "True"
+                                    for c in (n.get("status") or {}).get("conditions") or [])}
+                    if set(names) <= ready:
+                        return
+                except Exception:  # the server is still starting
+                    pass
+                if time.monotonic() > deadline:
+                    raise LabError(f"nodes not Ready after {timeout:.0f} s (see the logs in "
+                                   f"{self.dir})")
+                await asyncio.sleep(0.5)
+        finally:
+            await client.close()
+
+    # --- using it --------------------------------------------------------------------------
+
+    def status(self) -> list[tuple[str, str, str, bool]]:
+        """(node, role, address, its process alive) per node."""
+        state = self._require()
+        return [(n.name, n.role, n.ip, _alive(n.pid)) for n in state.nodes]
+
+    def node(self, name: str) -> LabNode:
+        state = self._require()
+        for node in state.nodes:
+            if node.name == name:
+                return node
+        raise LabError(f"no node {name!r} in lab {self.name} "
+                       f"({', '.join(n.name for n in state.nodes)})")
+
+    def exec_command(self, name: str, command: list[str]) -> list[str]:
+        return [*_nsenter(self.node(name).netns), *command]
+
+    def load_images(self, files: list[str]) -> None:
+        state = self._require()
+        for node in state.nodes:
+            target = os.path.join(self._node_dir(node), "agent", "images")
+            for path in files:
+                shutil.copy(path, os.path.join(target, os.path.basename(path)))
+
+    def _require(self) -> LabState:
+        state = self.load()
+        if state is None:
+            raise LabError(f"no lab named {self.name} (k8py lab up --name {self.name})")
+        return state
+
+    # --- down -----------------------------------------------------------------------------
+
+    def down(self, progress: Callable[[str], None] = print) -> None:
+        state = self.load()
+        if state is None:
+            if os.path.isdir(self.dir):
+                shutil.rmtree(self.dir, ignore_errors=True)
+            return
+        progress(f"stopping lab {self.name}")
+        for node in state.nodes:
+            if node.pid and _alive(node.pid):
+                _signal_group(node.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while any(n.pid and _alive(n.pid) for n in state.nodes) and \
+                time.monotonic() < deadline:
+            time.sleep(0.2)
+        for node in state.nodes:
+            if node.pid and _alive(node.pid):
+                _signal_group(node.pid, signal.SIGKILL)
+        _kill_holding(self.dir)
+        _unmount_under(self.dir)
+        _remove_pod_cgroups(self.dir, [self._node_dir(n) for n in state.nodes])
+        for node in state.nodes:
+            _run("ip", "netns", "delete", node.netns, check=False)
+            _run("ip", "link", "delete", node.host_link, check=False)
+        _run("ip", "link", "delete", state.bridge, check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        progress(f"lab {self.name} is down")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return False
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_holding(path: str) -> None:
+    """SIGKILL every process whose command line names `path` (containerd and its shims)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if path.encode() in f.read():
+                    os.kill(int(pid), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass
+    time.sleep(0.2)
+
+
+def _unmount_under(path: str) -> None:
+    with open("/proc/self/mounts") as f:
+        mounts = [line.split()[1] for line in f]
+    for mount in sorted((m for m in mounts if m.startswith(path)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+
+
+def _remove_pod_cgroups(lab_dir: str, node_dirs: list[str]) -> None:
+    from k8py.agent import cgroups
+
+    for node_dir in node_dirs:
+        pods = os.path.join(node_dir, "agent", "pods")
+        if os.path.isdir(pods):
+            for uid in os.listdir(pods):
+                cgroups.remove_pod_cgroups(uid)
