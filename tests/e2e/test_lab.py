@@ -173,3 +173,34 @@ def test_cluster_ip_balances_over_every_node_from_every_node(lab):
             return data.split(b"\r\n\r\n", 1)[-1].strip().decode() in wanted
         wait_for(answers, timeout=30, interval=0.5,
                  what=f"the NodePort on {node['metadata']['name']} ({address})")
+
+
+def http_from_host(address: str, port: int) -> str:
+    try:
+        with socket.create_connection((address, port), timeout=3) as conn:
+            conn.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+            data = b""
+            while chunk := conn.recv(4096):
+                data += chunk
+    except OSError:
+        return ""
+    return data.split(b"\r\n\r\n", 1)[-1].strip().decode(errors="replace")
+
+
+def test_load_balancer_answers_on_the_nodes_addresses(lab):
+    # the echo pods of the test before serve this one too
+    lab.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo-lb"},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "echo"},
+                 "ports": [{"port": 8181, "targetPort": 8080}]}}))
+
+    def ingress():
+        svc = json.loads(lab.kubectl("get", "service", "echo-lb", "-o", "json").stdout)
+        return [i["ip"] for i in (svc["status"].get("loadBalancer") or {}).get("ingress") or []]
+    addresses = wait_for(ingress, timeout=30, what="LoadBalancer ingress addresses")
+    assert len(addresses) == 3
+    shown = lab.kubectl("get", "service", "echo-lb").stdout
+    assert addresses[0] in shown and "<pending>" not in shown
+    for address in addresses:
+        wait_for(lambda a=address: http_from_host(a, 8181).startswith("echo-"), timeout=30,
+                 interval=0.5, what=f"the LoadBalancer on {address}")

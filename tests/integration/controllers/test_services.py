@@ -19,10 +19,9 @@ from k8py.api import errors
 from k8py.api.resources import builtin
 from k8py.client.client import Client, Ref
 from k8py.server import daemon, pki
-from k8py.server.controllers import advertising
+from k8py.server.controllers import advertising, manager
 from k8py.server.apiserver.authn import TokenFile
 from k8py.server.apiserver.inprocess import InProcessTransport
-from k8py.server.controllers import manager
 from k8py.server.store import open_backend
 from tests.conftest import eventually
 
@@ -452,3 +451,44 @@ async def test_kubernetes_endpoints_are_kept_and_left_alone_by_controllers(clust
     slices = await client.list(SLICES, "default",
                                label_selector="kubernetes.io/service-name=kubernetes")
     assert [s["metadata"]["name"] for s in slices["items"]] == ["kubernetes"]
+
+
+# --- LoadBalancer Services on the nodes' addresses (servicelb) ------------------------------
+
+async def test_load_balancers_get_the_nodes_addresses_and_a_taken_port_waits(cluster):
+    client = cluster.client
+    nodes = (await client.list(builtin("v1", "nodes")))["items"]
+    addresses = sorted({a["address"] for n in nodes for a in n["status"].get("addresses") or ()
+                        if a["type"] == "InternalIP"},
+                       key=lambda ip: tuple(int(x) for x in ip.split(".")))
+
+    def lb(name: str, port: int) -> dict:
+        return {"metadata": {"name": name},
+                "spec": {"type": "LoadBalancer", "selector": {"app": name},
+                         "ports": [{"port": port, "targetPort": 8080}]}}
+
+    await client.create(SERVICES, lb("first", 8088), "default")
+
+    async def ingress(name):
+        svc = await client.get(SERVICES, name, "default")
+        return [i["ip"] for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get(
+            "ingress") or []]
+    assert await eventually(lambda: ingress("first"), 10, what="ingress") == addresses
+    await client.create(SERVICES, lb("second", 8088), "default")
+
+    async def warned():
+        events = (await client.list(builtin("v1", "events"), "default"))["items"]
+        return [e for e in events if e["reason"] == "PortInUse"
+                and e["involvedObject"]["name"] == "second"]
+    [event] = await eventually(warned, 10, what="a PortInUse event")
+    assert "default/first" in event["message"]
+    assert await ingress("second") == []
+    # the port is free once the first goes
+    await client.delete(SERVICES, "first", "default")
+    assert await eventually(lambda: ingress("second"), 10, what="second served") == addresses
+    # a class of its own: not ours
+    classy = lb("classy", 9099)
+    classy["spec"]["loadBalancerClass"] = "example.com/other"
+    await client.create(SERVICES, classy, "default")
+    await asyncio.sleep(0.5)
+    assert await ingress("classy") == []
