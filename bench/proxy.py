@@ -7,8 +7,9 @@ it) and deletes at the end. Figures:
 1. full sync of SERVICES Services × ENDPOINTS endpoints: the ruleset computed from the
    objects (`servicerules`), applied through libnftables (`k8py.net.nft`, what the proxy
    does), and beside it the floor: the same script through `nft -f` (the nft command);
-2. endpoint change → rules in the kernel: one endpoint of one Service replaced, the whole
-   ruleset recomputed and applied, p50/p99 over CHANGES changes;
+2. endpoint change → rules in the kernel: one endpoint of one Service replaced, the rules
+   recomputed and what changed applied (`servicerules.delta`, as the proxy does), p50/p99
+   over CHANGES changes;
 3. memory: this process's RSS holding the objects and the last ruleset (what the proxy adds
    to an agent), beside the RSS before the objects were made.
 """
@@ -116,17 +117,19 @@ def main() -> None:
               f"(libnftables); again: apply median {ms(statistics.median(library))}")
         print(f"  floor, the same script through `nft -f`: median {ms(statistics.median(floor))}")
         latencies = []
+        applied = servicerules.build(servicerules.service_ports(svcs, slices), "10.42.0.0/16")
         for change in range(args.changes):
             item = slices[change % len(slices)]
             item["endpoints"][0]["addresses"] = [f"10.42.255.{change % 250 + 2}"]
             t = time.perf_counter()
-            script = servicerules.ruleset(servicerules.service_ports(svcs, slices),
-                                          "10.42.0.0/16")
-            nft.run(script)
+            rules = servicerules.build(servicerules.service_ports(svcs, slices),
+                                       "10.42.0.0/16")
+            nft.run(servicerules.delta(applied, rules))
+            applied = rules
             latencies.append(time.perf_counter() - t)
         latencies.sort()
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-        print(f"  endpoint change -> rules in the kernel ({args.changes} changes): "
+        print(f"  endpoint change -> rules in the kernel, as a delta ({args.changes} changes): "
               f"p50 {ms(statistics.median(latencies))}, p99 {ms(p99)}")
         print(f"  memory: RSS {rss_mb():.0f} MB holding the objects and the ruleset "
               f"({before:.0f} MB before them)")

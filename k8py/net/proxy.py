@@ -3,10 +3,11 @@ Services and EndpointSlices (kube-proxy's job, in its nftables mode).
 
 Two informers (Services, EndpointSlices) feed one loop: any change marks the rules stale;
 after a short debounce (so a rollout's burst of EndpointSlice writes is one apply) the loop
-computes the whole ruleset (`servicerules.ruleset`, pure) and, when it differs from what was
-last applied, applies it in one transaction (`nft.Nft`). A full apply also runs every
-`RESYNC` seconds, repairing anything changed behind the proxy's back; the kernel's table is
-never listed. Applies run in a worker thread (libnftables blocks) in the agent's network
+computes the rules (`servicerules.build`, pure) and applies what changed since the last apply
+as one transaction (`servicerules.delta`: map elements and the chains of the Services that
+changed; `nft.Nft`). The first apply, one every `RESYNC` seconds (repairing anything changed
+behind the proxy's back) and one after any failed apply write the table whole
+(`servicerules.full`); the kernel's table is never listed. Applies run in a worker thread (libnftables blocks) in the agent's network
 namespace.
 
 At start the proxy turns on what Services need from the kernel: IPv4 forwarding, and bridged
@@ -54,23 +55,29 @@ class ServiceProxy:
         self.services = Informer(client, SERVICES)
         self.slices = Informer(client, ENDPOINT_SLICES)
         self.stale = asyncio.Event()
-        self.applied: str | None = None
-        self.applies = 0  # how many rulesets went to the kernel
+        self.applied: servicerules.Ruleset | None = None
+        self.applies = 0  # how many scripts went to the kernel
 
     def _changed(self, *_objects) -> None:
         self.stale.set()
 
-    def compute(self) -> str:
+    def compute(self) -> servicerules.Ruleset:
         ports = servicerules.service_ports(self.services.list(), self.slices.list())
-        return servicerules.ruleset(ports, self.cluster_cidr)
+        return servicerules.build(ports, self.cluster_cidr)
 
     async def sync(self, force: bool = False) -> bool:
-        """Apply the current ruleset if it changed (or `force`); whether it was applied."""
-        script = self.compute()
-        if script == self.applied and not force:
-            return False
+        """Apply what changed (everything with `force`); whether anything was applied."""
+        rules = self.compute()
+        script = None
+        if self.applied is not None and not force:
+            script = servicerules.delta(self.applied, rules)
+            if script == "":
+                return False
+        if script is None:
+            script = servicerules.full(rules)
+        self.applied = None  # unknown until the kernel took it
         await asyncio.to_thread(self.nft.run, script)
-        self.applied = script
+        self.applied = rules
         self.applies += 1
         return True
 

@@ -1,8 +1,10 @@
 """The Service proxy's nftables ruleset: a pure function of (Services, EndpointSlices, the
 cluster CIDR), after kube-proxy's nftables mode (pkg/proxy/nftables/proxier.go).
 
-Everything lives in one table, `ip k8py`; nothing else on the host is touched. The script
-`ruleset` returns replaces the table whole in one transaction (declare, delete, define), so a
+Everything lives in one table, `ip k8py`; nothing else on the host is touched. `build` makes
+the rules as data (`Ruleset`); `full` writes a script that replaces the table whole in one
+transaction (declare, delete, define), `delta` one that changes only what differs between
+two Rulesets (map elements, the chains of the Services that changed) in one transaction, so a
 reader never sees half a ruleset and the proxy never has to list the kernel's table.
 
     nat prerouting/output ─▶ services:
@@ -128,91 +130,150 @@ def _endpoints(slices: Iterable[Mapping[str, Any]], port_name: str,
     return tuple(sorted(ready or terminating, key=lambda e: (e.ip, e.port)))
 
 
-def ruleset(ports: Iterable[ServicePort], cluster_cidr: str) -> str:
-    """The nft script that makes table `ip k8py` proxy `ports`, replacing what it held."""
-    ports = list(ports)
-    service_ips, node_ports, no_endpoints, no_endpoint_node_ports = [], [], [], []
-    chains, sets = [], []
+MAP_TYPES = {
+    "service-ips": "ipv4_addr . inet_proto . inet_service",
+    "service-nodeports": "inet_proto . inet_service",
+    "no-endpoint-services": "ipv4_addr . inet_proto . inet_service",
+    "no-endpoint-nodeports": "inet_proto . inet_service",
+}
+
+
+@dataclasses.dataclass
+class Ruleset:
+    """The table as data: what `full` writes whole and `delta` changes piece by piece."""
+    base: dict[str, tuple[str, ...]]  # chains that do not depend on the Services
+    maps: dict[str, dict[str, str]]  # map -> element key -> verdict
+    sets: dict[str, tuple[str, ...]]  # the affinity sets -> their declaration lines
+    chains: dict[str, tuple[str, ...]]  # per Service and endpoint -> rules
+
+
+def build(ports: Iterable[ServicePort], cluster_cidr: str) -> Ruleset:
+    """The rules that proxy `ports` (pure)."""
+    maps: dict[str, dict[str, str]] = {name: {} for name in MAP_TYPES}
+    chains: dict[str, tuple[str, ...]] = {}
+    sets: dict[str, tuple[str, ...]] = {}
     for sp in ports:
         svc, ext = f"svc-{sp.chain_id}", f"ext-{sp.chain_id}"
         if not sp.endpoints:
             for ip in sp.addresses + sp.external:
-                no_endpoints.append(f"{ip} . {sp.protocol} . {sp.port} : goto reject-service")
+                maps["no-endpoint-services"][f"{ip} . {sp.protocol} . {sp.port}"] = \
+                    "goto reject-service"
             if sp.node_port:
-                no_endpoint_node_ports.append(f"{sp.protocol} . {sp.node_port} : "
-                                              "goto reject-service")
+                maps["no-endpoint-nodeports"][f"{sp.protocol} . {sp.node_port}"] = \
+                    "goto reject-service"
             continue
         for ip in sp.addresses:
-            service_ips.append(f"{ip} . {sp.protocol} . {sp.port} : goto {svc}")
+            maps["service-ips"][f"{ip} . {sp.protocol} . {sp.port}"] = f"goto {svc}"
         for ip in sp.external:
-            service_ips.append(f"{ip} . {sp.protocol} . {sp.port} : goto {ext}")
+            maps["service-ips"][f"{ip} . {sp.protocol} . {sp.port}"] = f"goto {ext}"
         if sp.node_port:
-            node_ports.append(f"{sp.protocol} . {sp.node_port} : goto {ext}")
+            maps["service-nodeports"][f"{sp.protocol} . {sp.node_port}"] = f"goto {ext}"
         body = [f"ip saddr != {cluster_cidr} jump mark-for-masquerade"]
         endpoint_chains = []
-        for index, endpoint in enumerate(sp.endpoints):
+        for endpoint in sp.endpoints:
             ep = f"ep-{sp.chain_id}-{_chain_name(endpoint.ip)}-{endpoint.port}"
             endpoint_chains.append(ep)
             rules = [f"ip saddr {endpoint.ip} jump mark-for-masquerade"]
             if sp.affinity_seconds:
                 affinity = f"affinity-{ep}"
-                sets.append(_block(f"set {affinity}", [
-                    "type ipv4_addr", "flags dynamic,timeout",
-                    f"timeout {sp.affinity_seconds}s"]))
+                sets[affinity] = ("type ipv4_addr", "flags dynamic,timeout",
+                                  f"timeout {sp.affinity_seconds}s")
                 body.append(f"ip saddr @{affinity} goto {ep}")
                 rules.append(f"update @{affinity} {{ ip saddr }}")
             rules.append(f"meta l4proto {sp.protocol} dnat to {endpoint.ip}:{endpoint.port}")
-            chains.append(_block(f"chain {ep}", rules))
+            chains[ep] = tuple(rules)
         if len(endpoint_chains) == 1:
             body.append(f"goto {endpoint_chains[0]}")
         else:
             choices = ", ".join(f"{i} : goto {ep}" for i, ep in enumerate(endpoint_chains))
             body.append(f"numgen random mod {len(endpoint_chains)} vmap {{ {choices} }}")
-        chains.append(_block(f"chain {svc}", body))
+        chains[svc] = tuple(body)
         if sp.external or sp.node_port:
-            chains.append(_block(f"chain {ext}", ["jump mark-for-masquerade", f"goto {svc}"]))
-    maps = [
-        _map("service-ips", "ipv4_addr . inet_proto . inet_service", service_ips),
-        _map("service-nodeports", "inet_proto . inet_service", node_ports),
-        _map("no-endpoint-services", "ipv4_addr . inet_proto . inet_service", no_endpoints),
-        _map("no-endpoint-nodeports", "inet_proto . inet_service", no_endpoint_node_ports),
-    ]
-    base = [
-        _block("chain nat-prerouting", ["type nat hook prerouting priority dstnat; "
-                                        "policy accept;", "jump services"]),
-        _block("chain nat-output", ["type nat hook output priority -100; policy accept;",
-                                    "jump services"]),
-        _block("chain nat-postrouting", ["type nat hook postrouting priority srcnat; "
-                                         "policy accept;", "jump masquerading"]),
-        _block("chain masquerading", [
+            chains[ext] = ("jump mark-for-masquerade", f"goto {svc}")
+    return Ruleset(_base(cluster_cidr), maps, sets, chains)
+
+
+def _base(cluster_cidr: str) -> dict[str, tuple[str, ...]]:
+    return {
+        "nat-prerouting": ("type nat hook prerouting priority dstnat; policy accept;",
+                           "jump services"),
+        "nat-output": ("type nat hook output priority -100; policy accept;",
+                       "jump services"),
+        "nat-postrouting": ("type nat hook postrouting priority srcnat; policy accept;",
+                            "jump masquerading"),
+        "masquerading": (
             # pods leaving the cluster network: the node's address (not between pods)
             f"ip saddr {cluster_cidr} ip daddr != {cluster_cidr} fib daddr type != local "
             "masquerade",
             f"meta mark & {MASQUERADE_MARK:#x} == 0 return",
             f"meta mark set meta mark ^ {MASQUERADE_MARK:#x}",
-            "masquerade fully-random"]),
-        _block("chain mark-for-masquerade", [f"meta mark set meta mark | "
-                                             f"{MASQUERADE_MARK:#x}"]),
-        _block("chain services", [
+            "masquerade fully-random"),
+        "mark-for-masquerade": (f"meta mark set meta mark | {MASQUERADE_MARK:#x}",),
+        "services": (
             "ip daddr . meta l4proto . th dport vmap @service-ips",
             "ip daddr != 127.0.0.0/8 fib daddr type local meta l4proto . th dport "
-            "vmap @service-nodeports"]),
+            "vmap @service-nodeports"),
         # before routing (a pod's packet to an address without a route is refused, not
         # "unreachable"), and the node's own connections
-        _block("chain filter-prerouting", ["type filter hook prerouting priority -110; "
-                                           "policy accept;",
-                                           "ct state new jump endpoints-check"]),
-        _block("chain filter-output", ["type filter hook output priority -110; "
-                                       "policy accept;",
-                                       "ct state new jump endpoints-check"]),
-        _block("chain endpoints-check", [
+        "filter-prerouting": ("type filter hook prerouting priority -110; policy accept;",
+                              "ct state new jump endpoints-check"),
+        "filter-output": ("type filter hook output priority -110; policy accept;",
+                          "ct state new jump endpoints-check"),
+        "endpoints-check": (
             "ip daddr . meta l4proto . th dport vmap @no-endpoint-services",
-            "fib daddr type local meta l4proto . th dport vmap @no-endpoint-nodeports"]),
-        _block("chain reject-service", ["meta l4proto tcp reject with tcp reset", "reject"]),
-    ]
-    body = "\n".join(maps + sets + base + chains)
+            "fib daddr type local meta l4proto . th dport vmap @no-endpoint-nodeports"),
+        "reject-service": ("meta l4proto tcp reject with tcp reset", "reject"),
+    }
+
+
+def full(rules: Ruleset) -> str:
+    """The script that replaces table `ip k8py` whole, in one transaction."""
+    blocks = [_map(name, MAP_TYPES[name], [f"{k} : {v}" for k, v in elements.items()])
+              for name, elements in rules.maps.items()]
+    blocks += [_block(f"set {name}", list(lines)) for name, lines in rules.sets.items()]
+    blocks += [_block(f"chain {name}", list(lines)) for name, lines in rules.base.items()]
+    blocks += [_block(f"chain {name}", list(lines)) for name, lines in rules.chains.items()]
+    body = "\n".join(blocks)
     return (f"table ip {TABLE} {{}}\ndelete table ip {TABLE}\n"
             f"table ip {TABLE} {{\n{body}}}\n")
+
+
+def delta(old: Ruleset, new: Ruleset) -> str | None:
+    """The script that turns the table from `old` into `new` in one transaction, touching
+    only what changed (None: the base chains changed, write it whole with `full`)."""
+    if old.base != new.base:
+        return None
+    t = f"ip {TABLE}"
+    lines: list[str] = []
+    added_sets = [n for n in new.sets if n not in old.sets]
+    for name in added_sets:
+        lines.append(f"add set {t} {name} {{ {'; '.join(new.sets[name])}; }}")
+    changed = [n for n, rules in new.chains.items() if old.chains.get(n) != rules]
+    for name in changed:
+        if name not in old.chains:
+            lines.append(f"add chain {t} {name}")
+    for name in changed:
+        if name in old.chains:
+            lines.append(f"flush chain {t} {name}")
+        lines.extend(f"add rule {t} {name} {rule}" for rule in new.chains[name])
+    for map_name, elements in new.maps.items():
+        before = old.maps.get(map_name, {})
+        gone = [k for k in before if elements.get(k) != before[k]]
+        if gone:
+            lines.append(f"delete element {t} {map_name} {{ {', '.join(gone)} }}")
+        fresh = [f"{k} : {v}" for k, v in elements.items() if before.get(k) != v]
+        if fresh:
+            lines.append(f"add element {t} {map_name} {{ {', '.join(fresh)} }}")
+    removed = [n for n in old.chains if n not in new.chains]
+    lines.extend(f"flush chain {t} {name}" for name in removed)
+    lines.extend(f"delete chain {t} {name}" for name in removed)
+    lines.extend(f"delete set {t} {name}" for name in old.sets if name not in new.sets)
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def ruleset(ports: Iterable[ServicePort], cluster_cidr: str) -> str:
+    """The nft script that makes table `ip k8py` proxy `ports`, replacing what it held."""
+    return full(build(ports, cluster_cidr))
 
 
 def _block(head: str, lines: list[str]) -> str:

@@ -33,3 +33,46 @@ def test_golden_rulesets_apply_and_go(name):
         assert "table ip k8py" in nft("list", "tables").stdout
         assert nft("-f", "-", script=servicerules.removal()).returncode == 0
         assert "k8py" not in nft("list", "tables").stdout
+
+
+def test_a_delta_leaves_the_table_as_a_full_write_would():
+    from tests.unit.net.test_servicerules import READY, endpoint_slice, service
+
+    before = servicerules.build(servicerules.service_ports(
+        [service("web", sessionAffinity="ClientIP"), service("gone", ip="10.43.0.50"),
+         service("empty", ip="10.43.0.60")],
+        [endpoint_slice("web", ("10.42.0.1", READY), ("10.42.0.2", READY)),
+         endpoint_slice("gone", ("10.42.0.9", READY))]), "10.42.0.0/16")
+    after = servicerules.build(servicerules.service_ports(
+        [service("web", sessionAffinity="ClientIP"), service("empty", ip="10.43.0.60"),
+         service("new", ip="10.43.0.70", type_="NodePort",
+                 ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30070}])],
+        [endpoint_slice("web", ("10.42.0.2", READY), ("10.42.0.3", READY)),
+         endpoint_slice("empty", ("10.42.0.6", READY)),
+         endpoint_slice("new", ("10.42.0.7", READY))]), "10.42.0.0/16")
+    script = servicerules.delta(before, after)
+    assert script and "delete chain ip k8py svc-default-gone-http-tcp" in script
+    listings = []
+    for steps in ([servicerules.full(before), script], [servicerules.full(after)]):
+        with netns.created() as ns:
+            for step in steps:
+                done = subprocess.run([*netns.nsenter(ns), "nft", "-f", "-"], input=step,
+                                      capture_output=True, text=True)
+                assert done.returncode == 0, (done.stderr, step)
+            listings.append(_normalized(subprocess.run(
+                [*netns.nsenter(ns), "nft", "list", "table", "ip", "k8py"],
+                capture_output=True, text=True).stdout))
+    assert listings[0] == listings[1]
+    assert servicerules.delta(after, after) == ""
+
+
+def _normalized(listing: str) -> list[str]:
+    """The listing's blocks as sorted text (a delta adds chains and elements in another
+    order than a full write; the content is what must agree)."""
+    blocks, current = [], []
+    for line in listing.splitlines():
+        current.append(line.strip())
+        if line.strip() == "}":
+            blocks.append("\n".join(sorted(current)))
+            current = []
+    return sorted(blocks)
