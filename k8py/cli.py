@@ -473,6 +473,91 @@ def _run(coroutine) -> None:
 
 
 @cli.group()
+def token() -> None:
+    """Extra join tokens for agents (bootstrap tokens): create, list, delete."""
+
+
+_KUBECONFIG = click.option("--kubeconfig", envvar="KUBECONFIG", default="/etc/k8py/k8py.yaml",
+                           show_default=True, type=click.Path(dir_okay=False),
+                           help="An admin kubeconfig of the server")
+
+
+def _token_call(kubeconfig: str, action):
+    """Run `action(client, ca_pem)` against the server the kubeconfig names."""
+    import ssl
+
+    import aiohttp
+
+    from k8py.client.client import Client
+    from k8py.client.http import HttpTransport, KubeconfigError, load_kubeconfig
+
+    try:
+        server, tls, _ = load_kubeconfig(kubeconfig)
+        transport = HttpTransport.from_kubeconfig(kubeconfig, user_agent="k8py-token")
+    except KubeconfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    async def run():
+        client = Client(transport)
+        try:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as http:
+                async with http.get(server.rstrip("/") + "/cacerts") as response:
+                    ca_pem = await response.read()
+            return await action(client, ca_pem)
+        except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
+            raise click.ClickException(f"cannot reach the server at {server}: {exc}") from None
+        finally:
+            await client.close()
+    return asyncio.run(run())
+
+
+@token.command("create")
+@_KUBECONFIG
+@click.option("--ttl", default="24h", show_default=True,
+              help="How long the token joins agents (e.g. 2h, 30m; 0: never expires)")
+@click.option("--description", default="", help="What the token is for")
+def token_create(kubeconfig: str, ttl: str, description: str) -> None:
+    """Create a join token and print it (K10<CA hash>::<id>.<secret>)."""
+    from k8py import jointokens
+
+    try:
+        duration = jointokens.parse_ttl(ttl)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--ttl'") from None
+    click.echo(_token_call(kubeconfig, lambda client, ca: jointokens.create(
+        client, ca, duration, description)))
+
+
+@token.command("list")
+@_KUBECONFIG
+def token_list(kubeconfig: str) -> None:
+    """The join tokens: id, expiry, usages, description."""
+    from k8py import jointokens
+
+    tokens = _token_call(kubeconfig, lambda client, ca: jointokens.listed(client))
+    click.echo(f"{'TOKEN':<8} {'EXPIRES':<22} {'USAGES':<28} DESCRIPTION")
+    for item in tokens:
+        click.echo(f"{item['id']:<8} {item['expires'] or '<never>':<22} "
+                   f"{item['usages']:<28} {item['description']}")
+
+
+@token.command("delete")
+@_KUBECONFIG
+@click.argument("token_ids", nargs=-1, required=True, metavar="ID...")
+def token_delete(kubeconfig: str, token_ids: tuple[str, ...]) -> None:
+    """Delete join tokens by id; agents can no longer join with them."""
+    from k8py import jointokens
+
+    async def delete_all(client, ca):
+        return [(token_id, await jointokens.delete(client, token_id))
+                for token_id in token_ids]
+    for token_id, existed in _token_call(kubeconfig, delete_all):
+        if not existed:
+            raise click.ClickException(f"no token {token_id!r}")
+        click.echo(f"bootstrap token {token_id!r} deleted")
+
+
+@cli.group()
 def lab() -> None:
     """A multi-node cluster on this host: a server and agents in network namespaces."""
 

@@ -30,6 +30,7 @@ import ipaddress
 import logging
 import os
 import re
+import secrets
 import ssl
 
 import aiohttp
@@ -41,8 +42,9 @@ from k8py.client.http import HttpTransport
 
 log = logging.getLogger(__name__)
 
-TOKEN_FORM = "K10<sha256 of the server's CA>::server:<secret>"
-_TOKEN = re.compile(r"K10([0-9a-f]{64})::server:(\S+)")
+TOKEN_FORM = ("K10<sha256 of the server's CA>::server:<secret> (or ::<id>.<secret>, from "
+              "`k8py token create`)")
+_TOKEN = re.compile(r"K10([0-9a-f]{64})::(?:server:(\S+)|([a-z0-9]{6}\.[a-z0-9]{16}))")
 _RETRY_SECONDS = 2.0
 _MIN_VALIDITY = datetime.timedelta(days=30)
 
@@ -62,7 +64,7 @@ def parse_token(value: str) -> Token:
     if match is None:
         raise JoinError(f"the join token must have the form {TOKEN_FORM} (the server's "
                         f"<data-dir>/server/token)")
-    return Token(match.group(1), match.group(2))
+    return Token(match.group(1), match.group(2) or match.group(3))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,8 +99,27 @@ class Credentials:
         return HttpTransport(server.rstrip("/"), tls, user_agent=user_agent)
 
 
+def node_password(path: str) -> str:
+    """This node's password (generated once, kept 0600 at `path`), as k3s keeps one: the
+    server remembers the first password a node name joins with and refuses another."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            password = f.read().strip()
+        if password:
+            return password
+    except FileNotFoundError:
+        pass
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    password = secrets.token_hex(16)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(password + "\n")
+    return password
+
+
 async def join(server: str, token: str, tls_dir: str, node_name: str,
-               addresses: tuple[str, ...] = (), hostnames: tuple[str, ...] = ()) -> Credentials:
+               addresses: tuple[str, ...] = (), hostnames: tuple[str, ...] = (),
+               password_file: str | None = None) -> Credentials:
     """The node's credentials from `server`, reused from `tls_dir` when still good."""
     parsed = parse_token(token)
     server = server.rstrip("/")
@@ -109,9 +130,11 @@ async def join(server: str, token: str, tls_dir: str, node_name: str,
     if _reusable(credentials, ca_pem, node_name, addresses, hostnames):
         log.info("reusing the node credentials in %s", tls_dir)
         return credentials
+    password = node_password(password_file or os.path.join(os.path.dirname(tls_dir),
+                                                           "node-password"))
     answer = await _ask(server, ca_pem, parsed.secret,
                         {"nodeName": node_name, "addresses": list(addresses),
-                         "hostnames": list(hostnames)})
+                         "hostnames": list(hostnames), "nodePassword": password})
     _store(credentials, answer)
     log.info("joined %s as system:node:%s; credentials in %s", server, node_name, tls_dir)
     return credentials
@@ -163,6 +186,9 @@ async def _ask(server: str, ca_pem: bytes, secret: str, body: dict) -> dict:
             continue
         if status == 401:
             raise JoinError("the server refused the token's secret")
+        if status == 403:
+            message = answer.get("message") if isinstance(answer, dict) else None
+            raise JoinError(message or "the server refused this node")
         if status != 200:
             message = answer.get("message") if isinstance(answer, dict) else None
             raise JoinError(f"the server refused the node credentials: {message or status}")

@@ -204,3 +204,53 @@ def test_load_balancer_answers_on_the_nodes_addresses(lab):
     for address in addresses:
         wait_for(lambda a=address: http_from_host(a, 8181).startswith("echo-"), timeout=30,
                  interval=0.5, what=f"the LoadBalancer on {address}")
+
+
+def _join(lab: LabCluster, token: str, node_name: str, data_dir: str
+          ) -> subprocess.CompletedProcess:
+    """`k8py agent` in agent-1's namespace, joining as `node_name`; it must stop by itself."""
+    return subprocess.run(
+        [sys.executable, "-m", "k8py", "lab", "exec", "--name", lab.name, "agent-1", "--",
+         sys.executable, "-m", "k8py", "agent", "--server",
+         f"https://{_server_ip(lab)}:6443", "--token", token, "--node-name", node_name,
+         "--data-dir", data_dir],
+        capture_output=True, text=True, timeout=60)
+
+
+def _server_ip(lab: LabCluster) -> str:
+    for line in lab.k8py("status").stdout.splitlines():
+        if line.startswith("server"):
+            return line.split()[2]
+    raise AssertionError("no server in the lab's status")
+
+
+def test_tokens_join_and_a_reused_node_name_or_a_tampered_ca_is_refused(lab, tmp_path):
+    created = subprocess.run([sys.executable, "-m", "k8py", "token", "create", "--kubeconfig",
+                              lab.kubeconfig, "--ttl", "1h", "--description", "e2e"],
+                             capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert token.startswith("K10") and "::" in token and "." in token.rsplit("::", 1)[1]
+    listed = subprocess.run([sys.executable, "-m", "k8py", "token", "list", "--kubeconfig",
+                             lab.kubeconfig], capture_output=True, text=True, timeout=60)
+    token_id = token.rsplit("::", 1)[1].split(".")[0]
+    assert token_id in listed.stdout and "e2e" in listed.stdout
+
+    # another host claiming agent-1's name, with the new token: refused, in one line
+    claimed = _join(lab, token, "agent-1", str(tmp_path / "impostor"))
+    assert claimed.returncode != 0
+    assert "node password rejected" in claimed.stderr, claimed.stderr
+    assert claimed.stderr.strip().count("\n") == 0, claimed.stderr
+
+    # a token whose CA hash was changed: refused before anything is sent
+    tampered = "K10" + ("0" * 64) + token[3 + 64:]
+    refused = _join(lab, tampered, "agent-9", str(tmp_path / "tampered"))
+    assert refused.returncode != 0 and "CA does not match" in refused.stderr, refused.stderr
+
+    # a deleted token no longer joins
+    deleted = subprocess.run([sys.executable, "-m", "k8py", "token", "delete", "--kubeconfig",
+                              lab.kubeconfig, token_id], capture_output=True, text=True,
+                             timeout=60)
+    assert deleted.returncode == 0, deleted.stderr
+    gone = _join(lab, token, "agent-9", str(tmp_path / "late"))
+    assert gone.returncode != 0 and "refused the token" in gone.stderr, gone.stderr

@@ -241,7 +241,7 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
     app.router.add_get("/.well-known/openid-configuration", openid_configuration)
     app.router.add_get("/openid/v1/jwks", jwks)
     if join_pki is not None:
-        join.add_routes(app, join_pki)
+        join.add_routes(app, join_pki, objects, registry)
     # the official clients ask for the roots with a trailing slash (`/apis/`)
     for path in ("/api", "/api/"):
         app.router.add_get(path, core_root)

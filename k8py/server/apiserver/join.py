@@ -12,32 +12,53 @@ The join token is `K10<sha256 of the CA PEM>::server:<secret>` (`pki.ensure_pki`
 
 Both paths bypass the authn middleware (`authn.ANONYMOUS_PATHS`): /cacerts is public, as in
 k3s; node-credentials checks the secret itself, in constant time, and nothing else — a
-client certificate, even the admin's, does not stand in for the token. Anything wrong with
-the body is a 400 Status. There is no node authorizer yet: a node identity may write any
-object, like every authenticated user until RBAC comes.
+client certificate, even the admin's, does not stand in for the token. Besides the server's
+own secret, a bootstrap token (`k8py token create`: a `bootstrap-token-<id>` Secret in
+kube-system, `<id>.<secret>` in the join token) is accepted until it expires or is deleted.
+
+Node passwords, as k3s keeps them: an agent sends the password it generated once
+(`<data-dir>/agent/node-password`); the first join of a node name stores a salted hash of it
+in the Secret `<node>.node-password.k8py` (kube-system), and a later join of that name with
+another password is refused (403) with one line saying why — a second host claiming an
+existing node's name. The Secret goes when the Node is deleted
+(`controllers.nodepasswords`). Anything wrong with the body is a 400 Status. There is no
+node authorizer yet: a node identity may write any object, like every authenticated user
+until RBAC comes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import hmac
 import ipaddress
 import json
+import os
+import re
 
 from aiohttp import web
 
-from k8py.api import errors, meta
+from k8py.api import errors, meta, timestamps
+from k8py.api.resources import Registry
 from k8py.server import pki
 from k8py.server.apiserver import responses
+from k8py.server.apiserver.storage import ObjectStore
 
 PKI_KEY = web.AppKey("join_pki", pki.PKI)
+STORE_KEY = web.AppKey("join_store", tuple)
+PASSWORD_SUFFIX = ".node-password.k8py"
+BOOTSTRAP_TOKEN = re.compile(r"([a-z0-9]{6})\.([a-z0-9]{16})")
+PBKDF2_ROUNDS = 100_000
 CACERTS_PATH = "/cacerts"
 NODE_CREDENTIALS_PATH = "/v1-k8py/node-credentials"
 _MAX_NAMES = 64  # addresses or hostnames in one request
 
 
-def add_routes(app: web.Application, certs: pki.PKI) -> None:
+def add_routes(app: web.Application, certs: pki.PKI, objects: ObjectStore,
+               registry: Registry) -> None:
     app[PKI_KEY] = certs
+    app[STORE_KEY] = (objects, registry)
     app.router.add_get(CACERTS_PATH, cacerts)
     app.router.add_post(NODE_CREDENTIALS_PATH, node_credentials)
 
@@ -46,11 +67,85 @@ async def cacerts(request: web.Request) -> web.Response:
     return web.Response(body=pki.ca_pem(request.app[PKI_KEY]), content_type="text/plain")
 
 
-def _authorized(request: web.Request, secret: str) -> bool:
+def _bearer(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
-    if header[:7].lower() != "bearer ":
+    return header[7:].strip() if header[:7].lower() == "bearer " else ""
+
+
+async def _authorized(request: web.Request, secret: str) -> bool:
+    """The server's secret, or an unexpired bootstrap token's `<id>.<secret>`."""
+    given = _bearer(request)
+    if not given:
         return False
-    return hmac.compare_digest(header[7:].strip().encode(), secret.encode())
+    if hmac.compare_digest(given.encode(), secret.encode()):
+        return True
+    match = BOOTSTRAP_TOKEN.fullmatch(given)
+    if match is None:
+        return False
+    objects, registry = request.app[STORE_KEY]
+    try:
+        token = await objects.get(registry.get("", "v1", "secrets"), "kube-system",
+                                  f"bootstrap-token-{match.group(1)}")
+    except errors.NotFound:
+        return False
+    data = {k: _b64(v) for k, v in (token.get("data") or {}).items()}
+    expiration = data.get("expiration")
+    return (token.get("type") == "bootstrap.kubernetes.io/token"
+            and data.get("usage-bootstrap-authentication") == "true"
+            and hmac.compare_digest(data.get("token-secret", "").encode(),
+                                    match.group(2).encode())
+            and not (expiration and expiration <= timestamps.now()))
+
+
+def _b64(value: str) -> str:
+    try:
+        return base64.b64decode(value).decode()
+    except (ValueError, UnicodeDecodeError):
+        return ""
+
+
+def _hash(password: str, salt: bytes) -> str:
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, PBKDF2_ROUNDS)
+    return f"pbkdf2-sha256${PBKDF2_ROUNDS}${salt.hex()}${digest.hex()}"
+
+
+def _matches(password: str, stored: str) -> bool:
+    try:
+        _, rounds, salt, digest = stored.split("$")
+        computed = hashlib.pbkdf2_hmac("sha256", password.encode(), bytes.fromhex(salt),
+                                       int(rounds))
+    except ValueError:
+        return False
+    return hmac.compare_digest(computed.hex(), digest)
+
+
+async def check_node_password(objects: ObjectStore, registry: Registry, name: str,
+                              password: str) -> None:
+    """Remember the first password a node name joins with; refuse another one."""
+    secrets = registry.get("", "v1", "secrets")
+    secret_name = name + PASSWORD_SUFFIX
+    try:
+        existing = await objects.get(secrets, "kube-system", secret_name)
+    except errors.NotFound:
+        existing = None
+    if existing is not None:
+        stored = _b64((existing.get("data") or {}).get("hash", ""))
+        if not await asyncio.to_thread(_matches, password, stored):
+            raise errors.Forbidden(
+                f"node password rejected: a node named {name!r} joined before with another "
+                "password (a second host with the same name, or its "
+                "<data-dir>/agent/node-password changed); delete the Node to free the name")
+        return
+    stored = await asyncio.to_thread(_hash, password, os.urandom(16))
+    secret = meta.prepare_create(secrets, {
+        "metadata": {"name": secret_name, "namespace": "kube-system",
+                     "labels": {"k8py.io/node-password": "true"}},
+        "type": "k8py.io/node-password",
+        "data": {"hash": base64.b64encode(stored.encode()).decode()}}, "kube-system")
+    try:
+        await objects.create(secrets, secret)
+    except errors.AlreadyExists:  # the same node joining twice at once: check again
+        await check_node_password(objects, registry, name, password)
 
 
 def _strings(body: dict, key: str) -> list[str]:
@@ -62,8 +157,9 @@ def _strings(body: dict, key: str) -> list[str]:
     return value
 
 
-def parse_request(raw: bytes) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
-    """(node name, addresses, hostnames) from the request body, or a BadRequest."""
+def parse_request(raw: bytes) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
+    """(node name, addresses, hostnames, node password) from the request body, or a
+    BadRequest."""
     try:
         body = json.loads(raw)
     except ValueError:
@@ -90,14 +186,20 @@ def parse_request(raw: bytes) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     for hostname in hostnames:
         if len(hostname) > 253 or not meta.DNS1123_SUBDOMAIN.match(hostname):
             raise errors.BadRequest(f"hostnames: {hostname!r} is not a DNS name")
-    return name, tuple(addresses), tuple(hostnames)
+    password = body.get("nodePassword")
+    if not isinstance(password, str) or not 16 <= len(password) <= 256:
+        raise errors.BadRequest("nodePassword is required (16 to 256 characters): the "
+                                "agent's <data-dir>/agent/node-password")
+    return name, tuple(addresses), tuple(hostnames), password
 
 
 async def node_credentials(request: web.Request) -> web.Response:
     certs = request.app[PKI_KEY]
-    if not _authorized(request, pki.join_secret(certs)):
+    if not await _authorized(request, pki.join_secret(certs)):
         raise errors.Unauthorized("Unauthorized")
-    name, addresses, hostnames = parse_request(await request.read())
+    name, addresses, hostnames, password = parse_request(await request.read())
+    objects, registry = request.app[STORE_KEY]
+    await check_node_password(objects, registry, name, password)
     # key generation and signing: a few milliseconds, off the event loop all the same
     issued = await asyncio.to_thread(pki.issue_node_credentials, certs, name, addresses,
                                      hostnames)

@@ -24,6 +24,7 @@ from k8py.client.leaderelection import LeaderElector
 from k8py.server.controllers.base import Context, Controller, Settings
 from k8py.server.controllers.cronjob import CronJobController
 from k8py.server.controllers.csrsigning import CsrSigningController
+from k8py.server.controllers.nodepasswords import NodePasswordController
 from k8py.server.controllers.servicelb import ServiceLoadBalancer
 from k8py.server.controllers.daemonset import DaemonSetController
 from k8py.server.controllers.deployment import DeploymentController
@@ -62,6 +63,7 @@ CONTROLLERS: list[type[Controller]] = [
     NamespaceController,
     CsrSigningController,
     ServiceLoadBalancer,
+    NodePasswordController,
 ]
 
 

@@ -19,7 +19,7 @@ from k8py.server.apiserver.authn import USER_KEY
 from tests.integration.inloop import Server, running_apiserver
 
 BODY = {"nodeName": "worker-1", "addresses": ["10.9.8.7", "fd00::7"],
-        "hostnames": ["worker-1.example"]}
+        "hostnames": ["worker-1.example"], "nodePassword": "0123456789abcdef0123"}
 
 
 async def whoami(request: web.Request) -> web.Response:
@@ -137,3 +137,53 @@ async def test_each_request_issues_new_keys(server):
     _, first = await _post(server, BODY, _secret(server))
     _, second = await _post(server, BODY, _secret(server))
     assert first["clientKey"] != second["clientKey"]
+
+
+# --- node passwords and bootstrap tokens -----------------------------------------------------
+
+async def _ask(server, body, bearer):
+    import ssl as ssl_module
+    context = ssl_module.create_default_context(cafile=server.certs.ca_cert)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+        async with session.post(server.url + "/v1-k8py/node-credentials", json=body,
+                                headers={"Authorization": f"Bearer {bearer}"}) as response:
+            return response.status, await response.json(content_type=None)
+
+
+async def test_a_second_host_claiming_a_node_name_is_refused(server):
+    secret = pki.join_secret(server.certs)
+    body = {**BODY, "nodeName": "claimed"}
+    assert (await _ask(server, body, secret))[0] == 200
+    assert (await _ask(server, body, secret))[0] == 200  # the same node again: fine
+    status, answer = await _ask(server, {**body, "nodePassword": "another-password-xyz"},
+                                 secret)
+    assert status == 403 and "node password rejected" in answer["message"]
+    assert "\n" not in answer["message"]
+    status, answer = await _ask(server, {k: v for k, v in body.items()
+                                          if k != "nodePassword"}, secret)
+    assert status == 400 and "nodePassword" in answer["message"]
+
+
+async def test_bootstrap_tokens_join_until_they_expire(server):
+    import base64
+
+    from k8py.api.resources import builtin
+    from k8py.server.apiserver import app as apiserver
+
+    objects = server.app[apiserver.REST_KEY].objects
+    secrets = builtin("v1", "secrets")
+
+    def token(token_id, secret, expiration):
+        data = {"token-id": token_id, "token-secret": secret,
+                "usage-bootstrap-authentication": "true", "expiration": expiration}
+        return {"metadata": {"name": f"bootstrap-token-{token_id}", "namespace": "kube-system",
+                             "uid": token_id, "creationTimestamp": "2026-01-01T00:00:00Z"},
+                "type": "bootstrap.kubernetes.io/token",
+                "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+    await objects.create(secrets, token("abcdef", "0123456789abcdef", "2999-01-01T00:00:00Z"))
+    await objects.create(secrets, token("oldtok", "0123456789abcdef", "2000-01-01T00:00:00Z"))
+    body = {**BODY, "nodeName": "bootstrapped"}
+    assert (await _ask(server, body, "abcdef.0123456789abcdef"))[0] == 200
+    assert (await _ask(server, body, "abcdef.0123456789abcdeX"))[0] == 401
+    assert (await _ask(server, body, "oldtok.0123456789abcdef"))[0] == 401
+    assert (await _ask(server, body, "nonexs.0123456789abcdef"))[0] == 401
