@@ -154,7 +154,7 @@ async def run(config: AgentConfig, client: Client, ready: asyncio.Event | None =
         if config.service_proxy:
             from k8py.net.proxy import ServiceProxy
 
-            start("proxy", ServiceProxy(client, config.cluster_cidr).run())
+            start("proxy", ServiceProxy(client, config.cluster_cidr, node_name).run())
         await until(reporter.registered)
         from k8py.agent.kubelet.volumes import VolumeManager
 

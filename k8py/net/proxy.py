@@ -48,26 +48,46 @@ def enable_kernel_settings() -> None:
             log.warning("cannot set %s to %s: %s", path, value, exc)
 
 
+def forget_udp_flows(stale: set[tuple[str, str, int]]) -> int:
+    """Delete the conntrack entries of UDP flows from a Service address and port to an
+    endpoint that is gone; how many."""
+    from pyroute2 import Conntrack
+
+    deleted = 0
+    try:
+        with Conntrack() as conntrack:
+            for entry in list(conntrack.dump_entries()):
+                original, reply = entry.tuple_orig, entry.tuple_reply
+                if original.proto == 17 and \
+                        (original.daddr, reply.saddr, original.dport) in stale:
+                    conntrack.delete(entry)
+                    deleted += 1
+    except Exception as exc:  # conntrack unavailable: the flows time out on their own
+        log.warning("forgetting UDP flows to removed endpoints: %s", exc)
+    return deleted
+
+
 class ServiceProxy:
-    def __init__(self, client: Client, cluster_cidr: str, nft: Nft | None = None):
+    def __init__(self, client: Client, cluster_cidr: str, node: str = "",
+                 nft: Nft | None = None):
         self.cluster_cidr = cluster_cidr
+        self.node = node
         self.nft = nft or Nft()
         self.services = Informer(client, SERVICES)
         self.slices = Informer(client, ENDPOINT_SLICES)
         self.stale = asyncio.Event()
         self.applied: servicerules.Ruleset | None = None
+        self.ports: list[servicerules.ServicePort] = []  # what `applied` was built from
         self.applies = 0  # how many scripts went to the kernel
 
     def _changed(self, *_objects) -> None:
         self.stale.set()
 
-    def compute(self) -> servicerules.Ruleset:
-        ports = servicerules.service_ports(self.services.list(), self.slices.list())
-        return servicerules.build(ports, self.cluster_cidr)
-
     async def sync(self, force: bool = False) -> bool:
-        """Apply what changed (everything with `force`); whether anything was applied."""
-        rules = self.compute()
+        """Apply what changed (everything with `force`); whether anything was applied. UDP
+        flows to endpoints that went away are forgotten by conntrack afterwards."""
+        ports = servicerules.service_ports(self.services.list(), self.slices.list())
+        rules = servicerules.build(ports, self.cluster_cidr, self.node)
         script = None
         if self.applied is not None and not force:
             script = servicerules.delta(self.applied, rules)
@@ -79,6 +99,10 @@ class ServiceProxy:
         await asyncio.to_thread(self.nft.run, script)
         self.applied = rules
         self.applies += 1
+        stale = servicerules.stale_udp(self.ports, ports)
+        self.ports = ports
+        if stale:
+            await asyncio.to_thread(forget_udp_flows, stale)
         return True
 
     async def run(self, ready: asyncio.Event | None = None) -> None:

@@ -12,9 +12,12 @@ reader never sees half a ruleset and the proxy never has to list the kernel's ta
                                                            LoadBalancer ingress IPs)
         local address: proto . port vmap @service-nodeports
     svc-<service port>: mark for masquerade what comes from outside the cluster CIDR; the
-        ClientIP affinity sets; `numgen random mod N` over the endpoints
+        ClientIP affinity sets; `numgen random mod N` over the endpoints (this node's only
+        with internalTrafficPolicy Local; none: drop)
     ext-<service port> (NodePorts, external and LoadBalancer IPs): mark for masquerade, then
-        the service chain
+        the service chain; with externalTrafficPolicy Local, no masquerade (the client's
+        address is kept) and this node's endpoints only (none: drop), while pods and the node
+        itself still reach the service chain
     ep-<service port>-<endpoint>: hairpin (a pod reaching itself through its Service) marked
         for masquerade; `dnat to ip:port`
     nat postrouting: masquerade what is marked (mark 0x4000), and pod traffic leaving the
@@ -44,6 +47,7 @@ DEFAULT_AFFINITY_SECONDS = 10800
 class Endpoint:
     ip: str
     port: int
+    node: str = ""  # the node it runs on (EndpointSlice `nodeName`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +63,8 @@ class ServicePort:
     node_port: int = 0
     endpoints: tuple[Endpoint, ...] = ()
     affinity_seconds: int = 0  # ClientIP session affinity; 0: none
+    external_local: bool = False  # externalTrafficPolicy Local (NodePort, LoadBalancer)
+    internal_local: bool = False  # internalTrafficPolicy Local
 
     @property
     def chain_id(self) -> str:
@@ -95,6 +101,8 @@ def service_ports(services: Iterable[Mapping[str, Any]],
         if spec.get("sessionAffinity") == "ClientIP":
             affinity = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get(
                 "timeoutSeconds") or DEFAULT_AFFINITY_SECONDS
+        external_local = spec.get("externalTrafficPolicy") == "Local" and \
+            spec.get("type") in ("NodePort", "LoadBalancer")
         for port in spec.get("ports") or []:
             protocol = PROTOCOLS.get(port.get("protocol", "TCP"))
             if protocol is None or not port.get("port"):
@@ -104,7 +112,8 @@ def service_ports(services: Iterable[Mapping[str, Any]],
                 cluster_ips, external, int(port.get("nodePort") or 0),
                 _endpoints(by_service.get((namespace, name), ()), port.get("name", ""),
                            port.get("protocol", "TCP")),
-                int(affinity)))
+                int(affinity), external_local,
+                spec.get("internalTrafficPolicy") == "Local"))
     return sorted(ports, key=lambda p: (p.namespace, p.name, p.port_name, p.protocol))
 
 
@@ -122,7 +131,7 @@ def _endpoints(slices: Iterable[Mapping[str, Any]], port_name: str,
             if not addresses:
                 continue
             conditions = endpoint.get("conditions") or {}
-            target = Endpoint(addresses[0], int(number))
+            target = Endpoint(addresses[0], int(number), endpoint.get("nodeName") or "")
             if conditions.get("ready", True) is not False:
                 ready.add(target)
             elif conditions.get("serving") and conditions.get("terminating"):
@@ -147,8 +156,9 @@ class Ruleset:
     chains: dict[str, tuple[str, ...]]  # per Service and endpoint -> rules
 
 
-def build(ports: Iterable[ServicePort], cluster_cidr: str) -> Ruleset:
-    """The rules that proxy `ports` (pure)."""
+def build(ports: Iterable[ServicePort], cluster_cidr: str, node: str = "") -> Ruleset:
+    """The rules that proxy `ports` on node `node` (pure; the node matters for the
+    traffic policies that keep traffic on the node: `Local`)."""
     maps: dict[str, dict[str, str]] = {name: {} for name in MAP_TYPES}
     chains: dict[str, tuple[str, ...]] = {}
     sets: dict[str, tuple[str, ...]] = {}
@@ -169,7 +179,7 @@ def build(ports: Iterable[ServicePort], cluster_cidr: str) -> Ruleset:
         if sp.node_port:
             maps["service-nodeports"][f"{sp.protocol} . {sp.node_port}"] = f"goto {ext}"
         body = [f"ip saddr != {cluster_cidr} jump mark-for-masquerade"]
-        endpoint_chains = []
+        endpoint_chains, local_chains = [], []
         for endpoint in sp.endpoints:
             ep = f"ep-{sp.chain_id}-{_chain_name(endpoint.ip)}-{endpoint.port}"
             endpoint_chains.append(ep)
@@ -182,15 +192,32 @@ def build(ports: Iterable[ServicePort], cluster_cidr: str) -> Ruleset:
                 rules.append(f"update @{affinity} {{ ip saddr }}")
             rules.append(f"meta l4proto {sp.protocol} dnat to {endpoint.ip}:{endpoint.port}")
             chains[ep] = tuple(rules)
-        if len(endpoint_chains) == 1:
-            body.append(f"goto {endpoint_chains[0]}")
-        else:
-            choices = ", ".join(f"{i} : goto {ep}" for i, ep in enumerate(endpoint_chains))
-            body.append(f"numgen random mod {len(endpoint_chains)} vmap {{ {choices} }}")
+            if endpoint.node == node:
+                local_chains.append(ep)
+        body.append(_choose(local_chains if sp.internal_local else endpoint_chains))
         chains[svc] = tuple(body)
-        if sp.external or sp.node_port:
+        if (sp.external or sp.node_port) and sp.external_local:
+            # the client's address is kept, so only this node's endpoints may answer; pods
+            # and the node itself still reach every endpoint (upstream's short circuit)
+            local = f"local-{sp.chain_id}"
+            chains[ext] = (f"ip saddr {cluster_cidr} goto {svc}",
+                           "fib saddr type local jump mark-for-masquerade",
+                           f"fib saddr type local goto {svc}",
+                           f"goto {local}")
+            chains[local] = (_choose(local_chains),)
+        elif sp.external or sp.node_port:
             chains[ext] = ("jump mark-for-masquerade", f"goto {svc}")
     return Ruleset(_base(cluster_cidr), maps, sets, chains)
+
+
+def _choose(endpoint_chains: list[str]) -> str:
+    """The rule that picks one endpoint at random; none: the packet is dropped."""
+    if not endpoint_chains:
+        return "drop"
+    if len(endpoint_chains) == 1:
+        return f"goto {endpoint_chains[0]}"
+    choices = ", ".join(f"{i} : goto {ep}" for i, ep in enumerate(endpoint_chains))
+    return f"numgen random mod {len(endpoint_chains)} vmap {{ {choices} }}"
 
 
 def _base(cluster_cidr: str) -> dict[str, tuple[str, ...]]:
@@ -271,9 +298,27 @@ def delta(old: Ruleset, new: Ruleset) -> str | None:
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def ruleset(ports: Iterable[ServicePort], cluster_cidr: str) -> str:
+def ruleset(ports: Iterable[ServicePort], cluster_cidr: str, node: str = "") -> str:
     """The nft script that makes table `ip k8py` proxy `ports`, replacing what it held."""
-    return full(build(ports, cluster_cidr))
+    return full(build(ports, cluster_cidr, node))
+
+
+def stale_udp(old: Iterable[ServicePort], new: Iterable[ServicePort]
+              ) -> set[tuple[str, str, int]]:
+    """(service address, endpoint address, service port) of UDP flows whose endpoint is
+    gone: their conntrack entries would keep sending to it (UDP has no connection to end)."""
+    current = {(p.namespace, p.name, p.port_name, p.protocol): p for p in new}
+    stale = set()
+    for port in old:
+        if port.protocol != "udp":
+            continue
+        kept = current.get((port.namespace, port.name, port.port_name, port.protocol))
+        remaining = {e.ip for e in kept.endpoints} if kept else set()
+        for endpoint in port.endpoints:
+            if endpoint.ip not in remaining:
+                for address in port.addresses + port.external:
+                    stale.add((address, endpoint.ip, port.port))
+    return stale
 
 
 def _block(head: str, lines: list[str]) -> str:

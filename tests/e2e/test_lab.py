@@ -27,6 +27,29 @@ pytestmark = [
 ]
 
 IMAGE = "k8py.local/busybox:latest"
+# prints the address of whoever connects to TCP 7777
+PEER_PRINTER = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7777))
+s.listen()
+conn, peer = s.accept()
+print(peer[0], flush=True)
+conn.close()
+"""
+# answers every DNS question on UDP 5353 with A 10.9.9.9
+DNS_RESPONDER = """
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 5353))
+while True:
+    query, peer = s.recvfrom(512)
+    end = query.index(b"\\0", 12) + 5
+    header = query[:2] + struct.pack(">HHHHH", 0x8180, 1, 1, 0, 0)
+    answer = b"\\xc0\\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + bytes([10, 9, 9, 9])
+    s.sendto(header + query[12:end] + answer, peer)
+"""
 ECHO = "mkdir -p /www && hostname > /www/index.html && httpd -f -p 8080 -h /www"
 
 
@@ -254,3 +277,108 @@ def test_tokens_join_and_a_reused_node_name_or_a_tampered_ca_is_refused(lab, tmp
     assert deleted.returncode == 0, deleted.stderr
     gone = _join(lab, token, "agent-9", str(tmp_path / "late"))
     assert gone.returncode != 0 and "refused the token" in gone.stderr, gone.stderr
+
+
+def _service(lab: LabCluster, name: str, spec: dict) -> dict:
+    lab.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec}))
+    return json.loads(lab.kubectl("get", "service", name, "-o", "json").stdout)
+
+
+def test_affinity_hairpin_udp_and_egress(lab):
+    """Uses the echo pods (one per node) and clients of the tests before."""
+    sticky = _service(lab, "echo-sticky", {"selector": {"app": "echo"},
+                                           "sessionAffinity": "ClientIP",
+                                           "ports": [{"port": 80, "targetPort": 8080}]})
+    ip = sticky["spec"]["clusterIP"]
+    first = wait_for(lambda: lab.fetch("client-agent-1", ip, 80), timeout=30,
+                     what="the sticky Service answering")
+    assert {lab.fetch("client-agent-1", ip, 80) for _ in range(8)} == {first}
+
+    # a pod reaching itself through its own Service (hairpin)
+    lab.pod("self-web", "agent-2", ECHO, {"app": "self"})
+    lab.running("self-web")
+    own = _service(lab, "self", {"selector": {"app": "self"},
+                                 "ports": [{"port": 80, "targetPort": 8080}]})
+    wait_for(lambda: lab.fetch("self-web", own["spec"]["clusterIP"], 80) == "self-web",
+             timeout=30, interval=0.5, what="the pod through its own Service")
+
+    # UDP: the pods' busybox has no UDP server, so the endpoint is a tiny DNS responder in
+    # agent-1's namespace (a Service without a selector, with its own EndpointSlice), asked
+    # with nslookup from agent-2's client through the Service
+    responder = subprocess.Popen(
+        [sys.executable, "-m", "k8py", "lab", "exec", "--name", lab.name, "agent-1", "--",
+         sys.executable, "-c", DNS_RESPONDER], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        udp = _service(lab, "udp", {"ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]})
+        lab.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "udp-manual",
+                         "labels": {"kubernetes.io/service-name": "udp"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "dns", "port": 5353, "protocol": "UDP"}],
+            "endpoints": [{"addresses": [_node_ip(lab, "agent-1")],
+                           "conditions": {"ready": True}}]}))
+
+        def udp_answered():
+            done = lab.kubectl("exec", "client-agent-2", "--", "nslookup", "answer.lab",
+                               udp["spec"]["clusterIP"], check=False)
+            return "10.9.9.9" in done.stdout
+        wait_for(udp_answered, timeout=40, interval=1, what="a UDP answer through the Service")
+    finally:
+        responder.kill()
+        responder.wait()
+
+    # egress: a pod's traffic leaving the cluster CIDR carries its node's address (a
+    # listener on the lab network, in agent-2's own namespace, outside the pod network)
+    listener = subprocess.Popen(
+        [sys.executable, "-m", "k8py", "lab", "exec", "--name", lab.name, "agent-2", "--",
+         sys.executable, "-c", PEER_PRINTER], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        agent2 = _node_ip(lab, "agent-2")
+
+        def reached():
+            done = lab.kubectl("exec", "client-agent-1", "--", "sh", "-c",
+                               f"echo x | nc -w 2 {agent2} 7777", check=False)
+            return done.returncode == 0
+        wait_for(reached, timeout=20, interval=0.5, what="the listener outside the cluster")
+        peer = listener.stdout.readline().strip()
+    finally:
+        listener.kill()
+        listener.wait()
+    assert peer == _node_ip(lab, "agent-1")  # the node's address, not the pod's
+
+
+def _node_ip(lab: LabCluster, name: str) -> str:
+    for line in lab.k8py("status").stdout.splitlines():
+        if line.startswith(name + " "):
+            return line.split()[2]
+    raise AssertionError(f"no node {name}")
+
+
+def test_external_traffic_policy_local(lab):
+    lab.pod("local-web", "agent-1", ECHO, {"app": "local"})
+    lab.running("local-web")
+    svc = _service(lab, "local", {"type": "NodePort", "externalTrafficPolicy": "Local",
+                                  "selector": {"app": "local"},
+                                  "ports": [{"port": 80, "targetPort": 8080}]})
+    node_port = svc["spec"]["ports"][0]["nodePort"]
+    agent1, agent2 = _node_ip(lab, "agent-1"), _node_ip(lab, "agent-2")
+    wait_for(lambda: http_from_host(agent1, node_port) == "local-web", timeout=30,
+             interval=0.5, what="the NodePort on the node with the endpoint")
+    # no local endpoint on agent-2: no answer there from outside the cluster
+    assert http_from_host(agent2, node_port) == ""
+
+
+def test_service_traffic_survives_the_agent_going_away(lab):
+    """The rules are the kernel's: with agent-1's agent killed, its NodePort still answers
+    from the host, through agent-1's own table (pods and containerd stay)."""
+    svc = json.loads(lab.kubectl("get", "service", "echo", "-o", "json").stdout)
+    node_port = svc["spec"]["ports"][0]["nodePort"]
+    address = _node_ip(lab, "agent-1")
+    state = json.load(open(f"/var/lib/k8py-lab/{lab.name}/lab.json"))
+    agent = next(n for n in state["nodes"] if n["name"] == "agent-1")
+    os.kill(agent["pid"], 9)
+    for _ in range(10):
+        assert http_from_host(address, node_port).startswith("echo-")

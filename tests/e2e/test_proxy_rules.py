@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.root,
 GOLDEN = os.path.join(os.path.dirname(__file__), "..", "unit", "net", "golden")
 
 
-@pytest.mark.parametrize("name", ["mixed.nft", "empty.nft"])
+@pytest.mark.parametrize("name", ["mixed.nft", "empty.nft", "local.nft"])
 def test_golden_rulesets_apply_and_go(name):
     with open(os.path.join(GOLDEN, name), encoding="utf-8") as f:
         script = f.read()

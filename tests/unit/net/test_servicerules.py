@@ -95,3 +95,46 @@ def test_endpoints_come_from_the_matching_port_and_protocol():
 
 def test_the_removal_script_names_only_our_table():
     assert servicerules.removal() == "table ip k8py {}\ndelete table ip k8py\n"
+
+
+def _local_slice(service_name):
+    item = endpoint_slice(service_name, ("10.42.1.5", READY), ("10.42.2.6", READY))
+    item["endpoints"][0]["nodeName"] = "node-1"
+    item["endpoints"][1]["nodeName"] = "node-2"
+    return item
+
+
+def test_traffic_policies_local_on_a_node_with_and_without_endpoints():
+    services = [
+        service("kept", type_="NodePort", externalTrafficPolicy="Local",
+                ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]),
+        service("near", ip="10.43.0.21", internalTrafficPolicy="Local")]
+    slices = [_local_slice("kept"), _local_slice("near")]
+    ports = servicerules.service_ports(services, slices)
+    on_1 = servicerules.build(ports, CIDR, "node-1")
+    assert on_1.chains["local-default-kept-http-tcp"] == (
+        "goto ep-default-kept-http-tcp-10.42.1.5-8080",)
+    ext = on_1.chains["ext-default-kept-http-tcp"]
+    assert ext[0] == f"ip saddr {CIDR} goto svc-default-kept-http-tcp"
+    assert "jump mark-for-masquerade" not in ext  # the client's address is kept
+    assert on_1.chains["svc-default-near-http-tcp"][-1] == \
+        "goto ep-default-near-http-tcp-10.42.1.5-8080"
+    on_3 = servicerules.build(ports, CIDR, "node-3")
+    assert on_3.chains["local-default-kept-http-tcp"] == ("drop",)
+    assert on_3.chains["svc-default-near-http-tcp"][-1] == "drop"
+    check_golden("local.nft", servicerules.full(on_1))
+
+
+def test_stale_udp_flows_are_the_removed_endpoints():
+    dns = service("dns", ip="10.43.0.10", ports=[{"name": "dns", "port": 53, "protocol": "UDP"}])
+    before = servicerules.service_ports([dns], [endpoint_slice(
+        "dns", ("10.42.0.9", READY), ("10.42.0.8", READY), port=53, name="dns",
+        protocol="UDP")])
+    after = servicerules.service_ports([dns], [endpoint_slice(
+        "dns", ("10.42.0.8", READY), port=53, name="dns", protocol="UDP")])
+    assert servicerules.stale_udp(before, after) == {("10.43.0.10", "10.42.0.9", 53)}
+    assert servicerules.stale_udp(before, []) == {("10.43.0.10", "10.42.0.9", 53),
+                                                  ("10.43.0.10", "10.42.0.8", 53)}
+    web = servicerules.service_ports([service("web")],
+                                     [endpoint_slice("web", ("10.42.0.1", READY))])
+    assert servicerules.stale_udp(web, []) == set()  # TCP: conntrack ends with the flow
