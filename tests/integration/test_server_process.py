@@ -4,11 +4,13 @@ unusable database into one line and exit code 1."""
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -32,11 +34,25 @@ def start_server(data_dir, *extra):
 
 
 def wait_for_line(proc, needle, timeout=20.0):
+    """The server's stderr until a line holds `needle`; fails after `timeout` (a server that
+    logs nothing more must not hang the test: a thread reads, this waits on its queue)."""
+    lines = getattr(proc, "_lines", None)
+    if lines is None:
+        lines = proc._lines = queue.Queue()
+
+        def pump():
+            for line in proc.stderr:
+                lines.put(line)
+            lines.put(None)
+        threading.Thread(target=pump, daemon=True).start()
     deadline = time.monotonic() + timeout
     seen = []
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if line is None:
             break
         seen.append(line)
         if needle in line:
