@@ -4,7 +4,6 @@ unusable database into one line and exit code 1."""
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import socket
 import stat
@@ -34,29 +33,21 @@ def start_server(data_dir, *extra):
 
 
 def wait_for_line(proc, needle, timeout=20.0):
-    """The server's stderr until a line holds `needle`; fails after `timeout` (a server that
-    logs nothing more must not hang the test: a thread reads, this waits on its queue)."""
-    lines = getattr(proc, "_lines", None)
-    if lines is None:
-        lines = proc._lines = queue.Queue()
-
-        def pump():
-            for line in proc.stderr:
-                lines.put(line)
-            lines.put(None)
-        threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + timeout
+    """The server's stderr until a line holds `needle`; fails after `timeout`: a server that
+    logs nothing more is killed by a watchdog then, which ends the blocked read."""
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
     seen = []
-    while True:
-        try:
-            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            break
-        if line is None:
-            break
-        seen.append(line)
-        if needle in line:
-            return seen
+    try:
+        while True:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen.append(line)
+            if needle in line:
+                return seen
+    finally:
+        watchdog.cancel()
     pytest.fail(f"server never logged {needle!r}; it said: {''.join(seen)}")
 
 
