@@ -14,9 +14,11 @@ fi
 # etcd-server/etcd-client: the peer the store benchmark compares against (and, later, HA);
 # containerd, runc, containernetworking-plugins (bridge, host-local, portmap, loopback),
 # iproute2, nftables: what the agent runs pods with; busybox-static: the local pause image
-# and the test image are built from it (no registry is needed).
+# and the test image are built from it (no registry is needed); iperf3: the pod network
+# benchmark.
 packages=(python3 python3-venv python3-pip sqlite3 etcd-server etcd-client ca-certificates
-          containerd runc containernetworking-plugins iproute2 nftables busybox-static)
+          containerd runc containernetworking-plugins iproute2 nftables busybox-static
+          iperf3)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

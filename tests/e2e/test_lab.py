@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -371,6 +372,26 @@ def test_external_traffic_policy_local(lab):
     assert http_from_host(agent2, node_port) == ""
 
 
+def test_a_removed_backend_gets_no_new_connections(lab):
+    """The echo Service loses echo-agent-2 (its pod deleted, as a scale-down does): once its
+    EndpointSlice says so, nothing reaches it any more."""
+    ip = json.loads(lab.kubectl("get", "service", "echo", "-o", "json").stdout)[
+        "spec"]["clusterIP"]
+    lab.kubectl("delete", "pod", "echo-agent-2", "--wait=false")
+
+    def slice_without_it():
+        slices = json.loads(lab.kubectl("get", "endpointslices", "-l",
+                                        "kubernetes.io/service-name=echo", "-o",
+                                        "json").stdout)["items"]
+        return all(e.get("targetRef", {}).get("name") != "echo-agent-2"
+                   or e.get("conditions", {}).get("ready") is False
+                   for item in slices for e in item.get("endpoints") or [])
+    wait_for(slice_without_it, timeout=30, interval=0.2, what="echo-agent-2 out of the slice")
+    time.sleep(0.5)  # the proxies' debounce
+    answers = {lab.fetch("client-server", ip, 80) for _ in range(20)}
+    assert "echo-agent-2" not in answers and answers & {"echo-server", "echo-agent-1"}
+
+
 def test_service_traffic_survives_the_agent_going_away(lab):
     """The rules are the kernel's: with agent-1's agent killed, its NodePort still answers
     from the host, through agent-1's own table (pods and containerd stay)."""
@@ -382,3 +403,25 @@ def test_service_traffic_survives_the_agent_going_away(lab):
     os.kill(agent["pid"], 9)
     for _ in range(10):
         assert http_from_host(address, node_port).startswith("echo-")
+
+
+@pytest.fixture(scope="module")
+def hostgw_lab(lab, tmp_path_factory):
+    """A second lab beside the first (two labs coexist), on host-gw routes."""
+    cluster = LabCluster(f"hgw{uuid.uuid4().hex[:6]}", str(tmp_path_factory.mktemp("hgw")))
+    try:
+        cluster.k8py("up", "--agents", "1", "--flannel-backend", "host-gw")
+        yield cluster
+    finally:
+        cluster.k8py("down", check=False)
+
+
+def test_pods_reach_pods_on_other_nodes_over_host_gw(hostgw_lab):
+    lab = hostgw_lab
+    lab.pod("web", "agent-1", ECHO)
+    lab.pod("probe", "server", "sleep 3600")
+    ips = lab.running("web", "probe")
+    assert wait_for(lambda: lab.fetch("probe", ips["web"]) == "web", timeout=30,
+                    interval=0.5, what="a pod on the server reaching one on agent-1")
+    routes = lab.k8py("exec", "server", "--", "ip", "route").stdout
+    assert "flannel.1" not in routes and " via " in routes

@@ -284,12 +284,23 @@ async def test_kubectl_debug_runs_an_ephemeral_container_in_the_target(env):
                           "sh", "-c", "read line; echo got $line; ps"),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env=env.kubectl_env)
+    async def type_hello() -> None:
+        """A line on stdin once kubectl is attaching, again each second until the debug
+        container read one (what reaches it before the attach is in place may be lost, as
+        with a user typing early)."""
+        while proc.returncode is None:
+            with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+                proc.stdin.write(b"hello\n")
+                await proc.stdin.drain()
+            await asyncio.sleep(1.0)
+
     try:
-        proc.stdin.write(b"hello\n")
-        await proc.stdin.drain()
+        typing = asyncio.create_task(type_hello())
         out, err = await asyncio.wait_for(
             asyncio.gather(proc.stdout.read(), proc.stderr.read()), 90)
         await proc.wait()
+        typing.cancel()
+        await asyncio.gather(typing, return_exceptions=True)
     finally:
         if proc.returncode is None:
             proc.kill()
