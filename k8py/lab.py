@@ -16,6 +16,7 @@ agent-1 .3 and so on. Two labs with different names coexist.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -277,6 +278,8 @@ class Lab:
                 shutil.rmtree(self.dir, ignore_errors=True)
             return
         progress(f"stopping lab {self.name}")
+        node_dirs = [self._node_dir(n) for n in state.nodes]
+        _kill_pod_processes(node_dirs)  # pods outlive their agent by design: not here
         for node in state.nodes:
             if node.pid and _alive(node.pid):
                 _signal_group(node.pid, signal.SIGTERM)
@@ -288,8 +291,9 @@ class Lab:
             if node.pid and _alive(node.pid):
                 _signal_group(node.pid, signal.SIGKILL)
         _kill_holding(self.dir)
+        _kill_pod_processes(node_dirs)
         _unmount_under(self.dir)
-        _remove_pod_cgroups(self.dir, [self._node_dir(n) for n in state.nodes])
+        _remove_pod_cgroups(self.dir, node_dirs)
         for node in state.nodes:
             _run("ip", "netns", "delete", node.netns, check=False)
             _run("ip", "link", "delete", node.host_link, check=False)
@@ -336,6 +340,37 @@ def _unmount_under(path: str) -> None:
         mounts = [line.split()[1] for line in f]
     for mount in sorted((m for m in mounts if m.startswith(path)), key=len, reverse=True):
         subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+
+
+def _pod_uids(node_dirs: list[str]) -> list[str]:
+    uids = []
+    for node_dir in node_dirs:
+        pods = os.path.join(node_dir, "agent", "pods")
+        if os.path.isdir(pods):
+            uids.extend(os.listdir(pods))
+    return uids
+
+
+def _kill_pod_processes(node_dirs: list[str]) -> None:
+    """SIGKILL every process in the cgroups of the lab's pods (their containers)."""
+    from k8py.agent import cgroups
+
+    killed = False
+    for uid in _pod_uids(node_dirs):
+        for hierarchy in ("pids", "memory", "cpu,cpuacct", "unified", "systemd"):
+            top = os.path.join(cgroups.CGROUP_ROOT, hierarchy, cgroups.CGROUP_PARENT,
+                               cgroups.POD_PREFIX + uid)
+            for directory, _subdirs, files in os.walk(top):
+                if "cgroup.procs" not in files:
+                    continue
+                with contextlib.suppress(OSError):
+                    with open(os.path.join(directory, "cgroup.procs")) as f:
+                        for pid in f.read().split():
+                            with contextlib.suppress(OSError):
+                                os.kill(int(pid), signal.SIGKILL)
+                                killed = True
+    if killed:
+        time.sleep(0.3)
 
 
 def _remove_pod_cgroups(lab_dir: str, node_dirs: list[str]) -> None:

@@ -58,10 +58,24 @@ def host_state() -> dict[str, str]:
     """What the lab must give back: links, namespaces, routes, nftables tables, mounts."""
     def run(*command):
         return subprocess.run(command, capture_output=True, text=True).stdout
+    pods = "/sys/fs/cgroup/pids/k8py"
+    cgroups = sorted(os.listdir(pods)) if os.path.isdir(pods) else []
+    processes = sorted(pid for pid in os.listdir("/proc") if pid.isdigit()
+                       and "k8py-lab" in _cmdline(pid))
     return {"links": run("ip", "-o", "link", "show"), "netns": run("ip", "netns", "list"),
             "routes": run("ip", "route", "show"), "nft": run("nft", "list", "tables"),
             "mounts": "".join(line for line in open("/proc/self/mounts")
-                              if "k8py-lab" in line)}
+                              if "k8py-lab" in line),
+            "pod cgroups": " ".join(c for c in cgroups if c.startswith("pod")),
+            "processes": " ".join(processes)}
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 class LabCluster:
