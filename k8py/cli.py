@@ -77,6 +77,9 @@ def cli() -> None:
         show_default=True, help="How pods reach pods on other nodes")
 @option("--flannel-iface", default=None, metavar="IFACE",
         help="Interface for the pod network across nodes (default: the node address's)")
+@option("--resolv-conf", default=None, metavar="FILE",
+        help="The host's resolvers, for pods with dnsPolicy Default and names outside the "
+             "cluster (default /etc/resolv.conf)")
 @option("--node-ip", "-i", type=IPAddress(), default=None,
         help="IP address to advertise for the node (default: the default route's)")
 @option("--node-label", multiple=True, metavar="KEY=VALUE",
@@ -153,6 +156,9 @@ def _node_labels(values: tuple[str, ...]) -> tuple[str, ...]:
         show_default=True, help="How pods reach pods on other nodes")
 @option("--flannel-iface", default=None, metavar="IFACE",
         help="Interface for the pod network across nodes (default: the node address's)")
+@option("--resolv-conf", default=None, metavar="FILE",
+        help="The host's resolvers, for pods with dnsPolicy Default and names outside the "
+             "cluster (default /etc/resolv.conf)")
 def agent(debug: bool, **flags) -> None:
     """Run a worker node that joins a server."""
     if not flags["kubeconfig"]:
@@ -235,7 +241,8 @@ def _agent_config(flags: dict):
         container_runtime_endpoint=flags["container_runtime_endpoint"],
         node_labels=_node_labels(flags["node_label"]),
         cluster_cidr=str(flags["cluster_cidr"]), service_proxy=not flags["disable_kube_proxy"],
-        flannel_backend=flags["flannel_backend"], flannel_iface=flags["flannel_iface"])
+        flannel_backend=flags["flannel_backend"], flannel_iface=flags["flannel_iface"],
+        resolv_conf=flags["resolv_conf"])
 
 
 def _agent_with_kubeconfig(debug: bool, flags: dict) -> None:

@@ -30,6 +30,8 @@ class AgentConfig:
     service_proxy: bool = True  # keep the Service rules in nftables (`k8py.net.proxy`)
     flannel_backend: str = "vxlan"  # pods across nodes: vxlan, host-gw or none
     flannel_iface: str | None = None  # the uplink (default: the node address's interface)
+    resolv_conf: str = "/etc/resolv.conf"  # the host's resolvers: pods' Default, DNS upstream
+    cluster_dns_server: bool = True  # answer cluster DNS on this node (`k8py.net.dns`)
     # CrashLoopBackOff: the first restart is immediate, then base doubling up to max
     # (upstream's 10 s and 300 s); reset after `backoff_reset` seconds of running.
     backoff_base: float = 10.0
@@ -79,7 +81,8 @@ def agent_config(*, data_dir: str, node_name: str = "", node_ip: str = "",
                  is_server: bool = False, tls_cert: str = "", tls_key: str = "",
                  client_ca: str = "", cluster_cidr: str = "10.42.0.0/16",
                  service_proxy: bool = True, flannel_backend: str = "vxlan",
-                 flannel_iface: str | None = None) -> AgentConfig:
+                 flannel_iface: str | None = None,
+                 resolv_conf: str = "/etc/resolv.conf") -> AgentConfig:
     """The one place an agent's configuration is assembled, from what `k8py agent`'s flags
     or `k8py server`'s (for its embedded agent) say: the node name (the hostname, lower
     case, when none is given), the node address (detected when none is given) and the
@@ -92,7 +95,8 @@ def agent_config(*, data_dir: str, node_name: str = "", node_ip: str = "",
         node_labels=tuple(tuple(item.split("=", 1)) for item in node_labels),
         is_server=is_server, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca,
         cluster_cidr=cluster_cidr, service_proxy=service_proxy,
-        flannel_backend=flannel_backend, flannel_iface=flannel_iface)
+        flannel_backend=flannel_backend, flannel_iface=flannel_iface,
+        resolv_conf=resolv_conf or "/etc/resolv.conf")
 
 
 def detect_node_ip() -> str:

@@ -154,7 +154,13 @@ async def run(config: AgentConfig, client: Client, ready: asyncio.Event | None =
         if config.service_proxy:
             from k8py.net.proxy import ServiceProxy
 
-            start("proxy", ServiceProxy(client, config.cluster_cidr, node_name).run())
+            start("proxy", ServiceProxy(client, config.cluster_cidr, node_name,
+                                        skip={config.cluster_dns}).run())
+        if config.cluster_dns_server:
+            from k8py.net import dns as cluster_dns
+
+            start("dns", cluster_dns.run(client, config.cluster_dns, config.cluster_domain,
+                                         config.resolv_conf))
         await until(reporter.registered)
         from k8py.agent.kubelet.volumes import VolumeManager
 

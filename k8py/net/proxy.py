@@ -69,9 +69,10 @@ def forget_udp_flows(stale: set[tuple[str, str, int]]) -> int:
 
 class ServiceProxy:
     def __init__(self, client: Client, cluster_cidr: str, node: str = "",
-                 nft: Nft | None = None):
+                 nft: Nft | None = None, skip: set[str] | frozenset[str] = frozenset()):
         self.cluster_cidr = cluster_cidr
         self.node = node
+        self.skip = set(skip)  # addresses answered on the node itself (cluster DNS)
         self.nft = nft or Nft()
         self.services = Informer(client, SERVICES)
         self.slices = Informer(client, ENDPOINT_SLICES)
@@ -86,7 +87,9 @@ class ServiceProxy:
     async def sync(self, force: bool = False) -> bool:
         """Apply what changed (everything with `force`); whether anything was applied. UDP
         flows to endpoints that went away are forgotten by conntrack afterwards."""
-        ports = servicerules.service_ports(self.services.list(), self.slices.list())
+        ports = [p for p in servicerules.service_ports(self.services.list(),
+                                                       self.slices.list())
+                 if not self.skip.intersection(p.addresses)]
         rules = servicerules.build(ports, self.cluster_cidr, self.node)
         script = None
         if self.applied is not None and not force:

@@ -66,6 +66,7 @@ class ServerConfig:
     disable_kube_proxy: bool = False
     flannel_backend: str = "vxlan"
     flannel_iface: str | None = None
+    resolv_conf: str | None = None
     disable_scheduler: bool = False
     disable_controller_manager: bool = False
     token: str | None = None
@@ -89,7 +90,7 @@ async def run_store(store: Backend, ready: asyncio.Event) -> None:
 
 async def bootstrap(store: Backend, registry: Registry, *,
                     service_cidr: str | ipaddress.IPv4Network = serviceips.SERVICE_CIDR,
-                    https_port: int = 6443) -> None:
+                    https_port: int = 6443, cluster_dns: str | None = None) -> None:
     """The system namespaces, the `kubernetes` Service in `default` (the first address of
     the service CIDR, 443 → the API server's port), the stored CRDs' resources in the
     registry, and an APIService for every group-version served (`apiservices`). Written
@@ -113,6 +114,17 @@ async def bootstrap(store: Backend, registry: Registry, *,
                      "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
                      "ports": [{"name": "https", "port": 443, "protocol": "TCP",
                                 "targetPort": https_port}]}}, context)
+    if cluster_dns and ipaddress.ip_address(cluster_dns) in ipaddress.IPv4Network(service_cidr):
+        with contextlib.suppress(errors.AlreadyExists):
+            await writes.create(registry.get("", "v1", "services"), "kube-system", {
+                "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                             "labels": {"k8s-app": "kube-dns",
+                                        "kubernetes.io/name": "CoreDNS",
+                                        "kubernetes.io/cluster-service": "true"}},
+                "spec": {"clusterIP": cluster_dns, "clusterIPs": [cluster_dns],
+                         "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
+                                   {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}},
+                context)
     await apiservices.ensure_builtin(objects, registry)
     for crd in stored_crds:
         await apiservices.crd_written(objects, registry, crd)
@@ -125,7 +137,7 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
     await store_ready.wait()
     registry = Registry()
     await bootstrap(store, registry, service_cidr=config.service_cidr,
-                    https_port=config.https_listen_port)
+                    https_port=config.https_listen_port, cluster_dns=str(config.cluster_dns))
     app = apiserver.make_app(store, tokens, registry, service_cidr=config.service_cidr,
                              node_port_range=config.service_node_port_range,
                              service_account_key=pki.ensure_service_key(certs),
@@ -202,7 +214,8 @@ async def run_agent(config: ServerConfig, handler: asyncio.Future, certs: pki.PK
         container_runtime_endpoint=config.container_runtime_endpoint,
         node_labels=config.node_label, is_server=True,
         cluster_cidr=str(config.cluster_cidr), service_proxy=not config.disable_kube_proxy,
-        flannel_backend=config.flannel_backend, flannel_iface=config.flannel_iface)
+        flannel_backend=config.flannel_backend, flannel_iface=config.flannel_iface,
+        resolv_conf=config.resolv_conf or "/etc/resolv.conf")
     serving_cert, serving_key = pki.ensure_kubelet_serving(
         certs, node_config.agent_dir, node_config.node_name, (node_config.node_ip,))
     node_config = dataclasses.replace(node_config, tls_cert=serving_cert, tls_key=serving_key,

@@ -386,6 +386,26 @@ def test_external_traffic_policy_local(lab):
     assert http_from_host(agent2, node_port) == ""
 
 
+def test_cluster_dns_from_every_node(lab):
+    """busybox's nslookup, asking the pod's nameserver (the cluster DNS address, answered by
+    the node's own agent): a Service, a name that does not exist, kube-dns itself."""
+    dns_svc = json.loads(lab.kubectl("get", "service", "kube-dns", "-n", "kube-system", "-o",
+                                     "json").stdout)
+    assert dns_svc["spec"]["clusterIP"] == "10.43.0.10"
+    echo_ip = json.loads(lab.kubectl("get", "service", "echo", "-o", "json").stdout)[
+        "spec"]["clusterIP"]
+    for node in ("server", "agent-1", "agent-2"):
+        def resolved(node=node):
+            done = lab.kubectl("exec", f"client-{node}", "--", "nslookup",
+                               "echo.default.svc.cluster.local", check=False)
+            return echo_ip in done.stdout and done
+        done = wait_for(resolved, timeout=30, interval=0.5, what=f"DNS from {node}'s pods")
+        assert "10.43.0.10" in done.stdout  # the answer came from the cluster DNS address
+        missing = lab.kubectl("exec", f"client-{node}", "--", "nslookup",
+                              "nothing.default.svc.cluster.local", check=False)
+        assert missing.returncode != 0 and "NXDOMAIN" in missing.stdout + missing.stderr
+
+
 def test_a_removed_backend_gets_no_new_connections(lab):
     """The echo Service loses echo-agent-2 (its pod deleted, as a scale-down does): once its
     EndpointSlice says so, nothing reaches it any more."""
