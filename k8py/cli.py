@@ -25,6 +25,25 @@ from k8py.lifecycle import use_one_malloc_arena
 log = logging.getLogger("k8py")
 
 
+def _node_network_options(f):
+    """What a node's network part takes, on `k8py server` (its embedded agent) and `k8py
+    agent` alike."""
+    for decorator in reversed([
+        option("--disable-kube-proxy", is_flag=True,
+               help="Keep no Service rules in nftables on this host (another proxy does)"),
+        option("--flannel-backend", type=click.Choice(["vxlan", "host-gw", "none"]),
+               default="vxlan", show_default=True, help="How pods reach pods on other nodes"),
+        option("--flannel-iface", default=None, metavar="IFACE",
+               help="Interface for the pod network across nodes (default: the node "
+                    "address's)"),
+        option("--resolv-conf", default=None, metavar="FILE",
+               help="The host's resolvers, for pods with dnsPolicy Default and names outside "
+                    "the cluster (default /etc/resolv.conf)"),
+    ]):
+        f = decorator(f)
+    return f
+
+
 def _common_options(f):
     for decorator in reversed(
         [
@@ -71,15 +90,7 @@ def cli() -> None:
         help="Cluster domain")
 @option("--tls-san", multiple=True, help="Extra name or IP for the serving certificate")
 @option("--disable-agent", is_flag=True, help="Run no agent on this host")
-@option("--disable-kube-proxy", is_flag=True,
-        help="Keep no Service rules in nftables on this host (another proxy does)")
-@option("--flannel-backend", type=click.Choice(["vxlan", "host-gw", "none"]), default="vxlan",
-        show_default=True, help="How pods reach pods on other nodes")
-@option("--flannel-iface", default=None, metavar="IFACE",
-        help="Interface for the pod network across nodes (default: the node address's)")
-@option("--resolv-conf", default=None, metavar="FILE",
-        help="The host's resolvers, for pods with dnsPolicy Default and names outside the "
-             "cluster (default /etc/resolv.conf)")
+@_node_network_options
 @option("--node-ip", "-i", type=IPAddress(), default=None,
         help="IP address to advertise for the node (default: the default route's)")
 @option("--node-label", multiple=True, metavar="KEY=VALUE",
@@ -150,15 +161,7 @@ def _node_labels(values: tuple[str, ...]) -> tuple[str, ...]:
         help="Cluster domain")
 @option("--cluster-cidr", type=CIDR(), default="10.42.0.0/16", show_default=True,
         help="Network for pod IPs (the server's --cluster-cidr)")
-@option("--disable-kube-proxy", is_flag=True,
-        help="Keep no Service rules in nftables on this host (another proxy does)")
-@option("--flannel-backend", type=click.Choice(["vxlan", "host-gw", "none"]), default="vxlan",
-        show_default=True, help="How pods reach pods on other nodes")
-@option("--flannel-iface", default=None, metavar="IFACE",
-        help="Interface for the pod network across nodes (default: the node address's)")
-@option("--resolv-conf", default=None, metavar="FILE",
-        help="The host's resolvers, for pods with dnsPolicy Default and names outside the "
-             "cluster (default /etc/resolv.conf)")
+@_node_network_options
 def agent(debug: bool, **flags) -> None:
     """Run a worker node that joins a server."""
     if not flags["kubeconfig"]:

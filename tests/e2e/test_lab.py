@@ -155,15 +155,21 @@ def test_all_nodes_ready_with_their_own_addresses(lab):
     assert "agent-1" in status and "yes" in status
 
 
+def reach_across(lab: LabCluster, web: str, web_node: str, probe: str, probe_node: str
+                 ) -> str:
+    """A pod on `probe_node` fetching from one on `web_node` by IP; the probe node's
+    routes."""
+    lab.pod(web, web_node, ECHO)
+    lab.pod(probe, probe_node, "sleep 3600")
+    ips = lab.running(web, probe)
+    assert wait_for(lambda: lab.fetch(probe, ips[web]) == web, timeout=30, interval=0.5,
+                    what=f"{probe_node}'s pod reaching {web_node}'s pod")
+    return lab.k8py("exec", probe_node, "--", "ip", "route").stdout
+
+
 def test_pods_reach_pods_on_other_nodes(lab):
-    lab.pod("web-a1", "agent-1", ECHO)
-    lab.pod("probe-a2", "agent-2", "sleep 3600")
-    ips = lab.running("web-a1", "probe-a2")
-    assert wait_for(lambda: lab.fetch("probe-a2", ips["web-a1"]) == "web-a1", timeout=30,
-                    interval=0.5, what="agent-2's pod reaching agent-1's pod")
-    # the route the agent keeps on the other node, through flannel.1
-    routes = lab.k8py("exec", "agent-2", "--", "ip", "route").stdout
-    assert "flannel.1" in routes
+    routes = reach_across(lab, "web-a1", "agent-1", "probe-a2", "agent-2")
+    assert "flannel.1" in routes  # the route the agent keeps, through the VXLAN device
 
 
 def test_cluster_ip_balances_over_every_node_from_every_node(lab):
@@ -451,11 +457,5 @@ def hostgw_lab(lab, tmp_path_factory):
 
 
 def test_pods_reach_pods_on_other_nodes_over_host_gw(hostgw_lab):
-    lab = hostgw_lab
-    lab.pod("web", "agent-1", ECHO)
-    lab.pod("probe", "server", "sleep 3600")
-    ips = lab.running("web", "probe")
-    assert wait_for(lambda: lab.fetch("probe", ips["web"]) == "web", timeout=30,
-                    interval=0.5, what="a pod on the server reaching one on agent-1")
-    routes = lab.k8py("exec", "server", "--", "ip", "route").stdout
+    routes = reach_across(hostgw_lab, "web", "agent-1", "probe", "server")
     assert "flannel.1" not in routes and " via " in routes
