@@ -256,6 +256,23 @@ class Lab:
     def exec_command(self, name: str, command: list[str]) -> list[str]:
         return [*_nsenter(self.node(name).netns), *command]
 
+    def restart(self, name: str) -> None:
+        """Stop node `name`'s k8py process (SIGKILL, as a crash would; its containerd and
+        pods stay) and start it again."""
+        state = self._require()
+        node = next((n for n in state.nodes if n.name == name), None)
+        if node is None:
+            raise LabError(f"no node {name!r} in lab {self.name}")
+        if node.pid and _alive(node.pid):
+            os.kill(node.pid, signal.SIGKILL)
+        token = ""
+        if node.role == "agent":
+            with open(os.path.join(self.dir, "server", "server", "token"),
+                      encoding="utf-8") as f:
+                token = f.read().strip()
+        self._start(state, node, token)
+        self._save(state)
+
     def load_images(self, files: list[str]) -> None:
         state = self._require()
         for node in state.nodes:

@@ -256,8 +256,9 @@ def respond(view: ClusterView, query: dns.message.Message) -> dns.message.Messag
 class Forwarder:
     """Questions that are not ours, to the host's resolvers, with a small cache."""
 
-    def __init__(self, servers: list[str], own: set[str]):
+    def __init__(self, servers: list[str], own: set[str], port: int = 53):
         self.servers = [s for s in servers if s not in own] or []
+        self.port = port
         self.cache: dict[tuple[str, int], tuple[float, bytes]] = {}
 
     async def ask(self, query: dns.message.Message) -> dns.message.Message:
@@ -270,7 +271,7 @@ class Forwarder:
             return response
         for server in self.servers:
             try:
-                response = await asyncio.wait_for(_udp_query(query, server),
+                response = await asyncio.wait_for(_udp_query(query, server, self.port),
                                                   UPSTREAM_TIMEOUT)
             except (OSError, asyncio.TimeoutError, dns.exception.DNSException):
                 continue
@@ -285,7 +286,8 @@ class Forwarder:
         return failed
 
 
-async def _udp_query(query: dns.message.Message, server: str) -> dns.message.Message:
+async def _udp_query(query: dns.message.Message, server: str,
+                     port: int = 53) -> dns.message.Message:
     loop = asyncio.get_running_loop()
     done: asyncio.Future = loop.create_future()
 
@@ -298,7 +300,7 @@ async def _udp_query(query: dns.message.Message, server: str) -> dns.message.Mes
             if not done.done():
                 done.set_exception(exc)
 
-    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=(server, 53))
+    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=(server, port))
     try:
         transport.sendto(query.to_wire())
         return dns.message.from_wire(await done)
@@ -309,8 +311,9 @@ async def _udp_query(query: dns.message.Message, server: str) -> dns.message.Mes
 class DnsServer:
     """UDP and TCP on `address`:53, answering from `view()` and forwarding the rest."""
 
-    def __init__(self, address: str, view, forwarder: Forwarder):
+    def __init__(self, address: str, view, forwarder: Forwarder, port: int = 53):
         self.address, self.view, self.forwarder = address, view, forwarder
+        self.port = port
 
     async def handle(self, wire: bytes, limit: int | None) -> bytes | None:
         try:
@@ -358,9 +361,10 @@ class DnsServer:
             finally:
                 writer.close()
 
-        transport, _ = await loop.create_datagram_endpoint(Udp, local_addr=(self.address, 53))
-        tcp_server = await asyncio.start_server(tcp, self.address, 53)
-        log.info("cluster DNS answering on %s:53", self.address)
+        transport, _ = await loop.create_datagram_endpoint(
+            Udp, local_addr=(self.address, self.port))
+        tcp_server = await asyncio.start_server(tcp, self.address, self.port)
+        log.info("cluster DNS answering on %s:%d", self.address, self.port)
         try:
             await asyncio.Event().wait()
         finally:

@@ -185,6 +185,13 @@ def test_cluster_ip_balances_over_every_node_from_every_node(lab):
     service = json.loads(lab.kubectl("get", "service", "echo", "-o", "json").stdout)
     cluster_ip = service["spec"]["clusterIP"]
     wanted = {"echo-server", "echo-agent-1", "echo-agent-2"}
+    for node in ("server", "agent-1", "agent-2"):  # the nodes themselves, too
+        def from_the_node(node=node):
+            done = lab.k8py("exec", node, "--", "busybox", "sh", "-c",
+                            "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | "
+                            f"busybox nc -w 3 {cluster_ip} 80", check=False)
+            return done.stdout.replace("\r", "").split("\n\n", 1)[-1].strip() in wanted
+        wait_for(from_the_node, timeout=30, interval=0.5, what=f"the ClusterIP from {node}")
     for node in ("server", "agent-1", "agent-2"):
         seen: set[str] = set()
 
@@ -432,9 +439,12 @@ def test_a_removed_backend_gets_no_new_connections(lab):
     assert "echo-agent-2" not in answers and answers & {"echo-server", "echo-agent-1"}
 
 
-def test_service_traffic_survives_the_agent_going_away(lab):
+def test_service_traffic_survives_an_agent_crash_and_restart(lab):
     """The rules are the kernel's: with agent-1's agent killed, its NodePort still answers
-    from the host, through agent-1's own table (pods and containerd stay)."""
+    from the host, through agent-1's own table (pods and containerd stay); restarted, the
+    agent takes over its pods and the traffic never stopped."""
+    from k8py.lab import Lab
+
     svc = json.loads(lab.kubectl("get", "service", "echo", "-o", "json").stdout)
     node_port = svc["spec"]["ports"][0]["nodePort"]
     address = _node_ip(lab, "agent-1")
@@ -443,6 +453,24 @@ def test_service_traffic_survives_the_agent_going_away(lab):
     os.kill(agent["pid"], 9)
     for _ in range(10):
         assert http_from_host(address, node_port).startswith("echo-")
+    Lab(lab.name).restart("agent-1")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # answering all along while it comes back
+        assert http_from_host(address, node_port).startswith("echo-")
+        node = json.loads(lab.kubectl("get", "node", "agent-1", "-o", "json").stdout)
+        heartbeat = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+        if heartbeat["status"] == "True" and _alive_in_lab(lab, "agent-1"):
+            break
+        time.sleep(0.5)
+    assert _alive_in_lab(lab, "agent-1")
+    assert http_from_host(address, node_port).startswith("echo-")
+
+
+def _alive_in_lab(lab: LabCluster, name: str) -> bool:
+    for line in lab.k8py("status").stdout.splitlines():
+        if line.startswith(name + " "):
+            return line.split()[-1] == "yes"
+    return False
 
 
 @pytest.fixture(scope="module")
