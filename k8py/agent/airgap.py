@@ -33,6 +33,22 @@ def images_dir(data_dir: str) -> str:
     return os.path.join(data_dir, "agent", "images")
 
 
+def _settling(directory: str, now: float, settle: float) -> bool:
+    """Whether an archive in directory is too fresh to import yet."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return False
+    for entry in entries:
+        if entry.name.endswith(SUFFIXES) and not entry.name.startswith("."):
+            try:
+                if now - entry.stat().st_mtime < settle:
+                    return True
+            except OSError:
+                continue
+    return False
+
+
 def scan(directory: str, now: float, settle: float) -> dict[str, tuple[int, int]]:
     """The archives in directory that have settled: path -> (mtime_ns, size)."""
     found = {}
@@ -78,4 +94,7 @@ async def run_airgap(data_dir: str, socket_path: str, ready: asyncio.Event, *,
             log.info("airgap: imported %s from %s in %.1fs",
                      ", ".join(refs) or "an unnamed image", os.path.basename(path),
                      time.monotonic() - started)
-        await asyncio.sleep(interval)
+        # a file still settling is looked at again as soon as it may have settled, not a
+        # whole interval later (the first pods of a new node wait for their images)
+        waiting = await asyncio.to_thread(_settling, directory, time.time(), settle)
+        await asyncio.sleep(min(interval, settle) if waiting else interval)

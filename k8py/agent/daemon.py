@@ -151,16 +151,22 @@ async def run(config: AgentConfig, client: Client, ready: asyncio.Event | None =
             network_configured=network_ready.is_set)
         start("node", reporter.run())
         start("network", keep_network(config, client, reporter, network_ready))
+        # one cache of Services and EndpointSlices for the proxy and DNS
+        shared = (Informer(client, builtin("v1", "services")),
+                  Informer(client, builtin("discovery.k8s.io/v1", "endpointslices")))
+        if config.service_proxy or config.cluster_dns_server:
+            for informer in shared:
+                start(f"informer-{informer.resource.plural}", informer.run())
         if config.service_proxy:
             from k8py.net.proxy import ServiceProxy
 
             start("proxy", ServiceProxy(client, config.cluster_cidr, node_name,
-                                        skip={config.cluster_dns}).run())
+                                        skip={config.cluster_dns}, informers=shared).run())
         if config.cluster_dns_server:
             from k8py.net import dns as cluster_dns
 
             start("dns", cluster_dns.run(client, config.cluster_dns, config.cluster_domain,
-                                         config.resolv_conf))
+                                         config.resolv_conf, shared=shared))
         await until(reporter.registered)
         from k8py.agent.kubelet.volumes import VolumeManager
 

@@ -409,15 +409,19 @@ def resolvers(path: str) -> list[str]:
     return servers
 
 
-async def run(client, cluster_dns: str, domain: str, resolv_conf: str) -> None:
+async def run(client, cluster_dns: str, domain: str, resolv_conf: str,
+              shared: tuple | None = None) -> None:
     """Serve cluster DNS on this node: the address on `k8py-dns`, informers on Services,
-    EndpointSlices and Nodes, a view rebuilt when they changed, the listeners."""
+    EndpointSlices and Nodes, a view rebuilt when they changed, the listeners. `shared`:
+    Services and EndpointSlices informers the agent runs for the proxy too."""
     from k8py.api.resources import builtin
     from k8py.client.informer import Informer
 
-    informers = [Informer(client, builtin("v1", "services")),
-                 Informer(client, builtin("discovery.k8s.io/v1", "endpointslices")),
+    informers = [*(shared or (Informer(client, builtin("v1", "services")),
+                              Informer(client, builtin("discovery.k8s.io/v1",
+                                                       "endpointslices")))),
                  Informer(client, builtin("v1", "nodes"))]
+    owned = informers[2:] if shared else informers
     stale = [True]
     current: list[ClusterView] = []
 
@@ -433,7 +437,7 @@ async def run(client, cluster_dns: str, domain: str, resolv_conf: str) -> None:
 
     for informer in informers:
         informer.add_handlers(changed, changed, changed)
-    tasks = [asyncio.create_task(informer.run()) for informer in informers]
+    tasks = [asyncio.create_task(informer.run()) for informer in owned]
     try:
         for informer in informers:
             await informer.synced.wait()

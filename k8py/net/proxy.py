@@ -69,13 +69,16 @@ def forget_udp_flows(stale: set[tuple[str, str, int]]) -> int:
 
 class ServiceProxy:
     def __init__(self, client: Client, cluster_cidr: str, node: str = "",
-                 nft: Nft | None = None, skip: set[str] | frozenset[str] = frozenset()):
+                 nft: Nft | None = None, skip: set[str] | frozenset[str] = frozenset(),
+                 informers: tuple[Informer, Informer] | None = None):
         self.cluster_cidr = cluster_cidr
         self.node = node
         self.skip = set(skip)  # addresses answered on the node itself (cluster DNS)
         self.nft = nft or Nft()
-        self.services = Informer(client, SERVICES)
-        self.slices = Informer(client, ENDPOINT_SLICES)
+        # Services and EndpointSlices; given (and run) by the agent when others share them
+        self.shared = informers is not None
+        self.services, self.slices = informers or (Informer(client, SERVICES),
+                                                   Informer(client, ENDPOINT_SLICES))
         self.stale = asyncio.Event()
         self.applied: servicerules.Ruleset | None = None
         self.ports: list[servicerules.ServicePort] = []  # what `applied` was built from
@@ -112,8 +115,8 @@ class ServiceProxy:
         enable_kernel_settings()
         for informer in (self.services, self.slices):
             informer.add_handlers(self._changed, self._changed, self._changed)
-        tasks = [asyncio.create_task(self.services.run()),
-                 asyncio.create_task(self.slices.run())]
+        tasks = [] if self.shared else [asyncio.create_task(self.services.run()),
+                                        asyncio.create_task(self.slices.run())]
         try:
             await self.services.synced.wait()
             await self.slices.synced.wait()

@@ -139,6 +139,10 @@ def lab(tmp_path_factory):
     finally:
         cluster.k8py("down", check=False)
     after = host_state()
+    # pods and processes of others may come and go meanwhile: none of ours may stay
+    for key in ("pod cgroups", "processes"):
+        left = set(after.pop(key).split()) - set(before.pop(key).split())
+        assert not left, (key, left)
     assert after == before, {k: (before[k], after[k]) for k in before if before[k] != after[k]}
 
 
