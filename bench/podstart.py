@@ -352,8 +352,11 @@ async def kubelet_figures(root: str, pods: int) -> None:
 
 
 async def main(args) -> None:
+    from k8py.agent import cgroups
+
     root = tempfile.mkdtemp(prefix="k8py-podstart-")
     data_dir = os.path.join(root, "data")
+    existing = cgroups.pod_cgroup_uids()  # the bench removes only the pod cgroups it made
     try:
         with netns(f"k8py-bench-{uuid.uuid4().hex[:8]}"):
             if not args.skip_cri:
@@ -365,6 +368,8 @@ async def main(args) -> None:
             if not args.skip_kubelet:
                 await kubelet_figures(root, args.pods)
     finally:
+        for uid in cgroups.pod_cgroup_uids() - existing:
+            cgroups.remove_pod_cgroups(uid)
         if not args.keep:
             with open("/proc/self/mounts") as f:
                 mounts = [line.split()[1] for line in f if line.split()[1].startswith(root)]
