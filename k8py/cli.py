@@ -603,11 +603,15 @@ def _lab_errors(action):
               show_default=True, help="How pods reach pods on other nodes")
 @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
               help="A directory of image archives to import into every node")
-def lab_up(name: str, agents: int, flannel_backend: str, images: str | None) -> None:
+@click.option("--resolv-conf", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The nodes' upstream resolvers (default: the host's /etc/resolv.conf)")
+def lab_up(name: str, agents: int, flannel_backend: str, images: str | None,
+           resolv_conf: str | None) -> None:
     """Start a lab: a server and AGENTS agents; prints its kubeconfig."""
     current = _lab(name)
     _lab_errors(lambda: current.up(agents, flannel_backend, images,
-                                   progress=lambda line: click.echo(line, err=True)))
+                                   progress=lambda line: click.echo(line, err=True),
+                                   resolv_conf=resolv_conf))
     click.echo(current.kubeconfig)
 
 

@@ -54,6 +54,7 @@ class LabState:
     host_ip: str
     backend: str
     nodes: list[LabNode]
+    resolv_conf: str = ""  # the nodes' upstream resolvers ("": the host's)
 
     @property
     def server(self) -> LabNode:
@@ -109,7 +110,8 @@ class Lab:
     # --- up -------------------------------------------------------------------------------
 
     def up(self, agents: int = 2, backend: str = "vxlan", images: str | None = None,
-           progress: Callable[[str], None] = print, timeout: float = 180.0) -> LabState:
+           progress: Callable[[str], None] = print, timeout: float = 180.0,
+           resolv_conf: str | None = None) -> LabState:
         if self.load() is not None:
             raise LabError(f"lab {self.name} is up already (k8py lab down --name {self.name})")
         for tool in ("ip", "nsenter", "containerd", "runc"):
@@ -123,7 +125,8 @@ class Lab:
         for i in range(1, agents + 1):
             nodes.append(LabNode(f"agent-{i}", "agent", f"{base}.{i + 2}",
                                  f"k8py-lab-{self.name}-agent-{i}", f"k8l{number}a{i}"))
-        state = LabState(self.name, number, f"k8lab{number}", f"{base}.1", backend, nodes)
+        state = LabState(self.name, number, f"k8lab{number}", f"{base}.1", backend, nodes,
+                         os.path.abspath(resolv_conf) if resolv_conf else "")
         self._save(state)
         try:
             progress(f"lab {self.name}: network {SUBNET.format(n=number)} on {state.bridge}")
@@ -190,6 +193,8 @@ class Lab:
         command = [sys.executable, "-m", "k8py"]
         common = ["--data-dir", self._node_dir(node), "--node-name", node.name,
                   "--node-ip", node.ip, "--flannel-backend", state.backend]
+        if state.resolv_conf:
+            common += ["--resolv-conf", state.resolv_conf]
         if node.role == "server":
             command += ["server", *common, "--bind-address", node.ip,
                         "--write-kubeconfig", self.kubeconfig]

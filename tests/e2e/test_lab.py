@@ -39,6 +39,7 @@ conn, peer = s.accept()
 print(peer[0], flush=True)
 conn.close()
 """
+UPSTREAM = "127.0.0.53"
 # answers every DNS question on UDP 5353 with A 10.9.9.9
 DNS_RESPONDER = """
 import socket, struct
@@ -132,8 +133,13 @@ class LabCluster:
 def lab(tmp_path_factory):
     before = host_state()
     cluster = LabCluster(f"e2e{uuid.uuid4().hex[:6]}", str(tmp_path_factory.mktemp("lab")))
+    # the nodes' upstream: a resolver the test runs on each node's own loopback, never a
+    # real outside one (`test_names_outside_the_cluster_go_upstream`)
+    resolv = os.path.join(cluster.home, "resolv.conf")
+    with open(resolv, "w") as f:
+        f.write(f"nameserver {UPSTREAM}\n")
     try:
-        up = cluster.k8py("up", "--agents", "2")
+        up = cluster.k8py("up", "--agents", "2", "--resolv-conf", resolv)
         assert up.stdout.strip() == cluster.kubeconfig
         yield cluster
     finally:
@@ -421,6 +427,63 @@ def test_cluster_dns_from_every_node(lab):
         missing = lab.kubectl("exec", f"client-{node}", "--", "nslookup",
                               "nothing.default.svc.cluster.local", check=False)
         assert missing.returncode != 0 and "NXDOMAIN" in missing.stdout + missing.stderr
+
+
+def test_cluster_dns_records(lab):
+    """Headless Services (endpoint addresses and hostname records), SRV, PTR, ExternalName,
+    pod records, NODATA for AAAA; a deleted Service stops resolving within the TTL."""
+    def nslookup(*args: str) -> subprocess.CompletedProcess:
+        return lab.kubectl("exec", "client-agent-2", "--", "nslookup", *args, check=False)
+
+    lab.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                      "items": [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo-headless"},
+         "spec": {"clusterIP": "None", "selector": {"app": "echo"},
+                  "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "outside"},
+         "spec": {"type": "ExternalName", "externalName": "example.invalid"}}]}))
+    pods = json.loads(lab.kubectl("get", "pods", "-l", "app=echo", "-o", "json").stdout)
+    ips = sorted(p["status"]["podIP"] for p in pods["items"])
+    echo = json.loads(lab.kubectl("get", "service", "echo", "-o", "json").stdout)
+
+    def headless():
+        out = nslookup("echo-headless.default.svc.cluster.local").stdout
+        return all(ip in out for ip in ips)
+    wait_for(headless, timeout=30, interval=0.5, what="the headless Service's endpoints")
+    srv = nslookup("-type=SRV", "_http._tcp.echo-headless.default.svc.cluster.local").stdout
+    assert "port = 80" in srv or " 80 " in srv, srv
+    ptr = nslookup(echo["spec"]["clusterIP"]).stdout
+    assert "echo.default.svc.cluster.local" in ptr, ptr
+    cname = nslookup("-type=CNAME", "outside.default.svc.cluster.local").stdout
+    assert "example.invalid" in cname, cname
+    pod_record = nslookup(ips[0].replace(".", "-") + ".default.pod.cluster.local").stdout
+    assert ips[0] in pod_record, pod_record
+    aaaa = nslookup("-type=AAAA", "echo.default.svc.cluster.local")
+    assert "NXDOMAIN" not in aaaa.stdout + aaaa.stderr  # the name exists, without AAAA
+    lab.kubectl("delete", "service", "outside")
+    wait_for(lambda: "NXDOMAIN" in "".join(
+        (lambda done: (done.stdout, done.stderr))(
+            nslookup("-type=CNAME", "outside.default.svc.cluster.local"))),
+        timeout=15, interval=0.5, what="the deleted Service gone from DNS")
+
+
+def test_names_outside_the_cluster_go_upstream(lab):
+    """agent-2's DNS forwards what is not the cluster's to the lab's upstream: a responder
+    the test runs on agent-2's own loopback (127.0.0.53:53), answering 10.9.9.9."""
+    responder = subprocess.Popen(
+        [sys.executable, "-m", "k8py", "lab", "exec", "--name", lab.name, "agent-2", "--",
+         sys.executable, "-c", DNS_RESPONDER.replace('("0.0.0.0", 5353)',
+                                                     f'("{UPSTREAM}", 53)')],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        def answered():
+            done = lab.kubectl("exec", "client-agent-2", "--", "nslookup",
+                               "www.example.test", check=False)
+            return "10.9.9.9" in done.stdout
+        wait_for(answered, timeout=30, interval=1, what="an outside name through upstream")
+    finally:
+        responder.kill()
+        responder.wait()
 
 
 def test_a_removed_backend_gets_no_new_connections(lab):
