@@ -34,15 +34,11 @@ import dns.rrset  # noqa: E402
 
 from k8py.net import dns as cluster_dns  # noqa: E402
 
+# with dnspython imported, this folder may go back on the path for the shared helpers
+sys.path.append(HERE)
+from benchlib import rss_mb  # noqa: E402
+
 PORT, UPSTREAM_PORT = 15353, 15354
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def objects(count: int, endpoints: int):
@@ -114,7 +110,7 @@ async def main() -> None:
     parser.add_argument("--endpoints", type=int, default=5)
     parser.add_argument("--queries", type=int, default=20000)
     args = parser.parse_args()
-    before = rss_mb()
+    before = rss_mb(os.getpid())
     services, slices = objects(args.services, args.endpoints)
     started = time.perf_counter()
     view = cluster_dns.ClusterView("cluster.local", services, slices, [])
@@ -135,7 +131,7 @@ async def main() -> None:
     print(line("cluster names", *await load(cluster, args.queries)))
     print(line("search-path misses (from memory)", *await load(misses, args.queries)))
     print(line("outside names (forwarded, cached)", *await load(outside, args.queries)))
-    print(f"  memory: RSS {rss_mb():.0f} MB with the view ({before:.0f} MB before the "
+    print(f"  memory: RSS {rss_mb(os.getpid()):.0f} MB with the view ({before:.0f} MB before the "
           f"objects were made)")
     task.cancel()
     upstream.close()

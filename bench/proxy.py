@@ -28,6 +28,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchlib import rss_mb  # noqa: E402
 from k8py.net import servicerules  # noqa: E402
 from k8py.net.nft import Nft  # noqa: E402
 
@@ -50,14 +51,6 @@ def entered_netns():
         os.close(target)
         os.close(own)
         subprocess.run(["ip", "netns", "delete", name], check=False)
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def objects(services: int, endpoints: int):
@@ -92,7 +85,7 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/proxy.py needs root (a network namespace, nftables)")
-    before = rss_mb()
+    before = rss_mb(os.getpid())
     svcs, slices = objects(args.services, args.endpoints)
     with entered_netns():
         nft = Nft()
@@ -131,7 +124,7 @@ def main() -> None:
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         print(f"  endpoint change -> rules in the kernel, as a delta ({args.changes} changes): "
               f"p50 {ms(statistics.median(latencies))}, p99 {ms(p99)}")
-        print(f"  memory: RSS {rss_mb():.0f} MB holding the objects and the ruleset "
+        print(f"  memory: RSS {rss_mb(os.getpid()):.0f} MB holding the objects and the ruleset "
               f"({before:.0f} MB before them)")
         nft.run(servicerules.removal())
 
