@@ -312,9 +312,9 @@ class Lab:
         for node in state.nodes:
             if node.pid and _alive(node.pid):
                 _signal_group(node.pid, signal.SIGKILL)
-        _kill_holding(self.dir)
+        kill_holding(self.dir)
         _kill_pod_processes(node_dirs)
-        _unmount_under(self.dir)
+        unmount_under(self.dir)
         _remove_pod_cgroups(self.dir, node_dirs)
         for node in state.nodes:
             _run("ip", "netns", "delete", node.netns, check=False)
@@ -343,7 +343,7 @@ def _signal_group(pid: int, sig: int) -> None:
         pass
 
 
-def _kill_holding(path: str) -> None:
+def kill_holding(path: str) -> None:
     """SIGKILL every process whose command line names `path` (containerd and its shims)."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         if int(pid) == os.getpid():
@@ -357,7 +357,8 @@ def _kill_holding(path: str) -> None:
     time.sleep(0.2)
 
 
-def _unmount_under(path: str) -> None:
+def unmount_under(path: str) -> None:
+    """Lazily unmount every mount under `path` (rootfs overlays, sandbox shm), deepest first."""
     with open("/proc/self/mounts") as f:
         mounts = [line.split()[1] for line in f]
     for mount in sorted((m for m in mounts if m.startswith(path)), key=len, reverse=True):

@@ -22,10 +22,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
+
+from k8py import lab
 
 CLONE_NEWNET = 0x40000000
 
@@ -85,17 +86,7 @@ def add_node_address(name: str, ip: str, prefix: int = 24) -> None:
 def kill_leftovers(data_dir: str) -> None:
     """SIGKILL every process whose command line names the data dir (containerd-shims, whose
     `-address` is the socket under it; containerd itself), then unmount what is left under it
-    (rootfs overlays, sandbox shm), deepest first: a failed test must not leave them behind."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        if int(pid) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if data_dir.encode() in f.read():
-                    os.kill(int(pid), signal.SIGKILL)
-        except (OSError, ProcessLookupError):
-            pass
-    with open("/proc/self/mounts") as f:
-        mounts = [line.split()[1] for line in f]
-    for mount in sorted((m for m in mounts if m.startswith(data_dir)), key=len, reverse=True):
-        subprocess.run(["umount", "-l", mount], check=False)
+    (rootfs overlays, sandbox shm), deepest first: a failed test must not leave them behind.
+    The same clean-up as `k8py lab down`, so the same code."""
+    lab.kill_holding(data_dir)
+    lab.unmount_under(data_dir)
