@@ -62,6 +62,11 @@ class Endpoint:
     ip: str
     hostname: str = ""
 
+    @property
+    def label(self) -> str:
+        """Its name under its Service: the hostname, else the address with dashes."""
+        return self.hostname or self.ip.replace(".", "-")
+
 
 @dataclasses.dataclass(frozen=True)
 class Service:
@@ -109,8 +114,7 @@ class ClusterView:
                 self.ptr.setdefault(service.cluster_ip, []).append(fqdn)
             elif not service.external_name:
                 for endpoint in service.endpoints:
-                    label = endpoint.hostname or endpoint.ip.replace(".", "-")
-                    self.ptr.setdefault(endpoint.ip, []).append(f"{label}.{fqdn}")
+                    self.ptr.setdefault(endpoint.ip, []).append(f"{endpoint.label}.{fqdn}")
         self.nodes: dict[str, str] = {}
         for node in nodes:
             for address in (node.get("status") or {}).get("addresses") or []:
@@ -194,10 +198,9 @@ def _cluster(view: ClusterView, name: dns.name.Name, rdtype: int) -> Answer:
         prefix = relative[:-3]
         fqdn = f"{service_name}.{namespace}.svc.{view.domain}"
         if not prefix:
-            return _service(name, rdtype, service, fqdn)
+            return _service(name, rdtype, service)
         if len(prefix) == 1 and service.cluster_ip is None:  # <hostname>.<svc>
-            ips = [e.ip for e in service.endpoints
-                   if (e.hostname or e.ip.replace(".", "-")) == prefix[0]]
+            ips = [e.ip for e in service.endpoints if e.label == prefix[0]]
             return _found(name, rdtype, dns.rdatatype.A, ips) if ips else nxdomain
         if len(prefix) == 2 and prefix[0].startswith("_") and prefix[1].startswith("_"):
             return _srv(name, rdtype, service, prefix[0][1:], prefix[1][1:], fqdn)
@@ -207,7 +210,7 @@ def _cluster(view: ClusterView, name: dns.name.Name, rdtype: int) -> Answer:
     return nxdomain
 
 
-def _service(name, rdtype, service: Service, fqdn: str) -> Answer:
+def _service(name, rdtype, service: Service) -> Answer:
     if service.external_name:
         target = service.external_name.rstrip(".") + "."
         return Answer(dns.rcode.NOERROR, [_rrset(name, dns.rdatatype.CNAME, target)])
@@ -227,7 +230,7 @@ def _srv(name, rdtype, service: Service, port_name: str, protocol: str, fqdn: st
         records = [f"0 100 {port} {fqdn}" for _, _, port in ports]
     else:
         records = [f"0 {100 // max(len(service.endpoints), 1)} {port} "
-                   f"{e.hostname or e.ip.replace('.', '-')}.{fqdn}"
+                   f"{e.label}.{fqdn}"
                    for _, _, port in ports for e in service.endpoints]
         if not records:
             return Answer(dns.rcode.NXDOMAIN, [])
@@ -257,7 +260,7 @@ class Forwarder:
     """Questions that are not ours, to the host's resolvers, with a small cache."""
 
     def __init__(self, servers: list[str], own: set[str], port: int = 53):
-        self.servers = [s for s in servers if s not in own] or []
+        self.servers = [s for s in servers if s not in own]
         self.port = port
         self.cache: dict[tuple[str, int], tuple[float, bytes]] = {}
 
