@@ -93,6 +93,16 @@ class LabCluster:
             assert done.returncode == 0, done.stderr
         return done
 
+    def node_status(self, name: str) -> list[str]:
+        """`k8py lab status`'s row for the node: name, role, address, running (yes/no)."""
+        for line in self.k8py("status").stdout.splitlines():
+            if line.startswith(name + " "):
+                return line.split()
+        raise AssertionError(f"no node {name} in the lab's status")
+
+    def node_ip(self, name: str) -> str:
+        return self.node_status(name)[2]
+
     def kubectl(self, *args: str, input: str | None = None,
                 check: bool = True) -> subprocess.CompletedProcess:
         done = subprocess.run([find_kubectl(), "--kubeconfig", self.kubeconfig, "--cache-dir",
@@ -223,15 +233,7 @@ def test_cluster_ip_balances_over_every_node_from_every_node(lab):
                        if a["type"] == "InternalIP")
 
         def answers(address=address):
-            try:
-                with socket.create_connection((address, node_port), timeout=3) as conn:
-                    conn.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
-                    data = b""
-                    while chunk := conn.recv(4096):
-                        data += chunk
-            except OSError:
-                return False
-            return data.split(b"\r\n\r\n", 1)[-1].strip().decode() in wanted
+            return http_from_host(address, node_port) in wanted
         wait_for(answers, timeout=30, interval=0.5,
                  what=f"the NodePort on {node['metadata']['name']} ({address})")
 
@@ -273,16 +275,9 @@ def _join(lab: LabCluster, token: str, node_name: str, data_dir: str
     return subprocess.run(
         [sys.executable, "-m", "k8py", "lab", "exec", "--name", lab.name, "agent-1", "--",
          sys.executable, "-m", "k8py", "agent", "--server",
-         f"https://{_server_ip(lab)}:6443", "--token", token, "--node-name", node_name,
+         f"https://{lab.node_ip('server')}:6443", "--token", token, "--node-name", node_name,
          "--data-dir", data_dir],
         capture_output=True, text=True, timeout=60)
-
-
-def _server_ip(lab: LabCluster) -> str:
-    for line in lab.k8py("status").stdout.splitlines():
-        if line.startswith("server"):
-            return line.split()[2]
-    raise AssertionError("no server in the lab's status")
 
 
 def test_tokens_join_and_a_reused_node_name_or_a_tampered_ca_is_refused(lab, tmp_path):
@@ -355,7 +350,7 @@ def test_affinity_hairpin_udp_and_egress(lab):
                          "labels": {"kubernetes.io/service-name": "udp"}},
             "addressType": "IPv4",
             "ports": [{"name": "dns", "port": 5353, "protocol": "UDP"}],
-            "endpoints": [{"addresses": [_node_ip(lab, "agent-1")],
+            "endpoints": [{"addresses": [lab.node_ip("agent-1")],
                            "conditions": {"ready": True}}]}))
 
         def udp_answered():
@@ -374,7 +369,7 @@ def test_affinity_hairpin_udp_and_egress(lab):
          sys.executable, "-c", PEER_PRINTER], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
     try:
-        agent2 = _node_ip(lab, "agent-2")
+        agent2 = lab.node_ip("agent-2")
 
         def reached():
             done = lab.kubectl("exec", "client-agent-1", "--", "sh", "-c",
@@ -385,14 +380,7 @@ def test_affinity_hairpin_udp_and_egress(lab):
     finally:
         listener.kill()
         listener.wait()
-    assert peer == _node_ip(lab, "agent-1")  # the node's address, not the pod's
-
-
-def _node_ip(lab: LabCluster, name: str) -> str:
-    for line in lab.k8py("status").stdout.splitlines():
-        if line.startswith(name + " "):
-            return line.split()[2]
-    raise AssertionError(f"no node {name}")
+    assert peer == lab.node_ip("agent-1")  # the node's address, not the pod's
 
 
 def test_external_traffic_policy_local(lab):
@@ -402,7 +390,7 @@ def test_external_traffic_policy_local(lab):
                                   "selector": {"app": "local"},
                                   "ports": [{"port": 80, "targetPort": 8080}]})
     node_port = svc["spec"]["ports"][0]["nodePort"]
-    agent1, agent2 = _node_ip(lab, "agent-1"), _node_ip(lab, "agent-2")
+    agent1, agent2 = lab.node_ip("agent-1"), lab.node_ip("agent-2")
     wait_for(lambda: http_from_host(agent1, node_port) == "local-web", timeout=30,
              interval=0.5, what="the NodePort on the node with the endpoint")
     # no local endpoint on agent-2: no answer there from outside the cluster
@@ -514,7 +502,7 @@ def test_service_traffic_survives_an_agent_crash_and_restart(lab):
 
     svc = json.loads(lab.kubectl("get", "service", "echo", "-o", "json").stdout)
     node_port = svc["spec"]["ports"][0]["nodePort"]
-    address = _node_ip(lab, "agent-1")
+    address = lab.node_ip("agent-1")
     state = json.load(open(f"/var/lib/k8py-lab/{lab.name}/lab.json"))
     agent = next(n for n in state["nodes"] if n["name"] == "agent-1")
     os.kill(agent["pid"], 9)
@@ -526,18 +514,11 @@ def test_service_traffic_survives_an_agent_crash_and_restart(lab):
         assert http_from_host(address, node_port).startswith("echo-")
         node = json.loads(lab.kubectl("get", "node", "agent-1", "-o", "json").stdout)
         heartbeat = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
-        if heartbeat["status"] == "True" and _alive_in_lab(lab, "agent-1"):
+        if heartbeat["status"] == "True" and lab.node_status("agent-1")[3] == "yes":
             break
         time.sleep(0.5)
-    assert _alive_in_lab(lab, "agent-1")
+    assert lab.node_status("agent-1")[3] == "yes"
     assert http_from_host(address, node_port).startswith("echo-")
-
-
-def _alive_in_lab(lab: LabCluster, name: str) -> bool:
-    for line in lab.k8py("status").stdout.splitlines():
-        if line.startswith(name + " "):
-            return line.split()[-1] == "yes"
-    return False
 
 
 @pytest.fixture(scope="module")
