@@ -337,6 +337,7 @@ class DnsServer:
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         server = self
+        answering: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
 
         class Udp(asyncio.DatagramProtocol):
             def connection_made(self, transport):
@@ -347,7 +348,9 @@ class DnsServer:
                     reply = await server.handle(data, None)
                     if reply is not None:
                         self.transport.sendto(reply, addr)
-                asyncio.ensure_future(answer())
+                task = asyncio.ensure_future(answer())
+                answering.add(task)
+                task.add_done_callback(answering.discard)
 
         async def tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
