@@ -38,6 +38,7 @@ class Nft:
             return
         lib.nft_ctx_new.restype = ctypes.c_void_p
         lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+        lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
         lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
         lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
         lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
@@ -68,7 +69,6 @@ class Nft:
                 output = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode()
                 error = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode()
             finally:
-                lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
                 lib.nft_ctx_free(ctx)
         if code != 0:
             raise NftError(error.strip() or f"nft failed ({code})")

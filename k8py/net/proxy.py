@@ -7,8 +7,8 @@ computes the rules (`servicerules.build`, pure) and applies what changed since t
 as one transaction (`servicerules.delta`: map elements and the chains of the Services that
 changed; `nft.Nft`). The first apply, one every `RESYNC` seconds (repairing anything changed
 behind the proxy's back) and one after any failed apply write the table whole
-(`servicerules.full`); the kernel's table is never listed. Applies run in a worker thread (libnftables blocks) in the agent's network
-namespace.
+(`servicerules.full`); the kernel's table is never listed. Applies run in a worker thread
+(libnftables blocks) in the agent's network namespace.
 
 At start the proxy turns on what Services need from the kernel: IPv4 forwarding, and bridged
 traffic through the IP hooks (`bridge-nf-call-iptables`), without which a pod reaching a
@@ -144,7 +144,6 @@ class ServiceProxy:
                     ready.set()
             except NftError as exc:
                 log.error("applying the service rules failed: %s", exc)
-                self.applied = None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
