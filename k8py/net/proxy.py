@@ -14,7 +14,8 @@ At start the proxy turns on what Services need from the kernel: IPv4 forwarding,
 traffic through the IP hooks (`bridge-nf-call-iptables`), without which a pod reaching a
 Service whose endpoint sits on the same bridge gets answers from the wrong address. The
 table stays when the agent stops, so Services keep working while it restarts (as
-kube-proxy's rules do); `k8py-killall` removes it (`servicerules.removal`).
+kube-proxy's rules do); `servicerules.removal` is the script that takes it away, for the
+killall script still to come (issue 13).
 """
 
 from __future__ import annotations

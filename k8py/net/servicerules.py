@@ -261,8 +261,7 @@ def full(rules: Ruleset) -> str:
     blocks += [_block(f"chain {name}", list(lines)) for name, lines in rules.base.items()]
     blocks += [_block(f"chain {name}", list(lines)) for name, lines in rules.chains.items()]
     body = "\n".join(blocks)
-    return (f"table ip {TABLE} {{}}\ndelete table ip {TABLE}\n"
-            f"table ip {TABLE} {{\n{body}}}\n")
+    return removal() + f"table ip {TABLE} {{\n{body}}}\n"
 
 
 def delta(old: Ruleset, new: Ruleset) -> str | None:
@@ -334,5 +333,5 @@ def _map(name: str, key: str, elements: list[str]) -> str:
 
 
 def removal() -> str:
-    """The script that takes the table away (the agent's cleanup, `k8py-killall`)."""
+    """The script that takes the table away (for a host's cleanup)."""
     return f"table ip {TABLE} {{}}\ndelete table ip {TABLE}\n"
