@@ -315,7 +315,7 @@ class Lab:
         kill_holding(self.dir)
         _kill_pod_processes(node_dirs)
         unmount_under(self.dir)
-        _remove_pod_cgroups(self.dir, node_dirs)
+        _remove_pod_cgroups(node_dirs)
         for node in state.nodes:
             _run("ip", "netns", "delete", node.netns, check=False)
             _run("ip", "link", "delete", node.host_link, check=False)
@@ -380,27 +380,16 @@ def _kill_pod_processes(node_dirs: list[str]) -> None:
 
     killed = False
     for uid in _pod_uids(node_dirs):
-        for hierarchy in ("pids", "memory", "cpu,cpuacct", "unified", "systemd"):
-            top = os.path.join(cgroups.CGROUP_ROOT, hierarchy, cgroups.CGROUP_PARENT,
-                               cgroups.POD_PREFIX + uid)
-            for directory, _subdirs, files in os.walk(top):
-                if "cgroup.procs" not in files:
-                    continue
-                with contextlib.suppress(OSError):
-                    with open(os.path.join(directory, "cgroup.procs")) as f:
-                        for pid in f.read().split():
-                            with contextlib.suppress(OSError):
-                                os.kill(int(pid), signal.SIGKILL)
-                                killed = True
+        for pid in cgroups.pod_processes(uid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                killed = True
     if killed:
         time.sleep(0.3)
 
 
-def _remove_pod_cgroups(lab_dir: str, node_dirs: list[str]) -> None:
+def _remove_pod_cgroups(node_dirs: list[str]) -> None:
     from k8py.agent import cgroups
 
-    for node_dir in node_dirs:
-        pods = os.path.join(node_dir, "agent", "pods")
-        if os.path.isdir(pods):
-            for uid in os.listdir(pods):
-                cgroups.remove_pod_cgroups(uid)
+    for uid in _pod_uids(node_dirs):
+        cgroups.remove_pod_cgroups(uid)

@@ -7,7 +7,8 @@ container id, so runc creates `/sys/fs/cgroup/<controller>/k8py/pod<uid>/<contai
 every v1 hierarchy (and under `unified/` on hybrid hosts). runc removes the container's own
 directory when the container is deleted, but nothing removes `k8py/pod<uid>`: the kubelet calls
 `remove_pod_cgroups(uid)` once a pod's sandbox is removed, and on start
-`pod_cgroup_uids()` lists the pods that have directories so stale ones can go too.
+`pod_cgroup_uids()` lists the pods that have directories so stale ones can go too;
+`pod_processes(uid)` reads what still runs in them (`k8py lab down` kills it).
 
 Only empty cgroups can be removed (rmdir; a cgroup directory's files are the kernel's, they
 need no unlinking). A directory still holding processes (EBUSY) is left alone and reported.
@@ -57,6 +58,21 @@ def pod_cgroup_uids(cgroup_root: str = CGROUP_ROOT) -> set[str]:
         uids.update(name[len(POD_PREFIX):] for name in names
                     if name.startswith(POD_PREFIX) and os.path.isdir(os.path.join(parent, name)))
     return uids
+
+
+def pod_processes(uid: str, cgroup_root: str = CGROUP_ROOT) -> set[int]:
+    """The pids in a pod's cgroups, in every hierarchy (its containers' processes)."""
+    pids: set[int] = set()
+    for parent in _hierarchies(cgroup_root):
+        for dirpath, _dirnames, files in os.walk(os.path.join(parent, POD_PREFIX + uid)):
+            if "cgroup.procs" not in files:
+                continue
+            try:
+                with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                    pids.update(int(pid) for pid in f.read().split())
+            except OSError:  # removed meanwhile
+                pass
+    return pids
 
 
 def remove_pod_cgroups(uid: str, cgroup_root: str = CGROUP_ROOT) -> int:

@@ -44,6 +44,19 @@ def test_pod_cgroups_are_found_and_removed_deepest_first(tmp_path):
     assert cgroups.remove_pod_cgroups("abc", str(tmp_path)) == 0
 
 
+def test_a_pods_processes_are_read_from_every_hierarchy(tmp_path):
+    (tmp_path / "pids" / "k8py" / "podabc" / "c1").mkdir(parents=True)
+    (tmp_path / "pids" / "k8py" / "podabc" / "c1" / "cgroup.procs").write_text("11\n12\n")
+    (tmp_path / "memory" / "k8py" / "podabc" / "c2").mkdir(parents=True)
+    (tmp_path / "memory" / "k8py" / "podabc" / "c2" / "cgroup.procs").write_text("13\n")
+    (tmp_path / "k8py" / "podabc").mkdir(parents=True)  # a pure cgroup v2 host's layout
+    (tmp_path / "k8py" / "podabc" / "cgroup.procs").write_text("14\n")
+    (tmp_path / "pids" / "k8py" / "podother").mkdir(parents=True)
+    (tmp_path / "pids" / "k8py" / "podother" / "cgroup.procs").write_text("99\n")
+    assert cgroups.pod_processes("abc", str(tmp_path)) == {11, 12, 13, 14}
+    assert cgroups.pod_processes("gone", str(tmp_path)) == set()
+
+
 def test_socket_path_under_the_data_dir_unless_too_long():
     from k8py.agent.containerd import socket_path
     assert socket_path("/var/lib/k8py") == "/var/lib/k8py/agent/containerd/containerd.sock"
