@@ -80,6 +80,7 @@ class Lab:
         self.dir = os.path.join(root, name)
         self.state_file = os.path.join(self.dir, "lab.json")
         self.kubeconfig = os.path.join(self.dir, "kubeconfig")
+        self.token_file = os.path.join(self.dir, "server", "server", "token")
 
     # --- state ----------------------------------------------------------------------------
 
@@ -137,10 +138,8 @@ class Lab:
             progress("starting the server")
             self._start(state, state.server)
             self._wait(lambda: os.path.exists(self.kubeconfig), timeout, "the server's kubeconfig")
-            token_file = os.path.join(self.dir, "server", "server", "token")
-            self._wait(lambda: os.path.exists(token_file), timeout, "the join token")
-            with open(token_file, encoding="utf-8") as f:
-                token = f.read().strip()
+            self._wait(lambda: os.path.exists(self.token_file), timeout, "the join token")
+            token = self._token()
             for node in nodes[1:]:
                 progress(f"starting {node.name} (joins with the token)")
                 self._start(state, node, token)
@@ -180,6 +179,10 @@ class Lab:
 
     def _node_dir(self, node: LabNode) -> str:
         return os.path.join(self.dir, node.name)
+
+    def _token(self) -> str:
+        with open(self.token_file, encoding="utf-8") as f:
+            return f.read().strip()
 
     def _images(self, node: LabNode, archive: str, extra: str | None) -> None:
         target = os.path.join(self._node_dir(node), "agent", "images")
@@ -251,7 +254,9 @@ class Lab:
         return [(n.name, n.role, n.ip, _alive(n.pid)) for n in state.nodes]
 
     def node(self, name: str) -> LabNode:
-        state = self._require()
+        return self._find(self._require(), name)
+
+    def _find(self, state: LabState, name: str) -> LabNode:
         for node in state.nodes:
             if node.name == name:
                 return node
@@ -265,17 +270,10 @@ class Lab:
         """Stop node `name`'s k8py process (SIGKILL, as a crash would; its containerd and
         pods stay) and start it again."""
         state = self._require()
-        node = next((n for n in state.nodes if n.name == name), None)
-        if node is None:
-            raise LabError(f"no node {name!r} in lab {self.name}")
+        node = self._find(state, name)
         if node.pid and _alive(node.pid):
             os.kill(node.pid, signal.SIGKILL)
-        token = ""
-        if node.role == "agent":
-            with open(os.path.join(self.dir, "server", "server", "token"),
-                      encoding="utf-8") as f:
-                token = f.read().strip()
-        self._start(state, node, token)
+        self._start(state, node, self._token() if node.role == "agent" else "")
         self._save(state)
 
     def load_images(self, files: list[str]) -> None:
