@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import re
 import secrets
 import string
 from typing import Any
@@ -24,6 +25,7 @@ from k8py.client.client import Client
 SECRETS = builtin("v1", "secrets")
 NAMESPACE = "kube-system"
 TYPE = "bootstrap.kubernetes.io/token"
+ID_AND_SECRET = re.compile(r"([a-z0-9]{6})\.([a-z0-9]{16})")  # what a joining agent presents
 _ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -31,7 +33,12 @@ def _random(length: int) -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(length))
 
 
-def _decoded(secret: dict[str, Any]) -> dict[str, str]:
+def secret_name(token_id: str) -> str:
+    return f"bootstrap-token-{token_id}"
+
+
+def secret_data(secret: dict[str, Any]) -> dict[str, str]:
+    """A Secret's data, decoded (a value that is not base64 text: "")."""
     out = {}
     for key, value in (secret.get("data") or {}).items():
         try:
@@ -54,7 +61,7 @@ async def create(client: Client, ca_pem: bytes, ttl: datetime.timedelta | None,
     if description:
         data["description"] = description
     await client.create(SECRETS, {
-        "metadata": {"name": f"bootstrap-token-{token_id}", "namespace": NAMESPACE},
+        "metadata": {"name": secret_name(token_id), "namespace": NAMESPACE},
         "type": TYPE,
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}},
         NAMESPACE)
@@ -68,7 +75,7 @@ async def listed(client: Client) -> list[dict[str, str]]:
     for item in items:
         if item.get("type") != TYPE:
             continue
-        data = _decoded(item)
+        data = secret_data(item)
         tokens.append({"id": data.get("token-id", ""), "expires": data.get("expiration", ""),
                        "description": data.get("description", ""),
                        "usages": ",".join(k[len("usage-bootstrap-"):] for k, v in data.items()
@@ -80,7 +87,7 @@ async def delete(client: Client, token_id: str) -> bool:
     """Delete token `token_id` (the id, or the whole token); whether it existed."""
     token_id = token_id.rsplit("::", 1)[-1].split(".", 1)[0]
     try:
-        await client.delete(SECRETS, f"bootstrap-token-{token_id}", NAMESPACE)
+        await client.delete(SECRETS, secret_name(token_id), NAMESPACE)
     except errors.NotFound:
         return False
     return True

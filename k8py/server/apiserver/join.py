@@ -35,10 +35,10 @@ import hmac
 import ipaddress
 import json
 import os
-import re
 
 from aiohttp import web
 
+from k8py import jointokens
 from k8py.api import errors, meta, timestamps
 from k8py.api.resources import Registry
 from k8py.server import pki
@@ -48,7 +48,6 @@ from k8py.server.apiserver.storage import ObjectStore
 PKI_KEY = web.AppKey("join_pki", pki.PKI)
 STORE_KEY = web.AppKey("join_store", tuple)
 PASSWORD_SUFFIX = ".node-password.k8py"
-BOOTSTRAP_TOKEN = re.compile(r"([a-z0-9]{6})\.([a-z0-9]{16})")
 PBKDF2_ROUNDS = 100_000
 CACERTS_PATH = "/cacerts"
 NODE_CREDENTIALS_PATH = "/v1-k8py/node-credentials"
@@ -79,29 +78,22 @@ async def _authorized(request: web.Request, secret: str) -> bool:
         return False
     if hmac.compare_digest(given.encode(), secret.encode()):
         return True
-    match = BOOTSTRAP_TOKEN.fullmatch(given)
+    match = jointokens.ID_AND_SECRET.fullmatch(given)
     if match is None:
         return False
     objects, registry = request.app[STORE_KEY]
     try:
-        token = await objects.get(registry.get("", "v1", "secrets"), "kube-system",
-                                  f"bootstrap-token-{match.group(1)}")
+        token = await objects.get(registry.get("", "v1", "secrets"), jointokens.NAMESPACE,
+                                  jointokens.secret_name(match.group(1)))
     except errors.NotFound:
         return False
-    data = {k: _b64(v) for k, v in (token.get("data") or {}).items()}
+    data = jointokens.secret_data(token)
     expiration = data.get("expiration")
-    return (token.get("type") == "bootstrap.kubernetes.io/token"
+    return (token.get("type") == jointokens.TYPE
             and data.get("usage-bootstrap-authentication") == "true"
             and hmac.compare_digest(data.get("token-secret", "").encode(),
                                     match.group(2).encode())
             and not (expiration and expiration <= timestamps.now()))
-
-
-def _b64(value: str) -> str:
-    try:
-        return base64.b64decode(value).decode()
-    except (ValueError, UnicodeDecodeError):
-        return ""
 
 
 def _hash(password: str, salt: bytes) -> str:
@@ -129,7 +121,7 @@ async def check_node_password(objects: ObjectStore, registry: Registry, name: st
     except errors.NotFound:
         existing = None
     if existing is not None:
-        stored = _b64((existing.get("data") or {}).get("hash", ""))
+        stored = jointokens.secret_data(existing).get("hash", "")
         if not await asyncio.to_thread(_matches, password, stored):
             raise errors.Forbidden(
                 f"node password rejected: a node named {name!r} joined before with another "
