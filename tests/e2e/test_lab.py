@@ -17,6 +17,7 @@ import uuid
 
 import pytest
 
+from k8py.agent import cgroups
 from tests.conftest import wait_for
 from tests.e2e.conftest import find_kubectl
 
@@ -56,18 +57,17 @@ ECHO = "mkdir -p /www && hostname > /www/index.html && httpd -f -p 8080 -h /www"
 
 
 def host_state() -> dict[str, str]:
-    """What the lab must give back: links, namespaces, routes, nftables tables, mounts."""
+    """What the lab must give back: links, namespaces, routes, nftables tables, mounts, pod
+    cgroups (in any hierarchy), processes."""
     def run(*command):
         return subprocess.run(command, capture_output=True, text=True).stdout
-    pods = "/sys/fs/cgroup/pids/k8py"
-    cgroups = sorted(os.listdir(pods)) if os.path.isdir(pods) else []
     processes = sorted(pid for pid in os.listdir("/proc") if pid.isdigit()
                        and "k8py-lab" in _cmdline(pid))
     return {"links": run("ip", "-o", "link", "show"), "netns": run("ip", "netns", "list"),
             "routes": run("ip", "route", "show"), "nft": run("nft", "list", "tables"),
             "mounts": "".join(line for line in open("/proc/self/mounts")
                               if "k8py-lab" in line),
-            "pod cgroups": " ".join(c for c in cgroups if c.startswith("pod")),
+            "pod cgroups": " ".join(sorted(cgroups.pod_cgroup_uids())),
             "processes": " ".join(processes)}
 
 
