@@ -576,14 +576,11 @@ _LAB_NAME = click.option("--name", default="default", show_default=True, help="L
 
 
 def _lab(name: str):
-    from k8py.lab import Lab, LabError
+    from k8py.lab import Lab
 
     if os.geteuid() != 0:
         raise click.ClickException("k8py lab needs root (namespaces, links, containerd)")
-    try:
-        return Lab(name)
-    except LabError as exc:
-        raise click.ClickException(str(exc)) from None
+    return _lab_errors(lambda: Lab(name))
 
 
 def _lab_errors(action):
