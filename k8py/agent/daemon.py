@@ -42,14 +42,17 @@ NODES = builtin("v1", "nodes")
 
 
 async def keep_network(config: AgentConfig, client: Client,
-                       reporter: nodes.NodeStatusReporter, network_ready: asyncio.Event) -> None:
+                       reporter: nodes.NodeStatusReporter, network_ready: asyncio.Event,
+                       node_list: Informer) -> None:
     """Once the node has a pod CIDR: the pod network across nodes (`k8py.net.overlay`: its
-    annotations on the Node, routes to the other nodes' pods), then the CNI config with the
-    overlay's MTU (written again if the CIDR changes)."""
+    annotations on the Node, routes to the other nodes' pods, from `node_list`, an informer
+    on Nodes the caller runs), then the CNI config with the overlay's MTU (written again if
+    the CIDR changes)."""
     from k8py.net import cni, overlay
 
     await reporter.registered.wait()
     written = None
+    mtu = None  # the CNI default, without an overlay
     routes: asyncio.Task | None = None
     try:
         while True:
@@ -61,7 +64,6 @@ async def keep_network(config: AgentConfig, client: Client,
             spec = (node or {}).get("spec") or {}
             cidrs = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
             if cidrs and cidrs != written:
-                mtu = None
                 if config.flannel_backend != "none" and routes is None:
                     links = overlay.Overlay(config.flannel_backend, reporter.node_ip,
                                             config.flannel_iface)
@@ -70,9 +72,8 @@ async def keep_network(config: AgentConfig, client: Client,
                         "annotations": overlay.annotations(
                             config.flannel_backend, reporter.node_ip, links.vtep_mac)}})
                     mtu = links.pod_mtu
-                    node_informer = Informer(client, NODES)
-                    routes = asyncio.create_task(_follow_nodes(links, node_informer,
-                                                               reporter.name))
+                    routes = asyncio.create_task(overlay.keep(links, node_list,
+                                                              reporter.name))
                 await asyncio.to_thread(cni.write_cni_config, config.cni_conf_dir, cidrs,
                                         mtu=mtu, ipam_data_dir=os.path.join(
                                             config.agent_dir, "cni", "networks"))
@@ -85,18 +86,6 @@ async def keep_network(config: AgentConfig, client: Client,
         if routes is not None:
             routes.cancel()
             await asyncio.gather(routes, return_exceptions=True)
-
-
-async def _follow_nodes(links, informer: Informer, own_name: str) -> None:
-    from k8py.net import overlay
-
-    watcher = asyncio.create_task(informer.run())
-    try:
-        await informer.synced.wait()
-        await overlay.keep(links, informer, own_name)
-    finally:
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
 
 
 def _pods_view(manager: PodManager) -> list[dict[str, Any]]:
@@ -150,23 +139,30 @@ async def run(config: AgentConfig, client: Client, ready: asyncio.Event | None =
             kubelet_port=config.kubelet_port, labels=labels,
             network_configured=network_ready.is_set)
         start("node", reporter.run())
-        start("network", keep_network(config, client, reporter, network_ready))
-        # one cache of Services and EndpointSlices for the proxy and DNS
-        shared = (Informer(client, builtin("v1", "services")),
-                  Informer(client, builtin("discovery.k8s.io/v1", "endpointslices")))
+        # one cache each of Services, EndpointSlices and Nodes for the proxy, DNS and the
+        # pod network, run while any of them needs it
+        services = Informer(client, builtin("v1", "services"))
+        slices = Informer(client, builtin("discovery.k8s.io/v1", "endpointslices"))
+        node_list = Informer(client, NODES)
+        needed = []
         if config.service_proxy or config.cluster_dns_server:
-            for informer in shared:
-                start(f"informer-{informer.resource.plural}", informer.run())
+            needed += [services, slices]
+        if config.cluster_dns_server or config.flannel_backend != "none":
+            needed.append(node_list)
+        for informer in needed:
+            start(f"informer-{informer.resource.plural}", informer.run())
+        start("network", keep_network(config, client, reporter, network_ready, node_list))
         if config.service_proxy:
             from k8py.net.proxy import ServiceProxy
 
             start("proxy", ServiceProxy(client, config.cluster_cidr, node_name,
-                                        skip={config.cluster_dns}, informers=shared).run())
+                                        skip={config.cluster_dns},
+                                        informers=(services, slices)).run())
         if config.cluster_dns_server:
             from k8py.net import dns as cluster_dns
 
-            start("dns", cluster_dns.run(client, config.cluster_dns, config.cluster_domain,
-                                         config.resolv_conf, shared=shared))
+            start("dns", cluster_dns.run(config.cluster_dns, config.cluster_domain,
+                                         config.resolv_conf, (services, slices, node_list)))
         await until(reporter.registered)
         from k8py.agent.kubelet.volumes import VolumeManager
 

@@ -36,7 +36,7 @@ import logging
 import struct
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dns.exception
 import dns.flags
@@ -47,6 +47,9 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+
+if TYPE_CHECKING:
+    from k8py.client.informer import Informer
 
 log = logging.getLogger(__name__)
 
@@ -415,19 +418,12 @@ def resolvers(path: str) -> list[str]:
     return servers
 
 
-async def run(client, cluster_dns: str, domain: str, resolv_conf: str,
-              shared: tuple | None = None) -> None:
-    """Serve cluster DNS on this node: the address on `k8py-dns`, informers on Services,
-    EndpointSlices and Nodes, a view rebuilt when they changed, the listeners. `shared`:
-    Services and EndpointSlices informers the agent runs for the proxy too."""
-    from k8py.api.resources import builtin
-    from k8py.client.informer import Informer
-
-    informers = [*(shared or (Informer(client, builtin("v1", "services")),
-                              Informer(client, builtin("discovery.k8s.io/v1",
-                                                       "endpointslices")))),
-                 Informer(client, builtin("v1", "nodes"))]
-    owned = informers[2:] if shared else informers
+async def run(cluster_dns: str, domain: str, resolv_conf: str,
+              informers: tuple[Informer, Informer, Informer]) -> None:
+    """Serve cluster DNS on this node: the address on `k8py-dns`, a view rebuilt from
+    `informers` (Services, EndpointSlices, Nodes: the agent runs them, for the proxy and the
+    pod network too) when they changed, the listeners."""
+    services, slices, node_list = informers
     stale = [True]
     current: list[ClusterView] = []
 
@@ -437,28 +433,22 @@ async def run(client, cluster_dns: str, domain: str, resolv_conf: str,
     def view() -> ClusterView:
         if stale[0] or not current:
             stale[0] = False
-            current[:] = [ClusterView(domain, informers[0].list(), informers[1].list(),
-                                      informers[2].list())]
+            current[:] = [ClusterView(domain, services.list(), slices.list(),
+                                      node_list.list())]
         return current[0]
 
     for informer in informers:
         informer.add_handlers(changed, changed, changed)
-    tasks = [asyncio.create_task(informer.run()) for informer in owned]
-    try:
-        for informer in informers:
-            await informer.synced.wait()
-        upstream = Forwarder(resolvers(resolv_conf), {cluster_dns})
-        while True:  # DNS down must not take the node down: say why, try again
-            try:
-                device = await asyncio.to_thread(put_address, cluster_dns)
-                log.info("cluster DNS address %s on %s", cluster_dns, device)
-                await DnsServer(cluster_dns, view, upstream).serve()
-            except OSError as exc:
-                log.error("cluster DNS cannot serve on %s:53: %s", cluster_dns, exc)
-            except Exception as exc:  # netlink refused the address
-                log.error("cluster DNS cannot take the address %s: %s", cluster_dns, exc)
-            await asyncio.sleep(30.0)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    for informer in informers:
+        await informer.synced.wait()
+    upstream = Forwarder(resolvers(resolv_conf), {cluster_dns})
+    while True:  # DNS down must not take the node down: say why, try again
+        try:
+            device = await asyncio.to_thread(put_address, cluster_dns)
+            log.info("cluster DNS address %s on %s", cluster_dns, device)
+            await DnsServer(cluster_dns, view, upstream).serve()
+        except OSError as exc:
+            log.error("cluster DNS cannot serve on %s:53: %s", cluster_dns, exc)
+        except Exception as exc:  # netlink refused the address
+            log.error("cluster DNS cannot take the address %s: %s", cluster_dns, exc)
+        await asyncio.sleep(30.0)

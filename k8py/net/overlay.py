@@ -216,7 +216,9 @@ class Overlay:
 
 
 async def keep(overlay: Overlay, nodes_informer, own_name: str) -> None:
-    """Follow the Node objects forever: routes to every peer's podCIDR."""
+    """Follow the Node objects forever: routes to every peer's podCIDR (`nodes_informer`
+    is run by the caller)."""
+    await nodes_informer.synced.wait()
     changed = asyncio.Event()
     nodes_informer.add_handlers(lambda *_: changed.set(), lambda *_: changed.set(),
                                 lambda *_: changed.set())
