@@ -312,15 +312,14 @@ class PodWorker:
     async def _refresh_volumes(self) -> None:
         """configMap, secret, downwardAPI and projected volumes follow their sources: looked
         at every VOLUME_REFRESH seconds while the pod runs."""
+        if not any(k in v for v in self.pod["spec"].get("volumes") or []
+                   for k in ("configMap", "secret", "downwardAPI", "projected")):
+            return
         now = time.monotonic()
         if now - self._refreshed >= VOLUME_REFRESH:
             self._refreshed = now
-            if any(k in v for v in self.pod["spec"].get("volumes") or []
-                   for k in ("configMap", "secret", "downwardAPI", "projected")):
-                await self.manager.volumes.refresh(self.pod)
-        if any(k in v for v in self.pod["spec"].get("volumes") or []
-               for k in ("configMap", "secret", "downwardAPI", "projected")):
-            self.schedule(self._refreshed + VOLUME_REFRESH - now)
+            await self.manager.volumes.refresh(self.pod)
+        self.schedule(self._refreshed + VOLUME_REFRESH - now)
 
     def _all_specs(self) -> list[dict[str, Any]]:
         spec = self.pod["spec"]
