@@ -534,15 +534,17 @@ class PodWorker:
         containers = await self._containers()
         specs_by_name = {c["name"]: c for c in self._all_specs()} if self.pod else {}
         running = []
-        for name, instances in containers.items():
+        for container_name, instances in containers.items():
             for instance in instances:
                 if instance.state in (pb.CONTAINER_RUNNING, pb.CONTAINER_CREATED):
-                    running.append((specs_by_name.get(name), instance.id, name))
+                    running.append((specs_by_name.get(container_name), instance.id,
+                                    container_name))
         if running:
-            log.info("pod %s: stopping %d container(s), grace %d s", self.name, len(running),
+            log.info("pod %s: stopping %d container(s), grace %d s", name, len(running),
                      grace)
-        await asyncio.gather(*(self._kill(spec, cid, grace, f"Stopping container {name}")
-                               for spec, cid, name in running))
+        await asyncio.gather(*(self._kill(spec, cid, grace,
+                                          f"Stopping container {container_name}")
+                               for spec, cid, container_name in running))
         await self._stop_probes_all()
         for instances in containers.values():
             for instance in instances:
