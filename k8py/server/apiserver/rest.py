@@ -41,7 +41,7 @@ from typing import Any
 
 from aiohttp import web
 
-from k8py.api import apply, errors, meta, schemas
+from k8py.api import apply, errors, meta
 from k8py.api.resources import Registry, Resource
 from k8py.server.apiserver import (bodies, fieldvalidation, patches, podproxy,
                                    podsubresources, queryparams, responses, scale, serviceips,
@@ -97,6 +97,20 @@ def _consume(task: asyncio.Future) -> None:
     succeeds with no one to tell, which is not worth a 'never retrieved' error in the log."""
     if not task.cancelled():
         task.exception()
+
+
+def _list_opening(resource: Resource, metadata: dict[str, Any]) -> bytes:
+    """A JSON list up to its first item: `{"kind":…,"apiVersion":…,"metadata":…,"items":[`."""
+    head = {"kind": resource.list_kind, "apiVersion": resource.api_version,
+            "metadata": metadata}
+    return json.dumps(head, separators=(",", ":")).encode()[:-1] + b',"items":['
+
+
+def _check_pinned(target: Target, wanted: int, current: dict[str, Any]) -> None:
+    """A write that names a resourceVersion applies to that one only: 409 once the object
+    has moved on (none named: it applies to any)."""
+    if wanted and str(wanted) != current["metadata"]["resourceVersion"]:
+        raise errors.conflict(target.resource.plural, target.name, target.resource.group)
 
 
 def _context(request: web.Request, subresource: str | None = None) -> WriteContext:
@@ -288,23 +302,19 @@ class RestHandler:
         query = request.query
         if queryparams.int64(query, "limit", 0) > 0 or query.get("continue"):
             body = await self.list(request, target, as_bytes=True)
-            head = {"kind": body["kind"], "apiVersion": body["apiVersion"],
-                    "metadata": body["metadata"]}
-            prefix = json.dumps(head, separators=(",", ":")).encode()[:-1] + b',"items":['
-            return web.Response(body=prefix + b",".join(body["items"]) + b"]}\n",
+            return web.Response(body=_list_opening(target.resource, body["metadata"])
+                                + b",".join(body["items"]) + b"]}\n",
                                 content_type="application/json")
         revision = self._list_revision(request)
         pages = self.objects.pages(target.resource, target.namespace,
                                    matches=queryparams.matcher(request.query), revision=revision)
         revision, first = await anext(pages)  # errors surface here, before the headers
-        head = {"kind": target.resource.list_kind, "apiVersion": target.resource.api_version,
-                "metadata": {"resourceVersion": str(revision)}}
         response = web.StreamResponse()
         response.content_type = "application/json"
         response.enable_chunked_encoding()
         await response.prepare(request)
-        await response.write(json.dumps(head, separators=(",", ":")).encode()[:-1]
-                             + b',"items":[' + b",".join(first))
+        await response.write(_list_opening(target.resource, {"resourceVersion": str(revision)})
+                             + b",".join(first))
         wrote = bool(first)
         async for _, items in pages:
             if items:
@@ -366,10 +376,7 @@ class RestHandler:
         wanted = parse_resource_version((body.get("metadata") or {}).get("resourceVersion"))
 
         async def change(current: dict) -> dict:
-            # an update without a resourceVersion is unconditional: it applies to any
-            if wanted and str(wanted) != current["metadata"]["resourceVersion"]:
-                raise errors.conflict(target.resource.plural, target.name,
-                                      target.resource.group)
+            _check_pinned(target, wanted, current)
             return body
 
         return await self.store.update(target.resource, target.namespace, target.name, change,
@@ -380,7 +387,7 @@ class RestHandler:
         resource = target.resource
         if media_type == bodies.APPLY_PATCH:
             return await self.server_side_apply(request, target)
-        schema = schemas.for_kind(resource.group, resource.version, resource.kind)
+        schema = schema_of(resource)
         accepted = [bodies.JSON_PATCH, bodies.MERGE_PATCH]
         if schema is not None:  # upstream has no strategic merge patch for custom resources
             accepted.append(bodies.STRATEGIC_MERGE_PATCH)
@@ -406,9 +413,8 @@ class RestHandler:
         if not isinstance(patched["metadata"], dict):
             raise errors.BadRequest("metadata must be an object")
         patched = drop_unknown_fields(request, target.resource, patched, patched=True)
-        wanted = parse_resource_version(patched["metadata"].get("resourceVersion"))
-        if wanted and str(wanted) != current["metadata"]["resourceVersion"]:
-            raise errors.conflict(target.resource.plural, target.name, target.resource.group)
+        _check_pinned(target, parse_resource_version(patched["metadata"].get("resourceVersion")),
+                      current)
         return patched
 
     async def server_side_apply(self, request: web.Request, target: Target) -> dict[str, Any]:
