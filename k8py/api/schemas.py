@@ -13,7 +13,10 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from k8py.api.resources import Resource
 
 SCHEMA_VERSION = "v1.32.0"
 
@@ -125,6 +128,13 @@ def for_kind(group: str, version: str, kind: str) -> Node | None:
     """The schema of a built-in kind, or None (custom resources, unknown kinds)."""
     name = kind_definition(group, version, kind)
     return Node({"$ref": f"#/$defs/{name}"}) if name else None
+
+
+def for_resource(resource: Resource) -> Node | None:
+    """The schema of a resource's kind when it is a built-in one; None for custom
+    resources (their CRD's schema is `resource.schema`)."""
+    return None if resource.custom else for_kind(resource.group, resource.version,
+                                                 resource.kind)
 
 
 @functools.cache

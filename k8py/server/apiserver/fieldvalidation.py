@@ -36,8 +36,7 @@ def drop_unknown_fields(request: web.Request, resource: Resource, obj: dict,
     """obj without the fields its kind's schema does not know; Strict refuses them, Warn
     warns."""
     wanted = mode(request)
-    schema = None if resource.custom else schemas.for_kind(resource.group, resource.version,
-                                                           resource.kind)
+    schema = schemas.for_resource(resource)
     try:
         if schema is None:  # whatever the kind, its metadata is an ObjectMeta
             pruning.prune({"metadata": obj.get("metadata")}, schemas.object_metadata())

@@ -44,12 +44,6 @@ class WriteContext:
     subresource: str | None = None
 
 
-def schema_of(resource: Resource):
-    """The built-in kind's schema (managedFields, strategic merge); None for custom ones."""
-    return None if resource.custom else schemas.for_kind(resource.group, resource.version,
-                                                         resource.kind)
-
-
 def propagation(options: Obj) -> str:
     """Background, Foreground or Orphan: how a delete treats the object's dependents."""
     if options.get("propagationPolicy"):
@@ -113,7 +107,7 @@ class GenericStore:
         obj = meta.prepare_create(resource, body, namespace)
         if managed_fields is None:
             obj = apply.record_update(None, obj, ctx.manager, resource.api_version,
-                                      schema_of(resource))
+                                      schemas.for_resource(resource))
         elif managed_fields:
             obj["metadata"]["managedFields"] = managed_fields
         if resource.namespaced:
@@ -168,7 +162,7 @@ class GenericStore:
             new["metadata"]["managedFields"] = body["metadata"].get("managedFields", [])
         else:
             new = apply.record_update(current, new, ctx.manager, resource.api_version,
-                                      schema_of(resource), ctx.subresource or "")
+                                      schemas.for_resource(resource), ctx.subresource or "")
         new = strategy.written_fields(resource, new, current, ctx.subresource)
         await self._validate(admission.UPDATE, resource, namespace, name, new, current, ctx)
         revision = int(current["metadata"]["resourceVersion"])

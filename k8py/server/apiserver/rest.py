@@ -41,14 +41,14 @@ from typing import Any
 
 from aiohttp import web
 
-from k8py.api import apply, errors, meta
+from k8py.api import apply, errors, meta, schemas
 from k8py.api.resources import Registry, Resource
 from k8py.server.apiserver import (bodies, fieldvalidation, patches, podproxy,
                                    podsubresources, queryparams, responses, scale, serviceips,
                                    strategies, tokens, watchserving)
 from k8py.server.apiserver.authn import USER_KEY, TokenFile, User
 from k8py.server.apiserver.fieldvalidation import drop_unknown_fields
-from k8py.server.apiserver.genericstore import GenericStore, WriteContext, schema_of
+from k8py.server.apiserver.genericstore import GenericStore, WriteContext
 from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
 
 # subresources read and written as their whole object (what a write may change there is
@@ -387,7 +387,7 @@ class RestHandler:
         resource = target.resource
         if media_type == bodies.APPLY_PATCH:
             return await self.server_side_apply(request, target)
-        schema = schema_of(resource)
+        schema = schemas.for_resource(resource)
         accepted = [bodies.JSON_PATCH, bodies.MERGE_PATCH]
         if schema is not None:  # upstream has no strategic merge patch for custom resources
             accepted.append(bodies.STRATEGIC_MERGE_PATCH)
@@ -441,14 +441,14 @@ class RestHandler:
         except errors.NotFound:
             # The applier owns what it sent, not the defaults and generated fields.
             owned = apply.apply(None, config, manager, force, resource.api_version,
-                                schema_of(resource))
+                                schemas.for_resource(resource))
             return await self.store.create(resource, target.namespace, config, ctx,
                                            managed_fields=owned["metadata"].get(
                                                "managedFields") or [])
 
         async def change(live: dict) -> dict:
             return apply.apply(live, config, manager, force, resource.api_version,
-                               schema_of(resource))
+                               schemas.for_resource(resource))
 
         return await self.store.update(resource, target.namespace, target.name, change, ctx,
                                        applied=True)

@@ -89,7 +89,7 @@ async def _update_once(objects: ObjectStore, resource: Resource, namespace: str 
     if "status" in parent:
         new["status"] = parent["status"]
     new = apply.record_update(parent, new, manager, resource.api_version,
-                              schemas.for_kind(resource.group, resource.version, resource.kind),
+                              schemas.for_resource(resource),
                               "scale")
     stored = await objects.update(resource, new, int(parent["metadata"]["resourceVersion"]))
     return to_scale(stored)
