@@ -31,10 +31,6 @@ from k8py.server.apiserver.storage import decode_bytes, parse_resource_version
 IDENTITY = User("system:k8py-controller-manager", ("system:masters",))
 
 
-def _everything(obj: dict) -> bool:
-    return True
-
-
 class Request(dict):
     """What the REST handler reads of a request, with the body already decoded."""
 
@@ -77,9 +73,7 @@ class InProcessTransport:
                     yield added
             while True:
                 batch = [(event_type, event.object) for event_type, event
-                         in watchserving.transitions(await watch.next(),
-                                                     matches or _everything,
-                                                     matches is not None)]
+                         in watchserving.transitions(await watch.next(), matches)]
                 if batch:
                     yield batch
         finally:

@@ -131,13 +131,16 @@ def initial(items: list[bytes], matches) -> Iterator[tuple[bytes, dict[str, Any]
         yield item, obj
 
 
-def transitions(events: list[WatchEvent], matches, selective: bool
-                ) -> Iterator[tuple[str, WatchEvent]]:
-    """(event type to send, event) for the events a watcher with this selector sees: a
-    MODIFIED object that starts matching is ADDED for it, one that stops is DELETED."""
+def transitions(events: list[WatchEvent], matches) -> Iterator[tuple[str, WatchEvent]]:
+    """(event type to send, event) for the events a watcher with this selector (None: no
+    selector) sees: a MODIFIED object that starts matching is ADDED for it, one that stops
+    is DELETED."""
     for event in events:
+        if matches is None:
+            yield event.type, event
+            continue
         now_matches = matches(event.object)
-        if event.type == "MODIFIED" and selective and now_matches != matches(event.previous):
+        if event.type == "MODIFIED" and now_matches != matches(event.previous):
             yield ("ADDED" if now_matches else "DELETED"), event
         elif now_matches:
             yield event.type, event
@@ -242,8 +245,6 @@ async def _follow(stream: _Stream, watch, resource: Resource, objects: ObjectSto
                   render, deadline: float, bookmarks: bool) -> None:
     """Changes until the deadline: each event serialized once for all watchers where it
     goes out unchanged; re-rendered only for a selector's transition or a Table."""
-    selective = matches is not None
-    matches = matches or (lambda obj: True)
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -260,7 +261,7 @@ async def _follow(stream: _Stream, watch, resource: Resource, objects: ObjectSto
             await stream.write(line("ERROR", exc.status()))
             return
         chunk = bytearray()
-        for event_type, event in transitions(events, matches, selective):
+        for event_type, event in transitions(events, matches):
             if event_type == event.type and render is None:
                 chunk += event.line()  # serialized once for all watchers
             else:
