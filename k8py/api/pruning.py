@@ -31,7 +31,8 @@ from k8py.api.schemas import Node
 # Fields every object may carry that schemas of some kinds do not list.
 _ALWAYS_ALLOWED = {"apiVersion", "kind", "metadata"}
 
-_INT_RANGES = {"int32": (-(2 ** 31), 2 ** 31 - 1), "int64": (-(2 ** 63), 2 ** 63 - 1)}
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1  # Go's int64: JSON numbers the API takes
+_INT_RANGES = {"int32": (-(2 ** 31), 2 ** 31 - 1), "int64": (INT64_MIN, INT64_MAX)}
 _SUBSCRIPT = re.compile(r"\[[^\]]*\]")
 
 

@@ -23,6 +23,7 @@ import yaml
 from aiohttp import web
 
 from k8py.api import errors, protobuf
+from k8py.api.pruning import INT64_MAX, INT64_MIN
 
 MAX_BODY_BYTES = 3 * 1024 * 1024
 
@@ -106,7 +107,6 @@ async def read_raw(request: web.Request) -> bytes:
 
 
 MAX_DEPTH = 200  # far deeper than any Kubernetes object; shallow enough for every walk
-INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 _INT64_DIGITS = 19
 
 

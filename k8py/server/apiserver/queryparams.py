@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from k8py.api import errors, pruning, schemas, selectors
+from k8py.api.pruning import INT64_MAX, INT64_MIN
 
-INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 _TRUE = {"1", "t", "T", "true", "True", "TRUE"}
 _FALSE = {"0", "f", "F", "false", "False", "FALSE"}
 
