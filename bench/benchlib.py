@@ -1,12 +1,17 @@
-"""What the benchmarks share: a free loopback port, a process's resident memory, and stopping
-the server and agent processes they start. (Imported by the scripts in this folder, which
+"""What the benchmarks share: a free loopback port, a process's resident memory, stopping
+the server and agent processes they start, and a network namespace of their own. (Imported by the scripts in this folder, which
 Python puts on the path when one of them runs.)"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
 import signal
 import socket
 import subprocess
+
+CLONE_NEWNET = 0x40000000
 
 
 def free_port() -> int:
@@ -34,3 +39,26 @@ def stop_process(proc: subprocess.Popen | None, timeout: float = 30.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@contextlib.contextmanager
+def netns(name: str):
+    """A new network namespace that this thread enters; left and deleted afterwards."""
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    libc = ctypes.CDLL(None, use_errno=True)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+        try:
+            if libc.setns(target, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns")
+        finally:
+            os.close(target)
+        try:
+            subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+            yield
+        finally:
+            libc.setns(own, CLONE_NEWNET)
+    finally:
+        os.close(own)
+        subprocess.run(["ip", "netns", "delete", name], check=False)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -39,7 +38,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchlib import rss_mb, stop_process  # noqa: E402
+from benchlib import netns, rss_mb, stop_process  # noqa: E402
 from k8py.agent import cgroups  # noqa: E402
 from k8py.api.resources import builtin  # noqa: E402
 from k8py.client.client import Client  # noqa: E402
@@ -50,31 +49,7 @@ from k8py.runtime import cri_pb2 as pb  # noqa: E402
 from k8py.runtime.cri import CriClient  # noqa: E402
 from k8py.runtime.images import BUSYBOX_IMAGE, build_busybox_image, import_bytes  # noqa: E402
 
-CLONE_NEWNET = 0x40000000
 POD_CIDR = "10.88.0.0/24"
-
-
-@contextlib.contextmanager
-def netns(name: str):
-    """A new network namespace that this thread enters; left and deleted afterwards."""
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    libc = ctypes.CDLL(None, use_errno=True)
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-        try:
-            if libc.setns(target, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns")
-        finally:
-            os.close(target)
-        try:
-            subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-            yield
-        finally:
-            libc.setns(own, CLONE_NEWNET)
-    finally:
-        os.close(own)
-        subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
 def write_cni(data_dir: str) -> None:

@@ -17,8 +17,6 @@ it) and deletes at the end. Figures:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import os
 import statistics
 import subprocess
@@ -28,30 +26,9 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchlib import rss_mb  # noqa: E402
+from benchlib import netns, rss_mb  # noqa: E402
 from k8py.net import servicerules  # noqa: E402
 from k8py.net.nft import Nft  # noqa: E402
-
-CLONE_NEWNET = 0x40000000
-
-
-@contextlib.contextmanager
-def entered_netns():
-    name = f"k8py-bench-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    libc = ctypes.CDLL(None, use_errno=True)
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "setns")
-        yield name
-    finally:
-        libc.setns(own, CLONE_NEWNET)
-        os.close(target)
-        os.close(own)
-        subprocess.run(["ip", "netns", "delete", name], check=False)
-
 
 def objects(services: int, endpoints: int):
     svcs, slices = [], []
@@ -87,7 +64,7 @@ def main() -> None:
         raise SystemExit("bench/proxy.py needs root (a network namespace, nftables)")
     before = rss_mb(os.getpid())
     svcs, slices = objects(args.services, args.endpoints)
-    with entered_netns():
+    with netns(f"k8py-bench-{uuid.uuid4().hex[:8]}"):
         nft = Nft()
         started = time.perf_counter()
         script = servicerules.ruleset(servicerules.service_ports(svcs, slices), "10.42.0.0/16")
