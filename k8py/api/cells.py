@@ -274,6 +274,19 @@ def count(*path: str):
     return lambda o, n: get(o, *path, default=0)
 
 
+def ready_of_desired(obj: Obj, now) -> str:
+    """READY of a Deployment or StatefulSet: ready replicas/desired ones."""
+    return f"{get(obj, 'status', 'readyReplicas', default=0)}/" \
+        f"{get(obj, 'spec', 'replicas', default=1)}"
+
+
+def key_values(*path: str):
+    """The map at `path` as `k=v,k=v` (sorted by key), or <none> (a node selector, a
+    Service's selector)."""
+    return lambda o, n: ",".join(
+        f"{k}={v}" for k, v in sorted(get(o, *path, default={}).items())) or "<none>"
+
+
 def with_more(items: list[str], count: int, maximum: int = 3, empty: str = "<unset>") -> str:
     """upstream's listWithMoreString: the first three, then "+ N more..."."""
     text = ",".join(items[:maximum])

@@ -29,8 +29,7 @@ PRINTERS: dict[tuple[str, str], list[Column]] = {
     ],
     ("apps", "deployments"): [
         cells.NAME,
-        ("Ready", "string", 0, lambda o, n: f"{cells.get(o, 'status', 'readyReplicas', default=0)}/"
-                                            f"{cells.get(o, 'spec', 'replicas', default=1)}"),
+        ("Ready", "string", 0, cells.ready_of_desired),
         ("Up-to-date", "integer", 0, cells.count("status", "updatedReplicas")),
         ("Available", "integer", 0, cells.count("status", "availableReplicas")),
         cells.AGE,
@@ -46,8 +45,7 @@ PRINTERS: dict[tuple[str, str], list[Column]] = {
     ],
     ("apps", "statefulsets"): [
         cells.NAME,
-        ("Ready", "string", 0, lambda o, n: f"{cells.get(o, 'status', 'readyReplicas', default=0)}/"
-                                            f"{cells.get(o, 'spec', 'replicas', default=1)}"),
+        ("Ready", "string", 0, cells.ready_of_desired),
         cells.AGE,
         *cells.wide_workload("spec", "template", "spec")[:2],
     ],
@@ -58,10 +56,8 @@ PRINTERS: dict[tuple[str, str], list[Column]] = {
         ("Ready", "integer", 0, cells.count("status", "numberReady")),
         ("Up-to-date", "integer", 0, cells.count("status", "updatedNumberScheduled")),
         ("Available", "integer", 0, cells.count("status", "numberAvailable")),
-        ("Node Selector", "string", 0, lambda o, n: ",".join(
-            f"{k}={v}" for k, v in sorted(
-                cells.get(o, "spec", "template", "spec", "nodeSelector", default={}).items()))
-         or "<none>"),
+        ("Node Selector", "string", 0,
+         cells.key_values("spec", "template", "spec", "nodeSelector")),
         cells.AGE,
         *cells.wide_workload("spec", "template", "spec"),
     ],
@@ -72,9 +68,7 @@ PRINTERS: dict[tuple[str, str], list[Column]] = {
         ("External-IP", "string", 0, cells.external_ips),
         ("Port(s)", "string", 0, cells.service_ports),
         cells.AGE,
-        ("Selector", "string", 1, lambda o, n: ",".join(
-            f"{k}={v}" for k, v in sorted(cells.get(o, "spec", "selector", default={}).items()))
-         or "<none>"),
+        ("Selector", "string", 1, cells.key_values("spec", "selector")),
     ],
     ("", "namespaces"): [
         cells.NAME,
