@@ -28,6 +28,7 @@ import uuid
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from k8py.agent import cgroups  # noqa: E402
 from k8py.lab import Lab  # noqa: E402
 
 KUBECTL = next((p for p in ("/usr/lib/google-cloud-sdk/bin/kubectl.1.32",
@@ -63,29 +64,28 @@ def kubectl(lab: Lab, *args: str, input: str | None = None) -> str:
 
 
 def pod_pid(uid: str) -> int:
-    """A process of the pod (its cgroup path names the pod's uid)."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cgroup") as f:
-                if f"pod{uid}" in f.read():
-                    return int(pid)
-        except OSError:
-            continue
-    raise SystemExit(f"no process of pod {uid}")
+    """A process of the pod (one in its cgroups)."""
+    pids = cgroups.pod_processes(uid)
+    if not pids:
+        raise SystemExit(f"no process of pod {uid}")
+    return min(pids)
+
+
+def _nsenter(pid_or_ns: int | str) -> list[str]:
+    """nsenter into a process's network namespace (a pid) or a named one."""
+    where = f"/proc/{pid_or_ns}/ns/net" if isinstance(pid_or_ns, int) else \
+        f"/run/netns/{pid_or_ns}"
+    return ["nsenter", f"--net={where}"]
 
 
 def in_net(pid_or_ns: int | str, *command: str, **kwargs) -> subprocess.CompletedProcess:
-    where = f"/proc/{pid_or_ns}/ns/net" if isinstance(pid_or_ns, int) else \
-        f"/run/netns/{pid_or_ns}"
-    return subprocess.run(["nsenter", f"--net={where}", *command], capture_output=True,
-                          text=True, **kwargs)
+    return subprocess.run([*_nsenter(pid_or_ns), *command], capture_output=True, text=True,
+                          **kwargs)
 
 
 def spawn_in_net(pid_or_ns: int | str, *command: str) -> subprocess.Popen:
-    where = f"/proc/{pid_or_ns}/ns/net" if isinstance(pid_or_ns, int) else \
-        f"/run/netns/{pid_or_ns}"
-    return subprocess.Popen(["nsenter", f"--net={where}", *command],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen([*_nsenter(pid_or_ns), *command], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
 
 
 def measure(client, server_ip: str, seconds: int) -> tuple[float, float]:
