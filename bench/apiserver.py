@@ -32,7 +32,6 @@ import tempfile
 import time
 
 import aiohttp
-import yaml
 from benchlib import free_port, rss_mb, stop_process
 
 CONCURRENCY = 32
