@@ -8,7 +8,7 @@ it) and deletes at the end. Figures:
    objects (`servicerules`), applied through libnftables (`k8py.net.nft`, what the proxy
    does), and beside it the floor: the same script through `nft -f` (the nft command);
 2. endpoint change → rules in the kernel: one endpoint of one Service replaced, the rules
-   recomputed and what changed applied (`servicerules.delta`, as the proxy does), p50/p99
+   recomputed and what changed applied (`nftscript.delta`, as the proxy does), p50/p99
    over CHANGES changes;
 3. memory: this process's RSS holding the objects and the last ruleset (what the proxy adds
    to an agent), beside the RSS before the objects were made.
@@ -27,7 +27,7 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchlib import netns, rss_mb  # noqa: E402
-from k8py.net import servicerules  # noqa: E402
+from k8py.net import nftscript, servicerules  # noqa: E402
 from k8py.net.nft import Nft  # noqa: E402
 
 def objects(services: int, endpoints: int):
@@ -94,7 +94,7 @@ def main() -> None:
             t = time.perf_counter()
             rules = servicerules.build(servicerules.service_ports(svcs, slices),
                                        "10.42.0.0/16")
-            nft.run(servicerules.delta(applied, rules))
+            nft.run(nftscript.delta(applied, rules))
             applied = rules
             latencies.append(time.perf_counter() - t)
         latencies.sort()

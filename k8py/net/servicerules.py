@@ -2,10 +2,10 @@
 cluster CIDR), after kube-proxy's nftables mode (pkg/proxy/nftables/proxier.go).
 
 Everything lives in one table, `ip k8py`; nothing else on the host is touched. `build` makes
-the rules as data (`Ruleset`); `full` writes a script that replaces the table whole in one
-transaction (declare, delete, define), `delta` one that changes only what differs between
-two Rulesets (map elements, the chains of the Services that changed) in one transaction, so a
-reader never sees half a ruleset and the proxy never has to list the kernel's table.
+the rules as data (an `nftscript.Table`); `nftscript.full` writes a script that replaces the
+table whole in one transaction, `nftscript.delta` one that changes only what differs (map
+elements, the chains of the Services that changed), so a reader never sees half a ruleset
+and the proxy never has to list the kernel's table.
 
     nat prerouting/output ─▶ services:
         ip daddr . proto . port  vmap @service-ips        (ClusterIPs, externalIPs,
@@ -35,6 +35,9 @@ import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from k8py.net import nftscript
+from k8py.net.nftscript import Set, Table, full, verdict_map
 
 TABLE = "k8py"
 MASQUERADE_MARK = 0x4000
@@ -147,21 +150,12 @@ MAP_TYPES = {
 }
 
 
-@dataclasses.dataclass
-class Ruleset:
-    """The table as data: what `full` writes whole and `delta` changes piece by piece."""
-    base: dict[str, tuple[str, ...]]  # chains that do not depend on the Services
-    maps: dict[str, dict[str, str]]  # map -> element key -> verdict
-    sets: dict[str, tuple[str, ...]]  # the affinity sets -> their declaration lines
-    chains: dict[str, tuple[str, ...]]  # per Service and endpoint -> rules
-
-
-def build(ports: Iterable[ServicePort], cluster_cidr: str, node: str = "") -> Ruleset:
+def build(ports: Iterable[ServicePort], cluster_cidr: str, node: str = "") -> Table:
     """The rules that proxy `ports` on node `node` (pure; the node matters for the
     traffic policies that keep traffic on the node: `Local`)."""
     maps: dict[str, dict[str, str]] = {name: {} for name in MAP_TYPES}
     chains: dict[str, tuple[str, ...]] = {}
-    sets: dict[str, tuple[str, ...]] = {}
+    sets: dict[str, Set] = {}
     for sp in ports:
         svc, ext = f"svc-{sp.chain_id}", f"ext-{sp.chain_id}"
         if not sp.endpoints:
@@ -186,8 +180,8 @@ def build(ports: Iterable[ServicePort], cluster_cidr: str, node: str = "") -> Ru
             rules = [f"ip saddr {endpoint.ip} jump mark-for-masquerade"]
             if sp.affinity_seconds:
                 affinity = f"affinity-{ep}"
-                sets[affinity] = ("type ipv4_addr", "flags dynamic,timeout",
-                                  f"timeout {sp.affinity_seconds}s")
+                sets[affinity] = Set(("type ipv4_addr", "flags dynamic,timeout",
+                                      f"timeout {sp.affinity_seconds}s"))
                 body.append(f"ip saddr @{affinity} goto {ep}")
                 rules.append(f"update @{affinity} {{ ip saddr }}")
             rules.append(f"meta l4proto {sp.protocol} dnat to {endpoint.ip}:{endpoint.port}")
@@ -207,7 +201,9 @@ def build(ports: Iterable[ServicePort], cluster_cidr: str, node: str = "") -> Ru
             chains[local] = (_choose(local_chains),)
         elif sp.external or sp.node_port:
             chains[ext] = ("jump mark-for-masquerade", f"goto {svc}")
-    return Ruleset(_base(cluster_cidr), maps, sets, chains)
+    return Table(TABLE, {**{name: verdict_map(MAP_TYPES[name], elements)
+                            for name, elements in maps.items()}, **sets},
+                 _base(cluster_cidr), chains)
 
 
 def _choose(endpoint_chains: list[str]) -> str:
@@ -253,53 +249,14 @@ def _base(cluster_cidr: str) -> dict[str, tuple[str, ...]]:
     }
 
 
-def full(rules: Ruleset) -> str:
-    """The script that replaces table `ip k8py` whole, in one transaction."""
-    blocks = [_map(name, MAP_TYPES[name], [f"{k} : {v}" for k, v in elements.items()])
-              for name, elements in rules.maps.items()]
-    blocks += [_block(f"set {name}", list(lines)) for name, lines in rules.sets.items()]
-    blocks += [_block(f"chain {name}", list(lines)) for name, lines in rules.base.items()]
-    blocks += [_block(f"chain {name}", list(lines)) for name, lines in rules.chains.items()]
-    body = "\n".join(blocks)
-    return removal() + f"table ip {TABLE} {{\n{body}}}\n"
-
-
-def delta(old: Ruleset, new: Ruleset) -> str | None:
-    """The script that turns the table from `old` into `new` in one transaction, touching
-    only what changed (None: the base chains changed, write it whole with `full`)."""
-    if old.base != new.base:
-        return None
-    t = f"ip {TABLE}"
-    lines: list[str] = []
-    added_sets = [n for n in new.sets if n not in old.sets]
-    for name in added_sets:
-        lines.append(f"add set {t} {name} {{ {'; '.join(new.sets[name])}; }}")
-    changed = [n for n, rules in new.chains.items() if old.chains.get(n) != rules]
-    for name in changed:
-        if name not in old.chains:
-            lines.append(f"add chain {t} {name}")
-    for name in changed:
-        if name in old.chains:
-            lines.append(f"flush chain {t} {name}")
-        lines.extend(f"add rule {t} {name} {rule}" for rule in new.chains[name])
-    for map_name, elements in new.maps.items():
-        before = old.maps.get(map_name, {})
-        gone = [k for k in before if elements.get(k) != before[k]]
-        if gone:
-            lines.append(f"delete element {t} {map_name} {{ {', '.join(gone)} }}")
-        fresh = [f"{k} : {v}" for k, v in elements.items() if before.get(k) != v]
-        if fresh:
-            lines.append(f"add element {t} {map_name} {{ {', '.join(fresh)} }}")
-    removed = [n for n in old.chains if n not in new.chains]
-    lines.extend(f"flush chain {t} {name}" for name in removed)
-    lines.extend(f"delete chain {t} {name}" for name in removed)
-    lines.extend(f"delete set {t} {name}" for name in old.sets if name not in new.sets)
-    return "\n".join(lines) + "\n" if lines else ""
-
-
 def ruleset(ports: Iterable[ServicePort], cluster_cidr: str, node: str = "") -> str:
     """The nft script that makes table `ip k8py` proxy `ports`, replacing what it held."""
     return full(build(ports, cluster_cidr, node))
+
+
+def removal() -> str:
+    """The script that takes the table away (for a host's cleanup)."""
+    return nftscript.removal(TABLE)
 
 
 def stale_udp(old: Iterable[ServicePort], new: Iterable[ServicePort]
@@ -318,20 +275,3 @@ def stale_udp(old: Iterable[ServicePort], new: Iterable[ServicePort]
                 for address in port.addresses + port.external:
                     stale.add((address, endpoint.ip, port.port))
     return stale
-
-
-def _block(head: str, lines: list[str]) -> str:
-    inner = "".join(f"\t\t{line}\n" for line in lines)
-    return f"\t{head} {{\n{inner}\t}}\n"
-
-
-def _map(name: str, key: str, elements: list[str]) -> str:
-    lines = [f"type {key} : verdict"]
-    if elements:
-        lines.append("elements = { " + ",\n\t\t\t".join(elements) + " }")
-    return _block(f"map {name}", lines)
-
-
-def removal() -> str:
-    """The script that takes the table away (for a host's cleanup)."""
-    return f"table ip {TABLE} {{}}\ndelete table ip {TABLE}\n"

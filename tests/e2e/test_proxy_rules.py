@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from k8py.net import servicerules
+from k8py.net import nftscript, servicerules
 from tests.e2e import netns
 
 pytestmark = [pytest.mark.root,
@@ -50,10 +50,10 @@ def test_a_delta_leaves_the_table_as_a_full_write_would():
         [endpoint_slice("web", ("10.42.0.2", READY), ("10.42.0.3", READY)),
          endpoint_slice("empty", ("10.42.0.6", READY)),
          endpoint_slice("new", ("10.42.0.7", READY))]), "10.42.0.0/16")
-    script = servicerules.delta(before, after)
+    script = nftscript.delta(before, after)
     assert script and "delete chain ip k8py svc-default-gone-http-tcp" in script
     listings = []
-    for steps in ([servicerules.full(before), script], [servicerules.full(after)]):
+    for steps in ([nftscript.full(before), script], [nftscript.full(after)]):
         with netns.created() as ns:
             for step in steps:
                 done = subprocess.run([*netns.nsenter(ns), "nft", "-f", "-"], input=step,
@@ -63,7 +63,7 @@ def test_a_delta_leaves_the_table_as_a_full_write_would():
                 [*netns.nsenter(ns), "nft", "list", "table", "ip", "k8py"],
                 capture_output=True, text=True).stdout))
     assert listings[0] == listings[1]
-    assert servicerules.delta(after, after) == ""
+    assert nftscript.delta(after, after) == ""
 
 
 def _normalized(listing: str) -> list[str]:

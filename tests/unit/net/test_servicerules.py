@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from k8py.net import servicerules
+from k8py.net import nftscript, servicerules
 from k8py.net.servicerules import Endpoint
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
@@ -122,7 +122,7 @@ def test_traffic_policies_local_on_a_node_with_and_without_endpoints():
     on_3 = servicerules.build(ports, CIDR, "node-3")
     assert on_3.chains["local-default-kept-http-tcp"] == ("drop",)
     assert on_3.chains["svc-default-near-http-tcp"][-1] == "drop"
-    check_golden("local.nft", servicerules.full(on_1))
+    check_golden("local.nft", nftscript.full(on_1))
 
 
 def test_stale_udp_flows_are_the_removed_endpoints():
