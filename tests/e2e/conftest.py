@@ -81,3 +81,11 @@ def cluster(tmp_path_factory):
     finally:
         stop_process(proc, timeout=20)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    """One `k8py lab` (a server and two agents) for every module that needs several nodes."""
+    from tests.e2e.labcluster import running_lab
+
+    yield from running_lab(tmp_path_factory)
