@@ -31,6 +31,8 @@ def _node_network_options(f):
     for decorator in reversed([
         option("--disable-kube-proxy", is_flag=True,
                help="Keep no Service rules in nftables on this host (another proxy does)"),
+        option("--disable-network-policy", is_flag=True,
+               help="Enforce no NetworkPolicy on this host's pods"),
         option("--flannel-backend", type=click.Choice(["vxlan", "host-gw", "none"]),
                default="vxlan", show_default=True, help="How pods reach pods on other nodes"),
         option("--flannel-iface", default=None, metavar="IFACE",
@@ -244,6 +246,7 @@ def _agent_config(flags: dict):
         container_runtime_endpoint=flags["container_runtime_endpoint"],
         node_labels=_node_labels(flags["node_label"]),
         cluster_cidr=str(flags["cluster_cidr"]), service_proxy=not flags["disable_kube_proxy"],
+        network_policy=not flags["disable_network_policy"],
         flannel_backend=flags["flannel_backend"], flannel_iface=flags["flannel_iface"],
         resolv_conf=flags["resolv_conf"])
 

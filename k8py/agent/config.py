@@ -28,6 +28,7 @@ class AgentConfig:
     client_ca: str = ""  # CA of clients the kubelet server accepts (the cluster CA)
     cluster_cidr: str = "10.42.0.0/16"  # pods' network: what the proxy does not masquerade
     service_proxy: bool = True  # keep the Service rules in nftables (`k8py.net.proxy`)
+    network_policy: bool = True  # enforce NetworkPolicies in nftables (`k8py.net.policy`)
     flannel_backend: str = "vxlan"  # pods across nodes: vxlan, host-gw or none
     flannel_iface: str | None = None  # the uplink (default: the node address's interface)
     resolv_conf: str = "/etc/resolv.conf"  # the host's resolvers: pods' Default, DNS upstream
@@ -80,7 +81,8 @@ def agent_config(*, data_dir: str, node_name: str = "", node_ip: str = "",
                  node_labels: tuple[str, ...] = (), kubelet_port: int = 10250,
                  is_server: bool = False, tls_cert: str = "", tls_key: str = "",
                  client_ca: str = "", cluster_cidr: str = "10.42.0.0/16",
-                 service_proxy: bool = True, flannel_backend: str = "vxlan",
+                 service_proxy: bool = True, network_policy: bool = True,
+                 flannel_backend: str = "vxlan",
                  flannel_iface: str | None = None,
                  resolv_conf: str = "/etc/resolv.conf") -> AgentConfig:
     """The one place an agent's configuration is assembled, from what `k8py agent`'s flags
@@ -94,7 +96,7 @@ def agent_config(*, data_dir: str, node_name: str = "", node_ip: str = "",
         container_runtime_endpoint=container_runtime_endpoint,
         node_labels=tuple(tuple(item.split("=", 1)) for item in node_labels),
         is_server=is_server, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca,
-        cluster_cidr=cluster_cidr, service_proxy=service_proxy,
+        cluster_cidr=cluster_cidr, service_proxy=service_proxy, network_policy=network_policy,
         flannel_backend=flannel_backend, flannel_iface=flannel_iface,
         resolv_conf=resolv_conf or "/etc/resolv.conf")
 

@@ -12,7 +12,8 @@ needs (k3s's ready channels):
 4. the pod network: once the node has a `spec.podCIDR` (the node IPAM controller assigns it),
    the CNI config is written (`k8py.net.cni`) and `network_ready` set; the node turns Ready;
 5. the Service proxy (`k8py.net.proxy`: the cluster's Services as nftables rules), unless
-   `--disable-kube-proxy`;
+   `--disable-kube-proxy`; NetworkPolicy (`k8py.net.policy`: this node's pods' policies as
+   nftables rules), unless `--disable-network-policy`; cluster DNS (`k8py.net.dns`);
 6. pod workers (`kubelet.podmanager.PodManager`);
 7. the kubelet HTTPS server (`kubelet.server.serve`) when a serving certificate is given.
 
@@ -158,6 +159,10 @@ async def run(config: AgentConfig, client: Client, ready: asyncio.Event | None =
             start("proxy", ServiceProxy(client, config.cluster_cidr, node_name,
                                         skip={config.cluster_dns},
                                         informers=(services, slices)).run())
+        if config.network_policy:
+            from k8py.net.policy import PolicyEnforcer
+
+            start("network-policy", PolicyEnforcer(client, node_name).run())
         if config.cluster_dns_server:
             from k8py.net import dns as cluster_dns
 

@@ -273,6 +273,22 @@ def _service(obj: Obj) -> Obj:
     return obj
 
 
+def _network_policy(obj: Obj) -> Obj:
+    """Upstream: ports are TCP unless told; without policyTypes a policy is for Ingress,
+    and for Egress too when it has egress rules."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return obj
+    for direction in ("ingress", "egress"):
+        for rule in spec.get(direction) or []:
+            for port in (rule.get("ports") or []) if isinstance(rule, dict) else []:
+                if isinstance(port, dict):
+                    port.setdefault("protocol", "TCP")
+    if not spec.get("policyTypes"):
+        spec["policyTypes"] = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
+    return obj
+
+
 def _horizontal_pod_autoscaler(obj: Obj) -> Obj:
     """v1 and v2 share the key; each version has its own defaults."""
     if obj.get("apiVersion") == "autoscaling/v1":
@@ -286,6 +302,7 @@ DEFAULTERS: dict[tuple[str, str], Callable[[Obj], Obj]] = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): _crd,
     ("", "pods"): _pod,
     ("", "services"): _service,
+    ("networking.k8s.io", "networkpolicies"): _network_policy,
     ("", "replicationcontrollers"): _replication_controller,
     ("apps", "deployments"): _deployment,
     ("apps", "replicasets"): _workload(history=False),

@@ -64,8 +64,11 @@ def by_owner_uid(obj: dict[str, Any]) -> Iterable[str]:
 
 class Informer:
     def __init__(self, client: Client, resource: Resource, namespace: str | None = None, *,
-                 label_selector: str = "", field_selector: str = ""):
+                 label_selector: str = "", field_selector: str = "",
+                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None):
         self.client = client
+        # what the cache keeps of each object (client-go's SetTransform): less of it
+        self.transform = transform
         self.resource = resource
         self.namespace = namespace
         self.label_selector = label_selector
@@ -151,6 +154,8 @@ class Informer:
                         del index[value]
 
     def _apply(self, kind: str, obj: dict[str, Any]) -> None:
+        if self.transform is not None:
+            obj = self.transform(obj)
         key = key_of(obj)
         if kind == "DELETED":
             old = self._items.pop(key, None)

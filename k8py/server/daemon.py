@@ -64,6 +64,7 @@ class ServerConfig:
     kubelet_port: int = 10250
     disable_agent: bool = False
     disable_kube_proxy: bool = False
+    disable_network_policy: bool = False
     flannel_backend: str = "vxlan"
     flannel_iface: str | None = None
     resolv_conf: str | None = None
@@ -214,6 +215,7 @@ async def run_agent(config: ServerConfig, handler: asyncio.Future, certs: pki.PK
         container_runtime_endpoint=config.container_runtime_endpoint,
         node_labels=config.node_label, is_server=True,
         cluster_cidr=str(config.cluster_cidr), service_proxy=not config.disable_kube_proxy,
+        network_policy=not config.disable_network_policy,
         flannel_backend=config.flannel_backend, flannel_iface=config.flannel_iface,
         resolv_conf=config.resolv_conf or "/etc/resolv.conf")
     serving_cert, serving_key = pki.ensure_kubelet_serving(
