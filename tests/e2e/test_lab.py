@@ -19,7 +19,7 @@ import uuid
 import pytest
 
 from tests.conftest import wait_for
-from tests.e2e.labcluster import ECHO, UPSTREAM, LabCluster
+from tests.e2e.labcluster import ECHO, IMAGE, UPSTREAM, LabCluster
 
 pytestmark = [
     pytest.mark.root,
@@ -344,6 +344,46 @@ def test_cluster_dns_records(lab):
         (lambda done: (done.stdout, done.stderr))(
             nslookup("-type=CNAME", "outside.default.svc.cluster.local"))),
         timeout=15, interval=0.5, what="the deleted Service gone from DNS")
+
+
+def test_statefulset_hostnames_and_connections_by_name(lab):
+    """A StatefulSet's pods answer at `<pod>.<service>` (their hostname records); a new
+    Service is reached by its short name (the pod's search path) from every node's pods,
+    and stops resolving once deleted."""
+    lab.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                      "items": [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+         "spec": {"clusterIP": "None", "selector": {"app": "web-sts"},
+                  "ports": [{"name": "http", "port": 8080}]}},
+        {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "web"},
+         "spec": {"serviceName": "web", "replicas": 2,
+                  "selector": {"matchLabels": {"app": "web-sts"}},
+                  "template": {"metadata": {"labels": {"app": "web-sts"}}, "spec": {
+                      "terminationGracePeriodSeconds": 1,
+                      "containers": [{"name": "web", "image": IMAGE,
+                                      "imagePullPolicy": "IfNotPresent",
+                                      "command": ["sh", "-c", ECHO]}]}}}}]}))
+    ips = lab.running("web-0", "web-1")
+
+    def by_hostname():
+        out = lab.kubectl("exec", "client-agent-1", "--", "nslookup",
+                          "web-1.web.default.svc.cluster.local", check=False).stdout
+        return ips["web-1"] in out and ips["web-0"] not in out
+    wait_for(by_hostname, timeout=30, interval=0.5, what="web-1's hostname record")
+    assert lab.fetch("client-agent-2", "web-0.web", 8080) == "web-0"
+
+    _service(lab, "by-name", {"selector": {"app": "echo"},
+                              "ports": [{"port": 80, "targetPort": 8080}]})
+    for node in ("server", "agent-1", "agent-2"):
+        wait_for(lambda node=node: lab.fetch(f"client-{node}", "by-name", 80).startswith(
+            "echo-"), timeout=30, interval=0.5, what=f"by-name from {node}'s pods")
+    lab.kubectl("delete", "service", "by-name")
+
+    def gone():
+        done = lab.kubectl("exec", "client-server", "--", "nslookup",
+                           "by-name.default.svc.cluster.local", check=False)
+        return "NXDOMAIN" in done.stdout + done.stderr
+    wait_for(gone, timeout=15, interval=0.5, what="the deleted Service's name gone")
 
 
 def test_names_outside_the_cluster_go_upstream(lab):
