@@ -9,14 +9,16 @@ in 1-65535, protocols, restart/DNS/pull policies, a running pod's immutable spec
 so a selector the user wrote is refused, as upstream's `validateGeneratedSelector`;
 selector and template immutable), services (type, ports, names, immutable clusterIP), config
 maps and secrets (key syntax, `immutable`, at most 1 MiB of data), CRDs, HPAs (replica
-bounds, target reference). Other kinds are
-checked only by their schema (unknown fields, value types).
+bounds, target reference), network policies (ports, ranges and port names, peers, ipBlock
+CIDRs and their excepts, policyTypes, selector operators). Other kinds are checked only by
+their schema (unknown fields, value types).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import re
 from collections.abc import Callable
@@ -542,6 +544,144 @@ def _horizontal_pod_autoscaler(obj: dict[str, Any], old: dict[str, Any] | None) 
     return causes
 
 
+def _label_selector(causes: list[Cause], selector: Any, field: str) -> None:
+    """Upstream's ValidateLabelSelector, for what a schema does not catch: operators and
+    their values."""
+    if not isinstance(selector, dict):
+        return
+    for i, expr in enumerate(selector.get("matchExpressions") or []):
+        if not isinstance(expr, dict):
+            continue
+        where = f"{field}.matchExpressions[{i}]"
+        operator, values = expr.get("operator"), expr.get("values") or []
+        if operator in ("In", "NotIn"):
+            if not values:
+                causes.append((f"{where}.values", "FieldValueRequired",
+                               "Required value: must be specified when `operator` is 'In' "
+                               "or 'NotIn'"))
+        elif operator in ("Exists", "DoesNotExist"):
+            if values:
+                causes.append((f"{where}.values", "FieldValueForbidden",
+                               "Forbidden: may not be specified when `operator` is "
+                               "'Exists' or 'DoesNotExist'"))
+        else:
+            causes.append((f"{where}.operator", "FieldValueInvalid",
+                           f'Invalid value: "{operator}": not a valid selector operator'))
+
+
+def _port_name_problems(name: str) -> list[str]:
+    """Upstream's IsValidPortName (an IANA service name)."""
+    problems = []
+    if len(name) > 15:
+        problems.append("must be no more than 15 characters")
+    if not re.fullmatch(r"[-a-z0-9]+", name):
+        problems.append("must contain only alpha-numeric characters (a-z, 0-9), and "
+                        "hyphens (-)")
+    elif not re.search(r"[a-z]", name):
+        problems.append("must contain at least one letter (a-z)")
+    if "--" in name:
+        problems.append("must not contain consecutive hyphens")
+    if name.startswith("-") or name.endswith("-"):
+        problems.append("must not begin or end with a hyphen")
+    return problems
+
+
+def _network_policy_port(causes: list[Cause], port: dict[str, Any], field: str) -> None:
+    protocol = port.get("protocol")
+    if protocol is not None and protocol not in ("TCP", "UDP", "SCTP"):
+        _not_supported(causes, f"{field}.protocol", protocol, ("TCP", "UDP", "SCTP"))
+    number, end = port.get("port"), port.get("endPort")
+    if isinstance(number, int) and not isinstance(number, bool):
+        _port(causes, f"{field}.port", number)
+        if end is not None:
+            if isinstance(end, int) and end < number:
+                causes.append((f"{field}.endPort", "FieldValueInvalid",
+                               f"Invalid value: {number}: must be greater than or equal to "
+                               "`port`"))
+            _port(causes, f"{field}.endPort", end)
+    elif isinstance(number, str):
+        if end is not None:
+            causes.append((f"{field}.endPort", "FieldValueInvalid",
+                           f"Invalid value: {end}: may not be specified when `port` is "
+                           "non-numeric"))
+        for problem in _port_name_problems(number):
+            causes.append((f"{field}.port", "FieldValueInvalid",
+                           f'Invalid value: "{number}": {problem}'))
+    elif end is not None:
+        causes.append((f"{field}.endPort", "FieldValueInvalid",
+                       f"Invalid value: {end}: may not be specified when `port` is not "
+                       "specified"))
+
+
+def _ip_block(causes: list[Cause], block: dict[str, Any], field: str) -> None:
+    cidr = block.get("cidr")
+    if not cidr:
+        _required(causes, f"{field}.cidr")
+        return
+    try:
+        network = ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        causes.append((f"{field}.cidr", "FieldValueInvalid",
+                       f'Invalid value: "{cidr}": not a valid CIDR'))
+        return
+    for i, text in enumerate(block.get("except") or []):
+        try:
+            excepted = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            causes.append((f"{field}.except[{i}]", "FieldValueInvalid",
+                           f'Invalid value: "{text}": not a valid CIDR'))
+            return
+        if excepted.version != network.version or not excepted.subnet_of(network) or \
+                excepted.prefixlen <= network.prefixlen:
+            causes.append((f"{field}.except[{i}]", "FieldValueInvalid",
+                           f'Invalid value: "{text}": must be a strict subset of `cidr`'))
+
+
+def _network_policy(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
+    """Upstream's ValidateNetworkPolicySpec."""
+    causes: list[Cause] = []
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return causes
+    _label_selector(causes, spec.get("podSelector"), "spec.podSelector")
+    for direction, peers_field in (("ingress", "from"), ("egress", "to")):
+        for i, rule in enumerate(spec.get(direction) or []):
+            if not isinstance(rule, dict):
+                continue
+            where = f"spec.{direction}[{i}]"
+            for j, port in enumerate(rule.get("ports") or []):
+                if isinstance(port, dict):
+                    _network_policy_port(causes, port, f"{where}.ports[{j}]")
+            for j, peer in enumerate(rule.get(peers_field) or []):
+                if not isinstance(peer, dict):
+                    continue
+                at = f"{where}.{peers_field}[{j}]"
+                kinds = [k for k in ("podSelector", "namespaceSelector", "ipBlock")
+                         if peer.get(k) is not None]
+                for selector in ("podSelector", "namespaceSelector"):
+                    _label_selector(causes, peer.get(selector), f"{at}.{selector}")
+                if isinstance(peer.get("ipBlock"), dict):
+                    _ip_block(causes, peer["ipBlock"], f"{at}.ipBlock")
+                if not kinds:
+                    causes.append((at, "FieldValueRequired",
+                                   "Required value: must specify a peer"))
+                elif len(kinds) > 1 and "ipBlock" in kinds:
+                    causes.append((at, "FieldValueForbidden",
+                                   "Forbidden: may not specify both ipBlock and another "
+                                   "peer"))
+    types = spec.get("policyTypes") or []
+    if len(types) > 2:
+        causes.append(("spec.policyTypes", "FieldValueInvalid",
+                       f"Invalid value: {json.dumps(types)}: may not specify more than two "
+                       "policyTypes"))
+    else:
+        for i, policy_type in enumerate(types):
+            if policy_type not in ("Ingress", "Egress"):
+                _not_supported(causes, f"spec.policyTypes[{i}]", policy_type,
+                               ("Ingress", "Egress"))
+    return causes
+
+
 def certificate_request(request: Any):
     """The x509 CSR in a CSR object's base64 `spec.request` PEM, or None."""
     try:
@@ -569,6 +709,7 @@ VALIDATORS: dict[tuple[str, str], Callable[[dict[str, Any], dict[str, Any] | Non
     ("", "secrets"): _secret,
     ("certificates.k8s.io", "certificatesigningrequests"): _csr,
     ("autoscaling", "horizontalpodautoscalers"): _horizontal_pod_autoscaler,
+    ("networking.k8s.io", "networkpolicies"): _network_policy,
 }
 
 

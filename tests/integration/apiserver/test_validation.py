@@ -70,3 +70,55 @@ async def test_immutable_selector_and_configmap(client):
     status, err = await client.request("PATCH", f"{CM}/frozen", {"data": {"a": "2"}},
                                        content_type="application/merge-patch+json")
     assert status == 422 and "immutable" in err["message"]
+
+
+NETPOLS = "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies"
+
+
+def netpol(**spec):
+    return {"metadata": {"name": "np"}, "spec": {"podSelector": {}, **spec}}
+
+
+@pytest.mark.parametrize("spec, causes", [
+    ({"ingress": [{"ports": [{"port": 80, "endPort": 70}, {"port": "http", "endPort": 90},
+                             {"endPort": 90}, {"port": "Not_A-Name"}, {"protocol": "ICMP"}]}]},
+     {"spec.ingress[0].ports[0].endPort":
+      "Invalid value: 80: must be greater than or equal to `port`",
+      "spec.ingress[0].ports[1].endPort":
+      "Invalid value: 90: may not be specified when `port` is non-numeric",
+      "spec.ingress[0].ports[2].endPort":
+      "Invalid value: 90: may not be specified when `port` is not specified",
+      "spec.ingress[0].ports[3].port": 'Invalid value: "Not_A-Name": must contain only '
+                                       "alpha-numeric characters (a-z, 0-9), and hyphens (-)",
+      "spec.ingress[0].ports[4].protocol":
+      'Unsupported value: "ICMP": supported values: "TCP", "UDP", "SCTP"'}),
+    ({"egress": [{"to": [{}, {"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}},
+                         {"ipBlock": {"cidr": "10.0.0.0/8",
+                                      "except": ["192.168.0.0/16", "10.0.0.0/8"]}},
+                         {"ipBlock": {"cidr": "not-a-cidr"}}]}]},
+     {"spec.egress[0].to[0]": "Required value: must specify a peer",
+      "spec.egress[0].to[1]": "Forbidden: may not specify both ipBlock and another peer",
+      "spec.egress[0].to[2].ipBlock.except[0]":
+      'Invalid value: "192.168.0.0/16": must be a strict subset of `cidr`',
+      "spec.egress[0].to[2].ipBlock.except[1]":
+      'Invalid value: "10.0.0.0/8": must be a strict subset of `cidr`',
+      "spec.egress[0].to[3].ipBlock.cidr": 'Invalid value: "not-a-cidr": not a valid CIDR'}),
+    ({"policyTypes": ["Ingress", "Sideways"],
+      "podSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}},
+     {"spec.policyTypes[1]": 'Unsupported value: "Sideways": supported values: "Ingress", '
+                             '"Egress"',
+      "spec.podSelector.matchExpressions[0].values":
+      "Required value: must be specified when `operator` is 'In' or 'NotIn'"}),
+])
+async def test_invalid_network_policies(client, spec, causes):
+    status, err = await client.request("POST", NETPOLS, netpol(**spec))
+    assert status == 422, err
+    assert {c["field"]: c["message"] for c in err["details"]["causes"]} == causes
+
+
+async def test_network_policies_get_upstreams_defaults(client):
+    status, created = await client.request("POST", NETPOLS, netpol(
+        egress=[{"ports": [{"port": 53}]}], ingress=[{"from": [{"podSelector": {}}]}]))
+    assert status == 201, created
+    assert created["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert created["spec"]["egress"][0]["ports"] == [{"port": 53, "protocol": "TCP"}]
