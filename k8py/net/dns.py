@@ -267,6 +267,17 @@ class Forwarder:
         self.port = port
         self.cache: dict[tuple[str, int], tuple[float, bytes]] = {}
 
+    def kept(self, wire: bytes, query: dns.message.Message, size: int) -> bytes | None:
+        """A cached upstream answer to `query` (`wire`) that fits in `size` bytes, with the
+        query's ID; None when there is none yet (then `ask`)."""
+        question = query.question[0] if query.question else None
+        if question is None:
+            return None
+        cached = self.cache.get((question.name.to_text().lower(), question.rdtype))
+        if cached is None or cached[0] <= time.monotonic() or len(cached[1]) > size:
+            return None
+        return wire[:2] + cached[1][2:]
+
     async def ask(self, query: dns.message.Message) -> dns.message.Message:
         question = query.question[0]
         key = (question.name.to_text().lower(), question.rdtype)
@@ -315,21 +326,59 @@ async def _udp_query(query: dns.message.Message, server: str,
 
 
 class DnsServer:
-    """UDP and TCP on `address`:53, answering from `view()` and forwarding the rest."""
+    """UDP and TCP on `address`:53, answering from `view()` and forwarding the rest.
+
+    Answers from the view are kept by question (the query's bytes after its ID, with the
+    size limit) until the view changes: a pod's resolver asks the same few questions over
+    and over, and a kept answer costs a dictionary lookup instead of a parse and a
+    serialization. Such answers are written at once, without a task; only forwarding
+    waits."""
+
+    MAX_KEPT = 2048  # a pod asks a few names; bounded whatever it asks
 
     def __init__(self, address: str, view, forwarder: Forwarder, port: int = 53):
         self.address, self.view, self.forwarder = address, view, forwarder
         self.port = port
+        self._kept_for: ClusterView | None = None
+        self._kept: dict[tuple[int | None, bytes], bytes] = {}
 
-    async def handle(self, wire: bytes, limit: int | None) -> bytes | None:
+    def answer(self, wire: bytes, limit: int | None) -> bytes | dns.message.Message | None:
+        """The reply from the cluster view; or the parsed query when it is to be forwarded;
+        None for what is not a DNS query."""
+        view = self.view()
+        if view is not self._kept_for:
+            self._kept_for, self._kept = view, {}
+        key = (limit, wire[2:])
+        kept = self._kept.get(key)
+        if kept is not None:
+            return wire[:2] + kept
         try:
             query = dns.message.from_wire(wire)
         except dns.exception.DNSException:
             return None
-        response = respond(self.view(), query)
+        response = respond(view, query)
         if response is None:
-            response = await self.forwarder.ask(query)
-        size = limit or (max(512, query.payload) if query.edns >= 0 else 512)
+            return self.forwarder.kept(wire, query, self._size(query, limit)) or query
+        reply = self._wire(response, query, limit)
+        if len(self._kept) >= self.MAX_KEPT:
+            self._kept.clear()
+        self._kept[key] = reply[2:]
+        return reply
+
+    async def handle(self, wire: bytes, limit: int | None) -> bytes | None:
+        reply = self.answer(wire, limit)
+        if isinstance(reply, dns.message.Message):
+            return self._wire(await self.forwarder.ask(reply), reply, limit)
+        return reply
+
+    @staticmethod
+    def _size(query: dns.message.Message, limit: int | None) -> int:
+        return limit or (max(512, query.payload) if query.edns >= 0 else 512)
+
+    @classmethod
+    def _wire(cls, response: dns.message.Message, query: dns.message.Message,
+              limit: int | None) -> bytes:
+        size = cls._size(query, limit)
         try:
             return response.to_wire(max_size=size)
         except dns.exception.TooBig:
@@ -347,13 +396,16 @@ class DnsServer:
                 self.transport = transport
 
             def datagram_received(self, data, addr):
-                async def answer():
-                    reply = await server.handle(data, None)
-                    if reply is not None:
-                        self.transport.sendto(reply, addr)
-                task = asyncio.ensure_future(answer())
-                answering.add(task)
-                task.add_done_callback(answering.discard)
+                reply = server.answer(data, None)
+                if isinstance(reply, bytes):
+                    self.transport.sendto(reply, addr)
+                elif reply is not None:
+                    async def forward(query=reply):
+                        self.transport.sendto(
+                            server._wire(await server.forwarder.ask(query), query, None), addr)
+                    task = asyncio.ensure_future(forward())
+                    answering.add(task)
+                    task.add_done_callback(answering.discard)
 
         async def tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:

@@ -3,6 +3,7 @@ specification's records, NXDOMAIN and NODATA with the SOA, and what is forwarded
 
 from __future__ import annotations
 
+import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
@@ -83,3 +84,37 @@ def test_missing_names_and_types(view):
 def test_other_names_are_forwarded(view):
     assert ask(view, "example.com") is None
     assert ask(view, "1.2.3.4.in-addr.arpa", "PTR") is None
+
+
+def test_answers_are_kept_per_question_until_the_view_changes(view):
+    current = [view]
+    server = cluster_dns.DnsServer("127.0.0.1", lambda: current[0],
+                                   cluster_dns.Forwarder([], set()))
+
+    def reply_to(name, query_id, limit=None, rdtype="A"):
+        query = dns.message.make_query(name, rdtype)
+        query.id = query_id
+        return server.answer(query.to_wire(), limit)
+
+    first = dns.message.from_wire(reply_to("web.default.svc.cluster.local", 1))
+    again = dns.message.from_wire(reply_to("web.default.svc.cluster.local", 2))
+    assert (first.id, again.id) == (1, 2)  # the kept answer carries the new query's ID
+    assert first.answer == again.answer and first.answer[0][0].address == "10.43.0.20"
+    current[0] = cluster_dns.ClusterView(DOMAIN, [svc("web", ip="10.43.0.99")], [], [])
+    changed = dns.message.from_wire(reply_to("web.default.svc.cluster.local", 3))
+    assert changed.answer[0][0].address == "10.43.0.99"
+    # not ours: the parsed query, to forward; not DNS at all: nothing
+    assert isinstance(reply_to("example.com", 4), dns.message.Message)
+    assert server.answer(b"\x00\x01garbage", None) is None
+
+
+def test_large_udp_answers_are_truncated_and_whole_over_tcp():
+    many = [(f"10.42.{i // 200}.{i % 200 + 2}", "", True) for i in range(100)]
+    view = cluster_dns.ClusterView(DOMAIN, [svc("big", ip="None")],
+                                   [endpoints("big", *many)], [])
+    server = cluster_dns.DnsServer("127.0.0.1", lambda: view, cluster_dns.Forwarder([], set()))
+    query = dns.message.make_query("big.default.svc.cluster.local", "A").to_wire()
+    udp = dns.message.from_wire(server.answer(query, None))
+    assert udp.flags & dns.flags.TC and not udp.answer
+    tcp = dns.message.from_wire(server.answer(query, 65535))
+    assert len(tcp.answer[0]) == 100
