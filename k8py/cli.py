@@ -145,6 +145,8 @@ def _node_labels(values: tuple[str, ...]) -> tuple[str, ...]:
 @cli.command(cls=ConfiguredCommand)
 @_common_options
 @option("--server", "-s", metavar="URL", help="Server to join, e.g. https://10.0.0.1:6443")
+@option("--token-file", type=click.Path(dir_okay=False), default=None,
+        help="File holding the join token (instead of --token)")
 @option("--simulate", type=click.IntRange(1, 100000), default=None, metavar="N",
         help="Run N simulated nodes (no containers) instead of a real node")
 @option("--kubeconfig", type=click.Path(dir_okay=False),
@@ -186,6 +188,13 @@ def _check_join_flags(flags: dict) -> None:
     if not flags["server"].startswith("https://"):
         raise click.BadParameter(f"{flags['server']!r} is not an https:// URL",
                                  param_hint="'--server'")
+    if not flags["token"] and flags["token_file"]:
+        try:
+            with open(flags["token_file"], encoding="utf-8") as f:
+                flags["token"] = f.read().strip()
+        except OSError as exc:
+            raise click.BadParameter(f"{flags['token_file']}: {exc.strerror}",
+                                     param_hint="'--token-file'") from None
     if not flags["token"]:
         raise click.UsageError("missing option '--token' (or K8PY_TOKEN)")
     try:
@@ -229,11 +238,28 @@ def _agent_joined(debug: bool, flags: dict) -> None:
             client_ca=credentials.ca_cert)
         client = Client(credentials.transport(flags["server"]), field_manager="k8py-kubelet")
         try:
-            await agent_daemon.run(node_config, client)
+            await _agent_notifying(agent_daemon, node_config, client)
         finally:
             await client.close()
 
     _run(run())
+
+
+async def _agent_notifying(agent_daemon, config, client) -> None:
+    """Run the agent; tell the service manager (k8py-agent.service is Type=notify) once it
+    is ready."""
+    from k8py.lifecycle import notify_service_manager
+
+    ready = asyncio.Event()
+
+    async def notify() -> None:
+        await ready.wait()
+        notify_service_manager("READY=1")
+    notifier = asyncio.create_task(notify())
+    try:
+        await agent_daemon.run(config, client, ready)
+    finally:
+        notifier.cancel()
 
 
 def _agent_config(flags: dict):
@@ -265,7 +291,7 @@ def _agent_with_kubeconfig(debug: bool, flags: dict) -> None:
     async def run() -> None:
         client = Client(transport, field_manager="k8py-kubelet")
         try:
-            await agent_daemon.run(config, client)
+            await _agent_notifying(agent_daemon, config, client)
         finally:
             await client.close()
 
@@ -568,6 +594,20 @@ def token_delete(kubeconfig: str, token_ids: tuple[str, ...]) -> None:
         if not existed:
             raise click.ClickException(f"no token {token_id!r}")
         click.echo(f"bootstrap token {token_id!r} deleted")
+
+
+@cli.command()
+@click.option("--data-dir", "-d", default="/var/lib/k8py", show_default=True,
+              type=click.Path(file_okay=False), help="The data directory of the k8py to stop")
+def killall(data_dir: str) -> None:
+    """Stop k8py and every pod it started: processes, mounts, cgroups, its links, routes
+    and nftables tables (what k8py-killall.sh runs). The data stays: starting k8py again
+    brings the pods back."""
+    from k8py import hostcleanup
+
+    if os.geteuid() != 0:
+        raise click.ClickException("killall needs root")
+    hostcleanup.killall(data_dir, progress=lambda line: click.echo(f"killall: {line}"))
 
 
 @cli.group()

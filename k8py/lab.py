@@ -16,7 +16,6 @@ agent-1 .3 and so on. Two labs with different names coexist.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import os
@@ -26,6 +25,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+
+from k8py import hostcleanup
 
 LAB_ROOT = "/var/lib/k8py-lab"
 SUBNET = "172.30.{n}.0/24"
@@ -299,7 +300,8 @@ class Lab:
             return
         progress(f"stopping lab {self.name}")
         node_dirs = [self._node_dir(n) for n in state.nodes]
-        _kill_pod_processes(node_dirs)  # pods outlive their agent by design: not here
+        uids = hostcleanup.pod_uids(node_dirs)
+        hostcleanup.kill_pod_processes(uids)  # pods outlive their agent by design: not here
         for node in state.nodes:
             if node.pid and _alive(node.pid):
                 _signal_group(node.pid, signal.SIGTERM)
@@ -310,10 +312,10 @@ class Lab:
         for node in state.nodes:
             if node.pid and _alive(node.pid):
                 _signal_group(node.pid, signal.SIGKILL)
-        kill_holding(self.dir)
-        _kill_pod_processes(node_dirs)
-        unmount_under(self.dir)
-        _remove_pod_cgroups(node_dirs)
+        hostcleanup.kill_holding(self.dir)
+        hostcleanup.kill_pod_processes(uids)
+        hostcleanup.unmount_under(self.dir)
+        hostcleanup.remove_pod_cgroups(uids)
         for node in state.nodes:
             _run("ip", "netns", "delete", node.netns, check=False)
             _run("ip", "link", "delete", node.host_link, check=False)
@@ -339,55 +341,3 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def kill_holding(path: str) -> None:
-    """SIGKILL every process whose command line names `path` (containerd and its shims)."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        if int(pid) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if path.encode() in f.read():
-                    os.kill(int(pid), signal.SIGKILL)
-        except (OSError, ProcessLookupError):
-            pass
-    time.sleep(0.2)
-
-
-def unmount_under(path: str) -> None:
-    """Lazily unmount every mount under `path` (rootfs overlays, sandbox shm), deepest first."""
-    with open("/proc/self/mounts") as f:
-        mounts = [line.split()[1] for line in f]
-    for mount in sorted((m for m in mounts if m.startswith(path)), key=len, reverse=True):
-        subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
-
-
-def _pod_uids(node_dirs: list[str]) -> list[str]:
-    uids = []
-    for node_dir in node_dirs:
-        pods = os.path.join(node_dir, "agent", "pods")
-        if os.path.isdir(pods):
-            uids.extend(os.listdir(pods))
-    return uids
-
-
-def _kill_pod_processes(node_dirs: list[str]) -> None:
-    """SIGKILL every process in the cgroups of the lab's pods (their containers)."""
-    from k8py.agent import cgroups
-
-    killed = False
-    for uid in _pod_uids(node_dirs):
-        for pid in cgroups.pod_processes(uid):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-                killed = True
-    if killed:
-        time.sleep(0.3)
-
-
-def _remove_pod_cgroups(node_dirs: list[str]) -> None:
-    from k8py.agent import cgroups
-
-    for uid in _pod_uids(node_dirs):
-        cgroups.remove_pod_cgroups(uid)

@@ -31,7 +31,7 @@ def pod_cgroup_parent(uid: str) -> str:
     return f"/{CGROUP_PARENT}/{POD_PREFIX}{uid}"
 
 
-def _hierarchies(cgroup_root: str) -> list[str]:
+def hierarchies(cgroup_root: str = CGROUP_ROOT) -> list[str]:
     """Every mounted hierarchy's k8py directory that exists (v1 controllers and unified;
     on a pure v2 host the root itself)."""
     found = []
@@ -50,7 +50,7 @@ def _hierarchies(cgroup_root: str) -> list[str]:
 def pod_cgroup_uids(cgroup_root: str = CGROUP_ROOT) -> set[str]:
     """The uids of pods that have a cgroup directory in any hierarchy."""
     uids = set()
-    for parent in _hierarchies(cgroup_root):
+    for parent in hierarchies(cgroup_root):
         try:
             names = os.listdir(parent)
         except OSError:
@@ -63,7 +63,7 @@ def pod_cgroup_uids(cgroup_root: str = CGROUP_ROOT) -> set[str]:
 def pod_processes(uid: str, cgroup_root: str = CGROUP_ROOT) -> set[int]:
     """The pids in a pod's cgroups, in every hierarchy (its containers' processes)."""
     pids: set[int] = set()
-    for parent in _hierarchies(cgroup_root):
+    for parent in hierarchies(cgroup_root):
         for dirpath, _dirnames, files in os.walk(os.path.join(parent, POD_PREFIX + uid)):
             if "cgroup.procs" not in files:
                 continue
@@ -80,7 +80,7 @@ def remove_pod_cgroups(uid: str, cgroup_root: str = CGROUP_ROOT) -> int:
     removed. Directories still in use are left and logged. Blocking, but quick (a few
     rmdir calls): fine from the event loop."""
     removed = 0
-    for parent in _hierarchies(cgroup_root):
+    for parent in hierarchies(cgroup_root):
         top = os.path.join(parent, POD_PREFIX + uid)
         if not os.path.isdir(top):
             continue

@@ -36,6 +36,9 @@ BACKEND_TYPE = ANNOTATION + "backend-type"
 BACKEND_DATA = ANNOTATION + "backend-data"
 SUBNET_MANAGER = ANNOTATION + "kube-subnet-manager"
 VXLAN_DEVICE = "flannel.1"
+# the `proto` of the routes added here, so `k8py killall` finds them (an unassigned value;
+# k8py.hostcleanup.ROUTE_PROTOCOL)
+ROUTE_PROTOCOL = 163
 VXLAN_ID = 1
 VXLAN_PORT = 8472
 VXLAN_OVERHEAD = 50
@@ -188,7 +191,8 @@ class Overlay:
 
     def _add(self, ipr, peer: Peer, device: list[int]) -> None:
         if self.backend == "host-gw":
-            ipr.route("replace", dst=peer.pod_cidr, gateway=peer.public_ip)
+            ipr.route("replace", dst=peer.pod_cidr, gateway=peer.public_ip,
+                      proto=ROUTE_PROTOCOL)
             return
         index = device[0]
         ipr.neigh("replace", dst=peer.network_address, lladdr=peer.vtep_mac, ifindex=index,
@@ -199,7 +203,7 @@ class Overlay:
             if "exists" not in str(exc).lower():
                 raise
         ipr.route("replace", dst=peer.pod_cidr, gateway=peer.network_address, oif=index,
-                  flags=4)  # RTNH_F_ONLINK
+                  flags=4, proto=ROUTE_PROTOCOL)  # RTNH_F_ONLINK
 
     def _remove(self, ipr, peer: Peer, device: list[int]) -> None:
         for action in (

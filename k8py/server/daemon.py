@@ -26,7 +26,7 @@ import os
 
 from k8py.api import errors
 from k8py.api.resources import Registry
-from k8py.lifecycle import Supervisor
+from k8py.lifecycle import Supervisor, notify_service_manager
 from k8py.server import pki
 from k8py.server.apiserver import app as apiserver
 from k8py.server.apiserver import apiservices, crds, podproxy, serviceips
@@ -164,6 +164,7 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
             url = f"https://{host}:{config.https_listen_port}"
             pki.write_kubeconfig(certs, config.write_kubeconfig, url, config.write_kubeconfig_mode)
             log.info("wrote admin kubeconfig %s", config.write_kubeconfig)
+            notify_service_manager("READY=1")  # k8py.service is Type=notify
             address = advertising.advertised_address(config.bind_address)
             log.info("advertising the API server as %s:%d", address, config.https_listen_port)
             client = Client(InProcessTransport(rest), field_manager=advertising.FIELD_MANAGER)
