@@ -3,8 +3,8 @@
 
 Pods outlive the agent by design (containerd's shims keep them), so stopping the service
 stops nothing else. `killall(data_dir)` ends, in order:
-1. the k8py server and agent processes (any still running: the service manager normally
-   stopped them first);
+1. the k8py server and agent processes of that data directory (any still running: the
+   service manager normally stopped them first);
 2. every process in the cgroups of the pods under `<data-dir>/agent/pods` (the containers);
 3. every process whose command line names the data directory (our containerd, its shims);
 4. every mount under the data directory (container root filesystems, the pods' network
@@ -85,8 +85,13 @@ def remove_pod_cgroups(uids: Iterable[str]) -> None:
             os.rmdir(parent)
 
 
-def k8py_processes() -> list[int]:
-    """The k8py server and agent processes on this host (not this one, nor its parents)."""
+DEFAULT_DATA_DIR = "/var/lib/k8py"
+
+
+def k8py_processes(data_dir: str) -> list[int]:
+    """The k8py server and agent processes on this host that use `data_dir` (by their
+    --data-dir/-d flag, else K8PY_DATA_DIR, else the default), not this one nor its
+    parents."""
     own = set()
     pid = os.getpid()
     while pid > 1:
@@ -105,18 +110,42 @@ def k8py_processes() -> list[int]:
                 argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
         except OSError:
             continue
-        for i, arg in enumerate(argv[:3]):
-            runs_k8py = os.path.basename(arg) == "k8py" or (
-                arg == "-m" and argv[i + 1:i + 2] == ["k8py"])
-            rest = argv[i + (2 if arg == "-m" else 1):]
-            if runs_k8py and rest[:1] in (["server"], ["agent"]):
-                found.append(int(entry))
-                break
+        args = _k8py_arguments(argv)
+        if args is None or args[:1] not in (["server"], ["agent"]):
+            continue
+        if os.path.abspath(_data_dir_of(int(entry), args)) == os.path.abspath(data_dir):
+            found.append(int(entry))
     return found
 
 
-def stop_k8py_processes(timeout: float = 30.0) -> None:
-    pids = k8py_processes()
+def _k8py_arguments(argv: list[str]) -> list[str] | None:
+    """What follows `k8py` (or `python -m k8py`) in a command line; None if it is not k8py."""
+    for i, arg in enumerate(argv[:3]):
+        if os.path.basename(arg) == "k8py":
+            return argv[i + 1:]
+        if arg == "-m" and argv[i + 1:i + 2] == ["k8py"]:
+            return argv[i + 2:]
+    return None
+
+
+def _data_dir_of(pid: int, args: list[str]) -> str:
+    for i, arg in enumerate(args):
+        if arg.startswith("--data-dir="):
+            return arg.split("=", 1)[1]
+        if arg in ("--data-dir", "-d") and i + 1 < len(args):
+            return args[i + 1]
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            for item in f.read().split(b"\0"):
+                if item.startswith(b"K8PY_DATA_DIR="):
+                    return item.split(b"=", 1)[1].decode(errors="replace")
+    except OSError:
+        pass
+    return DEFAULT_DATA_DIR
+
+
+def stop_k8py_processes(data_dir: str, timeout: float = 30.0) -> None:
+    pids = k8py_processes(data_dir)
     for pid in pids:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGTERM)
@@ -157,7 +186,7 @@ def remove_network() -> None:
 def killall(data_dir: str, progress: Callable[[str], None] = print) -> None:
     data_dir = os.path.abspath(data_dir)
     progress("stopping k8py")
-    stop_k8py_processes()
+    stop_k8py_processes(data_dir)
     uids = pod_uids([data_dir])
     progress(f"stopping {len(uids)} pods")
     kill_pod_processes(uids)
