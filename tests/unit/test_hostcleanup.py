@@ -6,9 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import wait_for
-
 from k8py import hostcleanup
+from tests.conftest import wait_for
 
 
 def test_k8py_command_lines_are_recognised():
