@@ -70,7 +70,10 @@ setup_env() {
             fatal "an agent needs K8PY_TOKEN or K8PY_TOKEN_FILE (the server's join token)"
     fi
     CMD_ARGS=$(quote "$@")
-    DATA_DIR=$(data_dir "$@")
+    DATA_DIR=$(flag_value "${K8PY_DATA_DIR:-/var/lib/k8py}" --data-dir -d "$@")
+    KUBECONFIG_FILE=
+    [ "$CMD_K8PY" = server ] && KUBECONFIG_FILE=$(flag_value \
+        "${K8PY_WRITE_KUBECONFIG:-/etc/k8py/k8py.yaml}" --write-kubeconfig -o "$@")
 
     BIN_DIR=${INSTALL_K8PY_BIN_DIR:-/usr/local/bin}
     LIB_DIR=${INSTALL_K8PY_LIB_DIR:-/usr/local/lib/k8py}
@@ -95,16 +98,17 @@ setup_env() {
     [ "$SYSTEM_NAME" = k8py ] || UNINSTALL=$BIN_DIR/$SYSTEM_NAME-uninstall.sh
 }
 
-data_dir() {  # the --data-dir the command is given (k8py's default otherwise)
-    dir=${K8PY_DATA_DIR:-/var/lib/k8py}
+flag_value() {  # flag_value DEFAULT LONG SHORT ARGS...: the value the arguments give a flag
+    value=$1 long=$2 short=$3
+    shift 3
     while [ $# -gt 0 ]; do
         case "$1" in
-            (--data-dir=*) dir=${1#--data-dir=} ;;
-            (--data-dir|-d) [ $# -gt 1 ] && dir=$2 && shift ;;
+            ("$long"=*) value=${1#"$long"=} ;;
+            ("$long"|"$short") [ $# -gt 1 ] && value=$2 && shift ;;
         esac
         shift
     done
-    echo "$dir"
+    echo "$value"
 }
 
 # --- the host -------------------------------------------------------------------------------
@@ -333,7 +337,10 @@ for script in /etc/init.d/k8py*; do
     [ -x "\$script" ] && "\$script" stop >/dev/null 2>&1
 done
 if [ -x "$LIB_DIR/current/bin/k8py" ]; then
-    "$LIB_DIR/current/bin/k8py" killall --data-dir "$DATA_DIR"
+    for record in "$LIB_DIR"/installed/*; do
+        [ -f "\$record" ] || continue
+        "$LIB_DIR/current/bin/k8py" killall --data-dir "\$(sed -n 's/^data-dir //p' "\$record")"
+    done
 else  # k8py itself is gone: at least its network
     for link in cni0 flannel.1 k8py-dns; do ip link delete "\$link" 2>/dev/null; done
     ip route flush proto 163 2>/dev/null
@@ -344,11 +351,19 @@ EOF
 }
 
 write_uninstall() {
+    mkdir -p "$LIB_DIR/installed"
+    printf 'data-dir %s\nkubeconfig %s\n' "$DATA_DIR" "$KUBECONFIG_FILE" | \
+        put_file "$LIB_DIR/installed/$SYSTEM_NAME" 644
+    remove_kubeconfig=
+    if [ -n "$KUBECONFIG_FILE" ]; then
+        remove_kubeconfig="rm -f $(quote "$KUBECONFIG_FILE")
+rmdir $(quote "$(dirname "$KUBECONFIG_FILE")")2>/dev/null || true"
+    fi
     put_file "$UNINSTALL" 755 <<EOF
 #!/bin/sh
-# Remove $SYSTEM_NAME and, when it is the last k8py service here, k8py itself: the
-# service, its environment file, the binaries, k8py's environment, its configuration and
-# data ($DATA_DIR). Written by k8py's install.sh; runs k8py-killall.sh first.
+# Remove $SYSTEM_NAME: k8py-killall.sh first, then the service, its environment file, its
+# data ($DATA_DIR) and kubeconfig; and when it is the last k8py service here, k8py itself
+# (the binaries, $LIB_DIR). Written by k8py's install.sh.
 set -e
 [ "\$(id -u)" -eq 0 ] || exec sudo "\$0" "\$@"
 
@@ -360,17 +375,22 @@ fi
 if [ -x /sbin/rc-update ]; then
     rc-update delete "$SYSTEM_NAME" default >/dev/null 2>&1 || true
 fi
-rm -f "$FILE_SERVICE" "$FILE_ENV" "$FILE_OPENRC" "$FILE_OPENRC_ENV"
-[ -d /run/systemd/system ] && systemctl daemon-reload
-rm -f "$UNINSTALL"
-
-others=\$(ls $SYSTEMD_DIR/k8py*.service /etc/init.d/k8py* 2>/dev/null || true)
+rm -f "$FILE_SERVICE" "$FILE_ENV" "$FILE_OPENRC" "$FILE_OPENRC_ENV" /var/log/$SYSTEM_NAME.log
+if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+rm -rf "$DATA_DIR"
+$remove_kubeconfig
+rmdir /etc/k8py 2>/dev/null || true
+rm -f "$LIB_DIR/installed/$SYSTEM_NAME" "$UNINSTALL"
+others=
+for record in "$LIB_DIR"/installed/*; do
+    [ -f "\$record" ] && others="\$others \$(basename "\$record")"
+done
 if [ -n "\$others" ]; then
-    echo "k8py: $SYSTEM_NAME removed; k8py stays for \$(echo "\$others" | tr '\n' ' ')"
+    echo "k8py: $SYSTEM_NAME removed; k8py stays for\$others"
     exit 0
 fi
 rm -f "$BIN_DIR/k8py" "$KILLALL"
-rm -rf "$LIB_DIR" /etc/k8py /var/lib/k8py "$DATA_DIR" /var/log/k8py*.log
+rm -rf "$LIB_DIR"
 echo "k8py: uninstalled"
 EOF
 }
