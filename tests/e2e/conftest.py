@@ -89,3 +89,15 @@ def lab(tmp_path_factory):
     from tests.e2e.labcluster import running_lab
 
     yield from running_lab(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory):
+    """This checkout's release artifacts (every architecture; tools/build_artifacts.py),
+    served on loopback: their URL."""
+    from tools import debianroots
+
+    out = str(tmp_path_factory.mktemp("dist"))
+    debianroots.build_artifacts(out)
+    with debianroots.served(out) as url:
+        yield url

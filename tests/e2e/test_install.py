@@ -23,8 +23,9 @@ import pytest
 from k8py import hostcleanup
 from k8py.agent import cgroups
 from tests.conftest import stop_process, wait_for
-from tests.e2e import installer, netns
+from tests.e2e import netns
 from tests.e2e.conftest import find_kubectl
+from tools import debianroots as installer
 
 pytestmark = [
     pytest.mark.root,
@@ -35,15 +36,6 @@ pytestmark = [
 
 SERVER_IP, AGENT_IP = "10.97.0.1", "10.97.0.2"
 PORT = 6443
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    """The release artifacts of this checkout (every architecture), served on loopback."""
-    out = str(tmp_path_factory.mktemp("dist"))
-    installer.build_artifacts(out)
-    with installer.served(out) as url:
-        yield out, url
 
 
 def host_state(root: str) -> dict[str, str]:
@@ -124,7 +116,7 @@ def _pod_running(installed: Installed, ns: str) -> str:
 def test_install_killall_restart_and_uninstall(artifacts, tmp_path):
     root = str(tmp_path)
     before = host_state(root)
-    installed = Installed(root, artifacts[1])
+    installed = Installed(root, artifacts)
     with netns.created() as server_ns, netns.created() as agent_ns:
         try:
             _wired(server_ns, agent_ns)

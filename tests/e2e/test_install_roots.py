@@ -12,19 +12,17 @@ binfmt_misc: mounted (and `update-binfmts --enable`d) if it is not, and unmounte
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
-import tarfile
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import stop_process, wait_for
-from tests.e2e import installer
 from tests.e2e.conftest import find_kubectl, free_port
+from tools import debianroots
+from tools.debianroots import chroot_of
 
 pytestmark = [
     pytest.mark.root,
@@ -33,90 +31,16 @@ pytestmark = [
                        reason="needs root, debootstrap and curl (tests/run.sh)"),
 ]
 
-CACHE = "/var/cache/k8py-tests/roots"
-MIRROR = "http://deb.debian.org/debian"
-SUITE = "bookworm"
-# what each root starts with: for the emulated ones, what the installer would otherwise
-# install through apt under emulation (slow), and armhf's compiled Python packages
-INCLUDE = {
-    "amd64": "curl,ca-certificates",
-    "arm64": "python3,python3-venv,ca-certificates,curl,nftables",
-    "armhf": "python3,python3-venv,ca-certificates,curl,nftables,python3-yaml,"
-             "python3-zstandard,python3-cffi-backend",
-}
 
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("dist"))
-    installer.build_artifacts(out)
-    with installer.served(out) as url:
-        yield url
-
-
-@contextlib.contextmanager
-def binfmt() -> Iterator[None]:
-    """Foreign binaries run through qemu-user-static for as long as this lasts."""
+def emulation():
+    """Foreign binaries through qemu-user-static (skipped where it is not installed)."""
     if not shutil.which("update-binfmts") or not os.path.exists("/usr/bin/qemu-aarch64-static"):
         pytest.skip("needs qemu-user-static and binfmt-support (tests/run.sh)")
-    mounted = False
-    if not os.path.exists("/proc/sys/fs/binfmt_misc/status"):
-        subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc",
-                        "/proc/sys/fs/binfmt_misc"], check=True)
-        mounted = True
-    subprocess.run(["update-binfmts", "--enable"], capture_output=True)
-    try:
-        yield
-    finally:
-        if mounted:
-            subprocess.run(["umount", "/proc/sys/fs/binfmt_misc"], check=False)
-
-
-def cached_root(arch: str) -> str:
-    """A tarball of a fresh minimal Debian root for `arch` (made once)."""
-    os.makedirs(CACHE, exist_ok=True)
-    tarball = os.path.join(CACHE, f"{SUITE}-{arch}.tar")
-    if os.path.exists(tarball):
-        return tarball
-    building = os.path.join(CACHE, f"{SUITE}-{arch}.building")
-    shutil.rmtree(building, ignore_errors=True)
-    started = time.monotonic()
-    done = subprocess.run(["debootstrap", f"--arch={arch}", "--variant=minbase",
-                           f"--include={INCLUDE[arch]}", SUITE, building, MIRROR],
-                          capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    print(f"debootstrap {arch}: {time.monotonic() - started:.0f} s")
-    with tarfile.open(tarball + ".part", "w") as tar:
-        tar.add(building, arcname=".")
-    os.rename(tarball + ".part", tarball)
-    shutil.rmtree(building, ignore_errors=True)
-    return tarball
-
-
-@contextlib.contextmanager
-def chroot_of(arch: str, where: str) -> Iterator[str]:
-    """An unpacked copy of the root with /proc, /sys and /dev, unmounted afterwards."""
-    root = os.path.join(where, arch)
-    os.makedirs(root)
-    with tarfile.open(cached_root(arch)) as tar:
-        tar.extractall(root, filter="fully_trusted")
-    shutil.copy("/etc/resolv.conf", os.path.join(root, "etc", "resolv.conf"))
-    mounts = [(["-t", "proc", "proc"], "proc"), (["-t", "sysfs", "sysfs"], "sys"),
-              (["--bind", "/dev"], "dev")]
-    done = []
-    try:
-        for args, target in mounts:
-            subprocess.run(["mount", *args, os.path.join(root, target)], check=True)
-            done.append(os.path.join(root, target))
-        yield root
-    finally:
-        for target in reversed(done):
-            subprocess.run(["umount", "-l", target], check=False)
-        shutil.rmtree(root, ignore_errors=True)
+    return debianroots.binfmt()
 
 
 def install_in(root: str, url: str, args: str, **env: str) -> str:
-    done = installer.install(url, args, {"INSTALL_K8PY_ARTIFACT_URL": url, **env},
+    done = debianroots.install(url, args, {"INSTALL_K8PY_ARTIFACT_URL": url, **env},
                              prefix=["chroot", root])
     assert done.returncode == 0, done.stderr + done.stdout
     return done.stdout
@@ -185,7 +109,7 @@ def test_x86_64_fresh_root_gets_packages_files_and_a_serving_k8py(artifacts, tmp
 
 
 def test_arm64_artifact_installs_and_serves_under_emulation(artifacts, tmp_path):
-    with binfmt(), chroot_of("arm64", str(tmp_path)) as root:
+    with emulation(), chroot_of("arm64", str(tmp_path)) as root:
         machine = subprocess.run(["chroot", root, "uname", "-m"], capture_output=True,
                                  text=True).stdout.strip()
         assert machine == "aarch64"
@@ -206,7 +130,7 @@ def test_arm64_artifact_installs_and_serves_under_emulation(artifacts, tmp_path)
 
 
 def test_armhf_artifact_installs_with_debians_compiled_packages(artifacts, tmp_path):
-    with binfmt(), chroot_of("armhf", str(tmp_path)) as root:
+    with emulation(), chroot_of("armhf", str(tmp_path)) as root:
         out = install_in(root, artifacts, "server --disable-agent",
                          INSTALL_K8PY_SKIP_PACKAGES="true")
         assert "on armv7l" in out
