@@ -613,23 +613,25 @@ def _network_policy_port(causes: list[Cause], port: dict[str, Any], field: str) 
                        "specified"))
 
 
+def _cidr(causes: list[Cause], field: str, text: str):
+    """`text` as a network, or None with the cause upstream gives."""
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except (ValueError, TypeError):
+        causes.append((field, "FieldValueInvalid", f'Invalid value: "{text}": not a valid CIDR'))
+        return None
+
+
 def _ip_block(causes: list[Cause], block: dict[str, Any], field: str) -> None:
-    cidr = block.get("cidr")
-    if not cidr:
+    if not block.get("cidr"):
         _required(causes, f"{field}.cidr")
         return
-    try:
-        network = ipaddress.ip_network(cidr, strict=False)
-    except ValueError:
-        causes.append((f"{field}.cidr", "FieldValueInvalid",
-                       f'Invalid value: "{cidr}": not a valid CIDR'))
+    network = _cidr(causes, f"{field}.cidr", block["cidr"])
+    if network is None:
         return
     for i, text in enumerate(block.get("except") or []):
-        try:
-            excepted = ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            causes.append((f"{field}.except[{i}]", "FieldValueInvalid",
-                           f'Invalid value: "{text}": not a valid CIDR'))
+        excepted = _cidr(causes, f"{field}.except[{i}]", text)
+        if excepted is None:
             return
         if excepted.version != network.version or not excepted.subnet_of(network) or \
                 excepted.prefixlen <= network.prefixlen:
