@@ -286,9 +286,11 @@ install_k8py() {
             fatal "pip could not install k8py from the artifact (Python $(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')): $(grep -m1 ERROR "$log" || tail -n1 "$log") (log: $log)"
     fi
     ln -sfn "$build" "$LIB_DIR/current"
+    set +o noglob
     for old in "$LIB_DIR"/k8py-*; do
         [ "$old" = "$target" ] || rm -rf "$old"
     done
+    set -o noglob
     echo "$SOURCE_ID" > "$LIB_DIR/source"
     CHANGED=true
     info "k8py: $("$LIB_DIR/current/bin/k8py" --version) installed in $target"

@@ -6,7 +6,8 @@ stops nothing else. `killall(data_dir)` ends, in order:
 1. the k8py server and agent processes of that data directory (any still running: the
    service manager normally stopped them first);
 2. every process in the cgroups of the pods under `<data-dir>/agent/pods` (the containers);
-3. every process whose command line names the data directory (our containerd, its shims);
+3. our containerd and its shims (their command lines name the data directory or its
+   containerd socket), and that socket;
 4. every mount under the data directory (container root filesystems, the pods' network
    namespaces pinned by containerd, shared memory), deepest first;
 5. the pods' cgroups (and the `k8py` parent where empty);
@@ -44,6 +45,21 @@ def kill_holding(path: str) -> None:
         except (OSError, ProcessLookupError):
             pass
     time.sleep(0.2)
+
+
+def kill_runtime(data_dir: str) -> None:
+    """SIGKILL the containerd of an agent's data dir and its shims (whose command lines name
+    the data dir, or the socket, which for a long data dir path lives in /run/k8py), and
+    remove that socket."""
+    from k8py.agent import containerd
+
+    kill_holding(data_dir)
+    socket = containerd.socket_path(data_dir)
+    if not socket.startswith(os.path.abspath(data_dir) + os.sep):
+        kill_holding(socket)
+        for path in (socket, socket + ".ttrpc"):
+            with contextlib.suppress(OSError):
+                os.remove(path)
 
 
 def unmount_under(path: str) -> None:
@@ -190,7 +206,7 @@ def killall(data_dir: str, progress: Callable[[str], None] = print) -> None:
     uids = pod_uids([data_dir])
     progress(f"stopping {len(uids)} pods")
     kill_pod_processes(uids)
-    kill_holding(data_dir)
+    kill_runtime(data_dir)
     kill_pod_processes(uids)  # anything that started meanwhile
     unmount_under(data_dir)
     remove_pod_cgroups(uids)

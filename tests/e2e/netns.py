@@ -88,5 +88,5 @@ def kill_leftovers(data_dir: str) -> None:
     `-address` is the socket under it; containerd itself), then unmount what is left under it
     (rootfs overlays, sandbox shm), deepest first: a failed test must not leave them behind.
     The same clean-up as `k8py lab down`, so the same code."""
-    hostcleanup.kill_holding(data_dir)
+    hostcleanup.kill_runtime(data_dir)
     hostcleanup.unmount_under(data_dir)

@@ -21,7 +21,7 @@ import subprocess
 import pytest
 
 from k8py import hostcleanup
-from k8py.agent import cgroups
+from k8py.agent import cgroups, containerd
 from tests.conftest import stop_process, wait_for
 from tests.e2e import netns
 from tests.e2e.conftest import find_kubectl
@@ -45,6 +45,8 @@ def host_state(root: str) -> dict[str, str]:
             "nft": run("nft", "list", "tables"), "routes": run("ip", "route", "show"),
             "mounts": "".join(line for line in open("/proc/self/mounts") if root in line),
             "pod cgroups": " ".join(sorted(cgroups.pod_cgroup_uids())),
+            "runtime sockets": " ".join(sorted(os.listdir("/run/k8py")))
+            if os.path.isdir("/run/k8py") else "",
             "root": " ".join(sorted(os.listdir(root)))}
 
 
@@ -101,6 +103,20 @@ def _wired(server_ns: str, agent_ns: str) -> None:
         for command in (["ip", "addr", "add", f"{ip}/24", "dev", "eth0"],
                         ["ip", "link", "set", "eth0", "up"]):
             subprocess.run([*netns.nsenter(ns), *command], check=True)
+
+
+def _holding(path: str) -> list[str]:
+    """The command lines of the processes that name `path`."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                line = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if path in line and int(pid) != os.getpid():
+            found.append(line)
+    return found
 
 
 def _pod_running(installed: Installed, ns: str) -> str:
@@ -180,6 +196,8 @@ def test_install_killall_restart_and_uninstall(artifacts, tmp_path):
                 proc.wait(timeout=30)
             installed.processes = []
             assert not cgroups.pod_processes(uid)
+            assert not _holding(root), "a process (containerd, a shim) of the test's k8py"
+            assert not _holding(containerd.socket_path(installed.agent_data))
             assert not hostcleanup.k8py_processes(installed.server_data)
             assert not hostcleanup.k8py_processes(installed.agent_data)
             assert not [line for line in open("/proc/self/mounts") if root in line]
@@ -212,7 +230,7 @@ def test_install_killall_restart_and_uninstall(artifacts, tmp_path):
         finally:
             installed.stop_all()
             for data_dir in (installed.server_data, installed.agent_data):
-                hostcleanup.kill_holding(data_dir)
+                hostcleanup.kill_runtime(data_dir)
                 hostcleanup.unmount_under(data_dir)
     for directory in (installed.bin, installed.lib, installed.units):
         assert not os.path.exists(directory) or not os.listdir(directory), directory
