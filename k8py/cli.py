@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import re
 import socket
 import sys
 
@@ -122,6 +123,10 @@ def server(debug: bool, **flags) -> None:
             f"{flags['cluster_dns']} is not inside --service-cidr {flags['service_cidr']}",
             param_hint="'--cluster-dns'",
         )
+    if flags["token"] is not None and not re.fullmatch(
+            r"[^\s:]+", flags["token"].rpartition("::server:")[2]):
+        raise click.BadParameter("the join secret may not be empty nor hold spaces or ':'",
+                                 param_hint="'--token'")
     try:
         open_backend(flags["datastore_endpoint"], flags["data_dir"])
     except EndpointError as exc:

@@ -43,8 +43,9 @@ from k8py.client.http import HttpTransport
 log = logging.getLogger(__name__)
 
 TOKEN_FORM = ("K10<sha256 of the server's CA>::server:<secret> (or ::<id>.<secret>, from "
-              "`k8py token create`)")
+              "`k8py token create`; or the server's --token alone)")
 _TOKEN = re.compile(r"K10([0-9a-f]{64})::(?:server:(\S+)|([a-z0-9]{6}\.[a-z0-9]{16}))")
+_SHORT = re.compile(r"[^\s:]+")  # a secret the server was given with --token, as k3s
 _RETRY_SECONDS = 2.0
 _MIN_VALIDITY = datetime.timedelta(days=30)
 
@@ -55,12 +56,14 @@ class JoinError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Token:
-    ca_hash: str
+    ca_hash: str | None  # None: a short token; the server's CA is taken as first seen
     secret: str
 
 
 def parse_token(value: str) -> Token:
     match = _TOKEN.fullmatch(value.strip())
+    if match is None and _SHORT.fullmatch(value.strip()) and not value.startswith("K10"):
+        return Token(None, value.strip())
     if match is None:
         raise JoinError(f"the join token must have the form {TOKEN_FORM} (the server's "
                         f"<data-dir>/server/token)")
@@ -124,7 +127,10 @@ async def join(server: str, token: str, tls_dir: str, node_name: str,
     parsed = parse_token(token)
     server = server.rstrip("/")
     ca_pem = await _wait_for_ca(server)
-    if hashlib.sha256(ca_pem).hexdigest() != parsed.ca_hash:
+    if parsed.ca_hash is None:
+        log.warning("the token holds no CA hash: trusting the CA %s serves now (use the "
+                    "server's full token, <data-dir>/server/token, to pin it)", server)
+    elif hashlib.sha256(ca_pem).hexdigest() != parsed.ca_hash:
         raise JoinError("the server's CA does not match the token")
     credentials = Credentials(tls_dir)
     if _reusable(credentials, ca_pem, node_name, addresses, hostnames):

@@ -235,7 +235,8 @@ async def run(config: ServerConfig) -> None:
     own_addresses = tuple(str(ip) for ip in (config.bind_address, config.node_ip)
                           if ip is not None and not ip.is_unspecified)
     certs = pki.ensure_pki(server_dir, cluster_domain=config.cluster_domain,
-                           service_ip=service_ip, tls_san=config.tls_san + own_addresses)
+                           service_ip=service_ip, tls_san=config.tls_san + own_addresses,
+                           token=config.token)
     pki.ensure_kubelet_client(certs)  # what the API server shows kubelets
     tokens = TokenFile.ensure(os.path.join(server_dir, "cred", "tokens"), pki.ADMIN_USER,
                               (pki.ADMIN_GROUP,))

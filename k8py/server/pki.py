@@ -161,8 +161,12 @@ def serving_names(
 
 
 def ensure_pki(
-    server_dir: str, *, cluster_domain: str, service_ip: str, tls_san: tuple[str, ...] = ()
+    server_dir: str, *, cluster_domain: str, service_ip: str, tls_san: tuple[str, ...] = (),
+    token: str | None = None,
 ) -> PKI:
+    """The cluster's CA, serving and admin certificates, and the join token
+    `K10<CA hash>::server:<secret>`, kept under `server_dir`; `token` (the server's --token,
+    a secret or a whole token) chooses the secret, as k3s's --token does."""
     tls = os.path.join(server_dir, "tls")
     os.makedirs(tls, mode=0o700, exist_ok=True)
     os.chmod(tls, 0o700)
@@ -214,10 +218,12 @@ def ensure_pki(
         _write_private(p.admin_key, _key_pem(key))
         _write_private(p.admin_cert, cert.public_bytes(serialization.Encoding.PEM))
 
-    if not os.path.exists(p.token_file):
-        ca_hash = hashlib.sha256(ca_cert.public_bytes(serialization.Encoding.PEM)).hexdigest()
-        token = f"K10{ca_hash}::server:{secrets.token_hex(16)}"
-        _write_private(p.token_file, token.encode() + b"\n")
+    ca_hash = hashlib.sha256(ca_cert.public_bytes(serialization.Encoding.PEM)).hexdigest()
+    chosen = token.rpartition("::server:")[2].strip() if token else None
+    if chosen or not os.path.exists(p.token_file):
+        whole = f"K10{ca_hash}::server:{chosen or secrets.token_hex(16)}"
+        if not os.path.exists(p.token_file) or read_token(p) != whole:
+            _write_private(p.token_file, whole.encode() + b"\n")
     return p
 
 

@@ -135,3 +135,46 @@ def test_a_wrong_secret_is_refused(cluster, tmp_path):
     ca_hash = _token(cluster).split("::", 1)[0]
     line = _one_line_failure(cluster, f"{ca_hash}::server:wrong", tmp_path)
     assert "refused the token's secret" in line
+
+
+def test_a_chosen_server_token_and_the_short_form_join(tmp_path):
+    """As k3s: `k8py server --token SECRET` makes SECRET the join secret (the token file
+    becomes K10<CA hash>::server:SECRET), and an agent may join with SECRET alone, taking the
+    CA the server shows (logged as unpinned)."""
+    from tests.e2e.conftest import Cluster, find_kubectl, free_port
+
+    kubeconfig = str(tmp_path / "kubeconfig.yaml")
+    server_log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "k8py", "server", "--disable-agent", "--data-dir",
+         str(tmp_path / "data"), "--bind-address", "127.0.0.1", "--https-listen-port",
+         str(free_port()), "--write-kubeconfig", kubeconfig, "--token", "chosen-secret"],
+        stdout=server_log, stderr=subprocess.STDOUT)
+    cluster = Cluster(tmp_path, kubeconfig, find_kubectl())
+    agent = agent_log = None
+    try:
+        wait_for(lambda: os.path.exists(kubeconfig) and cluster.kubectl(
+            "get", "--raw", "/readyz", check=False).returncode == 0, 30, "the server")
+        token = (tmp_path / "data" / "server" / "token").read_text().strip()
+        assert token.startswith("K10") and token.endswith("::server:chosen-secret")
+        agent_log = open(tmp_path / "agent.log", "w")
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "k8py", "agent", "--simulate", "1", "--node-name", "short",
+             "--server", _server_url(cluster), "--token", "chosen-secret",
+             "--data-dir", str(tmp_path / "agent-data")],
+            stdout=agent_log, stderr=subprocess.STDOUT)
+
+        def ready():
+            assert agent.poll() is None, (tmp_path / "agent.log").read_text()
+            out = cluster.kubectl("get", "node", "sim-short-0", "-o", "json", check=False)
+            return out.returncode == 0 and any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in json.loads(out.stdout)["status"]["conditions"])
+        wait_for(ready, 30, "the node joined with the short token", interval=0.2)
+        assert "holds no CA hash" in (tmp_path / "agent.log").read_text()
+    finally:
+        if agent is not None:
+            stop_process(agent, timeout=20)
+            agent_log.close()
+        stop_process(server, timeout=20)
+        server_log.close()
