@@ -100,6 +100,12 @@ def selector(obj: Obj, now=None) -> str:
     return format_label_selector(selector) or "<none>"
 
 
+def pod_selector(obj: Obj, now=None) -> str:
+    """A NetworkPolicy's spec.podSelector (upstream's FormatLabelSelector: empty: <none>)."""
+    selector = get(obj, "spec", "podSelector", default={})
+    return (format_label_selector(selector) if isinstance(selector, dict) else "") or "<none>"
+
+
 # --- pods -----------------------------------------------------------------------------------
 
 

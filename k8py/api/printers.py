@@ -151,6 +151,11 @@ PRINTERS: dict[tuple[str, str], list[Column]] = {
         ("Revision", "string", 0, lambda o, n: o.get("revision", 0)),
         cells.AGE,
     ],
+    ("networking.k8s.io", "networkpolicies"): [
+        cells.NAME,
+        ("Pod-Selector", "string", 0, cells.pod_selector),
+        cells.AGE,
+    ],
     ("networking.k8s.io", "ingresses"): [
         cells.NAME,
         ("Class", "string", 0, lambda o, n: cells.get(o, "spec", "ingressClassName",

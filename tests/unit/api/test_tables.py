@@ -179,6 +179,10 @@ def test_kinds_kubectl_create_makes():
     assert cells("networking.k8s.io", "ingresses", ingress) == {
         "Name": "x", "Class": "nginx", "Hosts": "a,b,c + 2 more...", "Address": "1.2.3.4,lb",
         "Ports": "80, 443", "Age": cells("networking.k8s.io", "ingresses", ingress)["Age"]}
+    for spec, shown in (({"podSelector": {}}, "<none>"),
+                        ({"podSelector": {"matchLabels": {"app": "web"}}}, "app=web")):
+        row = cells("networking.k8s.io", "networkpolicies", {"metadata": META, "spec": spec})
+        assert (list(row), row["Pod-Selector"]) == (["Name", "Pod-Selector", "Age"], shown)
     binding = {"metadata": META, "roleRef": {"kind": "ClusterRole", "name": "view"},
                "subjects": [{"kind": "User", "name": "u1"}, {"kind": "User", "name": "u2"},
                             {"kind": "ServiceAccount", "name": "sa", "namespace": "ns"}]}
