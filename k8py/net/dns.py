@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import ipaddress
 import logging
 import struct
@@ -134,7 +135,14 @@ class Answer:
 
 
 def _rrset(name: dns.name.Name, rdtype: int, *texts: str) -> dns.rrset.RRset:
-    return dns.rrset.from_text_list(name, TTL, dns.rdataclass.IN, rdtype, list(texts))
+    return dns.rrset.from_rdata_list(name, TTL, [_rdata(rdtype, text) for text in texts])
+
+
+@functools.lru_cache(maxsize=8192)
+def _rdata(rdtype: int, text: str) -> dns.rdata.Rdata:
+    """Parsed once: the same addresses and targets are answered again and again (rdata
+    objects are immutable)."""
+    return dns.rdata.from_text(dns.rdataclass.IN, rdtype, text)
 
 
 def soa(domain: dns.name.Name) -> dns.rrset.RRset:
@@ -145,7 +153,7 @@ def soa(domain: dns.name.Name) -> dns.rrset.RRset:
 
 def resolve(view: ClusterView, name: dns.name.Name, rdtype: int) -> Answer | None:
     """The answer to a question about `name`, or None when it is not ours (forward it)."""
-    name = dns.name.from_text(name.to_text().lower())
+    name = name.canonicalize()  # lower case (names are case-insensitive)
     if name.is_subdomain(view.domain):
         return _cluster(view, name, rdtype)
     reverse = _reverse_ip(name)

@@ -113,10 +113,10 @@ def test_config_file_from_environment(received, tmp_path):
         (["server", "--datastore-endpoint", "sqlite://?bogus=1"], "--datastore-endpoint"),
         (["agent", "--token", "x"], "--server"),
         (["agent", "--server", "https://10.0.0.1:6443"], "--token"),
-        (["agent", "--server", "https://10.0.0.1:6443", "--token", "bad-form"], "--token"),
+        (["agent", "--server", "https://10.0.0.1:6443", "--token", "bad:form"], "--token"),
         (["agent", "--server", "https://10.0.0.1:6443", "--token", "K10" + "0" * 64],
          "--token"),
-        (["agent", "--simulate", "2", "--server", "https://x", "--token", "secret"], "--token"),
+        (["agent", "--simulate", "2", "--server", "https://x", "--token", "bad:form"], "--token"),
         (["agent", "--server", "10.0.0.1:6443", "--token", f"K10{'0' * 64}::server:s"],
          "--server"),
         (["agent", "--kubeconfig", "/nonexistent/kubeconfig"], "--kubeconfig"),
@@ -128,6 +128,7 @@ def test_bad_flags_are_one_line_errors_with_exit_2(args, named, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "k8py", *args, "--data-dir", str(tmp_path)],
         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        timeout=60,
     )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
