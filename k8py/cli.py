@@ -92,6 +92,11 @@ def cli() -> None:
 @option("--cluster-domain", type=DNSName(), default="cluster.local", show_default=True,
         help="Cluster domain")
 @option("--tls-san", multiple=True, help="Extra name or IP for the serving certificate")
+@option("--max-requests-inflight", type=click.IntRange(0), default=400, show_default=True,
+        help="Read requests served at once before more get 429 (0: no limit)")
+@option("--max-mutating-requests-inflight", type=click.IntRange(0), default=200,
+        show_default=True, help="Write requests served at once before more get 429 "
+        "(0: no limit)")
 @option("--disable-agent", is_flag=True, help="Run no agent on this host")
 @_node_network_options
 @option("--node-ip", "-i", type=IPAddress(), default=None,

@@ -74,6 +74,8 @@ class ServerConfig:
     tls_san: tuple[str, ...] = ()
     write_kubeconfig: str = "/etc/k8py/k8py.yaml"
     write_kubeconfig_mode: int = 0o600
+    max_requests_inflight: int = 400
+    max_mutating_requests_inflight: int = 200
 
 
 async def run_store(store: Backend, ready: asyncio.Event) -> None:
@@ -145,7 +147,9 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
                              cluster_domain=config.cluster_domain,
                              kubelet_client=podproxy.KubeletClient(
                                  *pki.ensure_kubelet_client(certs), certs.ca_cert),
-                             join_pki=certs)
+                             join_pki=certs,
+                             max_requests_inflight=config.max_requests_inflight,
+                             max_mutating_requests_inflight=config.max_mutating_requests_inflight)
     rest = app[apiserver.REST_KEY]
     if handler is not None:
         handler.set_result(rest)
