@@ -8,8 +8,11 @@ scale, binding, eviction, ephemeralcontainers, approval, finalize) is described 
 - `validate` (validating): after the strategy prepared and validated it, just before the
   store; a plugin may only refuse.
 A plugin refuses by raising a `k8py.api.errors.StatusError` (upstream answers 403 Forbidden
-for most refusals); the write then does nothing. The chain is empty for now; the security
-work (RBAC-aware admission, NodeRestriction, ServiceAccount) plugs in here.
+for most refusals); the write then does nothing. The default chain (`default_chain`) holds
+`NamespaceLifecycle`'s rule that the system namespaces are never deleted (content in a
+missing or terminating namespace is refused by the write path itself,
+`GenericStore.require_namespace`); the security work (RBAC-aware admission,
+NodeRestriction, ServiceAccount) plugs in here.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from k8py.api import errors
 from k8py.api.resources import Resource
 from k8py.server.apiserver.authn import User
 
@@ -46,6 +50,30 @@ class Plugin(Protocol):
 
     async def validate(self, attributes: Attributes) -> None:
         """Raise to refuse."""
+
+
+class NamespaceLifecycle:
+    """Upstream's NamespaceLifecycle plugin, its immortal namespaces: `default`,
+    `kube-system` and `kube-public` may not be deleted."""
+
+    name = "NamespaceLifecycle"
+    IMMORTAL = frozenset({"default", "kube-system", "kube-public"})
+
+    async def admit(self, attributes: Attributes) -> dict[str, Any] | None:
+        return None
+
+    async def validate(self, attributes: Attributes) -> None:
+        resource = attributes.resource
+        if attributes.operation == DELETE and resource.group == "" and \
+                resource.plural == "namespaces" and not attributes.subresource and \
+                attributes.name in self.IMMORTAL:
+            raise errors.Forbidden(
+                f'namespaces "{attributes.name}" is forbidden: this namespace may not be '
+                "deleted", name=attributes.name, kind="namespaces")
+
+
+def default_chain() -> "Chain":
+    return Chain([NamespaceLifecycle()])
 
 
 class Chain:

@@ -122,3 +122,13 @@ async def test_network_policies_get_upstreams_defaults(client):
     assert status == 201, created
     assert created["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert created["spec"]["egress"][0]["ports"] == [{"port": 53, "protocol": "TCP"}]
+
+
+@pytest.mark.parametrize("name", ["default", "kube-system", "kube-public"])
+async def test_the_system_namespaces_may_not_be_deleted(client, name):
+    status, err = await client.request("DELETE", f"/api/v1/namespaces/{name}")
+    assert status == 403, err
+    assert (err["reason"], err["message"]) == (
+        "Forbidden", f'namespaces "{name}" is forbidden: this namespace may not be deleted')
+    status, _ = await client.request("GET", f"/api/v1/namespaces/{name}")
+    assert status == 200
