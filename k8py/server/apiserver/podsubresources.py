@@ -86,9 +86,20 @@ async def _evict_once(objects: ObjectStore, pods: Resource, budgets: Resource, n
                                        "which the eviction subresource does not support.")
         for budget in matching:
             status = dict(budget.get("status") or {})
-            if status.get("observedGeneration", 0) < budget["metadata"].get("generation", 1) \
-                    or status.get("disruptionsAllowed", 0) <= 0:
-                raise errors.TooManyRequests(PDB_VIOLATION, retry_after=10)
+            budget_name = budget["metadata"]["name"]
+            if status.get("observedGeneration", 0) < budget["metadata"].get("generation", 1):
+                # upstream suggests 10 s here (a Retry-After client-go honours)
+                raise errors.TooManyRequests(PDB_VIOLATION, retry_after=10, causes=[{
+                    "reason": "DisruptionBudget",
+                    "message": f"The disruption budget {budget_name} is still being "
+                               "processed by the server."}])
+            if status.get("disruptionsAllowed", 0) <= 0:
+                # no Retry-After: the client (kubectl drain) sees it and retries itself
+                raise errors.TooManyRequests(PDB_VIOLATION, causes=[{
+                    "reason": "DisruptionBudget",
+                    "message": f"The disruption budget {budget_name} needs "
+                               f"{status.get('desiredHealthy', 0)} healthy pods and has "
+                               f"{status.get('currentHealthy', 0)} currently"}])
             status["disruptionsAllowed"] -= 1
             status["disruptedPods"] = {**(status.get("disruptedPods") or {}),
                                        name: timestamps.now()}

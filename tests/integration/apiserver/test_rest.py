@@ -377,6 +377,10 @@ async def test_eviction_honours_disruption_budgets(client):
     assert status == 429 and err["reason"] == "TooManyRequests"
     assert err["message"] == ("Cannot evict pod as it would violate the pod's disruption "
                               "budget.")
+    # as upstream: why, and no retryAfterSeconds (kubectl drain sees it and retries itself)
+    assert err["details"] == {"causes": [{
+        "reason": "DisruptionBudget",
+        "message": "The disruption budget budget needs 1 healthy pods and has 2 currently"}]}
     status, _ = await client.request("GET", f"{pods}/e2")
     assert status == 200
 
