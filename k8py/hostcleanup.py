@@ -161,24 +161,31 @@ def _data_dir_of(pid: int, args: list[str]) -> str:
 
 
 def stop_k8py_processes(data_dir: str, timeout: float = 30.0) -> None:
-    pids = k8py_processes(data_dir)
+    terminate(k8py_processes(data_dir), timeout)
+
+
+def terminate(pids: list[int], timeout: float = 30.0, group: bool = False) -> None:
+    """SIGTERM to each process (its process group with `group`), SIGKILL to those still
+    alive after `timeout` seconds."""
+    send = os.killpg if group else os.kill
     for pid in pids:
         with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGTERM)
+            send(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while pids and time.monotonic() < deadline:
-        pids = [p for p in pids if _alive(p)]
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     for pid in pids:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
+        if alive(pid):
+            with contextlib.suppress(OSError):
+                send(pid, signal.SIGKILL)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie does not)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(") ", 1)[1][:1] != "Z"
-    except OSError:
+    except (OSError, IndexError):
         return False
 
 

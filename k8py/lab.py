@@ -252,7 +252,7 @@ class Lab:
     def status(self) -> list[tuple[str, str, str, bool]]:
         """(node, role, address, its process alive) per node."""
         state = self._require()
-        return [(n.name, n.role, n.ip, _alive(n.pid)) for n in state.nodes]
+        return [(n.name, n.role, n.ip, hostcleanup.alive(n.pid)) for n in state.nodes]
 
     def node(self, name: str) -> LabNode:
         return self._find(self._require(), name)
@@ -272,7 +272,7 @@ class Lab:
         pods stay) and start it again."""
         state = self._require()
         node = self._find(state, name)
-        if node.pid and _alive(node.pid):
+        if node.pid and hostcleanup.alive(node.pid):
             os.kill(node.pid, signal.SIGKILL)
         self._start(state, node, self._token() if node.role == "agent" else "")
         self._save(state)
@@ -302,16 +302,8 @@ class Lab:
         node_dirs = [self._node_dir(n) for n in state.nodes]
         uids = hostcleanup.pod_uids(node_dirs)
         hostcleanup.kill_pod_processes(uids)  # pods outlive their agent by design: not here
-        for node in state.nodes:
-            if node.pid and _alive(node.pid):
-                _signal_group(node.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while any(n.pid and _alive(n.pid) for n in state.nodes) and \
-                time.monotonic() < deadline:
-            time.sleep(0.2)
-        for node in state.nodes:
-            if node.pid and _alive(node.pid):
-                _signal_group(node.pid, signal.SIGKILL)
+        running = [n.pid for n in state.nodes if n.pid and hostcleanup.alive(n.pid)]
+        hostcleanup.terminate(running, group=True)
         hostcleanup.kill_holding(self.dir)
         hostcleanup.kill_pod_processes(uids)
         hostcleanup.unmount_under(self.dir)
@@ -322,22 +314,3 @@ class Lab:
         _run("ip", "link", "delete", state.bridge, check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
         progress(f"lab {self.name} is down")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:  # a zombie is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return False
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
