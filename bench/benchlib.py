@@ -5,13 +5,9 @@ Python puts on the path when one of them runs.)"""
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
 import signal
 import socket
 import subprocess
-
-CLONE_NEWNET = 0x40000000
 
 
 def free_port() -> int:
@@ -44,21 +40,12 @@ def stop_process(proc: subprocess.Popen | None, timeout: float = 30.0) -> None:
 @contextlib.contextmanager
 def netns(name: str):
     """A new network namespace that this thread enters; left and deleted afterwards."""
+    from tools.netns import inside  # the scripts put the checkout on the path first
+
     subprocess.run(["ip", "netns", "add", name], check=True)
-    libc = ctypes.CDLL(None, use_errno=True)
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-        try:
-            if libc.setns(target, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns")
-        finally:
-            os.close(target)
-        try:
+        with inside(name):
             subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
             yield
-        finally:
-            libc.setns(own, CLONE_NEWNET)
     finally:
-        os.close(own)
         subprocess.run(["ip", "netns", "delete", name], check=False)

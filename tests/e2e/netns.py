@@ -14,21 +14,18 @@ The rules every such test keeps:
   `kill_leftovers` SIGKILLs whatever still holds the data dir (containerd-shims, containerd)
   and unmounts what is left under it, and only then is the namespace deleted.
 
-`bench/podstart.py` keeps its own copy of `entered`: benchmarks do not import tests.
+Entering is `tools.netns.inside`, which the benchmarks use too (they do not import tests).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
 import subprocess
 import uuid
 from collections.abc import Iterator
 
 from k8py import hostcleanup
-
-CLONE_NEWNET = 0x40000000
+from tools.netns import inside
 
 
 def new_name() -> str:
@@ -55,22 +52,8 @@ def created(name: str | None = None) -> Iterator[str]:
 @contextlib.contextmanager
 def entered(name: str | None = None) -> Iterator[str]:
     """`created`, with this thread moved into the namespace; back out before it is deleted."""
-    with created(name) as name:
-        libc = ctypes.CDLL(None, use_errno=True)
-        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        try:
-            target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-            try:
-                if libc.setns(target, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns")
-            finally:
-                os.close(target)
-            try:
-                yield name
-            finally:
-                libc.setns(own, CLONE_NEWNET)
-        finally:
-            os.close(own)
+    with created(name) as name, inside(name):
+        yield name
 
 
 def add_node_address(name: str, ip: str, prefix: int = 24) -> None:
