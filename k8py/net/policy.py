@@ -45,6 +45,11 @@ def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _without_version(obj: dict[str, Any]) -> dict[str, Any]:
+    metadata = {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}
+    return {**obj, "metadata": metadata}
+
+
 class PolicyEnforcer(TableKeeper):
     what = "network policy rules"
 
@@ -54,6 +59,11 @@ class PolicyEnforcer(TableKeeper):
         self.namespaces = Informer(client, NAMESPACES)
         super().__init__((self.policies, self.pods, self.namespaces), False, nft)
         self.node = node
+
+    def matters(self, old: dict, new: dict) -> bool:
+        """A pod's status is written often; the table changes only when what `slim_pod`
+        keeps of it does (not its resourceVersion alone)."""
+        return _without_version(old) != _without_version(new)
 
     def build(self) -> nftscript.Table:
         return policyrules.build(self.policies.list(), self.pods.list(),

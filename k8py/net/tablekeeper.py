@@ -44,8 +44,17 @@ class TableKeeper:
     async def after_apply(self) -> None:
         """What follows an apply that reached the kernel (nothing by default)."""
 
+    def matters(self, old: dict, new: dict) -> bool:
+        """Whether an update can change the table (every one, unless a keeper knows
+        better)."""
+        return True
+
     def _changed(self, *_objects) -> None:
         self.stale.set()
+
+    def _updated(self, old: dict, new: dict) -> None:
+        if self.matters(old, new):
+            self.stale.set()
 
     async def sync(self, force: bool = False) -> bool:
         """Apply what changed (everything with `force`); whether anything was applied."""
@@ -66,7 +75,7 @@ class TableKeeper:
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         for informer in self.informers:
-            informer.add_handlers(self._changed, self._changed, self._changed)
+            informer.add_handlers(self._changed, self._updated, self._changed)
         tasks = [] if self.shared else [asyncio.create_task(i.run()) for i in self.informers]
         try:
             for informer in self.informers:

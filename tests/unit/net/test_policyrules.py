@@ -202,3 +202,17 @@ def test_long_names_are_shortened_and_stay_distinct():
 def test_the_removal_script_names_only_the_policy_table():
     assert policyrules.removal() == \
         "table ip k8py-policy {}\ndelete table ip k8py-policy\n"
+
+
+def test_the_enforcer_rebuilds_only_for_what_its_pods_keep():
+    from k8py.net.policy import PolicyEnforcer, slim_pod
+
+    enforcer = PolicyEnforcer(client=None, node=NODE, nft=object())
+    before = pod("x", "a", "10.42.0.2")
+    before["metadata"]["resourceVersion"] = "1"
+    status_write = {**before, "metadata": {**before["metadata"], "resourceVersion": "2"},
+                    "status": {**before["status"], "conditions": [{"type": "Ready"}]}}
+    relabelled = {**status_write, "metadata": {**status_write["metadata"],
+                                               "labels": {"pod": "b"}}}
+    assert not enforcer.matters(slim_pod(before), slim_pod(status_write))
+    assert enforcer.matters(slim_pod(status_write), slim_pod(relabelled))
