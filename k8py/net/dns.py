@@ -376,8 +376,12 @@ class DnsServer:
     async def handle(self, wire: bytes, limit: int | None) -> bytes | None:
         reply = self.answer(wire, limit)
         if isinstance(reply, dns.message.Message):
-            return self._wire(await self.forwarder.ask(reply), reply, limit)
+            return await self.forwarded(reply, limit)
         return reply
+
+    async def forwarded(self, query: dns.message.Message, limit: int | None) -> bytes:
+        """The upstream's answer to a query that is not ours."""
+        return self._wire(await self.forwarder.ask(query), query, limit)
 
     @staticmethod
     def _size(query: dns.message.Message, limit: int | None) -> int:
@@ -409,8 +413,7 @@ class DnsServer:
                     self.transport.sendto(reply, addr)
                 elif reply is not None:
                     async def forward(query=reply):
-                        self.transport.sendto(
-                            server._wire(await server.forwarder.ask(query), query, None), addr)
+                        self.transport.sendto(await server.forwarded(query, None), addr)
                     task = asyncio.ensure_future(forward())
                     answering.add(task)
                     task.add_done_callback(answering.discard)
