@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,25 +41,8 @@ def timed_install(root: str, url: str, **env: str) -> float:
 
 def start_to_serving(root: str, port: int) -> float:
     kubectl = KUBECTL if os.path.exists(KUBECTL) else shutil.which("kubectl.1.32") or "kubectl"
-    kubeconfig = os.path.join(root, "etc", "k8py", "k8py.yaml")
-    if os.path.exists(kubeconfig):
-        os.remove(kubeconfig)
-    started = time.monotonic()
-    server = subprocess.Popen(["chroot", root, "/usr/local/bin/k8py", "server",
-                               "--disable-agent", "--bind-address", "127.0.0.1",
-                               "--https-listen-port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        while time.monotonic() - started < 300:
-            if os.path.exists(kubeconfig) and subprocess.run(
-                    [kubectl, "--kubeconfig", kubeconfig, "get", "--raw", "/version"],
-                    capture_output=True).returncode == 0:
-                return time.monotonic() - started
-            time.sleep(0.2)
-        raise SystemExit("the server did not serve within 300 s")
-    finally:
-        server.terminate()
-        server.wait()
+    with debianroots.server_in(root, port, kubectl, timeout=300) as seconds:
+        return seconds
 
 
 def main() -> None:

@@ -155,3 +155,42 @@ def chroot_of(arch: str, where: str) -> Iterator[str]:
         for target in reversed(done):
             subprocess.run(["umount", "-l", target], check=False)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def kubectl_in(root: str, kubectl: str, *args: str) -> subprocess.CompletedProcess:
+    """`kubectl` against the server installed in `root`, with its admin kubeconfig."""
+    return subprocess.run([kubectl, "--kubeconfig",
+                           os.path.join(root, "etc", "k8py", "k8py.yaml"), "--cache-dir",
+                           os.path.join(root, "tmp", "kubectl-cache"), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+@contextlib.contextmanager
+def server_in(root: str, port: int, kubectl: str, timeout: float) -> Iterator[float]:
+    """`k8py server --disable-agent` installed in `root`, run there on loopback; the
+    seconds from its start until it answered `kubectl get --raw /version`. Stopped after."""
+    kubeconfig = os.path.join(root, "etc", "k8py", "k8py.yaml")
+    if os.path.exists(kubeconfig):
+        os.remove(kubeconfig)  # wait for the one this server writes
+    started = time.monotonic()
+    server = subprocess.Popen(
+        ["chroot", root, "/usr/local/bin/k8py", "server", "--disable-agent",
+         "--bind-address", "127.0.0.1", "--https-listen-port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"})
+    try:
+        while not (os.path.exists(kubeconfig) and
+                   kubectl_in(root, kubectl, "get", "--raw", "/version").returncode == 0):
+            if server.poll() is not None:
+                raise RuntimeError(f"the server in {root} exited ({server.returncode})")
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"the server in {root} did not serve in {timeout:.0f} s")
+            time.sleep(0.2)
+        yield time.monotonic() - started
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

@@ -19,7 +19,6 @@ import time
 
 import pytest
 
-from tests.conftest import stop_process, wait_for
 from tests.e2e.conftest import find_kubectl, free_port
 from tools import debianroots
 from tools.debianroots import chroot_of
@@ -46,29 +45,8 @@ def install_in(root: str, url: str, args: str, **env: str) -> str:
     return done.stdout
 
 
-def serving(root: str, port: int, timeout: float) -> subprocess.Popen:
-    """`k8py server --disable-agent` inside the root, on loopback; once it answers."""
-    server = subprocess.Popen(
-        ["chroot", root, "/usr/local/bin/k8py", "server", "--disable-agent",
-         "--bind-address", "127.0.0.1", "--https-listen-port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"})
-    kubeconfig = os.path.join(root, "etc", "k8py", "k8py.yaml")
-    try:
-        wait_for(lambda: os.path.exists(kubeconfig) and kubectl(
-            root, "get", "--raw", "/version").returncode == 0, timeout=timeout, interval=1,
-            what="the installed server answering")
-    except BaseException:
-        stop_process(server)
-        raise
-    return server
-
-
 def kubectl(root: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([find_kubectl(), "--kubeconfig",
-                           os.path.join(root, "etc", "k8py", "k8py.yaml"), "--cache-dir",
-                           os.path.join(root, "tmp", "kubectl-cache"), *args],
-                          capture_output=True, text=True, timeout=60)
+    return debianroots.kubectl_in(root, find_kubectl(), *args)
 
 
 def test_x86_64_fresh_root_gets_packages_files_and_a_serving_k8py(artifacts, tmp_path):
@@ -98,14 +76,10 @@ def test_x86_64_fresh_root_gets_packages_files_and_a_serving_k8py(artifacts, tmp
         assert "is installed already" in install_in(root, artifacts, "server --disable-agent",
                                                     K8PY_NODE_NAME="fresh",
                                                     K8PY_TOKEN="secret-token")
-        started = time.monotonic()
-        server = serving(root, free_port(), timeout=60)
-        try:
-            print(f"x86_64: server start to serving {time.monotonic() - started:.1f} s")
+        with debianroots.server_in(root, free_port(), find_kubectl(), timeout=60) as seconds:
+            print(f"x86_64: server start to serving {seconds:.1f} s")
             assert kubectl(root, "create", "configmap", "fresh", "--from-literal=a=b"
                            ).returncode == 0
-        finally:
-            stop_process(server)
 
 
 def test_arm64_artifact_installs_and_serves_under_emulation(artifacts, tmp_path):
@@ -116,17 +90,12 @@ def test_arm64_artifact_installs_and_serves_under_emulation(artifacts, tmp_path)
         out = install_in(root, artifacts, "server --disable-agent",
                          INSTALL_K8PY_SKIP_PACKAGES="true")
         assert "on aarch64" in out
-        started = time.monotonic()
-        server = serving(root, free_port(), timeout=240)
-        try:
-            print(f"arm64 (emulated): server start to serving "
-                  f"{time.monotonic() - started:.1f} s")
+        with debianroots.server_in(root, free_port(), find_kubectl(), timeout=240) as seconds:
+            print(f"arm64 (emulated): server start to serving {seconds:.1f} s")
             version = kubectl(root, "get", "--raw", "/version")
             assert "linux/arm64" in version.stdout, version.stdout
             assert kubectl(root, "create", "configmap", "on-arm", "--from-literal=a=b"
                            ).returncode == 0
-        finally:
-            stop_process(server, timeout=60)
 
 
 def test_armhf_artifact_installs_with_debians_compiled_packages(artifacts, tmp_path):
