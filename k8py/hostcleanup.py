@@ -33,17 +33,26 @@ TABLES = ("k8py", "k8py-policy")
 from k8py.net.overlay import ROUTE_PROTOCOL  # the routes the agent adds to other nodes' pods
 
 
-def kill_holding(path: str) -> None:
-    """SIGKILL every process whose command line names `path` (containerd and its shims)."""
+def holding(path: str) -> list[int]:
+    """The processes (not this one) whose command line names `path`."""
+    found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         if int(pid) == os.getpid():
             continue
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 if path.encode() in f.read():
-                    os.kill(int(pid), signal.SIGKILL)
-        except (OSError, ProcessLookupError):
+                    found.append(int(pid))
+        except OSError:
             pass
+    return found
+
+
+def kill_holding(path: str) -> None:
+    """SIGKILL every process whose command line names `path` (containerd and its shims)."""
+    for pid in holding(path):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
     time.sleep(0.2)
 
 

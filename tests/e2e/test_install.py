@@ -105,20 +105,6 @@ def _wired(server_ns: str, agent_ns: str) -> None:
             subprocess.run([*netns.nsenter(ns), *command], check=True)
 
 
-def _holding(path: str) -> list[str]:
-    """The command lines of the processes that name `path`."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                line = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if path in line and int(pid) != os.getpid():
-            found.append(line)
-    return found
-
-
 def _pod_running(installed: Installed, ns: str) -> str:
     def running():
         done = installed.kubectl(ns, "get", "pod", "sleeper", "-o", "json", check=False)
@@ -196,8 +182,8 @@ def test_install_killall_restart_and_uninstall(artifacts, tmp_path):
                 proc.wait(timeout=30)
             installed.processes = []
             assert not cgroups.pod_processes(uid)
-            assert not _holding(root), "a process (containerd, a shim) of the test's k8py"
-            assert not _holding(containerd.socket_path(installed.agent_data))
+            assert not hostcleanup.holding(root), "a process (containerd, a shim) of the test's k8py"
+            assert not hostcleanup.holding(containerd.socket_path(installed.agent_data))
             assert not hostcleanup.k8py_processes(installed.server_data)
             assert not hostcleanup.k8py_processes(installed.agent_data)
             assert not [line for line in open("/proc/self/mounts") if root in line]
