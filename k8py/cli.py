@@ -97,6 +97,9 @@ def cli() -> None:
 @option("--max-mutating-requests-inflight", type=click.IntRange(0), default=200,
         show_default=True, help="Write requests served at once before more get 429 "
         "(0: no limit)")
+@option("--authorization-mode", default="Node,RBAC", show_default=True,
+        callback=lambda ctx, param, value: _authorization_mode(value),
+        help="Authorizers in order (Node, RBAC, AlwaysAllow), as kube-apiserver's")
 @option("--disable-agent", is_flag=True, help="Run no agent on this host")
 @_node_network_options
 @option("--node-ip", "-i", type=IPAddress(), default=None,
@@ -140,6 +143,14 @@ def server(debug: bool, **flags) -> None:
     flags["node_label"] = _node_labels(flags["node_label"])
     _setup_logging(debug)
     _run(daemon.run(daemon.ServerConfig(**flags)))
+
+
+def _authorization_mode(value: str) -> str:
+    from k8py.server.apiserver.authorization import parse_modes
+    try:
+        return ",".join(parse_modes(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--authorization-mode: ")) from None
 
 
 def _node_labels(values: tuple[str, ...]) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ import asyncio
 import ipaddress
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 from k8py.api import errors, timestamps
@@ -85,21 +86,33 @@ class SimulatedNodes:
     def __init__(self, client: Client, count: int, *, prefix: str = "node",
                  cpu: str = "4", memory: str = "16Gi", pods: int = 110,
                  start_delay: float = 0.2, heartbeat: float = 10.0,
-                 status_interval: float = 60.0):
-        self.client = client
+                 status_interval: float = 60.0,
+                 client_for: Callable[[str], Client] | None = None):
+        """`client_for(node)`: a client acting as that node (its own identity, so the
+        Node authorizer and NodeRestriction apply to it as to a kubelet); without it, every
+        node acts through `client`."""
         self.names = [f"sim-{prefix}-{i}" for i in range(count)]
+        self._clients = {name: client_for(name) for name in self.names} if client_for else {}
+        # reads (the pod informer) as the first node: a node may list every pod
+        self.client = self._clients[self.names[0]] if self._clients else client
         self._index = {name: i for i, name in enumerate(self.names)}
         self.cpu, self.memory, self.max_pods = cpu, memory, pods
         self.start_delay = start_delay
         self.heartbeat = heartbeat
         self.status_interval = status_interval
         self.silenced: set[str] = set()
-        self.pods = Informer(client, PODS)
+        self.pods = Informer(self.client, PODS)
         self.pods.add_index("node", BY_NODE)
         self._handled: dict[str, str] = {}  # pod key -> uid it was started for
         self._tasks: set[asyncio.Task] = set()
         self._ips: dict[str, set[str]] = {}  # node -> pod IPs in use
         self._cidrs: dict[str, ipaddress.IPv4Network] = {}
+
+    def as_node(self, name: str) -> Client:
+        return self._clients.get(name, self.client)
+
+    def _as_pods_node(self, pod: dict[str, Any]) -> Client:
+        return self.as_node((pod.get("spec") or {}).get("nodeName") or "")
 
     def stop_heartbeat(self, name: str) -> None:
         self.silenced.add(name)
@@ -109,11 +122,11 @@ class SimulatedNodes:
     async def _register(self, name: str) -> None:
         body = node_object(name, self._index[name], self.cpu, self.memory, self.max_pods)
         try:
-            node = await self.client.create(NODES, body)
+            node = await self.as_node(name).create(NODES, body)
         except errors.AlreadyExists:
-            node = await self.client.get(NODES, name)
-            await self.client.update_status(NODES, {**node, "status": body["status"]})
-            node = await self.client.get(NODES, name)
+            node = await self.as_node(name).get(NODES, name)
+            await self.as_node(name).update_status(NODES, {**node, "status": body["status"]})
+            node = await self.as_node(name).get(NODES, name)
         self._remember_cidr(node)
 
     def _remember_cidr(self, node: dict[str, Any]) -> None:
@@ -125,11 +138,11 @@ class SimulatedNodes:
         spec = {"holderIdentity": name, "leaseDurationSeconds": 40,
                 "renewTime": timestamps.micro_now()}
         try:
-            lease = await self.client.get(LEASES, name, "kube-node-lease")
+            lease = await self.as_node(name).get(LEASES, name, "kube-node-lease")
         except errors.NotFound:
-            node = await self.client.get(NODES, name)
+            node = await self.as_node(name).get(NODES, name)
             self._remember_cidr(node)
-            await self.client.create(LEASES, {
+            await self.as_node(name).create(LEASES, {
                 "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": name, "namespace": "kube-node-lease",
                              "ownerReferences": [{"apiVersion": "v1", "kind": "Node",
@@ -137,10 +150,10 @@ class SimulatedNodes:
                                                   "uid": node["metadata"]["uid"]}]},
                 "spec": spec})
             return
-        await self.client.update(LEASES, {**lease, "spec": {**lease["spec"], **spec}})
+        await self.as_node(name).update(LEASES, {**lease, "spec": {**lease["spec"], **spec}})
 
     async def _post_ready(self, name: str) -> None:
-        node = await self.client.get(NODES, name)
+        node = await self.as_node(name).get(NODES, name)
         self._remember_cidr(node)
         now = timestamps.now()
         conditions = []
@@ -150,7 +163,7 @@ class SimulatedNodes:
                 condition.update(status="True", reason="KubeletReady", lastTransitionTime=now,
                                  message="simulated kubelet is posting ready status")
             conditions.append(condition)
-        await self.client.patch(NODES, name, {"status": {"conditions": conditions}},
+        await self.as_node(name).patch(NODES, name, {"status": {"conditions": conditions}},
                                 patch_type="strategic", subresource="status")
 
     async def _node_loop(self, name: str) -> None:
@@ -165,7 +178,7 @@ class SimulatedNodes:
                         since_status = 0.0
                         await self._post_ready(name)
                     elif name not in self._cidrs:
-                        self._remember_cidr(await self.client.get(NODES, name))
+                        self._remember_cidr(await self.as_node(name).get(NODES, name))
                 except errors.StatusError as exc:
                     log.warning("simulated node %s: %s", name, exc.message)
             await asyncio.sleep(self.heartbeat)
@@ -264,7 +277,7 @@ class SimulatedNodes:
     async def _write_status(self, pod: dict[str, Any], status: dict[str, Any]) -> bool:
         metadata = pod["metadata"]
         try:
-            await self.client.patch(PODS, metadata["name"], {
+            await self._as_pods_node(pod).patch(PODS, metadata["name"], {
                 "metadata": {"uid": metadata["uid"]}, "status": status},
                 metadata["namespace"], subresource="status")
             return True
@@ -274,7 +287,7 @@ class SimulatedNodes:
     async def _finish_deletion(self, pod: dict[str, Any]) -> None:
         metadata = pod["metadata"]
         try:
-            await self.client.delete(PODS, metadata["name"], metadata["namespace"],
+            await self._as_pods_node(pod).delete(PODS, metadata["name"], metadata["namespace"],
                                      grace_period=0,
                                      preconditions={"uid": metadata["uid"]})
         except (errors.NotFound, errors.Conflict):

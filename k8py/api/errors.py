@@ -126,6 +126,20 @@ def already_exists(resource: str, name: str, group: str = "") -> AlreadyExists:
     )
 
 
+def forbidden(resource: str, name: str, message: str, group: str = "") -> Forbidden:
+    """Upstream's NewForbidden: `<resource>[.<group>] "<name>" is forbidden: <message>`
+    (`<resource> is forbidden` without a name, `forbidden: <message>` without a
+    resource)."""
+    qualified = f"{resource}.{group}" if group else resource
+    if not qualified:
+        text = f"forbidden: {message}"
+    elif not name:
+        text = f"{qualified} is forbidden: {message}"
+    else:
+        text = f'{qualified} "{name}" is forbidden: {message}'
+    return Forbidden(text, name=name, group=group, kind=resource)
+
+
 class LostRace(Conflict):
     """A Conflict from the store's compare-and-swap: another writer got in between this
     request's read and its write. Clients see the plain 409; a server-side read-modify-write

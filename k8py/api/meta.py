@@ -56,6 +56,14 @@ def name_problem(resource: Resource, name: str) -> str | None:
                 group and (len(group) > 253 or not DNS1123_SUBDOMAIN.match(group))):
             return "must be a valid version, a dot, and a valid API group (or nothing)"
         return None
+    if resource.group == "rbac.authorization.k8s.io":
+        # upstream's ValidateRBACName: any path segment (`system:node`, `edit`)
+        if name in (".", ".."):
+            return f"may not be '{name}'"
+        for bad in ("/", "%"):
+            if bad in name:
+                return f"may not contain '{bad}'"
+        return None
     if (resource.group, resource.plural) in _LABEL_NAMED:
         if len(name) > 63:
             return "must be no more than 63 characters"

@@ -25,15 +25,17 @@ import logging
 import os
 
 from k8py.api import errors
-from k8py.api.resources import Registry
+from k8py.api.resources import Registry, builtin
 from k8py.lifecycle import Supervisor, notify_service_manager
 from k8py.server import pki
 from k8py.server.apiserver import app as apiserver
 from k8py.server.apiserver import apiservices, crds, podproxy, serviceips
 from k8py.server.controllers import advertising
 from k8py.client.client import Client
-from k8py.server.apiserver.authn import TokenFile, User
+from k8py.server.apiserver.authn import TokenFile
 from k8py.server.apiserver.genericstore import GenericStore, WriteContext
+from k8py.server.apiserver import inprocess, rbacpolicy
+from k8py.server.apiserver.authz import API_SERVER
 from k8py.server.apiserver.inprocess import InProcessTransport
 from k8py.server.apiserver.storage import ObjectStore
 from k8py.server.apiserver.strategies import Strategies
@@ -41,7 +43,9 @@ from k8py.server.store import open_backend
 from k8py.server.store.backend import Backend
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-API_SERVER = User("system:apiserver", ("system:masters",))
+# set by the server on its own node: NodeRestriction keeps kubelets from setting them
+CONTROL_PLANE_LABELS = {"node-role.kubernetes.io/control-plane": "true",
+                        "node-role.kubernetes.io/master": "true"}
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +80,7 @@ class ServerConfig:
     write_kubeconfig_mode: int = 0o600
     max_requests_inflight: int = 400
     max_mutating_requests_inflight: int = 200
+    authorization_mode: str = "Node,RBAC"
 
 
 async def run_store(store: Backend, ready: asyncio.Event) -> None:
@@ -95,8 +100,9 @@ async def bootstrap(store: Backend, registry: Registry, *,
                     service_cidr: str | ipaddress.IPv4Network = serviceips.SERVICE_CIDR,
                     https_port: int = 6443, cluster_dns: str | None = None) -> None:
     """The system namespaces, the `kubernetes` Service in `default` (the first address of
-    the service CIDR, 443 → the API server's port), the stored CRDs' resources in the
-    registry, and an APIService for every group-version served (`apiservices`). Written
+    the service CIDR, 443 → the API server's port), the RBAC bootstrap policy
+    (`rbacpolicy.reconcile`), the stored CRDs' resources in the registry, and an
+    APIService for every group-version served (`apiservices`). Written
     through the write path (admission, strategies), as the API server itself
     (`kube-apiserver` in managedFields, as upstream's)."""
     objects = ObjectStore(store)
@@ -128,6 +134,7 @@ async def bootstrap(store: Backend, registry: Registry, *,
                          "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
                                    {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}},
                 context)
+    await rbacpolicy.reconcile(writes, registry, context)
     await apiservices.ensure_builtin(objects, registry)
     for crd in stored_crds:
         await apiservices.crd_written(objects, registry, crd)
@@ -149,7 +156,8 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
                                  *pki.ensure_kubelet_client(certs), certs.ca_cert),
                              join_pki=certs,
                              max_requests_inflight=config.max_requests_inflight,
-                             max_mutating_requests_inflight=config.max_mutating_requests_inflight)
+                             max_mutating_requests_inflight=config.max_mutating_requests_inflight,
+                             authorization_mode=config.authorization_mode)
     rest = app[apiserver.REST_KEY]
     if handler is not None:
         handler.set_result(rest)
@@ -188,7 +196,16 @@ async def run_control_loops(config: ServerConfig, handler: asyncio.Future) -> No
     from k8py.server.controllers.base import Settings
     from k8py.server.scheduler.scheduler import Scheduler
 
-    client = Client(InProcessTransport(await handler), field_manager="k8py-controller-manager")
+    rest = await handler
+
+    def client_for(account: str) -> Client:
+        return Client(InProcessTransport(rest, user=inprocess.controller(account)),
+                      field_manager="k8py-controller-manager")
+
+    client = Client(InProcessTransport(rest, user=inprocess.CONTROLLER_MANAGER),
+                    field_manager="k8py-controller-manager")
+    scheduler_client = Client(InProcessTransport(rest, "k8py-scheduler", inprocess.SCHEDULER),
+                              field_manager="k8py-scheduler")
     try:  # written by pki.ensure_pki before any daemon starts
         with open(os.path.join(config.data_dir, "server", "tls", "server-ca.crt")) as f:
             ca_bundle = f.read()
@@ -203,8 +220,8 @@ async def run_control_loops(config: ServerConfig, handler: asyncio.Future) -> No
                         ca_key_file=os.path.join(tls_dir, "server-ca.key"))
     only = [] if config.disable_controller_manager else None
     beside = {} if config.disable_scheduler else {
-        "the scheduler": lambda informers: Scheduler(client, informers).run}
-    await manager.run_elected(client, settings, only=only, beside=beside)
+        "the scheduler": lambda informers: Scheduler(scheduler_client, informers).run}
+    await manager.run_elected(client, settings, only=only, beside=beside, client_for=client_for)
 
 
 async def run_agent(config: ServerConfig, handler: asyncio.Future, certs: pki.PKI) -> None:
@@ -227,8 +244,31 @@ async def run_agent(config: ServerConfig, handler: asyncio.Future, certs: pki.PK
         certs, node_config.agent_dir, node_config.node_name, (node_config.node_ip,))
     node_config = dataclasses.replace(node_config, tls_cert=serving_cert, tls_key=serving_key,
                                       client_ca=certs.ca_cert)
-    client = Client(InProcessTransport(await handler), field_manager="k8py-kubelet")
-    await agent.run(node_config, client)
+    rest = await handler
+    client = Client(InProcessTransport(rest, "k8py-kubelet", inprocess.node(node_config.node_name)),
+                    field_manager="k8py-kubelet")
+    labelling = asyncio.create_task(label_control_plane(
+        Client(InProcessTransport(rest), field_manager="k8py"), node_config.node_name))
+    try:
+        await agent.run(node_config, client)
+    finally:
+        labelling.cancel()
+
+
+async def label_control_plane(client: Client, name: str, interval: float = 1.0) -> None:
+    """The server's node-role labels on its own node, once the kubelet has registered it
+    (as the API server: a kubelet may not set them)."""
+    nodes = builtin("v1", "nodes")
+    while True:
+        try:
+            await client.patch(nodes, name, {"metadata": {"labels": CONTROL_PLANE_LABELS}})
+            log.info("labelled node %s as a control-plane node", name)
+            return
+        except errors.NotFound:
+            await asyncio.sleep(interval)
+        except errors.StatusError as exc:
+            log.warning("labelling node %s: %s", name, exc)
+            await asyncio.sleep(interval)
 
 
 async def run(config: ServerConfig) -> None:

@@ -101,12 +101,12 @@ def allocatable(cpus: int, memory_bytes: int, disk_bytes: int) -> dict[str, str]
 
 def node_labels(name: str, machine_arch: str, is_server: bool,
                 extra: tuple[tuple[str, str], ...] = ()) -> dict[str, str]:
+    """The labels the kubelet registers with. A server's `node-role.kubernetes.io/*` labels
+    are not among them: NodeRestriction forbids a kubelet to set them, so the server sets
+    them itself (`k8py.server.daemon`), as k3s does."""
     labels = {"kubernetes.io/arch": machine_arch, "kubernetes.io/os": "linux",
               "kubernetes.io/hostname": name, "beta.kubernetes.io/arch": machine_arch,
               "beta.kubernetes.io/os": "linux", "node.kubernetes.io/instance-type": "k8py"}
-    if is_server:
-        labels["node-role.kubernetes.io/control-plane"] = "true"
-        labels["node-role.kubernetes.io/master"] = "true"
     labels.update(dict(extra))
     return labels
 

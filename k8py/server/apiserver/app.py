@@ -6,7 +6,12 @@ Request flow:
       logged and answered 500 (never a traceback to the client)
     → `authn_middleware`: user from certificate or bearer token (the token file, or a
       service-account token: `tokens`); anonymous only for /healthz, /livez, /readyz, /version
+    → `authorization_middleware` (impersonation): `Impersonate-*` headers, each authorized,
+      replace the user (`impersonation`)
     → `InFlightLimit`: --max-requests-inflight / --max-mutating-requests-inflight (429)
+    → `authorization_middleware` (authorization): the request's attributes
+      (`authz.request_attributes`) put to `--authorization-mode` (`authorization`:
+      system:masters, Node, RBAC); 403 unless allowed
     → route: health, version, discovery, OpenAPI, the service-account issuer's discovery
       (/.well-known/openid-configuration, /openid/v1/jwks), joining agents (/cacerts,
       /v1-k8py/node-credentials: `join`), or `RestHandler` for /api/v1/...
@@ -28,10 +33,15 @@ from aiohttp.web_protocol import RequestPayloadError
 from k8py import tls
 from k8py.api import errors
 from k8py.api.resources import Registry
+from k8py.client.client import Client
 from k8py.server import pki
-from k8py.server.apiserver import (bodies, discovery, join, openapi, openapi_protobuf, podproxy,
-                                   responses, serviceips, tokens as sa_tokens)
-from k8py.server.apiserver.authn import USER_KEY, TokenFile, authenticate, is_anonymous_path
+from k8py.server.apiserver import (authz, bodies, discovery, impersonation, join, openapi,
+                                   openapi_protobuf, podproxy, responses, serviceips,
+                                   tokens as sa_tokens)
+from k8py.server.apiserver.authorization import Authorization, parse_modes
+from k8py.server.apiserver.authn import (USER_KEY, TokenFile, User, authenticate,
+                                         is_anonymous_path)
+from k8py.server.apiserver.inprocess import InProcessTransport
 from k8py.server.apiserver.rest import RestHandler, parse_target
 from k8py.server.apiserver.storage import ObjectStore
 from k8py.server.store.backend import Backend
@@ -44,6 +54,12 @@ REGISTRY_KEY = web.AppKey("registry", Registry)
 REST_KEY = web.AppKey("rest", RestHandler)
 TOKENS_KEY = web.AppKey("tokens", TokenFile)
 SERVICE_ACCOUNTS_KEY = web.AppKey("service_accounts", sa_tokens.ServiceAccountTokens)
+AUTHORIZATION_KEY = web.AppKey("authorization", Authorization)
+#: the authenticated user when the request impersonates another (for the audit log)
+IMPERSONATOR_KEY = web.RequestKey("impersonator", User)
+# k8py's own endpoints for joining agents: outside the Kubernetes API, checked by their
+# handlers (`join`)
+UNAUTHORIZED_PATHS = ("/cacerts", "/v1-k8py")
 
 
 def _status_response(error: errors.StatusError) -> web.Response:
@@ -156,6 +172,30 @@ async def authn_middleware(request: web.Request, handler: Handler) -> web.Stream
     return await handler(request)
 
 
+@web.middleware
+async def impersonation_middleware(request: web.Request, handler: Handler
+                                   ) -> web.StreamResponse:
+    user = request.get(USER_KEY)
+    if user is not None and impersonation.requested(request.headers):
+        authorization = request.app[AUTHORIZATION_KEY]
+        request[IMPERSONATOR_KEY] = user
+        request[USER_KEY] = await impersonation.impersonate(user, request.headers,
+                                                            authorization.check)
+    return await handler(request)
+
+
+@web.middleware
+async def authorization_middleware(request: web.Request, handler: Handler
+                                   ) -> web.StreamResponse:
+    user = request.get(USER_KEY)
+    path = request.path
+    if user is not None and not any(path == p or path.startswith(p + "/")
+                                    for p in UNAUTHORIZED_PATHS):
+        await request.app[AUTHORIZATION_KEY].check(
+            authz.request_attributes(user, request.method, path, request.query))
+    return await handler(request)
+
+
 def _aggregated_response(body: dict) -> web.Response:
     # Bytes, so aiohttp sends the content type exactly as kubectl compares it.
     return responses.json_response(body, headers={"Content-Type":
@@ -253,18 +293,21 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
              kubelet_client: podproxy.KubeletClient | None = None,
              join_pki: pki.PKI | None = None,
              max_requests_inflight: int = 400,
-             max_mutating_requests_inflight: int = 200) -> web.Application:
+             max_mutating_requests_inflight: int = 200,
+             authorization_mode: str = "Node,RBAC") -> web.Application:
     """The application; services get ClusterIPs from `service_cidr` and NodePorts from
     `node_port_range` (both ends included). Service-account tokens are signed with the key
     in the file `service_account_key` (`pki.ensure_service_key`); without one, with a key
     made for this process only. pods/log, exec, attach and portforward reach kubelets with
     `kubelet_client` (without it they are 503s). With `join_pki`, agents join with the
-    token: /cacerts and /v1-k8py/node-credentials (`join`)."""
+    token: /cacerts and /v1-k8py/node-credentials (`join`). `authorization_mode` is
+    `--authorization-mode` (`authorization.parse_modes`)."""
     registry = registry or Registry()
     # A little headroom over the 3 MiB limit so that bodies.read_raw says it, not aiohttp.
     in_flight = InFlightLimit(max_requests_inflight, max_mutating_requests_inflight)
     app = web.Application(middlewares=[errors_middleware, authn_middleware,
-                                       in_flight.middleware],
+                                       impersonation_middleware, in_flight.middleware,
+                                       authorization_middleware],
                           client_max_size=bodies.MAX_BODY_BYTES + 1)
     app[REGISTRY_KEY] = registry
     objects = ObjectStore(store)
@@ -276,6 +319,20 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
     app[REST_KEY].pod_proxy = podproxy.PodProxy(objects, registry.get("", "v1", "pods"),
                                                 registry.get("", "v1", "nodes"), kubelet_client)
     app[REST_KEY].token_file = tokens
+    rest = app[REST_KEY]
+    authorization = Authorization(parse_modes(authorization_mode),
+                                  lambda user: Client(InProcessTransport(rest, user=user)))
+    rest.use_authorization(authorization)
+    app[AUTHORIZATION_KEY] = authorization
+
+    async def start_authorization(app: web.Application) -> None:
+        authorization.start()
+
+    async def stop_authorization(app: web.Application) -> None:
+        await authorization.stop()
+
+    app.on_startup.append(start_authorization)
+    app.on_cleanup.append(stop_authorization)
     app[TOKENS_KEY] = tokens
     app[SERVICE_ACCOUNTS_KEY] = service_accounts
     for path in ("/healthz", "/livez", "/readyz"):

@@ -49,6 +49,8 @@ from k8py.server.apiserver import (bodies, fieldvalidation, patches, podproxy,
 from k8py.server.apiserver.authn import USER_KEY, TokenFile, User
 from k8py.server.apiserver.fieldvalidation import drop_unknown_fields
 from k8py.server.apiserver.genericstore import GenericStore, WriteContext
+from k8py.server.apiserver.noderestriction import NodeRestriction
+from k8py.server.apiserver.rbacescalation import RBACEscalation
 from k8py.server.apiserver.storage import ObjectStore, parse_resource_version
 
 # subresources read and written as their whole object (what a write may change there is
@@ -126,6 +128,9 @@ class RestHandler:
     pod_proxy: podproxy.PodProxy | None = None
     # the static bearer tokens, for TokenReviews: set by the application
     token_file: TokenFile | None = None
+    # the server's authorizers (`authorization.Authorization`): set by the application with
+    # `use_authorization`; None lets every caller do everything (stores served bare)
+    authorization: Any = None
 
     def __init__(self, registry: Registry, objects: ObjectStore,
                  service_ips: serviceips.ServiceIPs | None = None,
@@ -153,6 +158,24 @@ class RestHandler:
             await asyncio.wait({write})  # cancelling this wait leaves the write running
             response = write.result()
         return fieldvalidation.with_warnings(request, response)
+
+    def use_authorization(self, authorization: Any) -> None:
+        """Authorize in-process calls with `authorization` (HTTP requests are authorized
+        by the application's middleware), answer access reviews with it, and add the
+        admission plugins that consult it: RBAC's escalation checks, NodeRestriction."""
+        self.authorization = authorization
+        self.store.strategies.use_access_reviewer(authorization)
+        plugins = self.store.admission.plugins
+        if authorization.policy is not None:
+            plugins.append(RBACEscalation(authorization.policy, authorization.authorizer))
+        if authorization.graph is not None:
+            plugins.append(NodeRestriction(self._stored_pod))
+
+    async def _stored_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.objects.get(self.registry.get("", "v1", "pods"), namespace, name)
+        except errors.NotFound:
+            return None
 
     async def review_token(self, token: str, audiences: list[str] | None
                            ) -> tuple[User | None, list[str]]:

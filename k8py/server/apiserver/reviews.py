@@ -1,15 +1,17 @@
 """Reviews: requests that are answered, never stored.
 
-Authorization (authorization.k8s.io/v1). k8py does not enforce RBAC yet: every authenticated
-user may do everything, so the truthful answers are:
-- SelfSubjectAccessReview (`kubectl auth can-i`): allowed, with a reason that says why;
-- SubjectAccessReview (a webhook or a controller asking about someone else; a user or a group
-  is required) and LocalSubjectAccessReview (the same, within the URL's namespace, which the
-  resource attributes must name): allowed;
-- SelfSubjectRulesReview (`kubectl auth can-i --list`): every verb on every resource and
-  non-resource URL, `incomplete: false`.
-When RBAC lands, the answers come from its authorizer instead. Validation and messages are
-upstream's (pkg/apis/authorization/validation, the reviews' REST storage).
+Authorization (authorization.k8s.io/v1), answered by the server's authorizers
+(`authorization.Authorization`, an `AccessReviewer`):
+- SelfSubjectAccessReview (`kubectl auth can-i`): may the asking user do this;
+- SubjectAccessReview (a webhook, a kubelet or a controller asking about someone else; a
+  user or a group is required) and LocalSubjectAccessReview (the same, within the URL's
+  namespace, which the resource attributes must name);
+- SelfSubjectRulesReview (`kubectl auth can-i --list`): the rules that apply to the asking
+  user in a namespace.
+`status.allowed`, `status.reason` (the authorizer's: `RBAC: allowed by ...`), `denied` only
+for an explicit denial (RBAC never denies). Without an access reviewer (a store served
+without authorization) everything is allowed. Validation and messages are upstream's
+(pkg/apis/authorization/validation, the reviews' REST storage).
 
 Authentication (authentication.k8s.io/v1):
 - SelfSubjectReview (`kubectl auth whoami`): the authenticated user's name, uid, groups (with
@@ -23,10 +25,11 @@ Authentication (authentication.k8s.io/v1):
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from k8py.api import errors, meta
 from k8py.api.resources import Resource
+from k8py.server.apiserver import authz
 from k8py.server.apiserver.authn import User
 
 # (token, audiences wanted or None) -> (user or None, audiences the token is good for)
@@ -39,12 +42,31 @@ REVIEWS = {("authorization.k8s.io", "selfsubjectaccessreviews"),
            ("authentication.k8s.io", "selfsubjectreviews"),
            ("authentication.k8s.io", "tokenreviews")}
 
-ALLOWED_REASON = "k8py allows every authenticated user everything until RBAC is enforced"
+
+
+class AccessReviewer(Protocol):
+    async def decide(self, attributes: authz.Attributes) -> authz.Decision: ...
+
+    async def rules_review(self, user: User, namespace: str) -> dict[str, Any]: ...
+
+
+class _AllowEverything:
+    async def decide(self, attributes: authz.Attributes) -> authz.Decision:
+        return authz.ALLOW, ""
+
+    async def rules_review(self, user: User, namespace: str) -> dict[str, Any]:
+        return {"resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+                "incomplete": False}
+
+
+ALLOW_EVERYTHING = _AllowEverything()
 _ONE_OF = "exactly one of nonResourceAttributes or resourceAttributes must be specified"
 
 
 async def answer(resource: Resource, body: Any, user: User | None, namespace: str | None,
-                 token_reviewer: TokenReviewer) -> dict[str, Any]:
+                 token_reviewer: TokenReviewer,
+                 access_reviewer: AccessReviewer = ALLOW_EVERYTHING) -> dict[str, Any]:
     """The review, answered in its `status`."""
     review = meta.check_type(resource, body if body is not None else {})
     if user is None:
@@ -61,15 +83,42 @@ async def answer(resource: Resource, body: Any, user: User | None, namespace: st
     elif plural == "selfsubjectrulesreviews":
         if not spec.get("namespace"):
             raise errors.BadRequest("no namespace on request")
-        review["status"] = {
-            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
-            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-            "incomplete": False}
+        review["status"] = await access_reviewer.rules_review(user, spec["namespace"])
     else:
         _check_access_review(resource, review, spec, namespace)
-        review["status"] = {"allowed": True, "reason": ALLOWED_REASON}
+        decision, reason = await access_reviewer.decide(_access_attributes(plural, spec, user))
+        status: dict[str, Any] = {"allowed": decision == authz.ALLOW}
+        if decision == authz.DENY:
+            status["denied"] = True
+        if reason:
+            status["reason"] = reason
+        review["status"] = status
     review["metadata"] = {**_metadata(review), "creationTimestamp": None}
     return review
+
+
+def _strings(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _access_attributes(plural: str, spec: dict[str, Any], user: User) -> authz.Attributes:
+    """Whom and what an access review asks about."""
+    if plural != "selfsubjectaccessreviews":
+        extra = spec.get("extra") if isinstance(spec.get("extra"), dict) else {}
+        user = User(str(spec.get("user") or ""), tuple(_strings(spec.get("groups"))),
+                    str(spec.get("uid") or ""),
+                    {str(k): _strings(v) for k, v in extra.items()})
+    resource = spec.get("resourceAttributes")
+    if isinstance(resource, dict):
+        def text(key: str) -> str:
+            value = resource.get(key)
+            return value if isinstance(value, str) else ""
+        return authz.Attributes(user, text("verb"), True, text("group"), text("version"),
+                                text("resource"), text("subresource"), text("namespace"),
+                                text("name"))
+    non_resource = spec.get("nonResourceAttributes") or {}
+    return authz.Attributes(user, str(non_resource.get("verb") or ""), resource_request=False,
+                            path=str(non_resource.get("path") or ""))
 
 
 def _metadata(review: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +154,8 @@ def _check_access_review(resource: Resource, review: dict[str, Any], spec: dict[
 
 
 async def _token_review(resource: Resource, spec: dict[str, Any],
-                        token_reviewer: TokenReviewer) -> dict[str, Any]:
+                        token_reviewer: TokenReviewer,
+                 access_reviewer: AccessReviewer = ALLOW_EVERYTHING) -> dict[str, Any]:
     token = spec.get("token")
     if not isinstance(token, str) or not token:
         raise errors.invalid(resource.kind, "", [("spec.token", "FieldValueRequired",

@@ -263,10 +263,12 @@ class ReviewStrategy(Strategy):
     def __init__(self, token_reviewer: reviews.TokenReviewer):
         super().__init__()
         self.token_reviewer = token_reviewer
+        self.access_reviewer: reviews.AccessReviewer = reviews.ALLOW_EVERYTHING
 
     async def answer(self, resource: Resource, body: Any, user: User | None,
                      namespace: str | None) -> Obj:
-        return await reviews.answer(resource, body, user, namespace, self.token_reviewer)
+        return await reviews.answer(resource, body, user, namespace, self.token_reviewer,
+                                    self.access_reviewer)
 
 
 # Events expire (upstream's --event-ttl default): the store deletes them after this long.
@@ -308,6 +310,12 @@ class Strategies:
             **{kind: Strategy(returns_deleted_object=True) for kind in RETURNS_DELETED_OBJECT},
             **{kind: ReviewStrategy(token_reviewer or _no_tokens) for kind in reviews.REVIEWS},
         }
+
+    def use_access_reviewer(self, reviewer: reviews.AccessReviewer) -> None:
+        """Access and rules reviews answered by `reviewer` (the server's authorizers)."""
+        for strategy in self._by_kind.values():
+            if isinstance(strategy, ReviewStrategy):
+                strategy.access_reviewer = reviewer
 
     def for_resource(self, resource: Resource) -> Strategy:
         if resource.custom:

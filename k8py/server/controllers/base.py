@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from k8py.api import errors
@@ -50,6 +50,9 @@ class Context:
     client: Client
     informers: SharedInformers
     settings: Settings = dataclasses.field(default_factory=Settings)
+    # a client acting as the service account `kube-system/<name>` (upstream's
+    # --use-service-account-credentials); None: every controller uses `client`
+    client_for: Callable[[str], Client] | None = None
 
 
 class Expectations:
@@ -91,11 +94,15 @@ class Controller:
     name = "controller"
     # the event source, as upstream's (`replicaset-controller`, `deployment-controller`, ...)
     component = ""
+    # the service account in kube-system this controller acts as (upstream's, bound to
+    # `system:controller:<account>`); its informers read as the controller manager
+    service_account = ""
     workers = 2
 
     def __init__(self, context: Context):
         self.context = context
-        self.client = context.client
+        self.client = context.client_for(self.service_account) \
+            if context.client_for is not None and self.service_account else context.client
         self.events = EventRecorder(self.client, self.component or f"{self.name}-controller")
         self.informers = context.informers
         self.settings = context.settings

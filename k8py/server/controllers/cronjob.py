@@ -86,6 +86,7 @@ def job_from_template(cronjob: dict[str, Any], scheduled: datetime.datetime,
 
 class CronJobController(Controller):
     name = "cronjob"
+    service_account = "cronjob-controller"
     workers = 2
     now = staticmethod(time.time)
 

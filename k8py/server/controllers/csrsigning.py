@@ -75,6 +75,7 @@ def problem(signer: str, request: x509.CertificateSigningRequest, usages: set[st
 
 class CsrSigningController(Controller):
     name = "csrsigning"
+    service_account = "certificate-controller"
 
     def setup(self) -> None:
         self.csrs = self.informer(CSRS)

@@ -194,6 +194,7 @@ def max_unavailable(ds: dict[str, Any], desired: int) -> int:
 
 class DaemonSetController(Controller):
     name = "daemonset"
+    service_account = "daemon-set-controller"
     workers = 2
 
     def setup(self) -> None:

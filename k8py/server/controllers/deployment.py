@@ -72,6 +72,7 @@ def _owner_reference(d: dict[str, Any]) -> dict[str, Any]:
 
 class DeploymentController(Controller):
     name = "deployment"
+    service_account = "deployment-controller"
     workers = 4
 
     def setup(self) -> None:
@@ -196,9 +197,10 @@ class DeploymentController(Controller):
         """The deployment's revision annotation (a metadata write: /status keeps metadata)."""
         if (d["metadata"].get("annotations") or {}).get(REVISION) == str(value):
             return
-        updated = await self.client.patch(DEPLOYMENTS, d["metadata"]["name"], {
-            "metadata": {"resourceVersion": d["metadata"]["resourceVersion"],
-                         "annotations": {REVISION: str(value)}}}, d["metadata"]["namespace"])
+        # an update, as upstream's controller writes (its role may update, not patch)
+        metadata = {**d["metadata"], "annotations": {
+            **(d["metadata"].get("annotations") or {}), REVISION: str(value)}}
+        updated = await self.client.update(DEPLOYMENTS, {**d, "metadata": metadata})
         d["metadata"] = updated["metadata"]
 
     async def _scale_set(self, rs: dict[str, Any], count: int, d: dict[str, Any]) -> bool:

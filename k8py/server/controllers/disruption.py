@@ -64,6 +64,7 @@ def _selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
 
 class DisruptionController(Controller):
     name = "disruption"
+    service_account = "disruption-controller"
     workers = 2
 
     def setup(self) -> None:

@@ -142,6 +142,7 @@ class ServicePodsController(Controller):
 
 class EndpointsController(ServicePodsController):
     name = "endpoints"
+    service_account = "endpoint-controller"
     workers = 4
 
     def setup(self) -> None:

@@ -45,6 +45,7 @@ TRACKER_TIMEOUT = 10.0
 
 class EndpointSliceController(ServicePodsController):
     name = "endpointslice"
+    service_account = "endpointslice-controller"
     workers = 4
 
     def setup(self) -> None:

@@ -95,6 +95,7 @@ def _waits_for(obj: dict[str, Any], finalizer: str) -> bool:
 
 class GarbageCollector(Controller):
     name = "garbagecollector"
+    service_account = "generic-garbage-collector"
     workers = 4
 
     def setup(self) -> None:

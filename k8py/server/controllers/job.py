@@ -147,6 +147,7 @@ def _is_indexed(job: dict[str, Any]) -> bool:
 
 class JobController(Controller):
     name = "job"
+    service_account = "job-controller"
     workers = 4
     backoff_base = 10.0    # upstream's DefaultJobPodFailureBackOff
     backoff_max = 600.0    # upstream's MaxJobPodFailureBackOff
@@ -251,10 +252,13 @@ class JobController(Controller):
         left = ended + ttl - self.now()
         if left > 0:
             return left
+        # as upstream's ttl-after-finished controller, with its service account's rights
+        client = self.context.client_for("ttl-after-finished-controller") \
+            if self.context.client_for is not None else self.client
         try:
-            await self.client.delete(JOBS, job["metadata"]["name"], job["metadata"]["namespace"],
-                                     propagation="Background",
-                                     preconditions={"uid": job["metadata"]["uid"]})
+            await client.delete(JOBS, job["metadata"]["name"], job["metadata"]["namespace"],
+                                propagation="Background",
+                                preconditions={"uid": job["metadata"]["uid"]})
         except (errors.NotFound, errors.Conflict):
             pass
         return None

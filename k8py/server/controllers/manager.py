@@ -2,7 +2,7 @@
 resource, however many controllers read it) with the loops that run beside them (the
 server daemon puts the scheduler there: `beside`).
 
-They run only while this server holds the `k8py-controller-manager` Lease in `kube-system`,
+They run only while this server holds the `kube-controller-manager` Lease in `kube-system`,
 so several servers sharing a store never run two sets of loops at once. Losing the lease
 stops them all; the election starts again.
 
@@ -22,6 +22,7 @@ from k8py.client.client import Client
 from k8py.client.informer import SharedInformers
 from k8py.client.leaderelection import LeaderElector
 from k8py.server.controllers.base import Context, Controller, Settings
+from k8py.server.controllers.clusterroleaggregation import ClusterRoleAggregationController
 from k8py.server.controllers.cronjob import CronJobController
 from k8py.server.controllers.csrsigning import CsrSigningController
 from k8py.server.controllers.nodepasswords import NodePasswordController
@@ -45,6 +46,7 @@ from k8py.server.controllers.statefulset import StatefulSetController
 log = logging.getLogger(__name__)
 
 CONTROLLERS: list[type[Controller]] = [
+    ClusterRoleAggregationController,
     NodeIpamController,
     NodeLifecycleController,
     ServiceAccountController,
@@ -68,9 +70,14 @@ CONTROLLERS: list[type[Controller]] = [
 
 
 def build(client: Client, settings: Settings | None = None,
-          only: Iterable[str] | None = None) -> tuple[SharedInformers, list[Controller]]:
+          only: Iterable[str] | None = None,
+          client_for: Callable[[str], Client] | None = None
+          ) -> tuple[SharedInformers, list[Controller]]:
+    """The controllers on shared informers read through `client`; each controller acts
+    through `client_for(its service account)` when given (upstream's
+    --use-service-account-credentials), else through `client`."""
     informers = SharedInformers(client)
-    context = Context(client, informers, settings or Settings())
+    context = Context(client, informers, settings or Settings(), client_for)
     wanted = set(only) if only is not None else None
     controllers = [cls(context) for cls in CONTROLLERS
                    if wanted is None or cls.name in wanted]
@@ -83,10 +90,11 @@ Beside = Mapping[str, Callable[[SharedInformers], Callable[[], Awaitable[None]]]
 
 
 async def run_loops(client: Client, settings: Settings | None = None,
-                    only: Iterable[str] | None = None, beside: Beside | None = None) -> None:
+                    only: Iterable[str] | None = None, beside: Beside | None = None,
+                    client_for: Callable[[str], Client] | None = None) -> None:
     """Start the informers, wait for their first lists, then run every loop."""
     beside = beside or {}
-    informers, controllers = build(client, settings, only)
+    informers, controllers = build(client, settings, only, client_for)
     loops = [c.run for c in controllers] + [make(informers) for make in beside.values()]
     informers.start()
     try:
@@ -99,12 +107,13 @@ async def run_loops(client: Client, settings: Settings | None = None,
 
 
 async def run_elected(client: Client, settings: Settings | None = None,
-                      only: Iterable[str] | None = None, beside: Beside | None = None) -> None:
+                      only: Iterable[str] | None = None, beside: Beside | None = None,
+                      client_for: Callable[[str], Client] | None = None) -> None:
     """`run_loops` while holding the controller-manager lease; forever."""
     identity = f"{socket.gethostname()}_{uuid.uuid4()}"
-    elector = LeaderElector(client, "kube-system", "k8py-controller-manager", identity)
+    elector = LeaderElector(client, "kube-system", "kube-controller-manager", identity)
     try:
         while True:
-            await elector.run(lambda: run_loops(client, settings, only, beside))
+            await elector.run(lambda: run_loops(client, settings, only, beside, client_for))
     finally:
         await elector.release()

@@ -110,6 +110,7 @@ class Remaining:
 
 class NamespaceController(Controller):
     name = "namespace"
+    service_account = "namespace-controller"
     workers = 2
 
     def setup(self) -> None:

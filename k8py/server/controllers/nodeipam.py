@@ -29,6 +29,7 @@ FULL_RETRY = 30.0
 
 class NodeIpamController(Controller):
     name = "nodeipam"
+    service_account = "node-controller"
     workers = 2
 
     def setup(self) -> None:

@@ -100,6 +100,7 @@ def eviction_delay(pod: dict[str, Any], taints: list[dict[str, Any]],
 
 class NodeLifecycleController(Controller):
     name = "nodelifecycle"
+    service_account = "node-controller"
     workers = 4
 
     def setup(self) -> None:

@@ -16,6 +16,7 @@ SUFFIX = ".node-password.k8py"
 
 class NodePasswordController(Controller):
     name = "node-password"
+    service_account = "node-password-controller"
     workers = 1
 
     def setup(self) -> None:

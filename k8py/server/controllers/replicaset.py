@@ -100,6 +100,7 @@ async def slow_start(count: int, create) -> tuple[int, errors.StatusError | None
 
 class ReplicaSetController(Controller):
     name = "replicaset"
+    service_account = "replicaset-controller"
     workers = 4
     resource = builtin("apps/v1", "replicasets")
     kind = "ReplicaSet"
@@ -261,6 +262,7 @@ class ReplicationControllerController(ReplicaSetController):
     """The same loop for v1 ReplicationControllers, whose selector is a plain label map."""
     name = "replicationcontroller"
     component = "replication-controller"
+    service_account = "replication-controller"
     resource = builtin("v1", "replicationcontrollers")
     kind = "ReplicationController"
 

@@ -22,6 +22,7 @@ DESCRIPTION = ("Contains a CA bundle that can be used to verify the kube-apiserv
 
 class RootCAPublisher(Controller):
     name = "root-ca-cert-publisher"
+    service_account = "root-ca-cert-publisher"
     workers = 1
 
     def setup(self) -> None:

@@ -22,6 +22,7 @@ DEFAULT = "default"
 
 class ServiceAccountController(Controller):
     name = "serviceaccount"
+    service_account = "service-account-controller"
     workers = 2
 
     def setup(self) -> None:

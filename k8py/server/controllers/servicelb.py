@@ -60,6 +60,7 @@ def _handled(service: dict[str, Any]) -> bool:
 
 class ServiceLoadBalancer(Controller):
     name = "service-lb"
+    service_account = "service-lb-controller"
     workers = 1
 
     def setup(self) -> None:

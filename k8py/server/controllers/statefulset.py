@@ -90,6 +90,7 @@ class _Wait(Exception):
 
 class StatefulSetController(Controller):
     name = "statefulset"
+    service_account = "statefulset-controller"
     workers = 2
 
     def setup(self) -> None:

@@ -20,7 +20,7 @@ import pytest
 from k8py.agent.simulated import SimulatedNodes
 from k8py.client.client import Client
 from k8py.server import pki
-from k8py.server.apiserver import app as apiserver
+from k8py.server.apiserver import app as apiserver, inprocess
 from k8py.server.apiserver.inprocess import InProcessTransport
 from k8py.server.controllers import manager
 from k8py.server.controllers.base import Settings
@@ -58,20 +58,31 @@ async def start_control_plane(tmp_path, *, nodes: int = 3, settings: Settings | 
     async with running_apiserver(tmp_path, store_url) as server:
         kubeconfig = str(tmp_path / "kubeconfig.yaml")
         pki.write_kubeconfig(server.certs, kubeconfig, server.url, 0o600)
-        client = Client(InProcessTransport(server.app[apiserver.REST_KEY]))
+        rest = server.app[apiserver.REST_KEY]
+        client = Client(InProcessTransport(rest))  # the test's own: as the API server
+
+        def as_user(user):
+            return Client(InProcessTransport(rest, user=user))
+
+        # each component as its own identity, as the server daemon runs them
+        manager_client = as_user(inprocess.CONTROLLER_MANAGER)
+        scheduler_client = as_user(inprocess.SCHEDULER)
         with open(server.certs.ca_cert) as f:
             settings = dataclasses.replace(settings or Settings(), ca_bundle=f.read(),
                                            ca_cert_file=server.certs.ca_cert,
                                            ca_key_file=server.certs.ca_key)
-        simulated = SimulatedNodes(client, nodes, **(node_kwargs or {"heartbeat": 1.0}))
+        simulated = SimulatedNodes(client, nodes, **(node_kwargs or {"heartbeat": 1.0}),
+                                   client_for=lambda name: as_user(inprocess.node(name)))
         tasks = []
         try:
             nodes_ready = asyncio.Event()
             tasks.append(asyncio.create_task(simulated.run(nodes_ready)))
             await asyncio.wait_for(nodes_ready.wait(), 10)
             tasks.append(asyncio.create_task(manager.run_loops(
-                client, settings,
-                beside={"the scheduler": lambda informers: Scheduler(client, informers).run})))
+                manager_client, settings,
+                beside={"the scheduler":
+                        lambda informers: Scheduler(scheduler_client, informers).run},
+                client_for=lambda account: as_user(inprocess.controller(account)))))
             yield ControlPlane(client, simulated, kubeconfig, str(tmp_path),
                                server.certs.ca_cert)
         finally:

@@ -335,8 +335,14 @@ async def test_create_token_prints_a_token_that_authenticates(cluster, tmp_path)
     admin["users"][0]["user"] = {"token": token}
     as_token = tmp_path / "token-kubeconfig.yaml"
     as_token.write_text(yaml.safe_dump(admin))
-    proc = await cluster.akubectl("--kubeconfig", str(as_token), "get", "serviceaccounts")
-    assert "default" in proc.stdout
+    proc = await cluster.akubectl("--kubeconfig", str(as_token), "auth", "whoami")
+    assert "system:serviceaccount:default:default" in proc.stdout
+    # it authenticates; RBAC grants the account nothing more, as upstream
+    proc = await cluster.akubectl("--kubeconfig", str(as_token), "get", "serviceaccounts",
+                                  check=False)
+    assert proc.returncode == 1 and "Forbidden" in proc.stderr, proc.stderr
+    assert 'User "system:serviceaccount:default:default" cannot list resource ' \
+        '"serviceaccounts" in API group "" in the namespace "default"' in proc.stderr
     admin["users"][0]["user"] = {"token": token[:-2] + ("AA" if token[-2:] != "AA" else "BB")}
     as_token.write_text(yaml.safe_dump(admin))
     proc = await cluster.akubectl("--kubeconfig", str(as_token), "get", "serviceaccounts",
@@ -359,8 +365,9 @@ async def test_create_token_prints_a_token_that_authenticates(cluster, tmp_path)
             "kind": "Pod", "apiVersion": "v1", "name": "holder"}}})
     admin["users"][0]["user"] = {"token": answer["status"]["token"]}
     as_token.write_text(yaml.safe_dump(admin))
-    proc = await cluster.akubectl("--kubeconfig", str(as_token), "get", "pods")
-    assert "holder" in proc.stdout
+    proc = await cluster.akubectl("--kubeconfig", str(as_token), "auth", "whoami", "-o", "json")
+    extra = json.loads(proc.stdout)["status"]["userInfo"]["extra"]
+    assert extra["authentication.kubernetes.io/pod-name"] == ["holder"]
 
     proc = await cluster.akubectl("create", "token", "default", "--duration=1m", check=False)
     assert proc.returncode == 1

@@ -1,0 +1,127 @@
+"""The RBAC policy a server starts with: upstream's bootstrap roles and bindings
+(`bootstrappolicy`), and k8py's own few, reconciled at every start as upstream's
+`rbac/bootstrap-roles` post-start hook does.
+
+Reconciling: a missing object is created; an existing one annotated
+`rbac.authorization.kubernetes.io/autoupdate: "true"` gets the rules (or subjects) it lacks
+added — nothing an admin added is removed; one whose annotation an admin set to "false" is
+left alone. The aggregated roles (admin, edit, view) are filled by the ClusterRole
+aggregation controller, not here.
+
+k8py's additions, for what k8py runs that upstream runs as other components:
+- `k8py:node`, bound to group `system:nodes`: an agent also runs the Service proxy, the
+  cluster DNS, the overlay and the NetworkPolicy enforcer (upstream: kube-proxy, CoreDNS and
+  a CNI, each with its own identity), so nodes may read Services, Endpoints,
+  EndpointSlices, Namespaces and NetworkPolicies;
+- `k8py:controller:service-lb-controller` and `k8py:controller:node-password-controller`
+  for the two controllers k3s has and upstream has not (Service load balancer status; the
+  node password Secrets in kube-system), bound to their service accounts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from k8py.api import errors
+from k8py.api.resources import Registry
+from k8py.server.apiserver import bootstrappolicy
+from k8py.server.apiserver.genericstore import GenericStore, WriteContext
+
+GROUP_VERSION = "rbac.authorization.k8s.io/v1"
+AUTOUPDATE = "rbac.authorization.kubernetes.io/autoupdate"
+_LABELS = {"kubernetes.io/bootstrapping": "rbac-defaults"}
+_ANNOTATIONS = {AUTOUPDATE: "true"}
+
+
+def _object(kind: str, name: str, namespace: str | None = None, **fields: Any) -> dict:
+    metadata: dict[str, Any] = {"name": name, "labels": dict(_LABELS),
+                                "annotations": dict(_ANNOTATIONS)}
+    if namespace:
+        metadata["namespace"] = namespace
+    return {"apiVersion": GROUP_VERSION, "kind": kind, "metadata": metadata, **fields}
+
+
+def _rule(verbs: str, group: str, resources: str) -> dict[str, Any]:
+    return {"verbs": verbs.split(), "apiGroups": [group], "resources": resources.split()}
+
+
+def _controller_subject(name: str) -> list[dict[str, str]]:
+    return [{"kind": "ServiceAccount", "name": name, "namespace": "kube-system"}]
+
+
+def k8py_objects() -> list[dict[str, Any]]:
+    """k8py's own roles and bindings (see the module's docstring)."""
+    read = "get list watch"
+    events = _rule("create patch update", "", "events")
+    return [
+        _object("ClusterRole", "k8py:node", rules=[
+            _rule(read, "", "services endpoints namespaces"),
+            _rule(read, "discovery.k8s.io", "endpointslices"),
+            _rule(read, "networking.k8s.io", "networkpolicies")]),
+        _object("ClusterRoleBinding", "k8py:node",
+                roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": "k8py:node"},
+                subjects=[{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                           "name": "system:nodes"}]),
+        _object("ClusterRole", "k8py:controller:service-lb-controller", rules=[
+            _rule(read, "", "services nodes"),
+            _rule("patch update", "", "services/status"), events]),
+        _object("ClusterRoleBinding", "k8py:controller:service-lb-controller",
+                roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": "k8py:controller:service-lb-controller"},
+                subjects=_controller_subject("service-lb-controller")),
+        _object("Role", "k8py:controller:node-password-controller", "kube-system", rules=[
+            _rule("get delete", "", "secrets")]),
+        _object("RoleBinding", "k8py:controller:node-password-controller", "kube-system",
+                roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                         "name": "k8py:controller:node-password-controller"},
+                subjects=_controller_subject("node-password-controller")),
+        _object("ClusterRole", "k8py:controller:node-password-controller", rules=[
+            _rule(read, "", "nodes"), events]),
+        _object("ClusterRoleBinding", "k8py:controller:node-password-controller",
+                roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": "k8py:controller:node-password-controller"},
+                subjects=_controller_subject("node-password-controller")),
+    ]
+
+
+def policy() -> list[dict[str, Any]]:
+    """Every object reconciled at start, roles before the bindings that name them."""
+    return [*bootstrappolicy.cluster_roles(), *bootstrappolicy.namespaced_roles(),
+            *bootstrappolicy.cluster_role_bindings(),
+            *bootstrappolicy.namespaced_role_bindings(), *k8py_objects()]
+
+
+_PLURALS = {"ClusterRole": "clusterroles", "Role": "roles",
+            "ClusterRoleBinding": "clusterrolebindings", "RoleBinding": "rolebindings"}
+
+
+def _missing(wanted: list, have: list) -> list:
+    return [item for item in wanted if item not in have]
+
+
+async def reconcile(writes: GenericStore, registry: Registry, context: WriteContext) -> None:
+    for obj in policy():
+        resource = registry.get("rbac.authorization.k8s.io", "v1", _PLURALS[obj["kind"]])
+        metadata = obj["metadata"]
+        namespace = metadata.get("namespace")
+        try:
+            await writes.create(resource, namespace, obj, context)
+            continue
+        except errors.AlreadyExists:
+            pass
+        if obj.get("aggregationRule"):
+            continue  # the aggregation controller keeps its rules
+        field = "subjects" if obj["kind"].endswith("Binding") else "rules"
+
+        async def add_lacking(current: dict[str, Any], wanted=obj.get(field) or [],
+                              field=field) -> dict[str, Any]:
+            if (current["metadata"].get("annotations") or {}).get(AUTOUPDATE) != "true":
+                return current
+            lacking = _missing(wanted, current.get(field) or [])
+            return {**current, field: [*(current.get(field) or []), *lacking]} \
+                if lacking else current
+
+        with contextlib.suppress(errors.NotFound):
+            await writes.update(resource, namespace, metadata["name"], add_lacking, context)
