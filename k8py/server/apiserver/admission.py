@@ -11,8 +11,8 @@ A plugin refuses by raising a `k8py.api.errors.StatusError` (upstream answers 40
 for most refusals); the write then does nothing. The default chain (`default_chain`) holds
 `NamespaceLifecycle`'s rule that the system namespaces are never deleted (content in a
 missing or terminating namespace is refused by the write path itself,
-`GenericStore.require_namespace`); the security work (RBAC-aware admission,
-NodeRestriction, ServiceAccount) plugs in here.
+`GenericStore.require_namespace`) and `PodSecurity` (`podsecurity`); the rest of the
+security work (NodeRestriction, ServiceAccount, quotas) plugs in here.
 
 A plugin may also answer without refusing, as upstream's do through the request context:
 `Attributes.warn` adds a warning (an HTTP `Warning: 299 - "<text>"` header on the answer,
@@ -33,6 +33,7 @@ from aiohttp import web
 
 from k8py.api import errors
 from k8py.api.resources import Registry, Resource
+from k8py.server.apiserver import podsecurity
 from k8py.server.apiserver.authn import User
 from k8py.server.apiserver.storage import ObjectStore
 
@@ -101,7 +102,7 @@ class NamespaceLifecycle:
 def default_chain(registry: Registry, objects: ObjectStore) -> "Chain":
     """The plugins every write passes (those that read the store read it through
     `objects`)."""
-    return Chain([NamespaceLifecycle()])
+    return Chain([NamespaceLifecycle(), podsecurity.PodSecurity(registry, objects)])
 
 
 class Chain:
