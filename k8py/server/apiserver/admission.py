@@ -11,8 +11,16 @@ A plugin refuses by raising a `k8py.api.errors.StatusError` (upstream answers 40
 for most refusals); the write then does nothing. The default chain (`default_chain`) holds
 `NamespaceLifecycle`'s rule that the system namespaces are never deleted (content in a
 missing or terminating namespace is refused by the write path itself,
-`GenericStore.require_namespace`); the security work (RBAC-aware admission,
-NodeRestriction, ServiceAccount) plugs in here.
+`GenericStore.require_namespace`) and `PodSecurity` (`podsecurity`); the rest of the
+security work (NodeRestriction, ServiceAccount, quotas) plugs in here.
+
+A plugin may also answer without refusing, as upstream's do through the request context:
+`Attributes.warn` adds a warning (an HTTP `Warning: 299 - "<text>"` header on the answer,
+as `fieldvalidation.with_warnings` writes them; the in-process transport drops them) and
+`Attributes.annotate` an audit annotation. Both land in containers the request owns (the
+`WriteContext` of the write path; over HTTP, the request's `fieldvalidation.WARNINGS_KEY`
+list and `AUDIT_ANNOTATIONS_KEY` dict), shared by every phase and plugin of the write, so
+the audit log reads `request[AUDIT_ANNOTATIONS_KEY]` once the request is done.
 """
 
 from __future__ import annotations
@@ -21,11 +29,18 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from aiohttp import web
+
 from k8py.api import errors
-from k8py.api.resources import Resource
+from k8py.api.resources import Registry, Resource
+from k8py.server.apiserver import podsecurity
 from k8py.server.apiserver.authn import User
+from k8py.server.apiserver.storage import ObjectStore
 
 CREATE, UPDATE, DELETE, CONNECT = "CREATE", "UPDATE", "DELETE", "CONNECT"
+
+# the audit annotations admission added to a request (key → value), for the audit log
+AUDIT_ANNOTATIONS_KEY = web.RequestKey("audit_annotations", dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +55,18 @@ class Attributes:
     old_object: dict[str, Any] | None
     user: User | None
     dry_run: bool = False
+    # what the plugins tell the client and the audit log: the request's own containers
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    annotations: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def warn(self, text: str) -> None:
+        """A warning for the client; each text once (upstream's warning recorder)."""
+        if text not in self.warnings:
+            self.warnings.append(text)
+
+    def annotate(self, key: str, value: str) -> None:
+        """An audit annotation; the first value of a key stands (upstream's)."""
+        self.annotations.setdefault(key, value)
 
 
 class Plugin(Protocol):
@@ -72,8 +99,10 @@ class NamespaceLifecycle:
                 "deleted", name=attributes.name, kind="namespaces")
 
 
-def default_chain() -> "Chain":
-    return Chain([NamespaceLifecycle()])
+def default_chain(registry: Registry, objects: ObjectStore) -> "Chain":
+    """The plugins every write passes (those that read the store read it through
+    `objects`)."""
+    return Chain([NamespaceLifecycle(), podsecurity.PodSecurity(registry, objects)])
 
 
 class Chain:

@@ -37,11 +37,14 @@ Obj = dict[str, Any]
 
 @dataclasses.dataclass(frozen=True)
 class WriteContext:
-    """Who writes, how: the user, the field manager, dry run, the subresource written."""
+    """Who writes, how: the user, the field manager, dry run, the subresource written; and
+    where admission's warnings and audit annotations for the request go (`admission`)."""
     user: User | None
     manager: str
     dry_run: bool = False
     subresource: str | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    annotations: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def propagation(options: Obj) -> str:
@@ -57,21 +60,21 @@ class GenericStore:
         self.registry = registry
         self.objects = objects
         self.strategies = strategies
-        self.admission = chain or admission.default_chain()
+        self.admission = chain or admission.default_chain(registry, objects)
 
     async def _admit(self, operation: str, resource: Resource, namespace: str | None,
                      name: str | None, obj: Obj | None, old: Obj | None,
                      ctx: WriteContext) -> Obj | None:
         return await self.admission.admit(admission.Attributes(
             operation, resource, ctx.subresource, namespace, name, obj, old, ctx.user,
-            ctx.dry_run))
+            ctx.dry_run, ctx.warnings, ctx.annotations))
 
     async def _validate(self, operation: str, resource: Resource, namespace: str | None,
                         name: str | None, obj: Obj | None, old: Obj | None,
                         ctx: WriteContext) -> None:
         await self.admission.validate(admission.Attributes(
             operation, resource, ctx.subresource, namespace, name, obj, old, ctx.user,
-            ctx.dry_run))
+            ctx.dry_run, ctx.warnings, ctx.annotations))
 
     async def admit_subresource(self, operation: str, resource: Resource,
                                 namespace: str | None, name: str | None, obj: Obj | None,

@@ -43,7 +43,7 @@ from aiohttp import web
 
 from k8py.api import apply, errors, meta, schemas
 from k8py.api.resources import Registry, Resource
-from k8py.server.apiserver import (bodies, fieldvalidation, patches, podproxy,
+from k8py.server.apiserver import (admission, bodies, fieldvalidation, patches, podproxy,
                                    podsubresources, queryparams, responses, scale, serviceips,
                                    strategies, tokens, watchserving)
 from k8py.server.apiserver.authn import USER_KEY, TokenFile, User
@@ -116,11 +116,15 @@ def _check_pinned(target: Target, wanted: int, current: dict[str, Any]) -> None:
 
 
 def _context(request: web.Request, subresource: str | None = None) -> WriteContext:
+    """The write's context; admission's warnings and audit annotations go to the request
+    (the warnings become its answer's `Warning` headers)."""
     return WriteContext(
         user=request.get(USER_KEY),
         manager=apply.manager_from(request.query.get("fieldManager"),
                                    request.headers.get("User-Agent", "")),
-        dry_run=queryparams.dry_run(request.query), subresource=subresource)
+        dry_run=queryparams.dry_run(request.query), subresource=subresource,
+        warnings=request.setdefault(fieldvalidation.WARNINGS_KEY, []),
+        annotations=request.setdefault(admission.AUDIT_ANNOTATIONS_KEY, {}))
 
 
 class RestHandler:
