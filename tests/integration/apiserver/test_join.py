@@ -126,9 +126,13 @@ async def test_issued_credentials(server, tmp_path):
     context = ssl.create_default_context(cadata=body["ca"])
     context.load_cert_chain(tmp_path / "client.crt", tmp_path / "client.key")
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
-        async with session.get(server.url + "/test/whoami") as response:
-            assert await response.json() == {"name": "system:node:worker-1",
-                                             "groups": ["system:nodes"]}
+        async with session.post(
+                server.url + "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                json={"apiVersion": "authentication.k8s.io/v1",
+                      "kind": "SelfSubjectReview"}) as response:
+            info = (await response.json())["status"]["userInfo"]
+            assert (info["username"], info["groups"]) == (
+                "system:node:worker-1", ["system:nodes", "system:authenticated"])
         async with session.get(server.url + "/api/v1/nodes") as response:
             assert response.status == 200
 

@@ -17,7 +17,7 @@ from k8py.api.resources import builtin
 from k8py.server import pki
 from k8py.server.apiserver import app as apiserver
 from k8py.server.apiserver.genericstore import WriteContext
-from k8py.server.apiserver.inprocess import IDENTITY
+from k8py.server.apiserver.inprocess import API_SERVER as IDENTITY
 from tests.e2e.conftest import find_kubectl
 
 ENFORCE = "pod-security.kubernetes.io/enforce"

@@ -6,7 +6,6 @@ import asyncio
 import json
 
 import aiohttp
-import pytest
 
 CM = "/api/v1/namespaces/default/configmaps"
 TEMPLATE = {"metadata": {"labels": {"a": "b"}},

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import time
 
 import pytest
 from kubernetes import client as k8s, config
@@ -34,7 +35,23 @@ async def test_subject_access_reviews(kubeconfig):
                                              resource="pods")
     review = await run(authz.create_subject_access_review, k8s.V1SubjectAccessReview(
         spec=k8s.V1SubjectAccessReviewSpec(user="jane", resource_attributes=attributes)))
-    assert review.status.allowed is True and review.status.reason
+    assert review.status.allowed is False and not review.status.denied  # RBAC never denies
+    rbac = k8s.RbacAuthorizationV1Api(config.new_client_from_config(config_file=kubeconfig))
+    await run(rbac.create_namespaced_role, "default", {
+        "metadata": {"name": "pod-reader"},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]})
+    await run(rbac.create_namespaced_role_binding, "default", {
+        "metadata": {"name": "readers"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                    "name": "pod-reader"},
+        "subjects": [{"kind": "User", "name": "jane"}, {"kind": "Group", "name": "devs"}]})
+    deadline = time.monotonic() + 10
+    while not review.status.allowed and time.monotonic() < deadline:
+        review = await run(authz.create_subject_access_review, k8s.V1SubjectAccessReview(
+            spec=k8s.V1SubjectAccessReviewSpec(user="jane", resource_attributes=attributes)))
+    assert review.status.allowed is True
+    assert review.status.reason == ('RBAC: allowed by RoleBinding "readers/default" of Role '
+                                    '"pod-reader" to User "jane"')
     local = await run(authz.create_namespaced_local_subject_access_review, "default",
                       k8s.V1LocalSubjectAccessReview(spec=k8s.V1SubjectAccessReviewSpec(
                           groups=["devs"], resource_attributes=attributes)))

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from k8py.server.store.backend import Compacted, CorruptStore, StoreLocked, Unavailable
+from k8py.server.store.backend import CorruptStore, StoreLocked, Unavailable
 from k8py.server.store.sqlite import SQLiteBackend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
