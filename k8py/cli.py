@@ -1,4 +1,4 @@
-"""The `k8py` command: `k8py server`, `k8py agent`, `k8py --version`.
+"""The `k8py` command: `k8py server`, `k8py agent`, `k8py certificate`, `k8py --version`.
 
 Flags follow k3s's names. Every flag can also come from `K8PY_<FLAG>` or the config file (see
 `k8py.config`). Usage errors are one line naming the flag or key, with exit code 2; runtime
@@ -253,14 +253,24 @@ def _agent_joined(debug: bool, flags: dict) -> None:
     _setup_logging(debug)
 
     async def run() -> None:
+        from k8py.agent.certrotation import Rotation
+
         credentials = await _join(flags, config.node_name, (config.node_ip,), hostnames)
         node_config = dataclasses.replace(
             config, tls_cert=credentials.serving_cert, tls_key=credentials.serving_key,
             client_ca=credentials.ca_cert)
-        client = Client(credentials.transport(flags["server"]), field_manager="k8py-kubelet")
+        transport = credentials.transport(flags["server"])
+        client = Client(transport, field_manager="k8py-kubelet")
+        # the kubelet's certificates renewed while it runs (`k8py.agent.certrotation`)
+        renewing = asyncio.create_task(Rotation(
+            credentials, flags["server"], client, transport, config.node_name,
+            addresses=(config.node_ip,), hostnames=hostnames,
+            password_file=os.path.join(config.agent_dir, "node-password")).run())
         try:
             await _agent_notifying(agent_daemon, node_config, client)
         finally:
+            renewing.cancel()
+            await asyncio.gather(renewing, return_exceptions=True)
             await client.close()
 
     _run(run())
@@ -615,6 +625,132 @@ def token_delete(kubeconfig: str, token_ids: tuple[str, ...]) -> None:
         if not existed:
             raise click.ClickException(f"no token {token_id!r}")
         click.echo(f"bootstrap token {token_id!r} deleted")
+
+
+@cli.group()
+def certificate() -> None:
+    """Check and rotate the certificates of a data directory (k3s's commands)."""
+
+
+_CERT_DATA_DIR = click.option("--data-dir", "-d", envvar="K8PY_DATA_DIR",
+                              default="/var/lib/k8py", show_default=True,
+                              type=click.Path(file_okay=False), help="Folder holding the state")
+
+
+def _services(values: tuple[str, ...], allowed: tuple[str, ...]) -> tuple[str, ...]:
+    for value in values:
+        if value not in allowed:
+            raise click.BadParameter(f"{value!r} is not one of {', '.join(allowed)}",
+                                     param_hint="'--service'")
+    return values or allowed
+
+
+def _stopped(data_dir: str) -> None:
+    """Changing certificate files under a running k8py would pull them from under it."""
+    from k8py import hostcleanup
+
+    running = hostcleanup.k8py_processes(data_dir)
+    if running:
+        raise click.ClickException(
+            f"k8py is running with {data_dir} (pid {', '.join(map(str, running))}): stop it "
+            "first (systemctl stop k8py); new certificates are issued when it starts")
+
+
+@certificate.command("check")
+@_CERT_DATA_DIR
+@click.option("--output", "-o", type=click.Choice(["text", "table", "json"]), default="text",
+              show_default=True, help="Output format")
+@click.option("--service", "-s", multiple=True, help="Only these services' certificates "
+              "(ca, admin, api-server, kubelet; repeatable)")
+def certificate_check(data_dir: str, output: str, service: tuple[str, ...]) -> None:
+    """Every certificate file: subject, usages, expiry and status."""
+    import json
+
+    from k8py import certificates
+    from k8py.server import certfiles
+
+    now = certificates.now()
+    found = certfiles.check(data_dir, _services(service, certfiles.SERVICES), now)
+    if not found:
+        raise click.ClickException(f"no certificates under {data_dir}")
+    if output == "json":
+        click.echo(json.dumps({"Certificates": [
+            {"Filename": c.filename, "Subject": c.subject, "Issuer": c.issuer,
+             "Usages": list(c.usages),
+             "ExpiryTime": (c.not_before if c.status == "NOT YET VALID"
+                            else c.not_after).isoformat(),
+             "ResidualTime": int((c.not_after - now).total_seconds()), "Status": c.status}
+            for c in found]}, indent=2))
+        return
+    if output == "table":
+        rows = [("FILENAME", "SUBJECT", "USAGES", "EXPIRES", "RESIDUAL TIME", "STATUS"),
+                ("--------", "-------", "------", "-------", "-------------", "------")]
+        rows += [(c.filename, c.subject, ",".join(c.usages),
+                  c.not_after.strftime("%b %d, %Y %H:%M UTC"),
+                  _residual(c.not_after - now), c.status) for c in found]
+        widths = [max(len(row[i]) for row in rows) for i in range(6)]
+        for row in rows:
+            click.echo("   ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        return
+    for c in found:
+        usage, at = ",".join(c.usages), c.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+        click.echo({
+            "NOT YET VALID": f"{c.filename}: certificate {c.subject} ({usage}) is not valid "
+                             f"before {c.not_before.strftime('%Y-%m-%dT%H:%M:%SZ')}",
+            "EXPIRED": f"{c.filename}: certificate {c.subject} ({usage}) expired at {at}",
+            "WARNING": f"{c.filename}: certificate {c.subject} ({usage}) will expire soon, "
+                       f"at {at}",
+        }.get(c.status, f"{c.filename}: certificate {c.subject} ({usage}) is ok, expires at "
+                        f"{at}"))
+
+
+def _residual(left) -> str:
+    seconds = int(left.total_seconds())
+    sign, seconds = ("-" if seconds < 0 else ""), abs(seconds)
+    for unit, size in (("y", 365 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{sign}{seconds // size}{unit}"
+    return f"{sign}{seconds}s"
+
+
+@certificate.command("rotate")
+@_CERT_DATA_DIR
+@click.option("--service", "-s", multiple=True,
+              help="Only these services (admin, api-server, kubelet; repeatable)")
+def certificate_rotate(data_dir: str, service: tuple[str, ...]) -> None:
+    """Renew leaf certificates: back them up and remove them; k8py, stopped, issues new
+    ones when it starts."""
+    from k8py.server import certfiles
+
+    services = _services(service, certfiles.ROTATABLE)
+    _stopped(data_dir)
+    backups = certfiles.rotate(data_dir, services)
+    click.echo(f"certificates of {', '.join(services)} backed up to {', '.join(backups)} "
+               "and removed: start k8py server or agent to issue new ones")
+
+
+@certificate.command("rotate-ca")
+@_CERT_DATA_DIR
+@click.option("--finish", is_flag=True,
+              help="End the rotation: trust only the new CA (every agent must have renewed)")
+def certificate_rotate_ca(data_dir: str, finish: bool) -> None:
+    """Replace the cluster CA, with an overlap: the new CA signs, both are trusted until
+    --finish."""
+    from k8py.server import certfiles
+
+    _stopped(data_dir)
+    try:
+        backup = (certfiles.finish_ca_rotation if finish else certfiles.rotate_ca)(data_dir)
+    except certfiles.CertificateError as exc:
+        raise click.ClickException(str(exc)) from None
+    if finish:
+        click.echo(f"the previous CA is no longer trusted (backup in {backup}); start k8py "
+                   "server")
+    else:
+        click.echo(f"new cluster CA; the previous one stays trusted until `k8py certificate "
+                   f"rotate-ca --finish` (backup in {backup}). Start k8py server; agents "
+                   "take the new CA bundle and renew from it; the join token's CA hash "
+                   "changed (<data-dir>/server/token)")
 
 
 @cli.command()

@@ -39,6 +39,8 @@ class AgentConfig:
     backoff_max: float = 300.0
     backoff_reset: float = 600.0
     image_pull_timeout: float = 120.0
+    # how often the kubelet server looks for a renewed certificate or CA bundle on disk
+    certificate_check_interval: float = 5.0
 
     @property
     def agent_dir(self) -> str:

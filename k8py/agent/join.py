@@ -13,11 +13,18 @@ accepted (k3s also takes a bare secret, but then cannot check the CA it is hande
 3. write them under `<data-dir>/agent/tls/` (folder 0700, files 0600): `server-ca.crt`,
    `client-kubelet.crt/.key`, `serving-kubelet.crt/.key`.
 
-On restart the files are reused when the CA on disk is the server's (the token's hash), the
-client certificate names this node, both chain to the CA, the serving one covers the node's
-names and addresses and both last 30 more days; otherwise new ones are asked for. While the
-server cannot be reached the agent waits and retries; a refused secret or a bad answer is
-fatal. The server keeps nothing per node: asking again issues new keys.
+On restart the files are reused when the client certificate names this node, both
+certificates were issued by a CA of the server's bundle, their keys match, the serving one
+covers the node's names and addresses and both last another minute; otherwise new ones are
+asked for. Renewal before they end is the running agent's (`certrotation`: through the CSR
+API, without the token), so a certificate that is merely due is reused and renewed at once.
+While the server cannot be reached the agent waits and retries; a refused secret or a bad
+answer is fatal. The server keeps nothing per node: asking again issues new keys.
+
+After `k8py certificate rotate-ca` the server's bundle no longer has the token's hash; an
+agent that joined before accepts it when the server proves itself with a certificate its
+stored CA (`server-ca.crt`) verifies (the rotation's cross-signed chain), and stores the new
+bundle.
 """
 
 from __future__ import annotations
@@ -36,7 +43,11 @@ import ssl
 import aiohttp
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
+
+from k8py import certificates
+from k8py.certificates import write_private
 
 from k8py.client.http import HttpTransport
 
@@ -47,7 +58,7 @@ TOKEN_FORM = ("K10<sha256 of the server's CA>::server:<secret> (or ::<id>.<secre
 _TOKEN = re.compile(r"K10([0-9a-f]{64})::(?:server:(\S+)|([a-z0-9]{6}\.[a-z0-9]{16}))")
 _SHORT = re.compile(r"[^\s:]+")  # a secret the server was given with --token, as k3s
 _RETRY_SECONDS = 2.0
-_MIN_VALIDITY = datetime.timedelta(days=30)
+_MIN_VALIDITY = datetime.timedelta(minutes=1)
 
 
 class JoinError(Exception):
@@ -127,14 +138,20 @@ async def join(server: str, token: str, tls_dir: str, node_name: str,
     parsed = parse_token(token)
     server = server.rstrip("/")
     ca_pem = await _wait_for_ca(server)
+    credentials = Credentials(tls_dir)
     if parsed.ca_hash is None:
         log.warning("the token holds no CA hash: trusting the CA %s serves now (use the "
                     "server's full token, <data-dir>/server/token, to pin it)", server)
     elif hashlib.sha256(ca_pem).hexdigest() != parsed.ca_hash:
-        raise JoinError("the server's CA does not match the token")
-    credentials = Credentials(tls_dir)
+        if not await _vouched_for(server, credentials.ca_cert, ca_pem):
+            raise JoinError("the server's CA does not match the token")
+        log.info("the server's CA bundle changed since joining (a CA rotation); the CA this "
+                 "node trusts vouches for it")
     if _reusable(credentials, ca_pem, node_name, addresses, hostnames):
         log.info("reusing the node credentials in %s", tls_dir)
+        with open(credentials.ca_cert, "rb") as f:
+            if f.read() != ca_pem:
+                write_private(credentials.ca_cert, ca_pem)
         return credentials
     password = node_password(password_file or os.path.join(os.path.dirname(tls_dir),
                                                            "node-password"))
@@ -163,6 +180,23 @@ async def _wait_for_ca(server: str) -> bytes:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.info("waiting for the server at %s: %s", server, exc or type(exc).__name__)
         await asyncio.sleep(_RETRY_SECONDS)
+
+
+async def _vouched_for(server: str, stored_ca: str, ca_pem: bytes) -> bool:
+    """Whether `server`, verified against the CA this node stored when it joined, serves
+    `ca_pem` at /cacerts."""
+    if not os.path.exists(stored_ca):
+        return False
+    try:
+        verified = ssl.create_default_context(cafile=stored_ca)
+        async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=verified),
+                timeout=aiohttp.ClientTimeout(total=10)) as session:
+            async with session.get(server + "/cacerts") as response:
+                return response.status == 200 and await response.read() == ca_pem
+    except (aiohttp.ClientError, OSError, TimeoutError, ssl.SSLError) as exc:
+        log.info("the CA this node trusts does not vouch for %s: %s", server, exc)
+        return False
 
 
 async def _ask(server: str, ca_pem: bytes, secret: str, body: dict) -> dict:
@@ -213,46 +247,31 @@ def _store(credentials: Credentials, answer: dict) -> None:
                       (credentials.client_cert, "clientCert"),
                       (credentials.serving_key, "servingKey"),
                       (credentials.serving_cert, "servingCert")):
-        _write_private(path, answer[key].encode())
-
-
-def _write_private(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, 0o600)  # os.open's mode is filtered by the umask
-    os.replace(tmp, path)
+        write_private(path, answer[key].encode())
 
 
 def _reusable(credentials: Credentials, ca_pem: bytes, node_name: str,
               addresses: tuple[str, ...], hostnames: tuple[str, ...]) -> bool:
-    paths = (credentials.ca_cert, credentials.client_cert, credentials.client_key,
+    paths = (credentials.client_cert, credentials.client_key,
              credentials.serving_cert, credentials.serving_key)
     if not all(os.path.exists(p) for p in paths):
         return False
     try:
-        with open(credentials.ca_cert, "rb") as f:
-            if f.read() != ca_pem:
+        cas = x509.load_pem_x509_certificates(ca_pem)
+        now = certificates.now()
+        for cert_path, key_path in ((credentials.client_cert, credentials.client_key),
+                                    (credentials.serving_cert, credentials.serving_key)):
+            cert = certificates.load_certificate(cert_path)
+            if not _issued_by_any(cert, cas) or not _key_matches(cert, key_path) or \
+                    cert.not_valid_after_utc - now < _MIN_VALIDITY:
                 return False
-        ca = x509.load_pem_x509_certificate(ca_pem)
-        with open(credentials.client_cert, "rb") as f:
-            client = x509.load_pem_x509_certificate(f.read())
-        with open(credentials.serving_cert, "rb") as f:
-            serving = x509.load_pem_x509_certificate(f.read())
-        now = datetime.datetime.now(datetime.timezone.utc)
-        for cert in (client, serving):
-            cert.verify_directly_issued_by(ca)
-            if cert.not_valid_after_utc - now < _MIN_VALIDITY:
-                return False
+        client = certificates.load_certificate(credentials.client_cert)
         names = client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         if not names or names[0].value != f"system:node:{node_name}":
             return False
+        serving = certificates.load_certificate(credentials.serving_cert)
         sans = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (ValueError, TypeError, OSError, x509.ExtensionNotFound, InvalidSignature) as exc:
+    except (ValueError, TypeError, OSError, x509.ExtensionNotFound) as exc:
         log.info("not reusing the node credentials in %s: %s", credentials.tls_dir,
                  exc or type(exc).__name__)
         return False
@@ -260,3 +279,21 @@ def _reusable(credentials: Credentials, ca_pem: bytes, node_name: str,
     have_ips = set(sans.get_values_for_type(x509.IPAddress))
     return ({node_name, *hostnames} <= have_dns
             and {ipaddress.ip_address(a) for a in addresses} <= have_ips)
+
+
+def _issued_by_any(cert: x509.Certificate, cas: list[x509.Certificate]) -> bool:
+    for ca in cas:
+        try:
+            cert.verify_directly_issued_by(ca)
+            return True
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+    return False
+
+
+def _key_matches(cert: x509.Certificate, key_path: str) -> bool:
+    """Whether the key file is the certificate's (a crash between writing the two leaves
+    them apart)."""
+    with open(key_path, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), None)
+    return key.public_key() == cert.public_key()

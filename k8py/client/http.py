@@ -9,10 +9,16 @@ A watch is read as newline-delimited JSON; an ERROR event with a 410 raises `Exp
 ERROR events the error they carry; BOOKMARK events are dropped (the informer tracks versions
 from the objects it sees). Connection failures raise `ServiceUnavailable`, so callers handle
 one error family.
+
+A renewed client certificate (`renew_client_certificate`, the kubelet's rotation) is loaded
+into the TLS context and new requests go out on a new connection pool, so they present it;
+the old pool (watches among its connections) is closed once the old certificate ends: a
+watch cut then is re-made by its informer with the new one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -102,6 +108,8 @@ class HttpTransport:
             self._headers["Authorization"] = f"Bearer {token}"
         self._tls, self._connections = tls, connections
         self._client_session: aiohttp.ClientSession | None = None
+        # the pools of previous client certificates, each closed by its task
+        self._retiring: dict[asyncio.Task, aiohttp.ClientSession] = {}
 
     @property
     def _session(self) -> aiohttp.ClientSession:
@@ -112,6 +120,23 @@ class HttpTransport:
                 connector=aiohttp.TCPConnector(ssl=self._tls, limit=self._connections),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
         return self._client_session
+
+    @property
+    def tls(self) -> ssl.SSLContext:
+        return self._tls
+
+    def renew_client_certificate(self, cert: str, key: str, retire_after: float) -> None:
+        """Present the chain in `cert` from now on; close the connections opened with the
+        previous one after `retire_after` seconds (when it ends)."""
+        self._tls.load_cert_chain(cert, key)
+        old, self._client_session = self._client_session, None
+        if old is not None:
+            async def retire() -> None:
+                await asyncio.sleep(retire_after)
+                await old.close()
+            task = asyncio.get_running_loop().create_task(retire())
+            self._retiring[task] = old
+            task.add_done_callback(lambda done: self._retiring.pop(done, None))
 
     @classmethod
     def from_kubeconfig(cls, path: str, user_agent: str = "k8py") -> "HttpTransport":
@@ -159,5 +184,8 @@ class HttpTransport:
             raise errors.ServiceUnavailable(f"watch interrupted: {exc}") from None
 
     async def close(self) -> None:
+        for task, session in list(self._retiring.items()):
+            task.cancel()
+            await session.close()
         if self._client_session is not None:
             await self._client_session.close()

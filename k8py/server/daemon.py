@@ -6,7 +6,8 @@ once it is ready, the API server bootstraps the system namespaces and the `kuber
 Service, allocates service addresses from `--service-cidr` and NodePorts from
 `--service-node-port-range`, listens on `--bind-address:--https-listen-port`, writes the admin
 kubeconfig, and from then on keeps the `kubernetes` Service's Endpoints and EndpointSlice
-pointing at its advertised address (`apiserver.advertising`). SIGINT/SIGTERM stop the
+pointing at its advertised address (`apiserver.advertising`); its certificates are renewed
+while it runs (`renewal`). SIGINT/SIGTERM stop the
 API server, then close the store. The scheduler and controllers (`controllers.manager`) run
 on the in-process transport once the API server has its REST handler, while this server holds
 the controller-manager lease. Unless `--disable-agent`, the embedded agent
@@ -27,7 +28,7 @@ import os
 from k8py.api import errors
 from k8py.api.resources import Registry, builtin
 from k8py.lifecycle import Supervisor, notify_service_manager
-from k8py.server import pki
+from k8py.server import pki, renewal
 from k8py.server.apiserver import app as apiserver
 from k8py.server.apiserver import apiservices, crds, podproxy, serviceips
 from k8py.server.controllers import advertising
@@ -148,12 +149,12 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
     registry = Registry()
     await bootstrap(store, registry, service_cidr=config.service_cidr,
                     https_port=config.https_listen_port, cluster_dns=str(config.cluster_dns))
+    kubelet_client = podproxy.KubeletClient(*pki.ensure_kubelet_client(certs), certs.ca_cert)
     app = apiserver.make_app(store, tokens, registry, service_cidr=config.service_cidr,
                              node_port_range=config.service_node_port_range,
                              service_account_key=pki.ensure_service_key(certs),
                              cluster_domain=config.cluster_domain,
-                             kubelet_client=podproxy.KubeletClient(
-                                 *pki.ensure_kubelet_client(certs), certs.ca_cert),
+                             kubelet_client=kubelet_client,
                              join_pki=certs,
                              max_requests_inflight=config.max_requests_inflight,
                              max_mutating_requests_inflight=config.max_mutating_requests_inflight,
@@ -174,8 +175,15 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
             if ":" in host:
                 host = f"[{host}]"
             url = f"https://{host}:{config.https_listen_port}"
-            pki.write_kubeconfig(certs, config.write_kubeconfig, url, config.write_kubeconfig_mode)
-            log.info("wrote admin kubeconfig %s", config.write_kubeconfig)
+            def kubeconfig() -> None:
+                pki.write_kubeconfig(certs, config.write_kubeconfig, url,
+                                     config.write_kubeconfig_mode)
+                log.info("wrote admin kubeconfig %s", config.write_kubeconfig)
+            kubeconfig()
+            tasks.append(asyncio.create_task(renewal.keep_server_certificates(
+                certs, serving=lambda: pki.issue_serving(certs, **serving_names(config)),
+                serving_context=context, kubelet_client=kubelet_client.ssl,
+                kubeconfig=kubeconfig)))
             notify_service_manager("READY=1")  # k8py.service is Type=notify
             address = advertising.advertised_address(config.bind_address)
             log.info("advertising the API server as %s:%d", address, config.https_listen_port)
@@ -240,8 +248,9 @@ async def run_agent(config: ServerConfig, handler: asyncio.Future, certs: pki.PK
         network_policy=not config.disable_network_policy,
         flannel_backend=config.flannel_backend, flannel_iface=config.flannel_iface,
         resolv_conf=config.resolv_conf or "/etc/resolv.conf")
+    addresses = (node_config.node_ip,)
     serving_cert, serving_key = pki.ensure_kubelet_serving(
-        certs, node_config.agent_dir, node_config.node_name, (node_config.node_ip,))
+        certs, node_config.agent_dir, node_config.node_name, addresses)
     node_config = dataclasses.replace(node_config, tls_cert=serving_cert, tls_key=serving_key,
                                       client_ca=certs.ca_cert)
     rest = await handler
@@ -249,10 +258,14 @@ async def run_agent(config: ServerConfig, handler: asyncio.Future, certs: pki.PK
                     field_manager="k8py-kubelet")
     labelling = asyncio.create_task(label_control_plane(
         Client(InProcessTransport(rest), field_manager="k8py"), node_config.node_name))
+    renewing = asyncio.create_task(renewal.keep_kubelet_serving(
+        certs, node_config.agent_dir, node_config.node_name, addresses))
     try:
         await agent.run(node_config, client)
     finally:
         labelling.cancel()
+        renewing.cancel()
+        await asyncio.gather(labelling, renewing, return_exceptions=True)
 
 
 async def label_control_plane(client: Client, name: str, interval: float = 1.0) -> None:
@@ -271,16 +284,20 @@ async def label_control_plane(client: Client, name: str, interval: float = 1.0) 
             await asyncio.sleep(interval)
 
 
-async def run(config: ServerConfig) -> None:
-    server_dir = os.path.join(config.data_dir, "server")
-    os.makedirs(server_dir, mode=0o700, exist_ok=True)
-    service_ip = str(next(config.service_cidr.hosts()))
+def serving_names(config: ServerConfig) -> dict:
+    """What the serving certificate names, as `pki.ensure_pki`/`issue_serving` take it."""
     # Agents reach the server at its bind or node address: the certificate must name them.
     own_addresses = tuple(str(ip) for ip in (config.bind_address, config.node_ip)
                           if ip is not None and not ip.is_unspecified)
-    certs = pki.ensure_pki(server_dir, cluster_domain=config.cluster_domain,
-                           service_ip=service_ip, tls_san=config.tls_san + own_addresses,
-                           token=config.token)
+    return {"cluster_domain": config.cluster_domain,
+            "service_ip": str(next(config.service_cidr.hosts())),
+            "tls_san": config.tls_san + own_addresses}
+
+
+async def run(config: ServerConfig) -> None:
+    server_dir = os.path.join(config.data_dir, "server")
+    os.makedirs(server_dir, mode=0o700, exist_ok=True)
+    certs = pki.ensure_pki(server_dir, **serving_names(config), token=config.token)
     pki.ensure_kubelet_client(certs)  # what the API server shows kubelets
     tokens = TokenFile.ensure(os.path.join(server_dir, "cred", "tokens"), pki.ADMIN_USER,
                               (pki.ADMIN_GROUP,))

@@ -6,7 +6,7 @@ knows them (spec from the API, status as the kubelet last computed or reported i
 a read-only view, never mutated here). `ready` is set once the port is listening.
 
 Who may call: TLS with the kubelet serving certificate (`config.tls_cert`/`tls_key`,
-issued from the cluster CA), client certificates required and verified against the cluster
+issued from the cluster CA; reloaded when the file is replaced, `tls.follow`), client certificates required and verified against the cluster
 CA (`config.client_ca`); a client must be in the group `system:masters` (O of its
 certificate), as the API server's kubelet client certificate is. `/healthz` needs only a
 verified certificate.
@@ -376,6 +376,8 @@ async def serve(config: AgentConfig, cri: CriClient,
         log.info("kubelet server listening on https://%s:%d", host, config.kubelet_port)
         if ready is not None:
             ready.set()
-        await asyncio.Event().wait()
+        # a renewed certificate (or CA bundle) is served from the next connection on
+        await tls.follow(context, config.tls_cert, config.tls_key, config.client_ca,
+                         interval=config.certificate_check_interval)
     finally:
         await runner.cleanup()

@@ -10,7 +10,16 @@ The join token is `K10<sha256 of the CA PEM>::server:<secret>` (`pki.ensure_pki`
    `authn` maps like any client certificate), a kubelet serving certificate for the node's
    names and addresses, their keys, and the CA.
 
-Both paths bypass the authn middleware (`authn.ANONYMOUS_PATHS`): /cacerts is public, as in
+A joined agent renews its kubelet serving certificate with `POST
+/v1-k8py/serving-kubelet` (k3s's way: the server signs kubelet serving certificates itself;
+upstream's `kubernetes.io/kubelet-serving` requests wait for a human to approve them). The
+caller is the node its verified client certificate names (`system:node:<name>` in
+`system:nodes`, so it works after the join token is gone), and it proves the node password
+too; the body is `{"request": <PEM CSR>, "addresses", "hostnames", "nodePassword"}`; the
+answer `{"servingCert": <PEM chain>, "ca": <trust bundle>}` is a certificate for the CSR's
+key, with the node's name and the names given, as `node-credentials` issues.
+
+All three paths bypass the authn middleware (`authn.ANONYMOUS_PATHS`): /cacerts is public, as in
 k3s; node-credentials checks the secret itself, in constant time, and nothing else — a
 client certificate, even the admin's, does not stand in for the token. Besides the server's
 own secret, a bootstrap token (`k8py token create`: a `bootstrap-token-<id>` Secret in
@@ -37,6 +46,7 @@ import json
 import os
 
 from aiohttp import web
+from cryptography import x509
 
 from k8py import jointokens
 from k8py.api import errors, meta, timestamps
@@ -51,6 +61,7 @@ PASSWORD_SUFFIX = ".node-password.k8py"
 PBKDF2_ROUNDS = 100_000
 CACERTS_PATH = "/cacerts"
 NODE_CREDENTIALS_PATH = "/v1-k8py/node-credentials"
+SERVING_KUBELET_PATH = "/v1-k8py/serving-kubelet"
 _MAX_NAMES = 64  # addresses or hostnames in one request
 
 
@@ -60,6 +71,7 @@ def add_routes(app: web.Application, certs: pki.PKI, objects: ObjectStore,
     app[STORE_KEY] = (objects, registry)
     app.router.add_get(CACERTS_PATH, cacerts)
     app.router.add_post(NODE_CREDENTIALS_PATH, node_credentials)
+    app.router.add_post(SERVING_KUBELET_PATH, serving_kubelet)
 
 
 async def cacerts(request: web.Request) -> web.Response:
@@ -149,15 +161,20 @@ def _strings(body: dict, key: str) -> list[str]:
     return value
 
 
-def parse_request(raw: bytes) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
-    """(node name, addresses, hostnames, node password) from the request body, or a
-    BadRequest."""
+def _object(raw: bytes) -> dict:
     try:
         body = json.loads(raw)
     except ValueError:
         raise errors.BadRequest("the body must be JSON") from None
     if not isinstance(body, dict):
         raise errors.BadRequest("the body must be a JSON object")
+    return body
+
+
+def parse_request(raw: bytes) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
+    """(node name, addresses, hostnames, node password) from the request body, or a
+    BadRequest."""
+    body = _object(raw)
     name = body.get("nodeName")
     if not isinstance(name, str) or not name:
         raise errors.BadRequest("nodeName is required")
@@ -168,6 +185,11 @@ def parse_request(raw: bytes) -> tuple[str, tuple[str, ...], tuple[str, ...], st
                    "character"))
     if problem:
         raise errors.BadRequest(f"nodeName {name!r}: {problem}")
+    return (name, *_names(body))
+
+
+def _names(body: dict) -> tuple[tuple[str, ...], tuple[str, ...], str]:
+    """(addresses, hostnames, node password) of a join or renewal body."""
     addresses = []
     for address in _strings(body, "addresses"):
         try:
@@ -182,7 +204,7 @@ def parse_request(raw: bytes) -> tuple[str, tuple[str, ...], tuple[str, ...], st
     if not isinstance(password, str) or not 16 <= len(password) <= 256:
         raise errors.BadRequest("nodePassword is required (16 to 256 characters): the "
                                 "agent's <data-dir>/agent/node-password")
-    return name, tuple(addresses), tuple(hostnames), password
+    return tuple(addresses), tuple(hostnames), password
 
 
 async def node_credentials(request: web.Request) -> web.Response:
@@ -199,3 +221,40 @@ async def node_credentials(request: web.Request) -> web.Response:
         "clientCert": issued.client_cert.decode(), "clientKey": issued.client_key.decode(),
         "servingCert": issued.serving_cert.decode(), "servingKey": issued.serving_key.decode(),
         "ca": issued.ca_cert.decode()})
+
+
+def _calling_node(request: web.Request) -> str | None:
+    """The node a verified client certificate names (CN `system:node:<name>`, O
+    `system:nodes`), or None."""
+    transport = request.transport
+    cert = transport.get_extra_info("peercert") if transport is not None else None
+    attributes = [(k, v) for rdn in (cert or {}).get("subject", ()) for k, v in rdn]
+    names = [v for k, v in attributes if k == "commonName"]
+    if len(names) != 1 or not names[0].startswith("system:node:") or \
+            ("organizationName", pki.NODES_GROUP) not in attributes:
+        return None
+    return names[0].removeprefix("system:node:") or None
+
+
+async def serving_kubelet(request: web.Request) -> web.Response:
+    node = _calling_node(request)
+    if node is None:
+        raise errors.Unauthorized("Unauthorized")
+    body = _object(await request.read())
+    addresses, hostnames, password = _names(body)
+    try:
+        csr = x509.load_pem_x509_csr(str(body.get("request", "")).encode())
+    except ValueError:
+        csr = None
+    if csr is None or not csr.is_signature_valid:
+        raise errors.BadRequest("request must be a PEM certificate request signed by its key")
+    if csr.subject != pki.node_name(node):
+        raise errors.Forbidden(f"the request's subject must be O=system:nodes, "
+                               f"CN=system:node:{node}: a node renews only its own certificate")
+    objects, registry = request.app[STORE_KEY]
+    await check_node_password(objects, registry, node, password)
+    certs = request.app[PKI_KEY]
+    chain = await asyncio.to_thread(pki.sign_node_serving, certs, node, csr.public_key(),
+                                    addresses, hostnames)
+    return responses.json_response({"servingCert": chain.decode(),
+                                    "ca": pki.ca_pem(certs).decode()})

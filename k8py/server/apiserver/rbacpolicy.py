@@ -13,6 +13,8 @@ k8py's additions, for what k8py runs that upstream runs as other components:
   cluster DNS, the overlay and the NetworkPolicy enforcer (upstream: kube-proxy, CoreDNS and
   a CNI, each with its own identity), so nodes may read Services, Endpoints,
   EndpointSlices, Namespaces and NetworkPolicies;
+- `k8py:node-autoapprove-certificate-rotation`: nodes may ask for their client
+  certificate's renewal (`selfnodeclient`), which the CSR approver then approves;
 - `k8py:controller:service-lb-controller` and `k8py:controller:node-password-controller`
   for the two controllers k3s has and upstream has not (Service load balancer status; the
   node password Secrets in kube-system), bound to their service accounts.
@@ -62,6 +64,14 @@ def k8py_objects() -> list[dict[str, Any]]:
         _object("ClusterRoleBinding", "k8py:node",
                 roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                          "name": "k8py:node"},
+                subjects=[{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                           "name": "system:nodes"}]),
+        # kubelets renew their client certificates through CSRs, approved for them (what
+        # kubeadm binds as kubeadm:node-autoapprove-certificate-rotation)
+        _object("ClusterRoleBinding", "k8py:node-autoapprove-certificate-rotation",
+                roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": "system:certificates.k8s.io:certificatesigningrequests:"
+                                 "selfnodeclient"},
                 subjects=[{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
                            "name": "system:nodes"}]),
         _object("ClusterRole", "k8py:controller:service-lb-controller", rules=[

@@ -11,19 +11,24 @@ get a certificate from the cluster CA, as kube-controller-manager's `csrsigning`
 A request the signer cannot honour gets a `Failed` condition (reason
 `SignerValidationFailure`) and no certificate. Other signers are left to whoever implements
 them. The certificate lives `spec.expirationSeconds` (at least 10 minutes), or at most a year
-(upstream's --cluster-signing-duration), and is written through the `status` subresource.
+(upstream's --cluster-signing-duration; `certificates.leaf_validity`, which tests shorten), and
+is written through the `status` subresource, followed by the cross-signed CA while a CA
+rotation overlaps (`pki.sign_request`). Requests are approved by a human or, for kubelets
+renewing their client certificate, by `csrapproving`.
 Denied, failed or already issued requests are not touched.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 import logging
 from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from k8py import certificates
 from k8py.api import timestamps
 from k8py.api.resources import builtin
 from k8py.api.validation import certificate_request
@@ -105,7 +110,9 @@ class CsrSigningController(Controller):
                       "message": reason, "lastUpdateTime": now, "lastTransitionTime": now}
             new_status = {**status, "conditions": [*status.get("conditions", []), failed]}
         else:
-            seconds = min(spec.get("expirationSeconds") or MAX_SECONDS, MAX_SECONDS)
+            longest = certificates.leaf_validity(
+                datetime.timedelta(seconds=MAX_SECONDS)).total_seconds()
+            seconds = min(spec.get("expirationSeconds") or longest, longest)
             pem = pki.sign_request(settings.ca_cert_file, settings.ca_key_file, request,
                                    server=signer == KUBELET_SERVING, seconds=seconds)
             new_status = {**status, "certificate": base64.b64encode(pem).decode()}

@@ -24,6 +24,7 @@ from k8py.client.leaderelection import LeaderElector
 from k8py.server.controllers.base import Context, Controller, Settings
 from k8py.server.controllers.clusterroleaggregation import ClusterRoleAggregationController
 from k8py.server.controllers.cronjob import CronJobController
+from k8py.server.controllers.csrapproving import CsrApprovingController
 from k8py.server.controllers.csrsigning import CsrSigningController
 from k8py.server.controllers.nodepasswords import NodePasswordController
 from k8py.server.controllers.servicelb import ServiceLoadBalancer
@@ -63,6 +64,7 @@ CONTROLLERS: list[type[Controller]] = [
     DisruptionController,
     GarbageCollector,
     NamespaceController,
+    CsrApprovingController,
     CsrSigningController,
     ServiceLoadBalancer,
     NodePasswordController,
