@@ -11,14 +11,17 @@ A plugin refuses by raising a `k8py.api.errors.StatusError` (upstream answers 40
 for most refusals); the write then does nothing. The default chain (`default_chain`) holds
 `NamespaceLifecycle`'s rule that the system namespaces are never deleted (content in a
 missing or terminating namespace is refused by the write path itself,
-`GenericStore.require_namespace`); the security work (RBAC-aware admission,
-NodeRestriction, ServiceAccount) plugs in here.
+`GenericStore.require_namespace`) and, given the store to read accounts from,
+`ServiceAccount` (`serviceaccount.py`: a pod's account, its token volume); the security work
+(RBAC-aware admission, NodeRestriction) plugs in here. A plugin can be switched off by name
+(`disabled`, upstream's --disable-admission-plugins): the bare API servers of tests that run
+no service-account controller switch `ServiceAccount` off, as upstream's integration tests do.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 from k8py.api import errors
@@ -72,8 +75,16 @@ class NamespaceLifecycle:
                 "deleted", name=attributes.name, kind="namespaces")
 
 
-def default_chain() -> "Chain":
-    return Chain([NamespaceLifecycle()])
+def default_chain(registry: Any = None, objects: Any = None,
+                  disabled: Collection[str] = ()) -> "Chain":
+    """NamespaceLifecycle, then ServiceAccount (when given the registry and `ObjectStore`
+    it reads accounts from), less the plugins named in `disabled`."""
+    plugins: list[Plugin] = [NamespaceLifecycle()]
+    if registry is not None and objects is not None:
+        from k8py.server.apiserver.serviceaccount import ServiceAccount
+
+        plugins.append(ServiceAccount(registry, objects))
+    return Chain([p for p in plugins if p.name not in disabled])
 
 
 class Chain:

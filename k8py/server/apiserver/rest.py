@@ -43,7 +43,7 @@ from aiohttp import web
 
 from k8py.api import apply, errors, meta, schemas
 from k8py.api.resources import Registry, Resource
-from k8py.server.apiserver import (bodies, fieldvalidation, patches, podproxy,
+from k8py.server.apiserver import (admission, bodies, fieldvalidation, patches, podproxy,
                                    podsubresources, queryparams, responses, scale, serviceips,
                                    strategies, tokens, watchserving)
 from k8py.server.apiserver.authn import USER_KEY, TokenFile, User
@@ -129,7 +129,8 @@ class RestHandler:
 
     def __init__(self, registry: Registry, objects: ObjectStore,
                  service_ips: serviceips.ServiceIPs | None = None,
-                 service_accounts: tokens.ServiceAccountTokens | None = None):
+                 service_accounts: tokens.ServiceAccountTokens | None = None,
+                 chain: admission.Chain | None = None):
         self.registry = registry
         self.objects = objects
         # ClusterIPs and NodePorts, from the server's --service-cidr and node port range
@@ -138,7 +139,7 @@ class RestHandler:
         self.service_accounts = service_accounts or tokens.ServiceAccountTokens(objects,
                                                                                 registry)
         self.store = GenericStore(registry, objects, strategies.Strategies(
-            registry, objects, self.service_ips, self.review_token))
+            registry, objects, self.service_ips, self.review_token), chain)
         # open HTTP watches, capped per user and in all
         self.watch_slots = watchserving.WatchSlots()
 
