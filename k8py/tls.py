@@ -2,8 +2,8 @@
 contexts, so both speak the same versions and protocols.
 
 Both present a certificate from the cluster CA and verify client certificates against that
-CA; they differ only in whether a client must show one (the kubelet: yes; the API server:
-no, bearer tokens and anonymous health checks come without).
+CA; neither requires one (bearer tokens, and the API server's anonymous health checks, come
+without), so `require_client_cert` is for servers that accept certificates only.
 
 `bound_read_buffers` caps asyncio's per-connection TLS read buffer; the servers call it
 before they listen.

@@ -15,7 +15,8 @@ needs (k3s's ready channels):
    `--disable-kube-proxy`; NetworkPolicy (`k8py.net.policy`: this node's pods' policies as
    nftables rules), unless `--disable-network-policy`; cluster DNS (`k8py.net.dns`);
 6. pod workers (`kubelet.podmanager.PodManager`);
-7. the kubelet HTTPS server (`kubelet.server.serve`) when a serving certificate is given.
+7. the kubelet HTTPS server (`kubelet.server.serve`) when a serving certificate is given;
+   it authenticates and authorizes callers through the API server (`kubelet.auth`).
 
 Any part failing ends `run` with its error (the supervisor then stops everything). Stopping
 the agent leaves pods running: containerd's shims keep them, and a restarted agent adopts them.
@@ -180,8 +181,10 @@ async def run(config: AgentConfig, client: Client, ready: asyncio.Event | None =
         start("pods", manager.run(pods_ready))
         if config.tls_cert and config.tls_key:
             from k8py.agent.kubelet import server
+            from k8py.agent.kubelet.auth import KubeletAuth
 
-            start("server", server.serve(config, cri, lambda: _pods_view(manager)))
+            start("server", server.serve(config, cri, lambda: _pods_view(manager),
+                                         auth=KubeletAuth(client, node_name)))
         else:
             log.warning("no kubelet serving certificate: logs, exec and port-forward are off")
         await until(pods_ready)

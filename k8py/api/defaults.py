@@ -101,6 +101,9 @@ def _pod_spec(spec: Obj) -> None:
     spec.setdefault("schedulerName", "default-scheduler")
     if spec.get("serviceAccount") and not spec.get("serviceAccountName"):
         spec["serviceAccountName"] = spec["serviceAccount"]
+    if spec.get("serviceAccountName"):
+        # upstream serves the deprecated field as a copy of the current one (conversion)
+        spec["serviceAccount"] = spec["serviceAccountName"]
     for c in ((spec.get("initContainers") or []) + (spec.get("containers") or [])
               + (spec.get("ephemeralContainers") or [])):
         if isinstance(c, dict):

@@ -46,10 +46,13 @@ class Server:
 
 @contextlib.asynccontextmanager
 async def running_apiserver(tmp_path, store_url: str = "memory://", *, join: bool = False,
-                            customize: Callable[[web.Application], None] | None = None
+                            customize: Callable[[web.Application], None] | None = None,
+                            disable_admission_plugins: tuple[str, ...] = ("ServiceAccount",)
                             ) -> AsyncIterator[Server]:
     """An API server under `tmp_path/data` (`store_url` "" is the default SQLite store).
-    `join` serves the node-join endpoints; `customize` may add routes before it starts."""
+    `join` serves the node-join endpoints; `customize` may add routes before it starts.
+    ServiceAccount admission is off unless asked for (`disable_admission_plugins=()`): no
+    service-account controller runs here to make the `default` accounts pods need."""
     data_dir = str(tmp_path / "data")
     server_dir = os.path.join(data_dir, "server")
     os.makedirs(server_dir, mode=0o700, exist_ok=True)
@@ -60,7 +63,8 @@ async def running_apiserver(tmp_path, store_url: str = "memory://", *, join: boo
     await store.start()
     registry = Registry()
     await bootstrap(store, registry)
-    app = apiserver.make_app(store, tokens, registry, join_pki=certs if join else None)
+    app = apiserver.make_app(store, tokens, registry, join_pki=certs if join else None,
+                             disable_admission_plugins=disable_admission_plugins)
     if customize is not None:
         customize(app)
     port = free_port()

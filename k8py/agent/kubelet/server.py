@@ -6,10 +6,12 @@ knows them (spec from the API, status as the kubelet last computed or reported i
 a read-only view, never mutated here). `ready` is set once the port is listening.
 
 Who may call: TLS with the kubelet serving certificate (`config.tls_cert`/`tls_key`,
-issued from the cluster CA; reloaded when the file is replaced, `tls.follow`), client certificates required and verified against the cluster
-CA (`config.client_ca`); a client must be in the group `system:masters` (O of its
-certificate), as the API server's kubelet client certificate is. `/healthz` needs only a
-verified certificate.
+issued from the cluster CA; reloaded when the file is replaced, `tls.follow`); a client
+certificate is optional and, when shown, verified against the cluster CA
+(`config.client_ca`). Every request, `/healthz` included, is then authenticated and
+authorized as upstream's kubelet in webhook mode (`auth.KubeletAuth`: the certificate or a
+bearer token through a TokenReview, then SubjectAccessReviews on `nodes/<subresource>`):
+401 `Unauthorized`, 403 `Forbidden (user=…)` in plain text.
 
 Endpoints, as upstream's kubelet:
 - `GET /healthz`, `GET /pods` (a PodList of `pods()`);
@@ -47,6 +49,7 @@ from aiohttp import web
 from k8py import tls
 from k8py.agent.config import AgentConfig
 from k8py.agent.kubelet import logs
+from k8py.agent.kubelet.auth import AuthorizationFailed, KubeletAuth, Unauthenticated
 from k8py.api import errors
 from k8py.net import upgrading
 from k8py.runtime import cri_pb2 as pb
@@ -54,7 +57,6 @@ from k8py.runtime.cri import CriClient, CriError
 
 log = logging.getLogger(__name__)
 
-MASTERS = "system:masters"
 PODS_KEY = web.AppKey("pods", object)
 # WebSocket subprotocols of containerd 1.6's stream server ("" = no Sec-WebSocket-Protocol)
 EXEC_WEBSOCKET_PROTOCOLS = frozenset({"", "channel.k8s.io", "base64.channel.k8s.io",
@@ -69,18 +71,36 @@ def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true")
 
 
-def _organizations(request: web.Request) -> list[str]:
-    transport = request.transport
-    cert = transport.get_extra_info("peercert") if transport is not None else None
-    return [value for rdn in (cert or {}).get("subject", ()) for key, value in rdn
-            if key == "organizationName"]
+def _text(status: int, text: str) -> web.Response:
+    return web.Response(status=status, text=text, content_type="text/plain",
+                        charset="utf-8")
+
+
+def guard(auth: KubeletAuth):
+    """The middleware that lets through only whom `auth` authenticates and authorizes."""
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        transport = request.transport
+        peercert = transport.get_extra_info("peercert") if transport is not None else None
+        try:
+            caller = await auth.authenticate(peercert, request.headers)
+        except Unauthenticated:
+            return _text(401, "Unauthorized")
+        try:
+            refusal = await auth.authorize(caller, request.method, request.path)
+        except AuthorizationFailed as exc:
+            return _text(500, str(exc))
+        if refusal is not None:
+            log.debug("%s %s: %s", request.method, request.path, refusal.strip())
+            return _text(403, refusal)
+        return await handler(request)
+
+    return middleware
 
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        if request.path != "/healthz" and MASTERS not in _organizations(request):
-            raise errors.Forbidden(f"Forbidden (path={request.path})")
         return await handler(request)
     except errors.StatusError as exc:
         return web.json_response(exc.status(), status=exc.code)
@@ -179,13 +199,14 @@ class KubeletServer:
     """The handlers, over a CRI client, this node's pods and the logs directory."""
 
     def __init__(self, cri: CriClient, pods: Callable[[], Iterable[dict[str, Any]]],
-                 logs_dir: str):
+                 logs_dir: str, auth: KubeletAuth):
         self.cri = cri
         self.pods = pods
         self.logs_dir = logs_dir
+        self.auth = auth
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[_errors])
+        app = web.Application(middlewares=[guard(self.auth), _errors])
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/pods", self.list_pods)
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self.container_logs)
@@ -357,15 +378,17 @@ class KubeletServer:
 
 
 def tls_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
-    return tls.server_context(cert, key, client_ca, require_client_cert=True)
+    # bearer-token callers come without a certificate
+    return tls.server_context(cert, key, client_ca, require_client_cert=False)
 
 
 async def serve(config: AgentConfig, cri: CriClient,
                 pods: Callable[[], Iterable[dict[str, Any]]],
-                ready: asyncio.Event | None = None, *, host: str = "0.0.0.0") -> None:
+                ready: asyncio.Event | None = None, *, auth: KubeletAuth,
+                host: str = "0.0.0.0") -> None:
     """Serve on `host:config.kubelet_port` until cancelled (all addresses by default, as
-    upstream's kubelet)."""
-    app = KubeletServer(cri, pods, config.logs_dir).app()
+    upstream's kubelet), letting in whom `auth` allows."""
+    app = KubeletServer(cri, pods, config.logs_dir, auth).app()
     context = tls_context(config.tls_cert, config.tls_key, config.client_ca)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1)
     await runner.setup()

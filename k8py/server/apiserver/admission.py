@@ -11,8 +11,12 @@ A plugin refuses by raising a `k8py.api.errors.StatusError` (upstream answers 40
 for most refusals); the write then does nothing. The default chain (`default_chain`) holds
 `NamespaceLifecycle`'s rule that the system namespaces are never deleted (content in a
 missing or terminating namespace is refused by the write path itself,
-`GenericStore.require_namespace`) and `PodSecurity` (`podsecurity`); the rest of the
-security work (NodeRestriction, ServiceAccount, quotas) plugs in here.
+`GenericStore.require_namespace`), `PodSecurity` (`podsecurity`) and, given the store to
+read accounts from, `ServiceAccount` (`serviceaccount.py`: a pod's account, its token
+volume). The API server adds the plugins that consult its authorizers (`RBACEscalation`,
+`NodeRestriction`: `RestHandler.use_authorization`). A plugin can be switched off by name
+(`disabled`, upstream's --disable-admission-plugins): the bare API servers of tests that run
+no service-account controller switch `ServiceAccount` off, as upstream's integration tests do.
 
 A plugin may also answer without refusing, as upstream's do through the request context:
 `Attributes.warn` adds a warning (an HTTP `Warning: 299 - "<text>"` header on the answer,
@@ -26,16 +30,15 @@ the audit log reads `request[AUDIT_ANNOTATIONS_KEY]` once the request is done.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from k8py.api import errors
-from k8py.api.resources import Registry, Resource
+from k8py.api.resources import Resource
 from k8py.server.apiserver import podsecurity
 from k8py.server.apiserver.authn import User
-from k8py.server.apiserver.storage import ObjectStore
 
 CREATE, UPDATE, DELETE, CONNECT = "CREATE", "UPDATE", "DELETE", "CONNECT"
 
@@ -99,10 +102,17 @@ class NamespaceLifecycle:
                 "deleted", name=attributes.name, kind="namespaces")
 
 
-def default_chain(registry: Registry, objects: ObjectStore) -> "Chain":
-    """The plugins every write passes (those that read the store read it through
-    `objects`)."""
-    return Chain([NamespaceLifecycle(), podsecurity.PodSecurity(registry, objects)])
+def default_chain(registry: Any = None, objects: Any = None,
+                  disabled: Collection[str] = ()) -> "Chain":
+    """NamespaceLifecycle, then (when given the registry and the `ObjectStore` they read)
+    PodSecurity and ServiceAccount, less the plugins named in `disabled`."""
+    plugins: list[Plugin] = [NamespaceLifecycle()]
+    if registry is not None and objects is not None:
+        from k8py.server.apiserver.serviceaccount import ServiceAccount
+
+        plugins.append(podsecurity.PodSecurity(registry, objects))
+        plugins.append(ServiceAccount(registry, objects))
+    return Chain([p for p in plugins if p.name not in disabled])
 
 
 class Chain:

@@ -25,7 +25,7 @@ import ipaddress
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
@@ -35,8 +35,8 @@ from k8py.api import errors
 from k8py.api.resources import Registry
 from k8py.client.client import Client
 from k8py.server import pki
-from k8py.server.apiserver import (authz, bodies, discovery, impersonation, join, openapi,
-                                   openapi_protobuf, podproxy, responses, serviceips,
+from k8py.server.apiserver import (admission, authz, bodies, discovery, impersonation, join,
+                                   openapi, openapi_protobuf, podproxy, responses, serviceips,
                                    tokens as sa_tokens)
 from k8py.server.apiserver.authorization import Authorization, parse_modes
 from k8py.server.apiserver.authn import (USER_KEY, TokenFile, User, authenticate,
@@ -294,14 +294,16 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
              join_pki: pki.PKI | None = None,
              max_requests_inflight: int = 400,
              max_mutating_requests_inflight: int = 200,
-             authorization_mode: str = "Node,RBAC") -> web.Application:
+             authorization_mode: str = "Node,RBAC",
+             disable_admission_plugins: Collection[str] = ()) -> web.Application:
     """The application; services get ClusterIPs from `service_cidr` and NodePorts from
     `node_port_range` (both ends included). Service-account tokens are signed with the key
     in the file `service_account_key` (`pki.ensure_service_key`); without one, with a key
     made for this process only. pods/log, exec, attach and portforward reach kubelets with
     `kubelet_client` (without it they are 503s). With `join_pki`, agents join with the
     token: /cacerts and /v1-k8py/node-credentials (`join`). `authorization_mode` is
-    `--authorization-mode` (`authorization.parse_modes`)."""
+    `--authorization-mode` (`authorization.parse_modes`); `disable_admission_plugins`
+    names admission plugins to leave out (`admission.default_chain`)."""
     registry = registry or Registry()
     # A little headroom over the 3 MiB limit so that bodies.read_raw says it, not aiohttp.
     in_flight = InFlightLimit(max_requests_inflight, max_mutating_requests_inflight)
@@ -315,7 +317,8 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
     service_accounts = sa_tokens.ServiceAccountTokens(objects, registry, key,
                                                       cluster_domain=cluster_domain)
     app[REST_KEY] = RestHandler(registry, objects, serviceips.ServiceIPs(
-        objects, service_cidr, node_port_range), service_accounts)
+        objects, service_cidr, node_port_range), service_accounts,
+        admission.default_chain(registry, objects, disable_admission_plugins))
     app[REST_KEY].pod_proxy = podproxy.PodProxy(objects, registry.get("", "v1", "pods"),
                                                 registry.get("", "v1", "nodes"), kubelet_client)
     app[REST_KEY].token_file = tokens

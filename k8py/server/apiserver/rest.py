@@ -138,7 +138,8 @@ class RestHandler:
 
     def __init__(self, registry: Registry, objects: ObjectStore,
                  service_ips: serviceips.ServiceIPs | None = None,
-                 service_accounts: tokens.ServiceAccountTokens | None = None):
+                 service_accounts: tokens.ServiceAccountTokens | None = None,
+                 chain: admission.Chain | None = None):
         self.registry = registry
         self.objects = objects
         # ClusterIPs and NodePorts, from the server's --service-cidr and node port range
@@ -147,7 +148,7 @@ class RestHandler:
         self.service_accounts = service_accounts or tokens.ServiceAccountTokens(objects,
                                                                                 registry)
         self.store = GenericStore(registry, objects, strategies.Strategies(
-            registry, objects, self.service_ips, self.review_token))
+            registry, objects, self.service_ips, self.review_token), chain)
         # open HTTP watches, capped per user and in all
         self.watch_slots = watchserving.WatchSlots()
 

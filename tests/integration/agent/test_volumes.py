@@ -271,6 +271,12 @@ async def test_projected_service_account_token(env):
     assert token.count(".") == 2  # a JWT
     assert stat.S_IMODE(os.stat(os.path.join(paths["token"], "token")).st_mode) == 0o644
     assert await manager.refresh(pod) is False  # fresh tokens are kept
+    # past 80% of its life the token is renewed (upstream's kubelet token manager)
+    key = next(iter(manager._tokens))
+    old, issued, lifetime = manager._tokens[key]
+    manager._tokens[key] = (old, issued - 0.81 * lifetime, lifetime)
+    assert await manager.refresh(pod) is True
+    assert read(os.path.join(paths["token"], "token")) != old
 
 
 async def test_mounts(env):

@@ -55,7 +55,7 @@ class ControlPlane:
 @contextlib.asynccontextmanager
 async def start_control_plane(tmp_path, *, nodes: int = 3, settings: Settings | None = None,
                               node_kwargs: dict | None = None, store_url: str = "memory://"):
-    async with running_apiserver(tmp_path, store_url) as server:
+    async with running_apiserver(tmp_path, store_url, disable_admission_plugins=()) as server:
         kubeconfig = str(tmp_path / "kubeconfig.yaml")
         pki.write_kubeconfig(server.certs, kubeconfig, server.url, 0o600)
         rest = server.app[apiserver.REST_KEY]
