@@ -46,10 +46,11 @@ class Server:
 
 @contextlib.asynccontextmanager
 async def running_apiserver(tmp_path, store_url: str = "memory://", *, join: bool = False,
-                            customize: Callable[[web.Application], None] | None = None
-                            ) -> AsyncIterator[Server]:
+                            customize: Callable[[web.Application], None] | None = None,
+                            encryption=None) -> AsyncIterator[Server]:
     """An API server under `tmp_path/data` (`store_url` "" is the default SQLite store).
-    `join` serves the node-join endpoints; `customize` may add routes before it starts."""
+    `join` serves the node-join endpoints; `customize` may add routes before it starts;
+    `encryption` (an `encryptionconfig.Encryption`) encrypts at rest."""
     data_dir = str(tmp_path / "data")
     server_dir = os.path.join(data_dir, "server")
     os.makedirs(server_dir, mode=0o700, exist_ok=True)
@@ -59,8 +60,11 @@ async def running_apiserver(tmp_path, store_url: str = "memory://", *, join: boo
     store = open_backend(store_url, data_dir)
     await store.start()
     registry = Registry()
-    await bootstrap(store, registry)
-    app = apiserver.make_app(store, tokens, registry, join_pki=certs if join else None)
+    await bootstrap(store, registry, encryption=encryption)
+    app = apiserver.make_app(store, tokens, registry, join_pki=certs if join else None,
+                             encryption=encryption,
+                             encryption_state=os.path.join(server_dir, "cred",
+                                                           "encryption-state.json"))
     if customize is not None:
         customize(app)
     port = free_port()
