@@ -1,4 +1,5 @@
-"""The `k8py` command: `k8py server`, `k8py agent`, `k8py certificate`, `k8py --version`.
+"""The `k8py` command: `k8py server`, `k8py agent`, `k8py certificate`, `k8py secrets-encrypt`,
+`k8py --version`.
 
 Flags follow k3s's names. Every flag can also come from `K8PY_<FLAG>` or the config file (see
 `k8py.config`). Usage errors are one line naming the flag or key, with exit code 2; runtime
@@ -18,7 +19,7 @@ import sys
 
 import click
 
-from k8py import KUBERNETES_VERSION, __version__
+from k8py import KUBERNETES_VERSION, __version__, secretsencrypt
 from k8py.config import (CIDR, ConfiguredCommand, DNSName, FileMode, IPAddress, PortRange,
                          option)
 from k8py.lifecycle import use_one_malloc_arena
@@ -117,6 +118,12 @@ def cli() -> None:
         type=click.Path(dir_okay=False), help="Where to write the admin kubeconfig")
 @option("--write-kubeconfig-mode", type=FileMode(), default="0600", show_default=True,
         help="File mode of the admin kubeconfig")
+@option("--secrets-encryption", is_flag=True,
+        help="Encrypt Secrets at rest with a generated AES-CBC key "
+             "(<data-dir>/server/cred/encryption-config.json; see `k8py secrets-encrypt`)")
+@option("--encryption-provider-config", type=click.Path(dir_okay=False), default=None,
+        metavar="FILE", help="Upstream's EncryptionConfiguration file: which resources are "
+        "encrypted at rest, and how (reloaded when it changes)")
 def server(debug: bool, **flags) -> None:
     """Run the control plane (and, unless --disable-agent, an agent)."""
     from k8py.server import daemon
@@ -139,6 +146,7 @@ def server(debug: bool, **flags) -> None:
         open_backend(flags["datastore_endpoint"], flags["data_dir"])
     except EndpointError as exc:
         raise click.BadParameter(str(exc), param_hint="'--datastore-endpoint'") from None
+    _check_encryption_flags(flags)
     flags["tls_san"] = tuple(flags["tls_san"])
     flags["node_label"] = _node_labels(flags["node_label"])
     _setup_logging(debug)
@@ -151,6 +159,24 @@ def _authorization_mode(value: str) -> str:
         return ",".join(parse_modes(value))
     except ValueError as exc:
         raise click.BadParameter(str(exc).removeprefix("--authorization-mode: ")) from None
+
+
+def _check_encryption_flags(flags: dict) -> None:
+    """At most one source of encryption keys, and a user's file read and checked now, so a
+    broken one is one line before anything starts."""
+    from k8py.server.apiserver.encryptionconfig import ConfigError, load
+
+    if flags["encryption_provider_config"] is None:
+        return
+    if flags["secrets_encryption"]:
+        raise click.UsageError("--secrets-encryption and --encryption-provider-config "
+                               "cannot be used together (the first generates the file the "
+                               "second names)")
+    try:
+        load(flags["encryption_provider_config"])
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--encryption-provider-config'"
+                                 ) from None
 
 
 def _node_labels(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -531,11 +557,12 @@ def _setup_logging(debug: bool) -> None:
 
 def _run(coroutine) -> None:
     """Run a daemon; its known failures become one line and exit code 1."""
+    from k8py.server.apiserver.encryptionconfig import ConfigError
     from k8py.server.store.backend import StoreError
 
     try:
         asyncio.run(coroutine)
-    except StoreError as exc:
+    except (StoreError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"{exc.strerror}: {exc.filename}" if exc.filename
@@ -751,6 +778,9 @@ def certificate_rotate_ca(data_dir: str, finish: bool) -> None:
                    f"rotate-ca --finish` (backup in {backup}). Start k8py server; agents "
                    "take the new CA bundle and renew from it; the join token's CA hash "
                    "changed (<data-dir>/server/token)")
+
+
+cli.add_command(secretsencrypt.command)
 
 
 @cli.command()

@@ -18,10 +18,10 @@ was resolved here is what runs (the wheels pin the dependencies). Compiled depen
 come for every Python in --python (Debian 12 and Raspberry Pi OS have 3.11, Ubuntu 24.04
 3.12, Debian 13 3.13). The test extras are not included.
 
-armv7l (armhf): PyPI has no armv7l wheels of pyyaml, zstandard and cffi, and building them
-under emulation takes many minutes (zstandard alone well over seven). The armv7l artifact
-therefore leaves those three out and names Debian's packages of them in
-`k8py/debian-packages` (python3-yaml, python3-zstandard, python3-cffi); the
+armv7l (armhf): PyPI has no armv7l wheels of pyyaml, zstandard, cffi and pynacl, and building
+them under emulation takes many minutes (zstandard alone well over seven). The armv7l artifact
+therefore leaves those out and names Debian's packages of them in
+`k8py/debian-packages` (python3-yaml, python3-zstandard, python3-cffi, python3-nacl); the
 installer installs those and makes the environment with `--system-site-packages`, so pip
 takes them as installed. Debian's cffi is older than current cryptography wants, so the
 armv7l artifact holds the newest cryptography that accepts it (`ARMV7L_PINS`).
@@ -50,7 +50,7 @@ PLATFORMS = {  # the wheel platform tags pip may take for each architecture
                "manylinux_2_31_armv7l", "manylinux_2_34_armv7l", "linux_armv7l"],
 }
 FROM_DEBIAN = {"pyyaml": "python3-yaml", "zstandard": "python3-zstandard",
-               "cffi": "python3-cffi"}  # armv7l only: see the module docstring
+               "cffi": "python3-cffi", "pynacl": "python3-nacl"}  # armv7l only: see above
 ARMV7L_PINS = {"cryptography": "cryptography>=42,<46"}  # accepts Debian's cffi 1.15
 
 

@@ -14,6 +14,11 @@ the controller-manager lease. Unless `--disable-agent`, the embedded agent
 (`k8py.agent.daemon.run`) runs this host as a node on the in-process transport, with a kubelet
 serving certificate issued from the cluster CA (`pki.ensure_kubelet_serving`); the API server
 reaches it with `pki.ensure_kubelet_client`'s certificate.
+
+Secrets at rest: `--encryption-provider-config FILE` (upstream's) or `--secrets-encryption`
+(k3s's: `keyrotation.ensure_generated` writes `<data-dir>/server/cred/encryption-config.json`
+once) give the store an `Encryption`, checked before anything starts and reloaded while the
+server runs whenever the file changes.
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ from k8py.api.resources import Registry, builtin
 from k8py.lifecycle import Supervisor, notify_service_manager
 from k8py.server import pki, renewal
 from k8py.server.apiserver import app as apiserver
-from k8py.server.apiserver import apiservices, crds, podproxy, serviceips
+from k8py.server.apiserver import apiservices, crds, keyrotation, podproxy, serviceips
 from k8py.server.controllers import advertising
 from k8py.client.client import Client
 from k8py.server.apiserver.authn import TokenFile
+from k8py.server.apiserver.encryptionconfig import Encryption
 from k8py.server.apiserver.genericstore import GenericStore, WriteContext
 from k8py.server.apiserver import inprocess, rbacpolicy
 from k8py.server.apiserver.authz import API_SERVER
@@ -82,6 +88,8 @@ class ServerConfig:
     max_requests_inflight: int = 400
     max_mutating_requests_inflight: int = 200
     authorization_mode: str = "Node,RBAC"
+    secrets_encryption: bool = False
+    encryption_provider_config: str | None = None
 
 
 async def run_store(store: Backend, ready: asyncio.Event) -> None:
@@ -99,14 +107,15 @@ async def run_store(store: Backend, ready: asyncio.Event) -> None:
 
 async def bootstrap(store: Backend, registry: Registry, *,
                     service_cidr: str | ipaddress.IPv4Network = serviceips.SERVICE_CIDR,
-                    https_port: int = 6443, cluster_dns: str | None = None) -> None:
+                    https_port: int = 6443, cluster_dns: str | None = None,
+                    encryption: Encryption | None = None) -> None:
     """The system namespaces, the `kubernetes` Service in `default` (the first address of
     the service CIDR, 443 → the API server's port), the RBAC bootstrap policy
     (`rbacpolicy.reconcile`), the stored CRDs' resources in the registry, and an
     APIService for every group-version served (`apiservices`). Written
     through the write path (admission, strategies), as the API server itself
     (`kube-apiserver` in managedFields, as upstream's)."""
-    objects = ObjectStore(store)
+    objects = ObjectStore(store, encryption)
     stored_crds = await crds.load(registry, objects)
     writes = GenericStore(registry, objects, Strategies(
         registry, objects, serviceips.ServiceIPs(objects, service_cidr)))
@@ -141,14 +150,31 @@ async def bootstrap(store: Backend, registry: Registry, *,
         await apiservices.crd_written(objects, registry, crd)
 
 
+def open_encryption(config: ServerConfig) -> Encryption | None:
+    """The encryption configuration the flags ask for (ConfigError if it is unusable)."""
+    if config.encryption_provider_config:
+        return Encryption.open(config.encryption_provider_config)
+    path = keyrotation.generated_path(config.data_dir)
+    if not config.secrets_encryption:
+        if os.path.exists(path):
+            log.warning("%s exists but --secrets-encryption is not set: Secrets it encrypted "
+                        "cannot be read", path)
+        return None
+    if keyrotation.ensure_generated(path):
+        log.info("secrets encryption: generated %s", path)
+    return Encryption.open(path, managed=True)
+
+
 async def run_apiserver(config: ServerConfig, store: Backend, store_ready: asyncio.Event,
                         certs: pki.PKI, tokens: TokenFile,
-                        handler: asyncio.Future | None = None) -> None:
+                        handler: asyncio.Future | None = None,
+                        encryption: Encryption | None = None) -> None:
     """Serve the API; `handler` receives the REST handler, for in-process clients."""
     await store_ready.wait()
     registry = Registry()
     await bootstrap(store, registry, service_cidr=config.service_cidr,
-                    https_port=config.https_listen_port, cluster_dns=str(config.cluster_dns))
+                    https_port=config.https_listen_port, cluster_dns=str(config.cluster_dns),
+                    encryption=encryption)
     kubelet_client = podproxy.KubeletClient(*pki.ensure_kubelet_client(certs), certs.ca_cert)
     app = apiserver.make_app(store, tokens, registry, service_cidr=config.service_cidr,
                              node_port_range=config.service_node_port_range,
@@ -158,7 +184,9 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
                              join_pki=certs,
                              max_requests_inflight=config.max_requests_inflight,
                              max_mutating_requests_inflight=config.max_mutating_requests_inflight,
-                             authorization_mode=config.authorization_mode)
+                             authorization_mode=config.authorization_mode,
+                             encryption=encryption,
+                             encryption_state=keyrotation.state_path(config.data_dir))
     rest = app[apiserver.REST_KEY]
     if handler is not None:
         handler.set_result(rest)
@@ -167,6 +195,8 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
     server = asyncio.create_task(apiserver.serve(
         app, str(config.bind_address), config.https_listen_port, context, listening))
     tasks = [server]
+    if encryption is not None:
+        tasks.append(asyncio.create_task(encryption.follow()))
     try:
         await asyncio.wait([server, asyncio.create_task(listening.wait())],
                            return_when=asyncio.FIRST_COMPLETED)
@@ -301,13 +331,15 @@ async def run(config: ServerConfig) -> None:
     pki.ensure_kubelet_client(certs)  # what the API server shows kubelets
     tokens = TokenFile.ensure(os.path.join(server_dir, "cred", "tokens"), pki.ADMIN_USER,
                               (pki.ADMIN_GROUP,))
+    encryption = open_encryption(config)
     store = open_backend(config.datastore_endpoint, config.data_dir)
     store_ready = asyncio.Event()
     supervisor = Supervisor()
     supervisor.add("store", lambda: run_store(store, store_ready))
     handler: asyncio.Future = asyncio.get_running_loop().create_future()
     supervisor.add("apiserver",
-                   lambda: run_apiserver(config, store, store_ready, certs, tokens, handler))
+                   lambda: run_apiserver(config, store, store_ready, certs, tokens, handler,
+                                         encryption))
     if not (config.disable_scheduler and config.disable_controller_manager):
         supervisor.add("controllers", lambda: run_control_loops(config, handler))
     if not config.disable_agent:

@@ -47,11 +47,12 @@ class Server:
 @contextlib.asynccontextmanager
 async def running_apiserver(tmp_path, store_url: str = "memory://", *, join: bool = False,
                             customize: Callable[[web.Application], None] | None = None,
-                            disable_admission_plugins: tuple[str, ...] = ("ServiceAccount",)
-                            ) -> AsyncIterator[Server]:
+                            disable_admission_plugins: tuple[str, ...] = ("ServiceAccount",),
+                            encryption=None) -> AsyncIterator[Server]:
     """An API server under `tmp_path/data` (`store_url` "" is the default SQLite store).
-    `join` serves the node-join endpoints; `customize` may add routes before it starts.
-    ServiceAccount admission is off unless asked for (`disable_admission_plugins=()`): no
+    `join` serves the node-join endpoints; `customize` may add routes before it starts;
+    `encryption` (an `encryptionconfig.Encryption`) encrypts at rest. ServiceAccount
+    admission is off unless asked for (`disable_admission_plugins=()`): no
     service-account controller runs here to make the `default` accounts pods need."""
     data_dir = str(tmp_path / "data")
     server_dir = os.path.join(data_dir, "server")
@@ -62,9 +63,12 @@ async def running_apiserver(tmp_path, store_url: str = "memory://", *, join: boo
     store = open_backend(store_url, data_dir)
     await store.start()
     registry = Registry()
-    await bootstrap(store, registry)
+    await bootstrap(store, registry, encryption=encryption)
     app = apiserver.make_app(store, tokens, registry, join_pki=certs if join else None,
-                             disable_admission_plugins=disable_admission_plugins)
+                             disable_admission_plugins=disable_admission_plugins,
+                             encryption=encryption,
+                             encryption_state=os.path.join(server_dir, "cred",
+                                                           "encryption-state.json"))
     if customize is not None:
         customize(app)
     port = free_port()

@@ -14,7 +14,8 @@ Request flow:
       system:masters, Node, RBAC); 403 unless allowed
     → route: health, version, discovery, OpenAPI, the service-account issuer's discovery
       (/.well-known/openid-configuration, /openid/v1/jwks), joining agents (/cacerts,
-      /v1-k8py/node-credentials: `join`), or `RestHandler` for /api/v1/...
+      /v1-k8py/node-credentials: `join`), `k8py secrets-encrypt` (/v1-k8py/encrypt/...:
+      `keyrotation`), or `RestHandler` for /api/v1/...
       and /apis/g/v/...
 """
 
@@ -36,11 +37,12 @@ from k8py.api.resources import Registry
 from k8py.client.client import Client
 from k8py.server import pki
 from k8py.server.apiserver import (admission, authz, bodies, discovery, impersonation, join,
-                                   openapi, openapi_protobuf, podproxy, responses, serviceips,
-                                   tokens as sa_tokens)
+                                   keyrotation, openapi, openapi_protobuf, podproxy, responses,
+                                   serviceips, tokens as sa_tokens)
 from k8py.server.apiserver.authorization import Authorization, parse_modes
 from k8py.server.apiserver.authn import (USER_KEY, TokenFile, User, authenticate,
                                          is_anonymous_path)
+from k8py.server.apiserver.encryptionconfig import Encryption
 from k8py.server.apiserver.inprocess import InProcessTransport
 from k8py.server.apiserver.rest import RestHandler, parse_target
 from k8py.server.apiserver.storage import ObjectStore
@@ -295,7 +297,9 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
              max_requests_inflight: int = 400,
              max_mutating_requests_inflight: int = 200,
              authorization_mode: str = "Node,RBAC",
-             disable_admission_plugins: Collection[str] = ()) -> web.Application:
+             disable_admission_plugins: Collection[str] = (),
+             encryption: Encryption | None = None,
+             encryption_state: str | None = None) -> web.Application:
     """The application; services get ClusterIPs from `service_cidr` and NodePorts from
     `node_port_range` (both ends included). Service-account tokens are signed with the key
     in the file `service_account_key` (`pki.ensure_service_key`); without one, with a key
@@ -303,7 +307,9 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
     `kubelet_client` (without it they are 503s). With `join_pki`, agents join with the
     token: /cacerts and /v1-k8py/node-credentials (`join`). `authorization_mode` is
     `--authorization-mode` (`authorization.parse_modes`); `disable_admission_plugins`
-    names admission plugins to leave out (`admission.default_chain`)."""
+    names admission plugins to leave out (`admission.default_chain`). `encryption` seals
+    the objects it names at rest; `k8py secrets-encrypt` reaches it at
+    /v1-k8py/encrypt/... (`keyrotation`, its stage kept in the file `encryption_state`)."""
     registry = registry or Registry()
     # A little headroom over the 3 MiB limit so that bodies.read_raw says it, not aiohttp.
     in_flight = InFlightLimit(max_requests_inflight, max_mutating_requests_inflight)
@@ -312,7 +318,7 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
                                        authorization_middleware],
                           client_max_size=bodies.MAX_BODY_BYTES + 1)
     app[REGISTRY_KEY] = registry
-    objects = ObjectStore(store)
+    objects = ObjectStore(store, encryption)
     key = sa_tokens.SigningKey.load(service_account_key) if service_account_key else None
     service_accounts = sa_tokens.ServiceAccountTokens(objects, registry, key,
                                                       cluster_domain=cluster_domain)
@@ -349,6 +355,10 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
     app.router.add_get("/openid/v1/jwks", jwks)
     if join_pki is not None:
         join.add_routes(app, join_pki, objects, registry)
+    rest = app[REST_KEY]
+    keyrotation.add_routes(app, keyrotation.KeyRotation(
+        encryption, objects, registry, encryption_state,
+        ttl_of=lambda resource: rest.store.strategies.for_resource(resource).ttl))
     # the official clients ask for the roots with a trailing slash (`/apis/`)
     for path in ("/api", "/api/"):
         app.router.add_get(path, core_root)

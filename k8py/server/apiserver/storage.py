@@ -23,6 +23,18 @@ Versions
 Writes
     A write that loses its compare-and-swap raises `errors.LostRace` (a 409 to clients);
     `guaranteed` reruns a read-modify-write until it wins, within the request's deadline.
+
+Encryption at rest
+    With an `Encryption` (`--encryption-provider-config`, `--secrets-encryption`), the
+    bytes of the resources it names are sealed on the way to the store and opened on every
+    way back (`_opened`: get, list, pages and snapshots, watch events and their previous
+    values, what a delete returns), keyed by the object's store key, as upstream's storage
+    transformers (`encryption`). Resources it does not name keep the fast paths untouched;
+    the raw paths of named ones splice into the opened bytes, still without decoding them.
+    A value no configured key opens is a 500 (`Internal error occurred: ...`), as upstream.
+    `reencrypt` rewrites a resource's objects with the key that now writes, each by
+    compare-and-swap: a write racing it is never lost (the object is read again and,
+    unless that write already used the new key, rewritten).
 """
 
 from __future__ import annotations
@@ -39,6 +51,9 @@ from typing import Any, TypeVar
 
 from k8py.api import conversion, encoding, errors
 from k8py.api.resources import Resource
+from k8py.server.apiserver.encryption import (ENCRYPTED_PREFIX, PrefixTransformers,
+                                              TransformError)
+from k8py.server.apiserver.encryptionconfig import Encryption
 from k8py.server.store import backend as store_errors
 from k8py.server.store.backend import Backend, EventType, KeyValue
 
@@ -106,7 +121,13 @@ def decode(kv: KeyValue) -> dict[str, Any]:
     """The stored object, with its resourceVersion. Keys and short strings are interned:
     decoded objects live on in watch caches and informers, where thousands of pods repeat
     the same keys and values; shared strings halve their memory for ~20 µs per decode."""
-    obj = decode_bytes(kv.value)
+    try:
+        obj = decode_bytes(kv.value)
+    except ValueError:
+        if kv.value.startswith(ENCRYPTED_PREFIX):  # encrypted, and no configuration opens it
+            raise _unreadable(kv.key, "identity transformer tried to read encrypted data",
+                              False) from None
+        raise
     obj["metadata"]["resourceVersion"] = str(kv.mod_revision)
     return obj
 
@@ -189,8 +210,9 @@ async def guaranteed(step: Callable[[], Awaitable[T]], deadline: float = REQUEST
 class ObjectStore:
     """CRUD, list and watch of objects of any resource, over one Backend."""
 
-    def __init__(self, backend: Backend):
+    def __init__(self, backend: Backend, encryption: Encryption | None = None):
         self.backend = backend
+        self.encryption = encryption
         self._events: dict[tuple[str, int, str], WatchEvent] = {}  # see ObjectWatch
         # see snapshot(): the latest one per prefix, while anyone holds it
         self._snapshots: weakref.WeakValueDictionary[str, Snapshot] = \
@@ -205,7 +227,31 @@ class ObjectStore:
             raise _status(exc, resource, name) from exc
         if kv is None:
             raise errors.not_found(resource.plural, name, resource.group)
-        return kv
+        return self._opened(resource, kv)
+
+    def _transformer(self, resource: Resource) -> PrefixTransformers | None:
+        return None if self.encryption is None else self.encryption.transformer(resource)
+
+    def _opened(self, resource: Resource, kv: KeyValue, listing: bool = False,
+                transformer: PrefixTransformers | None = None) -> KeyValue:
+        """kv with the value as it was before encryption (kv itself for a resource stored
+        in the clear)."""
+        transformer = transformer or self._transformer(resource)
+        if transformer is None:
+            return kv
+        try:
+            value, _ = transformer.from_storage(kv.value, kv.key.encode())
+        except TransformError as exc:
+            raise _unreadable(kv.key, str(exc), listing) from None
+        # AES-CBC authenticates nothing: a wrong or damaged first or last block shows here
+        if value[:1] != b"{" or value[-1:] != b"}":
+            raise _unreadable(kv.key, "the stored data is not a JSON object once decrypted",
+                              listing)
+        return KeyValue(kv.key, value, kv.create_revision, kv.mod_revision)
+
+    def _sealed(self, resource: Resource, key: str, data: bytes) -> bytes:
+        transformer = self._transformer(resource)
+        return data if transformer is None else transformer.to_storage(data, key.encode())
 
     async def get(self, resource: Resource, namespace: str | None, name: str,
                   revision: int = 0) -> dict[str, Any]:
@@ -219,25 +265,25 @@ class ObjectStore:
     async def create(self, resource: Resource, obj: dict[str, Any],
                      ttl: float | None = None) -> dict[str, Any]:
         meta = obj["metadata"]
+        key = resource.key(meta.get("namespace"), meta["name"])
+        data = encode_for(resource, obj)
         try:
-            kv = await self.backend.create(
-                resource.key(meta.get("namespace"), meta["name"]), encode_for(resource, obj),
-                ttl=ttl)
+            kv = await self.backend.create(key, self._sealed(resource, key, data), ttl=ttl)
         except store_errors.StoreError as exc:
             raise _status(exc, resource, meta["name"]) from exc
-        return _written(resource, obj, kv)
+        return _written(resource, obj, kv, data)
 
     async def update(self, resource: Resource, obj: dict[str, Any], revision: int,
                      ttl: float | None = None) -> dict[str, Any]:
         meta = obj["metadata"]
+        key = resource.key(meta.get("namespace"), meta["name"])
+        data = encode_for(resource, obj)
         try:
-            kv = await self.backend.update(
-                resource.key(meta.get("namespace"), meta["name"]), encode_for(resource, obj),
-                mod_revision=revision, ttl=ttl,
-            )
+            kv = await self.backend.update(key, self._sealed(resource, key, data),
+                                           mod_revision=revision, ttl=ttl)
         except store_errors.StoreError as exc:
             raise _status(exc, resource, meta["name"]) from exc
-        return _written(resource, obj, kv)
+        return _written(resource, obj, kv, data)
 
     async def delete(self, resource: Resource, namespace: str | None, name: str,
                      revision: int = 0) -> dict[str, Any]:
@@ -245,7 +291,7 @@ class ObjectStore:
             kv = await self.backend.delete(resource.key(namespace, name), mod_revision=revision)
         except store_errors.StoreError as exc:
             raise _status(exc, resource, name) from exc
-        return decode_as(resource, kv)
+        return decode_as(resource, self._opened(resource, kv))
 
     async def list(
         self,
@@ -265,6 +311,7 @@ class ObjectStore:
         if continue_token:
             revision, after = decode_continue(continue_token, prefix)
         items: list[Any] = []
+        transformer = self._transformer(resource)
         try:
             while True:
                 want = limit - len(items) if limit else 0
@@ -274,6 +321,8 @@ class ObjectStore:
                 )
                 revision = page.revision
                 for kv in page.items:
+                    if transformer is not None:
+                        kv = self._opened(resource, kv, True, transformer)
                     if matches is not None:
                         obj = decode_as(resource, kv)
                         if not matches(obj):
@@ -283,7 +332,7 @@ class ObjectStore:
                         items.append(raw_as(resource, kv) if as_bytes
                                      else decode_as(resource, kv))
                     if limit and len(items) == limit:
-                        more = page.more or kv is not page.items[-1]
+                        more = page.more or kv.key != page.items[-1].key
                         token = encode_continue(revision, kv.key, prefix) if more else ""
                         return items, revision, token
                 if not page.more:
@@ -303,6 +352,7 @@ class ObjectStore:
         revision of the first page: memory stays bounded by one page however long the list."""
         prefix = resource.prefix(namespace)
         after = None
+        transformer = self._transformer(resource)
         while True:
             try:
                 page = await self.backend.range(prefix, after=after, limit=page_size,
@@ -312,6 +362,8 @@ class ObjectStore:
             revision = page.revision
             items = []
             for kv in page.items:
+                if transformer is not None:
+                    kv = self._opened(resource, kv, True, transformer)
                 if matches is None or matches(decode_as(resource, kv)):
                     items.append(raw_as(resource, kv))
             yield revision, items
@@ -351,7 +403,57 @@ class ObjectStore:
             stream = self.backend.watch(resource.prefix(namespace), start_revision=start_revision)
         except store_errors.Compacted as exc:
             raise _too_old(start_revision - 1, exc) from exc
-        return ObjectWatch(stream, resource, start_revision, self._events)
+        # opened at each event, not fixed now: a reload may start (or stop) encrypting it
+        return ObjectWatch(stream, resource, start_revision, self._events,
+                           None if self.encryption is None else self._opened)
+
+    async def reencrypt(self, resource: Resource, ttl: float | None = None,
+                        page_size: int = 100) -> int:
+        """Every object of `resource` not yet sealed by the provider and key that now
+        write, written again with them; how many were. Objects are not decoded: their
+        bytes are opened and sealed again, at their current revision (compare-and-swap).
+        Objects created meanwhile are sealed with the new key already."""
+        if self._transformer(resource) is None:
+            return 0
+        prefix, after, rewritten = resource.prefix(None), None, 0
+        while True:
+            try:
+                page = await self.backend.range(prefix, after=after, limit=page_size)
+            except store_errors.StoreError as exc:
+                raise _status(exc, resource, "") from exc
+            # a page at once: the store commits them together (group commit)
+            done = await asyncio.gather(*(self._rewrite(resource, kv, ttl)
+                                          for kv in page.items))
+            rewritten += sum(done)
+            if not page.more:
+                return rewritten
+            after = page.items[-1].key
+
+    async def _rewrite(self, resource: Resource, kv: KeyValue | None, ttl: float | None
+                       ) -> bool:
+        while kv is not None:
+            transformer = self._transformer(resource)  # a reload may come in between
+            if transformer is None:
+                return False
+            try:
+                value, stale = transformer.from_storage(kv.value, kv.key.encode())
+            except TransformError as exc:
+                raise _unreadable(kv.key, str(exc), True) from None
+            if not stale:
+                return False
+            try:
+                try:
+                    await self.backend.update(
+                        kv.key, transformer.to_storage(value, kv.key.encode()),
+                        mod_revision=kv.mod_revision, ttl=ttl)
+                    return True
+                except store_errors.Conflict:
+                    kv = await self.backend.get(kv.key)  # written meanwhile: look again
+            except store_errors.KeyNotFound:
+                return False
+            except store_errors.StoreError as exc:
+                raise _status(exc, resource, kv.key.rpartition("/")[2]) from exc
+        return False
 
 
 def _snapshot_key(resource: Resource, namespace: str | None) -> str:
@@ -403,15 +505,22 @@ class WatchEvent:
         return self._line
 
 
-def _watch_event(resource: Resource, event) -> WatchEvent:
+def _watch_event(resource: Resource, event, opened: Opener | None) -> WatchEvent:
+    kv, prev = event.kv, event.prev
+    if opened is not None:  # a server with encryption: both values opened, once for all
+        prev = None if prev is None else opened(resource, prev)
+        kv = kv if event.type is EventType.DELETE else opened(resource, kv)
     if event.type is EventType.DELETE:
         # A deleted object's final resourceVersion is the delete's revision.
-        obj = decode_as(resource, event.prev)
+        obj = decode_as(resource, prev)
         obj["metadata"]["resourceVersion"] = str(event.revision)
-        return WatchEvent("DELETED", obj, event.prev, resource=resource)
+        return WatchEvent("DELETED", obj, prev, resource=resource)
     if event.type is EventType.CREATE:
-        return WatchEvent("ADDED", decode_as(resource, event.kv), None, resource=resource)
-    return WatchEvent("MODIFIED", decode_as(resource, event.kv), event.prev, resource=resource)
+        return WatchEvent("ADDED", decode_as(resource, kv), None, resource=resource)
+    return WatchEvent("MODIFIED", decode_as(resource, kv), prev, resource=resource)
+
+
+Opener = Callable[[Resource, KeyValue], KeyValue]
 
 
 class ObjectWatch:
@@ -419,11 +528,12 @@ class ObjectWatch:
     events. Watchers of one resource share decoded events through `cache`."""
 
     def __init__(self, stream, resource: Resource, start_revision: int,
-                 cache: dict[tuple[str, int, str], WatchEvent]):
+                 cache: dict[tuple[str, int, str], WatchEvent], opened: Opener | None = None):
         self._stream = stream
         self._resource = resource
         self._start = start_revision
         self._cache = cache
+        self._opened = opened  # encrypted resources: how values are opened
 
     async def next(self) -> list[WatchEvent]:
         try:
@@ -439,7 +549,7 @@ class ObjectWatch:
             key = (event.kv.key, event.revision, self._resource.version)
             shared = self._cache.get(key)
             if shared is None:
-                shared = self._cache[key] = _watch_event(self._resource, event)
+                shared = self._cache[key] = _watch_event(self._resource, event, self._opened)
                 while len(self._cache) > EVENT_CACHE_SIZE:
                     del self._cache[next(iter(self._cache))]  # oldest first (insertion order)
             out.append(shared)
@@ -456,13 +566,23 @@ def _with_version(obj: dict[str, Any], revision: int) -> dict[str, Any]:
     return {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(revision)}}
 
 
-def _written(resource: Resource, obj: dict[str, Any], kv: KeyValue) -> dict[str, Any]:
+def _written(resource: Resource, obj: dict[str, Any], kv: KeyValue, data: bytes
+             ) -> dict[str, Any]:
     """What a write answers: the object written, with its new resourceVersion; for a
-    converted kind, what was stored converted back (as upstream answers: the stored object
-    decoded, so a field only the storage version holds shows its default)."""
+    converted kind, what was stored (`data`, before any encryption) converted back (as
+    upstream answers: the stored object decoded, so a field only the storage version holds
+    shows its default)."""
     if resource.converts:
-        return decode_as(resource, kv)
+        return decode_as(resource, KeyValue(kv.key, data, kv.create_revision, kv.mod_revision))
     return _with_version(obj, kv.mod_revision)
+
+
+def _unreadable(key: str, reason: str, listing: bool) -> errors.InternalError:
+    """upstream's storage.NewInternalError for a value its transformers cannot read (a list
+    names the key)."""
+    message = f"unable to transform key {json.dumps(key)}: {reason}" if listing else reason
+    return errors.InternalError(f"Internal error occurred: {message}",
+                                causes=[{"message": message}])
 
 
 def _too_old(revision: int, exc: store_errors.Compacted) -> errors.Expired:

@@ -257,7 +257,7 @@ async def _follow(stream: _Stream, watch, resource: Resource, objects: ObjectSto
                           "metadata": {"resourceVersion": str(objects.backend.revision)}}
                 await stream.write(line("BOOKMARK", marker))
             continue
-        except errors.Expired as exc:
+        except errors.StatusError as exc:  # 410, or a value no encryption key opens (500)
             await stream.write(line("ERROR", exc.status()))
             return
         chunk = bytearray()
