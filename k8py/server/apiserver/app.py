@@ -6,7 +6,8 @@ Request flow:
       logged and answered 500 (never a traceback to the client)
     → `authn_middleware`: user from certificate or bearer token (the token file, or a
       service-account token: `tokens`); anonymous only for /healthz, /livez, /readyz, /version
-    → `InFlightLimit`: --max-requests-inflight / --max-mutating-requests-inflight (429)
+    → `flowcontrol.FlowControl`: --max-requests-inflight / --max-mutating-requests-inflight
+      seats; over them, per-user queues served in turn (429 when full or after 15 s)
     → route: health, version, discovery, OpenAPI, the service-account issuer's discovery
       (/.well-known/openid-configuration, /openid/v1/jwks), joining agents (/cacerts,
       /v1-k8py/node-credentials: `join`), or `RestHandler` for /api/v1/...
@@ -29,8 +30,9 @@ from k8py import tls
 from k8py.api import errors
 from k8py.api.resources import Registry
 from k8py.server import pki
-from k8py.server.apiserver import (bodies, discovery, join, openapi, openapi_protobuf, podproxy,
-                                   responses, serviceips, tokens as sa_tokens)
+from k8py.server.apiserver import (bodies, discovery, flowcontrol, join, openapi,
+                                   openapi_protobuf, podproxy, responses, serviceips,
+                                   tokens as sa_tokens)
 from k8py.server.apiserver.authn import USER_KEY, TokenFile, authenticate, is_anonymous_path
 from k8py.server.apiserver.rest import RestHandler, parse_target
 from k8py.server.apiserver.storage import ObjectStore
@@ -44,52 +46,13 @@ REGISTRY_KEY = web.AppKey("registry", Registry)
 REST_KEY = web.AppKey("rest", RestHandler)
 TOKENS_KEY = web.AppKey("tokens", TokenFile)
 SERVICE_ACCOUNTS_KEY = web.AppKey("service_accounts", sa_tokens.ServiceAccountTokens)
+FLOW_CONTROL_KEY = web.AppKey("flow_control", flowcontrol.FlowControl)
 
 
 def _status_response(error: errors.StatusError) -> web.Response:
     retry = error.details.get("retryAfterSeconds") if error.details else None
     headers = {"Retry-After": str(retry)} if retry is not None else None
     return responses.json_response(error.status(), status=error.code, headers=headers)
-
-
-# what upstream's max-in-flight filter lets pass uncounted: long-running requests, and the
-# privileged group
-LONG_RUNNING_SUBRESOURCES = frozenset({"attach", "exec", "log", "portforward", "proxy"})
-PRIVILEGED_GROUP = "system:masters"
-TOO_MANY = "Too many requests, please try again later."
-
-
-class InFlightLimit:
-    """`--max-requests-inflight` and `--max-mutating-requests-inflight`, as upstream's
-    WithMaxInFlightLimit: requests being served at once, reads and writes counted apart; one
-    more is a 429 with Retry-After: 1 at once (nothing queues). Watches, exec, attach, logs,
-    port-forward and proxy are long-running and not counted; neither is system:masters.
-    0 means no limit."""
-
-    def __init__(self, reads: int, writes: int):
-        self.limits = {False: reads, True: writes}
-        self.serving = {False: 0, True: 0}
-
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        user = request.get(USER_KEY)
-        if _long_running(request) or (user is not None and PRIVILEGED_GROUP in user.groups):
-            return await handler(request)
-        mutating = request.method not in ("GET", "HEAD", "OPTIONS")
-        limit = self.limits[mutating]
-        if limit and self.serving[mutating] >= limit:
-            raise errors.TooManyRequests(TOO_MANY, retry_after=1)
-        self.serving[mutating] += 1
-        try:
-            return await handler(request)
-        finally:
-            self.serving[mutating] -= 1
-
-
-def _long_running(request: web.Request) -> bool:
-    segments = request.path.split("/")
-    return request.query.get("watch") in ("true", "1") or "watch" in segments[:5] or \
-        segments[-1] in LONG_RUNNING_SUBRESOURCES or "proxy" in segments
 
 
 class Disconnects:
@@ -262,10 +225,12 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
     token: /cacerts and /v1-k8py/node-credentials (`join`)."""
     registry = registry or Registry()
     # A little headroom over the 3 MiB limit so that bodies.read_raw says it, not aiohttp.
-    in_flight = InFlightLimit(max_requests_inflight, max_mutating_requests_inflight)
+    flow_control = flowcontrol.FlowControl(max_requests_inflight,
+                                           max_mutating_requests_inflight)
     app = web.Application(middlewares=[errors_middleware, authn_middleware,
-                                       in_flight.middleware],
+                                       flow_control.middleware],
                           client_max_size=bodies.MAX_BODY_BYTES + 1)
+    app[FLOW_CONTROL_KEY] = flow_control
     app[REGISTRY_KEY] = registry
     objects = ObjectStore(store)
     key = sa_tokens.SigningKey.load(service_account_key) if service_account_key else None
