@@ -21,9 +21,11 @@ import ipaddress
 import logging
 import ssl
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from k8py import tls
@@ -77,6 +79,32 @@ class Disconnects:
 
 
 disconnects = Disconnects()
+
+
+def check_dot_segments(request: web.Request) -> None:
+    """Refuse a path with a `.` or `..` segment (also percent-encoded). aiohttp resolves them
+    before routing, so `DELETE .../secrets/x/..` would become a delete of the whole
+    collection, and `.../secrets/..` a delete of the namespace; upstream never resolves
+    them: a name `..` is its 400 "Name parameter invalid", anything else does not exist."""
+    segments = urllib.parse.unquote(request.raw_path.partition("?")[0]).split("/")
+    if "." not in segments and ".." not in segments:
+        return
+    last = segments[-1]
+    if last in (".", ".."):
+        raise errors.BadRequest(f"Name parameter invalid: \"{last}\": may not be '{last}'")
+    raise errors.NotFound("the server could not find the requested resource")
+
+
+class ProtocolErrors(logging.LoggerAdapter):
+    """aiohttp's server logger: a request it cannot parse (a line over the limit, a bad
+    header, a malformed URL) is the client's mistake, answered 400 by aiohttp; logged at
+    debug in one line, not as an error with a traceback. Anything else stays an error."""
+
+    def exception(self, msg, *args, exc_info=True, **kwargs) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            self.logger.debug("unparsable request: %s", exc_info)
+            return
+        self.logger.error(msg, *args, exc_info=exc_info, **kwargs)
 
 
 @web.middleware
@@ -159,6 +187,7 @@ async def group_root(request: web.Request) -> web.Response:
 
 async def resources(request: web.Request) -> web.StreamResponse:
     """Everything under /api/v1/ and /apis/<group>/<version>/."""
+    check_dot_segments(request)
     registry = request.app[REGISTRY_KEY]
     group = request.match_info.get("group", "")
     version = request.match_info["version"]
@@ -275,6 +304,9 @@ TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds, as upstream's Go server
 # Seconds a connection may sit without a complete request: a half-sent request (or an idle
 # keep-alive connection) is closed after this, as upstream's ReadHeaderTimeout (32 s) does.
 REQUEST_HEADER_TIMEOUT = 32.0
+# Bytes of a request line: long label and field selectors fit (Go allows 1 MiB of headers;
+# aiohttp's default of 8 KiB would refuse URLs upstream serves)
+MAX_REQUEST_LINE = 64 * 1024
 
 
 async def serve(app: web.Application, host: str, port: int, context: ssl.SSLContext,
@@ -289,7 +321,9 @@ async def serve(app: web.Application, host: str, port: int, context: ssl.SSLCont
     # shield themselves (`RestHandler.handle`), so what a client sent is written whole.
     tls.bound_read_buffers()
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2,
-                           keepalive_timeout=REQUEST_HEADER_TIMEOUT, handler_cancellation=True)
+                           keepalive_timeout=REQUEST_HEADER_TIMEOUT, handler_cancellation=True,
+                           max_line_size=MAX_REQUEST_LINE,
+                           logger=ProtocolErrors(logging.getLogger("aiohttp.server"), {}))
     await runner.setup()
     server = None
     try:
