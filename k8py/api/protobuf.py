@@ -105,18 +105,31 @@ def _scalar(kind: str, wire: int, value: Any) -> Any:
     return _signed(value, 32 if kind == I32 else 64)
 
 
+def _number(name: str, wire: int, value: Any) -> int:
+    """A varint field of one of the special messages, which must be one."""
+    if wire != 0:
+        raise ProtobufError(f"{name}: a number with wire type {wire}")
+    return value
+
+
+# the times RFC 3339 can write: years 1 to 9999 (Go's JSON refuses the rest too)
+_FIRST_SECOND, _LAST_SECOND = -62_135_596_800, 253_402_300_799
+
+
 def _special(name: str, data: bytes) -> Any:
     if name == "Time":
         seconds = nanos = 0
         for number, wire, value in _fields(data):
             if number == 1:
-                seconds = _signed(value, 64)
+                seconds = _signed(_number(name, wire, value), 64)
             elif number == 2:
-                nanos = value
+                nanos = _number(name, wire, value)
         if not seconds and not nanos:
             return None  # Go's zero Time, which its JSON writes as null: left out
-        return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime(
-            "%Y-%m-%dT%H:%M:%SZ")
+        if not _FIRST_SECOND <= seconds <= _LAST_SECOND:
+            raise ProtobufError(f"the time of {seconds} seconds is outside the years 1 to 9999")
+        moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+        return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%SZ")  # %Y: no padding
     if name == "Quantity":
         for number, wire, value in _fields(data):
             if number == 1:
@@ -126,19 +139,21 @@ def _special(name: str, data: bytes) -> Any:
         kind, int_value, str_value = 0, 0, ""
         for number, wire, value in _fields(data):
             if number == 1:
-                kind = value
+                kind = _number(name, wire, value)
             elif number == 2:
-                int_value = _signed(value, 32)
+                int_value = _signed(_number(name, wire, value), 32)
             elif number == 3:
                 str_value = _scalar(S, wire, value)
+        if kind not in (0, 1):  # Go's JSON has no form for any other type
+            raise ProtobufError(f"an IntOrString of type {kind}")
         return str_value if kind == 1 else int_value
     if name == "FieldsV1":  # managedFields: the JSON object, as raw bytes
         for number, wire, value in _fields(data):
             if number == 1 and wire == 2:
                 try:
                     return json.loads(value)
-                except ValueError:
-                    raise ProtobufError("fieldsV1 is not valid JSON") from None
+                except (ValueError, RecursionError):  # the nesting is checked by the caller
+                    raise ProtobufError("fieldsV1 is not valid JSON (or nested too deeply)") from None
         return {}
     raise KeyError(name)
 

@@ -82,6 +82,11 @@ def _walk(value: Any, schema: Node | None, path: str, unknown: list[str], struct
         extra = raw.get("additionalProperties")
         if isinstance(extra, dict):
             child = schema.field("")  # a free-form map: every key shares this schema
+            if child is not None and child.definition == _QUANTITY:
+                # Go decodes null in a ResourceList as the zero Quantity, written "0"
+                return {k: "0" if v is None else
+                        _walk(v, child, f"{path}[{k}]" if path else k, unknown, struct)
+                        for k, v in value.items()}
             return {k: _walk(v, child, f"{path}[{k}]" if path else k, unknown, struct)
                     for k, v in value.items()}
         return value

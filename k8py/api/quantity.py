@@ -24,6 +24,8 @@ def parse(value: str | int | float) -> float:
     """The quantity's value in base units; ValueError if it is not a quantity."""
     if isinstance(value, (int, float)):
         return float(value)
+    if not isinstance(value, str):  # null: what a document may hold before validation
+        raise ValueError(f"a quantity must be a string or a number, not {value!r}")
     match = _QUANTITY.match(value.strip())
     if not match:
         raise ValueError(f"quantities must match the regular expression "

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import secrets
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -36,6 +37,8 @@ class Server:
     store: object
     data_dir: str
     app: web.Application | None = None
+    #: bearer tokens of the extra users asked for (`users`), by user name
+    user_tokens: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def ssl(self, client_cert: bool = True) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=self.certs.ca_cert)
@@ -48,18 +51,25 @@ class Server:
 async def running_apiserver(tmp_path, store_url: str = "memory://", *, join: bool = False,
                             customize: Callable[[web.Application], None] | None = None,
                             disable_admission_plugins: tuple[str, ...] = ("ServiceAccount",),
-                            encryption=None) -> AsyncIterator[Server]:
+                            encryption=None, users: tuple[str, ...] = (), **app_options
+                            ) -> AsyncIterator[Server]:
     """An API server under `tmp_path/data` (`store_url` "" is the default SQLite store).
     `join` serves the node-join endpoints; `customize` may add routes before it starts;
-    `encryption` (an `encryptionconfig.Encryption`) encrypts at rest. ServiceAccount
-    admission is off unless asked for (`disable_admission_plugins=()`): no
-    service-account controller runs here to make the `default` accounts pods need."""
+    `encryption` (an `encryptionconfig.Encryption`) encrypts at rest; `users` get a bearer
+    token each (no groups); `app_options` go to `make_app`. ServiceAccount admission is off
+    unless asked for (`disable_admission_plugins=()`): no service-account controller runs
+    here to make the `default` accounts pods need."""
     data_dir = str(tmp_path / "data")
     server_dir = os.path.join(data_dir, "server")
     os.makedirs(server_dir, mode=0o700, exist_ok=True)
     certs = pki.ensure_pki(server_dir, cluster_domain="cluster.local", service_ip="10.43.0.1")
-    tokens = TokenFile.ensure(os.path.join(server_dir, "cred", "tokens"), "system:admin",
-                              ("system:masters",))
+    tokens_path = os.path.join(server_dir, "cred", "tokens")
+    tokens = TokenFile.ensure(tokens_path, "system:admin", ("system:masters",))
+    user_tokens = {name: secrets.token_urlsafe(16) for name in users}
+    if users:
+        with open(tokens_path, "a", encoding="utf-8") as f:
+            f.writelines(f"{token},{name},{name}\n" for name, token in user_tokens.items())
+        tokens = TokenFile(tokens_path)
     store = open_backend(store_url, data_dir)
     await store.start()
     registry = Registry()
@@ -68,7 +78,8 @@ async def running_apiserver(tmp_path, store_url: str = "memory://", *, join: boo
                              disable_admission_plugins=disable_admission_plugins,
                              encryption=encryption,
                              encryption_state=os.path.join(server_dir, "cred",
-                                                           "encryption-state.json"))
+                                                           "encryption-state.json"),
+                             **app_options)
     if customize is not None:
         customize(app)
     port = free_port()
@@ -79,7 +90,7 @@ async def running_apiserver(tmp_path, store_url: str = "memory://", *, join: boo
     try:
         await asyncio.wait_for(ready.wait(), 10)
         yield Server(f"https://127.0.0.1:{port}", certs, tokens.first_token(), store, data_dir,
-                     app)
+                     app, user_tokens)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -6,12 +6,13 @@ Request flow:
       logged and answered 500 (never a traceback to the client)
     → `authn_middleware`: user from certificate or bearer token (the token file, or a
       service-account token: `tokens`); anonymous only for /healthz, /livez, /readyz, /version
-    → `authorization_middleware` (impersonation): `Impersonate-*` headers, each authorized,
-      replace the user (`impersonation`)
-    → `InFlightLimit`: --max-requests-inflight / --max-mutating-requests-inflight (429)
-    → `authorization_middleware` (authorization): the request's attributes
-      (`authz.request_attributes`) put to `--authorization-mode` (`authorization`:
-      system:masters, Node, RBAC); 403 unless allowed
+    → `impersonation_middleware`: `Impersonate-*` headers, each authorized, replace the
+      user (`impersonation`)
+    → `flowcontrol.FlowControl`: --max-requests-inflight / --max-mutating-requests-inflight
+      seats; over them, per-user queues served in turn (429 when full or after 15 s)
+    → `authorization_middleware`: the request's attributes (`authz.request_attributes`) put
+      to `--authorization-mode` (`authorization`: system:masters, Node, RBAC); 403 unless
+      allowed
     → route: health, version, discovery, OpenAPI, the service-account issuer's discovery
       (/.well-known/openid-configuration, /openid/v1/jwks), joining agents (/cacerts,
       /v1-k8py/node-credentials: `join`), `k8py secrets-encrypt` (/v1-k8py/encrypt/...:
@@ -26,9 +27,11 @@ import ipaddress
 import logging
 import ssl
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Collection
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from k8py import tls
@@ -36,9 +39,9 @@ from k8py.api import errors
 from k8py.api.resources import Registry
 from k8py.client.client import Client
 from k8py.server import pki
-from k8py.server.apiserver import (admission, authz, bodies, discovery, impersonation, join,
-                                   keyrotation, openapi, openapi_protobuf, podproxy, responses,
-                                   serviceips, tokens as sa_tokens)
+from k8py.server.apiserver import (admission, authz, bodies, discovery, flowcontrol,
+                                   impersonation, join, keyrotation, openapi, openapi_protobuf,
+                                   podproxy, responses, serviceips, tokens as sa_tokens)
 from k8py.server.apiserver.authorization import Authorization, parse_modes
 from k8py.server.apiserver.authn import (USER_KEY, TokenFile, User, authenticate,
                                          is_anonymous_path)
@@ -62,52 +65,13 @@ IMPERSONATOR_KEY = web.RequestKey("impersonator", User)
 # k8py's own endpoints for joining agents: outside the Kubernetes API, checked by their
 # handlers (`join`)
 UNAUTHORIZED_PATHS = ("/cacerts", "/v1-k8py")
+FLOW_CONTROL_KEY = web.AppKey("flow_control", flowcontrol.FlowControl)
 
 
 def _status_response(error: errors.StatusError) -> web.Response:
     retry = error.details.get("retryAfterSeconds") if error.details else None
     headers = {"Retry-After": str(retry)} if retry is not None else None
     return responses.json_response(error.status(), status=error.code, headers=headers)
-
-
-# what upstream's max-in-flight filter lets pass uncounted: long-running requests, and the
-# privileged group
-LONG_RUNNING_SUBRESOURCES = frozenset({"attach", "exec", "log", "portforward", "proxy"})
-PRIVILEGED_GROUP = "system:masters"
-TOO_MANY = "Too many requests, please try again later."
-
-
-class InFlightLimit:
-    """`--max-requests-inflight` and `--max-mutating-requests-inflight`, as upstream's
-    WithMaxInFlightLimit: requests being served at once, reads and writes counted apart; one
-    more is a 429 with Retry-After: 1 at once (nothing queues). Watches, exec, attach, logs,
-    port-forward and proxy are long-running and not counted; neither is system:masters.
-    0 means no limit."""
-
-    def __init__(self, reads: int, writes: int):
-        self.limits = {False: reads, True: writes}
-        self.serving = {False: 0, True: 0}
-
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        user = request.get(USER_KEY)
-        if _long_running(request) or (user is not None and PRIVILEGED_GROUP in user.groups):
-            return await handler(request)
-        mutating = request.method not in ("GET", "HEAD", "OPTIONS")
-        limit = self.limits[mutating]
-        if limit and self.serving[mutating] >= limit:
-            raise errors.TooManyRequests(TOO_MANY, retry_after=1)
-        self.serving[mutating] += 1
-        try:
-            return await handler(request)
-        finally:
-            self.serving[mutating] -= 1
-
-
-def _long_running(request: web.Request) -> bool:
-    segments = request.path.split("/")
-    return request.query.get("watch") in ("true", "1") or "watch" in segments[:5] or \
-        segments[-1] in LONG_RUNNING_SUBRESOURCES or "proxy" in segments
 
 
 class Disconnects:
@@ -132,6 +96,32 @@ class Disconnects:
 
 
 disconnects = Disconnects()
+
+
+def check_dot_segments(request: web.Request) -> None:
+    """Refuse a path with a `.` or `..` segment (also percent-encoded). aiohttp resolves them
+    before routing, so `DELETE .../secrets/x/..` would become a delete of the whole
+    collection, and `.../secrets/..` a delete of the namespace; upstream never resolves
+    them: a name `..` is its 400 "Name parameter invalid", anything else does not exist."""
+    segments = urllib.parse.unquote(request.raw_path.partition("?")[0]).split("/")
+    if "." not in segments and ".." not in segments:
+        return
+    last = segments[-1]
+    if last in (".", ".."):
+        raise errors.BadRequest(f"Name parameter invalid: \"{last}\": may not be '{last}'")
+    raise errors.NotFound("the server could not find the requested resource")
+
+
+class ProtocolErrors(logging.LoggerAdapter):
+    """aiohttp's server logger: a request it cannot parse (a line over the limit, a bad
+    header, a malformed URL) is the client's mistake, answered 400 by aiohttp; logged at
+    debug in one line, not as an error with a traceback. Anything else stays an error."""
+
+    def exception(self, msg, *args, exc_info=True, **kwargs) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            self.logger.debug("unparsable request: %s", exc_info)
+            return
+        self.logger.error(msg, *args, exc_info=exc_info, **kwargs)
 
 
 @web.middleware
@@ -238,6 +228,7 @@ async def group_root(request: web.Request) -> web.Response:
 
 async def resources(request: web.Request) -> web.StreamResponse:
     """Everything under /api/v1/ and /apis/<group>/<version>/."""
+    check_dot_segments(request)
     registry = request.app[REGISTRY_KEY]
     group = request.match_info.get("group", "")
     version = request.match_info["version"]
@@ -312,11 +303,13 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
     /v1-k8py/encrypt/... (`keyrotation`, its stage kept in the file `encryption_state`)."""
     registry = registry or Registry()
     # A little headroom over the 3 MiB limit so that bodies.read_raw says it, not aiohttp.
-    in_flight = InFlightLimit(max_requests_inflight, max_mutating_requests_inflight)
+    flow_control = flowcontrol.FlowControl(max_requests_inflight,
+                                           max_mutating_requests_inflight)
     app = web.Application(middlewares=[errors_middleware, authn_middleware,
-                                       impersonation_middleware, in_flight.middleware,
+                                       impersonation_middleware, flow_control.middleware,
                                        authorization_middleware],
                           client_max_size=bodies.MAX_BODY_BYTES + 1)
+    app[FLOW_CONTROL_KEY] = flow_control
     app[REGISTRY_KEY] = registry
     objects = ObjectStore(store, encryption)
     key = sa_tokens.SigningKey.load(service_account_key) if service_account_key else None
@@ -380,6 +373,9 @@ TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds, as upstream's Go server
 # Seconds a connection may sit without a complete request: a half-sent request (or an idle
 # keep-alive connection) is closed after this, as upstream's ReadHeaderTimeout (32 s) does.
 REQUEST_HEADER_TIMEOUT = 32.0
+# Bytes of a request line: long label and field selectors fit (Go allows 1 MiB of headers;
+# aiohttp's default of 8 KiB would refuse URLs upstream serves)
+MAX_REQUEST_LINE = 64 * 1024
 
 
 async def serve(app: web.Application, host: str, port: int, context: ssl.SSLContext,
@@ -394,7 +390,9 @@ async def serve(app: web.Application, host: str, port: int, context: ssl.SSLCont
     # shield themselves (`RestHandler.handle`), so what a client sent is written whole.
     tls.bound_read_buffers()
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2,
-                           keepalive_timeout=REQUEST_HEADER_TIMEOUT, handler_cancellation=True)
+                           keepalive_timeout=REQUEST_HEADER_TIMEOUT, handler_cancellation=True,
+                           max_line_size=MAX_REQUEST_LINE,
+                           logger=ProtocolErrors(logging.getLogger("aiohttp.server"), {}))
     await runner.setup()
     server = None
     try:

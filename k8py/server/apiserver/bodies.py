@@ -8,6 +8,7 @@
   Anything else is a 400, never a crash deeper in the server nor a stored object that no
   client can read back. YAML keeps timestamps as the text written (as upstream's decoder
   does), stringifies scalar keys, and refuses tags JSON has no equivalent for (`!!binary`).
+- JSON is UTF-8 without a byte order mark, as Go reads it (not UTF-16 or UTF-32).
 - Kubernetes protobuf bodies (kubectl's typed `create` and `auth can-i`) are decoded into
   the same JSON form (`k8py.api.protobuf`); answers are always JSON, which kubectl accepts.
 """
@@ -186,7 +187,10 @@ def _decode(raw: bytes, media_type: str) -> Any:
             if len(documents) != 1:
                 raise errors.BadRequest("the request body must hold exactly one YAML document")
             return documents[0]
-        return json.loads(raw, parse_int=_json_int, parse_constant=_json_constant)
+        # UTF-8 only, as Go's decoder: given bytes, Python's would also take UTF-16 and
+        # UTF-32 and skip a byte order mark, none of which upstream accepts
+        return json.loads(raw.decode("utf-8"), parse_int=_json_int,
+                          parse_constant=_json_constant)
     except RecursionError:
         raise errors.BadRequest("the request body is nested too deeply") from None
     except UnicodeDecodeError:

@@ -48,8 +48,8 @@ def drop_unknown_fields(request: web.Request, resource: Resource, obj: dict,
         if not resource.custom or not resource.schema:
             return obj
         pruned, unknown = structural.prune(obj, resource.schema)
-    if not unknown:
-        return obj
+    if not unknown:  # a built-in kind's pruned copy also holds what Go's decoding makes
+        return pruned if schema is not None else obj  # of nulls (in a ResourceList: "0")
     listed = ", ".join(f'unknown field "{path}"' for path in unknown)
     if wanted == "Strict":
         raise undecodable(resource, obj, f"strict decoding error: {listed}", patched)

@@ -41,7 +41,7 @@ from typing import Any
 
 from aiohttp import web
 
-from k8py.api import apply, errors, meta, schemas
+from k8py.api import apply, errors, meta, patching, schemas
 from k8py.api.resources import Registry, Resource
 from k8py.server.apiserver import (admission, bodies, fieldvalidation, patches, podproxy,
                                    podsubresources, queryparams, responses, scale, serviceips,
@@ -81,6 +81,9 @@ def parse_target(registry: Registry, group: str, version: str, parts: list[str])
     if resource is None:
         raise errors.NotFound("the server could not find the requested resource")
     name = parts[1] if len(parts) > 1 else None
+    if name is not None and "%" in name:  # upstream's key functions (IsValidPathSegmentName)
+        quoted = json.dumps(name, ensure_ascii=False)
+        raise errors.BadRequest(f"Name parameter invalid: {quoted}: may not contain '%'")
     subresource = parts[2] if len(parts) > 2 else None
     if subresource is not None and subresource not in resource.subresources:
         raise errors.NotFound(f"the server could not find the requested resource: k8py does "
@@ -92,6 +95,21 @@ def parse_target(registry: Registry, group: str, version: str, parts: list[str])
         if problem:
             raise errors.NotFound("the server could not find the requested resource")
     return Target(resource, namespace, name, subresource)
+
+
+def _applied(resource: Resource, live: dict | None, config: dict, manager: str,
+             force: bool) -> dict:
+    """`apply.apply`, with a configuration that cannot be merged (a list-map element
+    without its key) a 400 naming the problem; upstream's structured-merge-diff says it
+    as "failed to create typed patch object", and answers 500, which no bad input gets here."""
+    try:
+        return apply.apply(live, config, manager, force, resource.api_version,
+                           schemas.for_resource(resource))
+    except patching.PatchTooLarge as exc:
+        raise errors.RequestEntityTooLarge(str(exc)) from None
+    except patching.PatchError as exc:
+        raise errors.BadRequest(f"failed to create typed patch object ({resource.group}/"
+                                f"{resource.version}, Kind={resource.kind}): {exc}") from None
 
 
 def _consume(task: asyncio.Future) -> None:
@@ -468,15 +486,13 @@ class RestHandler:
             await self.objects.get(resource, target.namespace, target.name)
         except errors.NotFound:
             # The applier owns what it sent, not the defaults and generated fields.
-            owned = apply.apply(None, config, manager, force, resource.api_version,
-                                schemas.for_resource(resource))
+            owned = _applied(resource, None, config, manager, force)
             return await self.store.create(resource, target.namespace, config, ctx,
                                            managed_fields=owned["metadata"].get(
                                                "managedFields") or [])
 
         async def change(live: dict) -> dict:
-            return apply.apply(live, config, manager, force, resource.api_version,
-                               schemas.for_resource(resource))
+            return _applied(resource, live, config, manager, force)
 
         return await self.store.update(resource, target.namespace, target.name, change, ctx,
                                        applied=True)

@@ -3,9 +3,12 @@ afterwards the server still answers and nothing was stored."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 
 import pytest
+import yarl
 
 CM = "/api/v1/namespaces/default/configmaps"
 GOOD = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ok"}}
@@ -163,6 +166,20 @@ CORPUS = [
      "application/apply-patch+yaml", 400, "BadRequest"),
     ("method not allowed", "POST", CM + "/x", json.dumps(GOOD).encode(), "application/json",
      405, "MethodNotAllowed"),
+    # --- what the hostile-input campaign found (tests/integration/test_hostile_input.py) ---
+    ("JSON after a byte order mark", "POST", CM, b"\xef\xbb\xbf" + json.dumps(GOOD).encode(),
+     "application/json", 400, "BadRequest"),
+    ("JSON in UTF-16", "POST", CM, json.dumps(GOOD).encode("utf-16"), "application/json", 400,
+     "BadRequest"),
+    ("JSON in UTF-32", "POST", CM, json.dumps(GOOD).encode("utf-32"), "application/json", 400,
+     "BadRequest"),
+    ("merge patch in UTF-16", "PATCH", CM + "/ghost", b'{"data": {}}'.decode().encode("utf-16"),
+     "application/merge-patch+json", 400, "BadRequest"),
+    ("name with a percent sign", "GET", CM + "/a%25b", None, None, 400, "BadRequest"),
+    ("protobuf time past the year 9999", "POST", CM,
+     b"k8s\x00\x0a\x0f\x0a\x02v1\x12\x09ConfigMap\x12\x10\x0a\x0e\x0a\x01t"
+     b"\x42\x09\x08\x80\x80\x80\x80\x80\x80\x80\x80\x40",
+     "application/vnd.kubernetes.protobuf", 400, "BadRequest"),
 ]
 
 
@@ -261,3 +278,72 @@ async def test_nan_is_never_stored_and_the_collection_stays_listable(client):
         assert status == 400
     status, listed = await client.request("GET", CM)
     assert status == 200 and [i["metadata"]["name"] for i in listed["items"]] == ["ok"]
+
+
+async def test_server_side_apply_of_a_list_map_element_without_its_key_is_400(client):
+    await client.request("POST", "/api/v1/namespaces/default/pods", {
+        "metadata": {"name": "p"}, "spec": {"containers": [
+            {"name": "c", "image": "i", "ports": [{"containerPort": 80}]}]}})
+    config = (b"apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n"
+              b"  - name: c\n    image: i\n    ports: [{protocol: TCP}]\n")
+    status, body = await client.request("PATCH", "/api/v1/namespaces/default/pods/p",
+                                        raw=config, content_type="application/apply-patch+yaml",
+                                        fieldManager="t")
+    assert status == 400 and body["reason"] == "BadRequest", body
+    assert body["message"].startswith("failed to create typed patch object (/v1, Kind=Pod): ")
+    assert "containerPort" in body["message"]
+
+
+async def _raw_path(client, method: str, path: str):
+    """A request whose path goes out exactly as written: no client resolves its dot segments."""
+    url = yarl.URL(client.server.url + path, encoded=True)
+    async with client.session.request(method, url) as response:
+        return response.status, json.loads(await response.read())
+
+
+async def test_dot_segments_are_never_resolved(client):
+    """aiohttp resolves `..` before routing: `DELETE secrets/x/..` was a delete of every
+    Secret, `DELETE namespaces/n/secrets/..` of the namespace. Upstream resolves nothing."""
+    await client.request("POST", "/api/v1/namespaces", {"metadata": {"name": "n"}})
+    await client.request("POST", "/api/v1/namespaces/n/secrets", {"metadata": {"name": "s"}})
+    for path in ("/api/v1/namespaces/n/secrets/s/..", "/api/v1/namespaces/n/secrets/s/%2e%2e",
+                 "/api/v1/namespaces/n/secrets/x/../s", "/api/v1/namespaces/n/secrets/..",
+                 "/api/v1/namespaces/n/secrets/%2E%2E", "/api/v1/namespaces/n/secrets/."):
+        status, body = await _raw_path(client, "DELETE", path)
+        assert body["kind"] == "Status" and status in (400, 404), (path, body)
+        if path.endswith(("..", "%2E%2E")):
+            assert status == 400 and body["message"] == \
+                'Name parameter invalid: "..": may not be \'..\'', body
+    status, _ = await client.request("GET", "/api/v1/namespaces/n/secrets/s")
+    assert status == 200
+    status, body = await client.request("GET", "/api/v1/namespaces/n")
+    assert status == 200 and "deletionTimestamp" not in body["metadata"]
+
+
+async def test_an_unparsable_request_is_not_an_error_in_the_log(client, caplog):
+    caplog.set_level(logging.DEBUG)
+    host, port = client.server.url.removeprefix("https://").rsplit(":", 1)
+    for request in (b"GET /api/v1/" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"GET /api/v1/a\x00b HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"):
+        reader, writer = await asyncio.open_connection(host, int(port),
+                                                       ssl=client.server.ssl())
+        writer.write(request)
+        answer = await reader.read()
+        writer.close()
+        assert answer.split(b" ", 2)[1] == b"400", answer[:200]
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert loud == [], [r.getMessage() for r in loud]
+    # a long URL within the limit is served (as Go serves up to 1 MiB of headers)
+    status, body = await client.request("GET", CM, labelSelector="a in (" + "b," * 5000 + "c)")
+    assert status == 200 and body["items"] == []
+
+
+async def test_null_in_a_resource_list_is_the_zero_quantity(client):
+    """Was a 500 (the QoS class read None): Go decodes null there as the zero Quantity."""
+    status, body = await client.request("POST", "/api/v1/namespaces/default/pods", {
+        "metadata": {"name": "q"}, "spec": {"containers": [
+            {"name": "c", "image": "i", "resources": {"limits": {"cpu": None}}}]}})
+    assert status == 201, body
+    assert body["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "0"}
+    assert body["status"]["qosClass"] == "BestEffort"

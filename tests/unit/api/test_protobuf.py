@@ -60,12 +60,28 @@ def test_secret_bytes_become_base64():
     assert decode_body(envelope("v1", "Secret", raw))["data"] == {"p": "cQ=="}
 
 
+def _pod_with_probe_port(int_or_string: bytes) -> bytes:
+    """A pod whose container's readinessProbe.tcpSocket.port is the IntOrString given."""
+    probe = field(1, field(3, field(1, int_or_string)))
+    container = field(1, b"c") + field(2, b"busybox") + field(11, probe)
+    return envelope("v1", "Pod", field(1, field(1, b"p")) + field(2, field(2, container)))
+
+
 @pytest.mark.parametrize("body, message", [
     (b"not protobuf", "prefix"),
     (MAGIC + b"\x0a\x05ab", "truncated"),
     (envelope("v1", "Node", b""), "does not decode protobuf Node"),
     (envelope("v1", "ConfigMap", field(99, b"x")), "field 99 of ConfigMap"),
     (envelope("v1", "ConfigMap", field(1, field(1, b"\xff\xfe"))), "UTF-8"),
+    # what the hostile-input campaign found: each was a 500
+    (envelope("v1", "ConfigMap", field(1, field(8, field(1, 1 << 62)))), "years 1 to 9999"),
+    (envelope("v1", "ConfigMap", field(1, field(8, field(1, -62_135_596_801)))),
+     "years 1 to 9999"),
+    (envelope("v1", "ConfigMap", field(1, field(8, field(1, b"soon")))), "wire type 2"),
+    (envelope("v1", "ConfigMap", field(1, field(17, field(7, field(
+        1, b'{"a":' * 50_000 + b"1" + b"}" * 50_000))))), "fieldsV1"),
+    (_pod_with_probe_port(field(1, 0) + field(2, b"80")), "wire type 2"),
+    (_pod_with_probe_port(field(1, 7)), "IntOrString of type 7"),
 ])
 def test_bad_bodies_are_named(body, message):
     with pytest.raises(ProtobufError, match=message):
@@ -268,3 +284,9 @@ def test_service_with_an_empty_status():
                                       "targetPort": 8080}],
                            "selector": {"app": "x"}, "type": "ClusterIP"}
     assert obj["status"] == {"loadBalancer": {}}
+
+
+def test_times_are_written_with_four_digit_years():
+    raw = field(1, field(1, b"cm") + field(9, field(1, -62_135_596_800)))  # 0001-01-01
+    assert decode_body(envelope("v1", "ConfigMap", raw))["metadata"]["deletionTimestamp"] == \
+        "0001-01-01T00:00:00Z"
