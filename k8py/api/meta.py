@@ -63,6 +63,11 @@ def name_problem(resource: Resource, name: str) -> str | None:
         for bad in ("/", "%"):
             if bad in name:
                 return f"may not contain '{bad}'"
+        if len(name) > 253:  # upstream has no bound; k8py keeps names key-sized
+            return "must be no more than 253 characters"
+        if any(ord(c) < 0x20 or ord(c) == 0x7f for c in name):
+            # upstream lets them through; a name is also a store key and a log line
+            return "may not contain control characters"
         return None
     if (resource.group, resource.plural) in _LABEL_NAMED:
         if len(name) > 63:

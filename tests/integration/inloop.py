@@ -15,10 +15,12 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from k8py.api.resources import Registry
+from k8py.api.resources import Registry, builtin
+from k8py.client.client import Client
 from k8py.server import pki
 from k8py.server.apiserver import app as apiserver
 from k8py.server.apiserver.authn import TokenFile
+from k8py.server.apiserver.inprocess import InProcessTransport
 from k8py.server.daemon import bootstrap
 from k8py.server.store import open_backend
 
@@ -56,7 +58,8 @@ async def running_apiserver(tmp_path, store_url: str = "memory://", *, join: boo
     """An API server under `tmp_path/data` (`store_url` "" is the default SQLite store).
     `join` serves the node-join endpoints; `customize` may add routes before it starts;
     `encryption` (an `encryptionconfig.Encryption`) encrypts at rest; `users` get a bearer
-    token each (no groups); `app_options` go to `make_app`. ServiceAccount admission is off
+    token each (no groups) and cluster-admin through a ClusterRoleBinding (not
+    system:masters: authorization and flow control apply to them); `app_options` go to `make_app`. ServiceAccount admission is off
     unless asked for (`disable_admission_plugins=()`): no service-account controller runs
     here to make the `default` accounts pods need."""
     data_dir = str(tmp_path / "data")
@@ -80,6 +83,13 @@ async def running_apiserver(tmp_path, store_url: str = "memory://", *, join: boo
                              encryption_state=os.path.join(server_dir, "cred",
                                                            "encryption-state.json"),
                              **app_options)
+    if users:  # may do everything through RBAC, yet are not system:masters
+        await Client(InProcessTransport(app[apiserver.REST_KEY])).create(
+            builtin("rbac.authorization.k8s.io/v1", "clusterrolebindings"), {
+                "metadata": {"name": "test-users-cluster-admin"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                            "name": "cluster-admin"},
+                "subjects": [{"kind": "User", "name": name} for name in users]})
     if customize is not None:
         customize(app)
     port = free_port()

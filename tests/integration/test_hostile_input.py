@@ -303,6 +303,31 @@ WATCH_USERS = 5  # the per-user cap (watchserving.MAX_WATCHES_PER_USER, 2048) is
 WATCHES_PER_USER = 1000
 
 
+async def _let_group_watch_configmaps(session, url: str, admin: dict, group: str) -> None:
+    """RBAC: `group` may list and watch ConfigMaps; wait until the server says so."""
+    rbac = url + "/apis/rbac.authorization.k8s.io/v1"
+    async with session.post(rbac + "/clusterroles", headers=admin, json={
+            "metadata": {"name": "configmap-watcher"},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"],
+                       "verbs": ["list", "watch"]}]}) as r:
+        assert r.status == 201, await r.text()
+    async with session.post(rbac + "/clusterrolebindings", headers=admin, json={
+            "metadata": {"name": "configmap-watchers"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "configmap-watcher"},
+            "subjects": [{"kind": "Group", "name": group}]}) as r:
+        assert r.status == 201, await r.text()
+
+    async def allowed() -> bool:
+        async with session.post(
+                url + "/apis/authorization.k8s.io/v1/subjectaccessreviews", headers=admin,
+                json={"spec": {"groups": [group], "resourceAttributes": {
+                    "verb": "watch", "resource": "configmaps", "namespace": "default"}}}) as r:
+            return (await r.json())["status"]["allowed"]
+
+    await eventually(allowed, timeout=10, what="the binding to take effect")
+
+
 async def test_5000_open_watches(tmp_path):
     port = free_port()
     data = tmp_path / "data"
@@ -312,7 +337,7 @@ async def test_5000_open_watches(tmp_path):
     fd = os.open(cred / "tokens", os.O_WRONLY | os.O_CREAT, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(f'admin-{SEED},system:admin,system:admin,"system:masters"\n')
-        f.writelines(f"{token},{user},{user}\n" for user, token in tokens.items())
+        f.writelines(f'{token},{user},{user},"watchers"\n' for user, token in tokens.items())
     kubeconfig = tmp_path / "kubeconfig.yaml"
     proc = subprocess.Popen(
         [sys.executable, "-m", "k8py", "server", "--disable-agent", "--disable-scheduler",
@@ -330,6 +355,7 @@ async def test_5000_open_watches(tmp_path):
         connector = aiohttp.TCPConnector(ssl=context, limit=0)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            await _let_group_watch_configmaps(session, url, admin, "watchers")
             async with session.get(url + CM, headers=admin) as r:
                 revision = (await r.json())["metadata"]["resourceVersion"]
             fds_before = len(os.listdir(f"/proc/{proc.pid}/fd"))
