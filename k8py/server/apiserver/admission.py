@@ -11,8 +11,10 @@ A plugin refuses by raising a `k8py.api.errors.StatusError` (upstream answers 40
 for most refusals); the write then does nothing. The default chain (`default_chain`) holds
 `NamespaceLifecycle`'s rule that the system namespaces are never deleted (content in a
 missing or terminating namespace is refused by the write path itself,
-`GenericStore.require_namespace`); the security work (RBAC-aware admission,
-NodeRestriction, ServiceAccount) plugs in here.
+`GenericStore.require_namespace`), then, given the store, `LimitRanger` (`limitranger`) and
+last, as upstream orders it, `ResourceQuota` (`resourcequota`); the security work
+(RBAC-aware admission, NodeRestriction, ServiceAccount) plugs in here.
+`forbidden` words a refusal as upstream's admission.NewForbidden does.
 """
 
 from __future__ import annotations
@@ -72,8 +74,29 @@ class NamespaceLifecycle:
                 "deleted", name=attributes.name, kind="namespaces")
 
 
-def default_chain() -> "Chain":
-    return Chain([NamespaceLifecycle()])
+def forbidden(attributes: Attributes, message: str) -> errors.Forbidden:
+    """`<resource> "<name>" is forbidden: <message>`: the name is the request's, else the
+    object's, else its generateName, else "Unknown" (admission.NewForbidden)."""
+    name = attributes.name
+    if not name:
+        metadata = (attributes.object or {}).get("metadata")
+        metadata = metadata if isinstance(metadata, dict) else {}
+        name = metadata.get("name") or metadata.get("generateName") or "Unknown"
+    resource = attributes.resource
+    qualified = f"{resource.plural}.{resource.group}" if resource.group else resource.plural
+    return errors.Forbidden(f'{qualified} "{name}" is forbidden: {message}', name=name,
+                            group=resource.group, kind=resource.plural)
+
+
+def default_chain(objects: Any = None) -> "Chain":
+    """The chain; with the store (`storage.ObjectStore`), the plugins that read it too."""
+    plugins: list[Plugin] = [NamespaceLifecycle()]
+    if objects is not None:
+        # imported here: the plugins import this module for Attributes
+        from k8py.server.apiserver.limitranger import LimitRanger
+        from k8py.server.apiserver.resourcequota import ResourceQuota
+        plugins += [LimitRanger(objects), ResourceQuota(objects)]
+    return Chain(plugins)
 
 
 class Chain:

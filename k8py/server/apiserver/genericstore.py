@@ -57,7 +57,7 @@ class GenericStore:
         self.registry = registry
         self.objects = objects
         self.strategies = strategies
-        self.admission = chain or admission.default_chain()
+        self.admission = chain or admission.default_chain(objects)
 
     async def _admit(self, operation: str, resource: Resource, namespace: str | None,
                      name: str | None, obj: Obj | None, old: Obj | None,
