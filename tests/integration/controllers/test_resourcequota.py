@@ -169,9 +169,10 @@ async def test_kubectl_get_and_describe_quota(cluster):
     assert "pods: 1/10, requests.cpu: 250m/1" in table[1]
     assert table[1].rstrip().endswith("limits.cpu: 500m/2")
     described = (await cluster.akubectl("describe", "quota", "mixed", "-n", ns)).stdout
-    assert "requests.cpu  250m  1" in " ".join(described.split("\n")) or \
-        [line.split() for line in described.splitlines()
-         if line.startswith("requests.cpu")] == [["requests.cpu", "250m", "1"]]
+    rows = [line.split() for line in described.splitlines()[2:] if line.strip()]
+    assert rows == [["Resource", "Used", "Hard"], ["--------", "----", "----"],
+                    ["limits.cpu", "500m", "2"], ["pods", "1", "10"],
+                    ["requests.cpu", "250m", "1"]]
 
 
 async def test_limit_range_defaults_and_bounds(cluster):
@@ -237,3 +238,38 @@ async def test_official_client_sees_403(cluster, tmp_path):
                                                                      "kind": "pods"}
     assert status["message"] == ('pods "second" is forbidden: exceeded quota: one, '
                                  'requested: pods=1, used: pods=1, limited: pods=1')
+
+
+async def test_finished_pods_give_usage_back(cluster):
+    client = cluster.client
+    ns = await namespace(client, "q6")
+    await client.create(QUOTAS, quota("one", ns, {"pods": "1", "count/pods": "5"}))
+    await eventually(lambda: used(client, "one", ns, pods="0"), 5, what="usage computed")
+    finishing = pod("finishing", ns)
+    finishing["metadata"]["annotations"] = {"k8py.io/simulate-exit-code": "0"}
+    await client.create(PODS, finishing)
+    assert await used(client, "one", ns, {"pods": "1", "count/pods": "1"})
+    # a finished pod is no longer charged for `pods`, but still counts in count/pods
+    await eventually(lambda: used(client, "one", ns, {"pods": "0", "count/pods": "1"}), 10,
+                     what="the finished pod given back")
+    await client.create(PODS, pod("next", ns))
+    assert await used(client, "one", ns, {"pods": "1", "count/pods": "2"})
+
+
+async def test_scoped_quotas_charge_only_what_they_select(cluster):
+    client = cluster.client
+    ns = await namespace(client, "q7")
+    await client.create(QUOTAS, quota("best-effort", ns, {"pods": "1"}, scopes=["BestEffort"]))
+    await client.create(QUOTAS, quota("guaranteed", ns, {"pods": "5", "requests.cpu": "1"},
+                                      scopes=["NotBestEffort"]))
+    for name in ("best-effort", "guaranteed"):
+        await eventually(lambda: used(client, name, ns, pods="0"), 5, what="usage computed")
+    await client.create(PODS, pod("plain", ns))
+    assert await used(client, "best-effort", ns, pods="1")
+    assert await used(client, "guaranteed", ns, {"pods": "0", "requests.cpu": "0"})
+    with pytest.raises(errors.Forbidden) as refused:
+        await client.create(PODS, pod("plain2", ns))
+    assert "exceeded quota: best-effort, requested: pods=1" in refused.value.message
+    await client.create(PODS, pod("sized", ns, requests={"cpu": "500m"}))
+    assert await used(client, "guaranteed", ns, {"pods": "1", "requests.cpu": "500m"})
+    assert await used(client, "best-effort", ns, pods="1")
