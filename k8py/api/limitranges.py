@@ -42,11 +42,11 @@ def default_limit_range(obj: Obj) -> Obj:
     for item in (obj.get("spec") or {}).get("limits") or []:
         if not isinstance(item, dict) or item.get("type") != CONTAINER:
             continue
-        default = dict(item.get("default") or {})
-        request = dict(item.get("defaultRequest") or {})
+        default = dict(_mapping(item.get("default")))
+        request = dict(_mapping(item.get("defaultRequest")))
         for source, target in ((item.get("max"), default), (default, request),
                                (item.get("min"), request)):
-            for name, value in (source or {}).items():
+            for name, value in _mapping(source).items():
                 target.setdefault(name, value)
         for field, values in (("default", default), ("defaultRequest", request)):
             if values:  # an empty map is omitted, as Go's omitempty writes it
@@ -68,11 +68,15 @@ def container_defaults(limit_range: Mapping) -> tuple[ResourceList, ResourceList
     return requests, limits
 
 
+def _mapping(value: Any) -> Mapping:
+    return value if isinstance(value, Mapping) else {}
+
+
 def _merge(container: Obj, requests: ResourceList, limits: ResourceList, what: str) -> list[str]:
     resources = container.get("resources")
     resources = dict(resources) if isinstance(resources, Mapping) else {}
-    own_limits = dict(resources.get("limits") or {})
-    own_requests = dict(resources.get("requests") or {})
+    own_limits = dict(_mapping(resources.get("limits")))
+    own_requests = dict(_mapping(resources.get("requests")))
     # upstream's defaulting has made a limit without a request request it by now
     for name, value in own_limits.items():
         own_requests.setdefault(name, value)
@@ -118,8 +122,8 @@ def apply_container_defaults(pod: Obj, limit_range: Mapping) -> Obj:
         spec[field] = copies
     pod = {**pod, "spec": spec}
     if notes:
-        metadata = dict(pod.get("metadata") or {})
-        metadata["annotations"] = {**(metadata.get("annotations") or {}),
+        metadata = dict(_mapping(pod.get("metadata")))
+        metadata["annotations"] = {**_mapping(metadata.get("annotations")),
                                    ANNOTATION: "LimitRanger plugin set: " + "; ".join(notes)}
         pod["metadata"] = metadata
     return pod
