@@ -385,3 +385,37 @@ def calculate_usage(quota: Obj, namespace: str, list_objects: Lister,
         usage = resourcelists.add(usage, resourcelists.mask(total, names))
         measured.update(names)
     return usage, measured
+
+
+# --- validation of ResourceQuotas (a part of upstream's ValidateResourceQuota) --------------
+
+_STANDARD_QUOTA = frozenset({
+    "pods", "services", "replicationcontrollers", "resourcequotas", "secrets", "configmaps",
+    "persistentvolumeclaims", "services.nodeports", "services.loadbalancers", "cpu", "memory",
+    "ephemeral-storage", "requests.cpu", "requests.memory", "requests.storage",
+    "requests.ephemeral-storage", "limits.cpu", "limits.memory", "limits.ephemeral-storage"})
+_STANDARD = _STANDARD_QUOTA | {"storage"}
+
+
+def validation_causes(obj: Obj, old: Obj | None = None) -> list[tuple[str, str, str]]:
+    """spec.hard: names standard for quota (or qualified, with a `/`), values not negative."""
+    causes = []
+    hard = (obj.get("spec") or {}).get("hard") or {}
+    for name, value in hard.items() if isinstance(hard, Mapping) else ():
+        field = f"spec.hard[{name}]"
+        if "/" not in name:
+            hugepages = name.startswith(("hugepages-", "requests.hugepages-"))
+            if name not in _STANDARD and not name.startswith("hugepages-"):
+                causes.append((field, "FieldValueInvalid", f'Invalid value: "{name}": must be '
+                               "a standard resource type or fully qualified"))
+            if name not in _STANDARD_QUOTA and not hugepages:
+                causes.append((field, "FieldValueInvalid", f'Invalid value: "{name}": must be '
+                               "a standard resource for quota"))
+        try:
+            quantity = Quantity.parse(value)
+        except (ValueError, TypeError):
+            continue  # the schema refused it already
+        if quantity.sign() < 0:
+            causes.append((field, "FieldValueInvalid",
+                           f'Invalid value: "{quantity}": must be greater than or equal to 0'))
+    return causes

@@ -273,3 +273,14 @@ async def test_scoped_quotas_charge_only_what_they_select(cluster):
     await client.create(PODS, pod("sized", ns, requests={"cpu": "500m"}))
     assert await used(client, "guaranteed", ns, {"pods": "1", "requests.cpu": "500m"})
     assert await used(client, "best-effort", ns, pods="1")
+
+
+async def test_invalid_quotas_are_refused(cluster):
+    bad = quota("bad", "default", {"pods": "-1", "widgets": "1"})
+    proc = await cluster.akubectl("create", "-f", "-", input=json.dumps(bad), check=False)
+    assert proc.stderr.strip().splitlines() == [
+        'The ResourceQuota "bad" is invalid: ',
+        '* spec.hard[pods]: Invalid value: "-1": must be greater than or equal to 0',
+        '* spec.hard[widgets]: Invalid value: "widgets": must be a standard resource type or '
+        'fully qualified',
+        '* spec.hard[widgets]: Invalid value: "widgets": must be a standard resource for quota']
