@@ -12,7 +12,7 @@ import datetime
 from collections.abc import Callable
 from typing import Any
 
-from k8py.api import conversion
+from k8py.api import conversion, resourcelists
 from k8py.api.selectors import format_label_selector
 
 Obj = dict[str, Any]
@@ -381,11 +381,13 @@ def subjects(kind: str):
 
 
 def quota(limits: bool):
-    """A ResourceQuota's `name: used/hard` per resource in status.hard, requests or limits."""
+    """A ResourceQuota's `name: used/hard` per resource in status.hard, requests or limits,
+    quantities in their canonical form (a missing used value is 0)."""
     def cell(obj: Obj, now) -> str:
-        hard = get(obj, "status", "hard", default={})
-        used = get(obj, "status", "used", default={})
-        parts = [f"{name}: {used.get(name, '0')}/{hard[name]}" for name in sorted(hard)
+        hard = resourcelists.read(get(obj, "status", "hard", default={}))
+        used = resourcelists.read(get(obj, "status", "used", default={}))
+        parts = [f"{name}: {used.get(name, resourcelists.ZERO)}/{hard[name]}"
+                 for name in sorted(hard)
                  if (name.split(".")[0] == "limits" and "." in name) == limits]
         return ", ".join(parts)
     return cell

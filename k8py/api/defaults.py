@@ -6,7 +6,8 @@ object reads back as it would from upstream (pods' restart, DNS and pull policie
 period, scheduler, and the not-ready/unreachable NoExecute tolerations of upstream's
 DefaultTolerationSeconds admission; workloads' replicas, strategies and history limits;
 services' type, protocols and target ports; jobs' parallelism, completions and backoff;
-secrets' stringData; namespaces' finalizer and phase; CRDs' status). Kinds not listed are
+secrets' stringData; namespaces' finalizer and phase; CRDs' status; LimitRanges' container
+defaults, `limitranges.default_limit_range`). Kinds not listed are
 stored as sent.
 """
 
@@ -16,7 +17,7 @@ import base64
 from collections.abc import Callable
 from typing import Any
 
-from k8py.api import conversion
+from k8py.api import conversion, limitranges
 from k8py.api.jsondoc import clone
 from k8py.api.resources import Resource
 from k8py.api.timestamps import now
@@ -314,6 +315,7 @@ DEFAULTERS: dict[tuple[str, str], Callable[[Obj], Obj]] = {
     ("batch", "jobs"): _job,
     ("batch", "cronjobs"): _cronjob,
     ("autoscaling", "horizontalpodautoscalers"): _horizontal_pod_autoscaler,
+    ("", "limitranges"): limitranges.default_limit_range,
 }
 
 # Kinds whose metadata.generation counts spec changes (upstream's strategies set it for these).

@@ -190,6 +190,7 @@ PRINTERS: dict[tuple[str, str], list[Column]] = {
     # no printer upstream: the API server's default table, cells.NAME and CREATED AT
     **{("rbac.authorization.k8s.io", plural): [cells.NAME, ("Created At", "date", 0, cells.created_at)]
        for plural in ("roles", "clusterroles")},
+    ("", "limitranges"): [cells.NAME, ("Created At", "date", 0, cells.created_at)],
     ("certificates.k8s.io", "certificatesigningrequests"): [
         cells.NAME,
         cells.AGE,

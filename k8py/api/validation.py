@@ -10,7 +10,8 @@ so a selector the user wrote is refused, as upstream's `validateGeneratedSelecto
 selector and template immutable), services (type, ports, names, immutable clusterIP), config
 maps and secrets (key syntax, `immutable`, at most 1 MiB of data), CRDs, HPAs (replica
 bounds, target reference), network policies (ports, ranges and port names, peers, ipBlock
-CIDRs and their excepts, policyTypes, selector operators). Other kinds are checked only by
+CIDRs and their excepts, policyTypes, selector operators), resource quotas (`quota`:
+spec.hard names and values). Other kinds are checked only by
 their schema (unknown fields, value types).
 """
 
@@ -26,6 +27,7 @@ from typing import Any
 
 from cryptography import x509
 
+from k8py.api import quota
 from k8py.api.resources import Resource
 from k8py.api.selectors import selector_matches
 
@@ -712,6 +714,7 @@ VALIDATORS: dict[tuple[str, str], Callable[[dict[str, Any], dict[str, Any] | Non
     ("certificates.k8s.io", "certificatesigningrequests"): _csr,
     ("autoscaling", "horizontalpodautoscalers"): _horizontal_pod_autoscaler,
     ("networking.k8s.io", "networkpolicies"): _network_policy,
+    ("", "resourcequotas"): quota.validation_causes,
 }
 
 

@@ -11,12 +11,15 @@ A plugin refuses by raising a `k8py.api.errors.StatusError` (upstream answers 40
 for most refusals); the write then does nothing. The default chain (`default_chain`) holds
 `NamespaceLifecycle`'s rule that the system namespaces are never deleted (content in a
 missing or terminating namespace is refused by the write path itself,
-`GenericStore.require_namespace`), `PodSecurity` (`podsecurity`) and, given the store to
-read accounts from, `ServiceAccount` (`serviceaccount.py`: a pod's account, its token
-volume). The API server adds the plugins that consult its authorizers (`RBACEscalation`,
-`NodeRestriction`: `RestHandler.use_authorization`). A plugin can be switched off by name
-(`disabled`, upstream's --disable-admission-plugins): the bare API servers of tests that run
-no service-account controller switch `ServiceAccount` off, as upstream's integration tests do.
+`GenericStore.require_namespace`), then, given the store, `LimitRanger` (`limitranger`),
+`ServiceAccount` (`serviceaccount.py`: a pod's account, its token volume), `PodSecurity`
+(`podsecurity`) and last, as upstream orders it, `ResourceQuota` (`resourcequota`). The API
+server adds, before ResourceQuota, the plugins that consult its authorizers
+(`NodeRestriction`, `RBACEscalation`: `RestHandler.use_authorization`). A plugin can be
+switched off by name (`disabled`, upstream's --disable-admission-plugins): the bare API
+servers of tests that run no service-account controller switch `ServiceAccount` off, as
+upstream's integration tests do. `forbidden` words a refusal as upstream's
+admission.NewForbidden does.
 
 A plugin may also answer without refusing, as upstream's do through the request context:
 `Attributes.warn` adds a warning (an HTTP `Warning: 299 - "<text>"` header on the answer,
@@ -102,16 +105,34 @@ class NamespaceLifecycle:
                 "deleted", name=attributes.name, kind="namespaces")
 
 
+def forbidden(attributes: Attributes, message: str) -> errors.Forbidden:
+    """`<resource> "<name>" is forbidden: <message>`: the name is the request's, else the
+    object's, else its generateName, else "Unknown" (admission.NewForbidden)."""
+    name = attributes.name
+    if not name:
+        metadata = (attributes.object or {}).get("metadata")
+        metadata = metadata if isinstance(metadata, dict) else {}
+        name = metadata.get("name") or metadata.get("generateName") or "Unknown"
+    resource = attributes.resource
+    qualified = f"{resource.plural}.{resource.group}" if resource.group else resource.plural
+    return errors.Forbidden(f'{qualified} "{name}" is forbidden: {message}', name=name,
+                            group=resource.group, kind=resource.plural)
+
+
 def default_chain(registry: Any = None, objects: Any = None,
                   disabled: Collection[str] = ()) -> "Chain":
     """NamespaceLifecycle, then (when given the registry and the `ObjectStore` they read)
-    PodSecurity and ServiceAccount, less the plugins named in `disabled`."""
+    LimitRanger, ServiceAccount, PodSecurity and last ResourceQuota, less the plugins named
+    in `disabled`."""
     plugins: list[Plugin] = [NamespaceLifecycle()]
     if registry is not None and objects is not None:
+        # imported here: the plugins import this module for Attributes
+        from k8py.server.apiserver.limitranger import LimitRanger
+        from k8py.server.apiserver.resourcequota import ResourceQuota
         from k8py.server.apiserver.serviceaccount import ServiceAccount
 
-        plugins.append(podsecurity.PodSecurity(registry, objects))
-        plugins.append(ServiceAccount(registry, objects))
+        plugins += [LimitRanger(objects), ServiceAccount(registry, objects),
+                    podsecurity.PodSecurity(registry, objects), ResourceQuota(objects)]
     return Chain([p for p in plugins if p.name not in disabled])
 
 

@@ -189,10 +189,13 @@ class RestHandler:
         self.authorization = authorization
         self.store.strategies.use_access_reviewer(authorization)
         plugins = self.store.admission.plugins
+        # before ResourceQuota, which must stay last: it charges what the others let in
+        at = next((i for i, p in enumerate(plugins) if p.name == "ResourceQuota"),
+                  len(plugins))
         if authorization.policy is not None:
-            plugins.append(RBACEscalation(authorization.policy, authorization.authorizer))
+            plugins.insert(at, RBACEscalation(authorization.policy, authorization.authorizer))
         if authorization.graph is not None:
-            plugins.append(NodeRestriction(self._stored_pod))
+            plugins.insert(at, NodeRestriction(self._stored_pod))
 
     async def _stored_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

@@ -40,6 +40,7 @@ from k8py.server.controllers.nodeipam import NodeIpamController
 from k8py.server.controllers.nodelifecycle import NodeLifecycleController
 from k8py.server.controllers.replicaset import (ReplicaSetController,
                                                 ReplicationControllerController)
+from k8py.server.controllers.resourcequota import ResourceQuotaController
 from k8py.server.controllers.rootca import RootCAPublisher
 from k8py.server.controllers.serviceaccount import ServiceAccountController
 from k8py.server.controllers.statefulset import StatefulSetController
@@ -68,6 +69,7 @@ CONTROLLERS: list[type[Controller]] = [
     CsrSigningController,
     ServiceLoadBalancer,
     NodePasswordController,
+    ResourceQuotaController,
 ]
 
 
