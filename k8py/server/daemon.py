@@ -12,7 +12,8 @@ on the in-process transport once the API server has its REST handler, while this
 the controller-manager lease. Unless `--disable-agent`, the embedded agent
 (`k8py.agent.daemon.run`) runs this host as a node on the in-process transport, with a kubelet
 serving certificate issued from the cluster CA (`pki.ensure_kubelet_serving`); the API server
-reaches it with `pki.ensure_kubelet_client`'s certificate.
+reaches it with `pki.ensure_kubelet_client`'s certificate. With `--audit-policy-file` and
+`--audit-log-path` the API server writes upstream's audit log (`apiserver.audit`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from k8py.api.resources import Registry
 from k8py.lifecycle import Supervisor, notify_service_manager
 from k8py.server import pki
 from k8py.server.apiserver import app as apiserver
-from k8py.server.apiserver import apiservices, crds, podproxy, serviceips
+from k8py.server.apiserver import apiservices, audit, crds, podproxy, serviceips
 from k8py.server.controllers import advertising
 from k8py.client.client import Client
 from k8py.server.apiserver.authn import TokenFile, User
@@ -76,6 +77,12 @@ class ServerConfig:
     write_kubeconfig_mode: int = 0o600
     max_requests_inflight: int = 400
     max_mutating_requests_inflight: int = 200
+    audit_policy_file: str | None = None
+    audit_log_path: str | None = None
+    audit_log_maxage: int = 0
+    audit_log_maxbackup: int = 0
+    audit_log_maxsize: int = 0
+    audit_log_format: str = "json"
 
 
 async def run_store(store: Backend, ready: asyncio.Event) -> None:
@@ -149,7 +156,13 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
                                  *pki.ensure_kubelet_client(certs), certs.ca_cert),
                              join_pki=certs,
                              max_requests_inflight=config.max_requests_inflight,
-                             max_mutating_requests_inflight=config.max_mutating_requests_inflight)
+                             max_mutating_requests_inflight=config.max_mutating_requests_inflight,
+                             auditor=audit.from_flags(
+                                 config.audit_policy_file, config.audit_log_path,
+                                 max_age=config.audit_log_maxage,
+                                 max_backups=config.audit_log_maxbackup,
+                                 max_size=config.audit_log_maxsize,
+                                 log_format=config.audit_log_format))
     rest = app[apiserver.REST_KEY]
     if handler is not None:
         handler.set_result(rest)

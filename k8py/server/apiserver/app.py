@@ -6,6 +6,9 @@ Request flow:
       logged and answered 500 (never a traceback to the client)
     → `authn_middleware`: user from certificate or bearer token (the token file, or a
       service-account token: `tokens`); anonymous only for /healthz, /livez, /readyz, /version
+    → the audit middleware (`audit`, with --audit-policy-file and --audit-log-path): events
+      per stage for the requests the policy picks (a 401 is audited by `authn_middleware`);
+      every answer carries an `Audit-ID` header
     → `InFlightLimit`: --max-requests-inflight / --max-mutating-requests-inflight (429)
     → route: health, version, discovery, OpenAPI, the service-account issuer's discovery
       (/.well-known/openid-configuration, /openid/v1/jwks), joining agents (/cacerts,
@@ -29,8 +32,8 @@ from k8py import tls
 from k8py.api import errors
 from k8py.api.resources import Registry
 from k8py.server import pki
-from k8py.server.apiserver import (bodies, discovery, join, openapi, openapi_protobuf, podproxy,
-                                   responses, serviceips, tokens as sa_tokens)
+from k8py.server.apiserver import (audit, bodies, discovery, join, openapi, openapi_protobuf,
+                                   podproxy, responses, serviceips, tokens as sa_tokens)
 from k8py.server.apiserver.authn import USER_KEY, TokenFile, authenticate, is_anonymous_path
 from k8py.server.apiserver.rest import RestHandler, parse_target
 from k8py.server.apiserver.storage import ObjectStore
@@ -44,6 +47,7 @@ REGISTRY_KEY = web.AppKey("registry", Registry)
 REST_KEY = web.AppKey("rest", RestHandler)
 TOKENS_KEY = web.AppKey("tokens", TokenFile)
 SERVICE_ACCOUNTS_KEY = web.AppKey("service_accounts", sa_tokens.ServiceAccountTokens)
+AUDITOR_KEY = web.AppKey("auditor", audit.Auditor)
 
 
 def _status_response(error: errors.StatusError) -> web.Response:
@@ -116,13 +120,14 @@ class Disconnects:
 disconnects = Disconnects()
 
 
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except errors.StatusError as exc:
+def error_response(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The answer to a request whose handler raised exc: a `StatusError` as its `Status`;
+    aiohttp's own errors (unknown route, body too large, ...) as upstream's; a client that
+    went away as nothing; anything else logged and a 500 (never a traceback to the
+    client). Re-raises what is not an error to answer (aiohttp's redirects)."""
+    if isinstance(exc, errors.StatusError):
         return _status_response(exc)
-    except web.HTTPException as exc:  # aiohttp's own: unknown route, body too large, ...
+    if isinstance(exc, web.HTTPException):
         if exc.status == 404:
             return _status_response(errors.NotFound("the server could not find the requested "
                                                     "resource"))
@@ -132,18 +137,25 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status == 405:
             return _status_response(errors.MethodNotAllowed(
                 "the server does not allow this method on the requested resource"))
-        raise
-    except ConnectionError:  # the client went away mid-request: its loss, not our error
+        raise exc
+    if isinstance(exc, ConnectionError):  # the client went away mid-request: not our error
         disconnects.record(request)
         return web.Response(status=499)  # nobody reads it; aiohttp drops it quietly
-    except RequestPayloadError as exc:
+    if isinstance(exc, RequestPayloadError):
         return _status_response(errors.BadRequest(f"the request body could not be read: "
                                                   f"{exc}"))
+    log.error("internal error serving %s %s", request.method, request.path, exc_info=exc)
+    return _status_response(errors.InternalError("an internal error occurred"))
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
     except asyncio.CancelledError:
         raise
-    except Exception:
-        log.exception("internal error serving %s %s", request.method, request.path)
-        return _status_response(errors.InternalError("an internal error occurred"))
+    except Exception as exc:
+        return error_response(request, exc)
 
 
 @web.middleware
@@ -151,6 +163,9 @@ async def authn_middleware(request: web.Request, handler: Handler) -> web.Stream
     user = await authenticate(request, request.app[TOKENS_KEY],
                               request.app[SERVICE_ACCOUNTS_KEY])
     if user is None and not is_anonymous_path(request.path):
+        auditor = request.app.get(AUDITOR_KEY)
+        if auditor is not None:
+            auditor.unauthenticated(request)
         raise errors.Unauthorized("Unauthorized")
     request[USER_KEY] = user
     return await handler(request)
@@ -253,19 +268,29 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
              kubelet_client: podproxy.KubeletClient | None = None,
              join_pki: pki.PKI | None = None,
              max_requests_inflight: int = 400,
-             max_mutating_requests_inflight: int = 200) -> web.Application:
+             max_mutating_requests_inflight: int = 200,
+             auditor: audit.Auditor | None = None) -> web.Application:
     """The application; services get ClusterIPs from `service_cidr` and NodePorts from
     `node_port_range` (both ends included). Service-account tokens are signed with the key
     in the file `service_account_key` (`pki.ensure_service_key`); without one, with a key
     made for this process only. pods/log, exec, attach and portforward reach kubelets with
     `kubelet_client` (without it they are 503s). With `join_pki`, agents join with the
-    token: /cacerts and /v1-k8py/node-credentials (`join`)."""
+    token: /cacerts and /v1-k8py/node-credentials (`join`). With an `auditor`, requests
+    are audited (`audit`); it is closed with the application."""
     registry = registry or Registry()
     # A little headroom over the 3 MiB limit so that bodies.read_raw says it, not aiohttp.
     in_flight = InFlightLimit(max_requests_inflight, max_mutating_requests_inflight)
-    app = web.Application(middlewares=[errors_middleware, authn_middleware,
+    auditing = [auditor.middleware(error_response)] if auditor is not None else []
+    app = web.Application(middlewares=[errors_middleware, authn_middleware, *auditing,
                                        in_flight.middleware],
                           client_max_size=bodies.MAX_BODY_BYTES + 1)
+    app.on_response_prepare.append(audit.on_response_prepare)  # Audit-ID on every answer
+    if auditor is not None:
+        app[AUDITOR_KEY] = auditor
+
+        async def close_audit_log(app: web.Application) -> None:
+            await asyncio.to_thread(auditor.close)
+        app.on_cleanup.append(close_audit_log)
     app[REGISTRY_KEY] = registry
     objects = ObjectStore(store)
     key = sa_tokens.SigningKey.load(service_account_key) if service_account_key else None
