@@ -49,7 +49,6 @@ Hooks for the rest of the server (all no-ops on requests that are not audited):
 from __future__ import annotations
 
 import asyncio
-import datetime
 import ipaddress
 import json
 import logging
@@ -87,13 +86,22 @@ class Record:
         self.omit_managed_fields = decision.omit_managed_fields
         self.long_running = info.long_running
         self.audit_id = request.headers.get(AUDIT_ID_HEADER) or str(uuid.uuid4())
-        self.verb = info.verb
-        self.user = user
-        self.uri = request.raw_path
-        self.source_ips = source_ips(request)
         agent = request.headers.get("User-Agent", "")
-        self.user_agent = agent if len(agent) <= MAX_USER_AGENT else \
-            agent[:MAX_USER_AGENT] + "...TRUNCATED"
+        if len(agent) > MAX_USER_AGENT:
+            agent = agent[:MAX_USER_AGENT] + "...TRUNCATED"
+        # what no stage changes, encoded once: the event up to its stage, and from its
+        # requestURI to its user; sourceIPs and userAgent
+        self._head = encoding.text({"kind": "Event", "apiVersion": auditpolicy.API_VERSION,
+                                    "level": self.level, "auditID": self.audit_id})[:-1]
+        self._who = encoding.text({"requestURI": request.raw_path, "verb": info.verb,
+                                   "user": user})[1:-1]
+        origin: dict[str, Any] = {}
+        ips = source_ips(request)
+        if ips:
+            origin["sourceIPs"] = ips
+        if agent:
+            origin["userAgent"] = agent
+        self._origin = encoding.text(origin)[1:-1] if origin else ""
         self.received = _micro_time(received)
         self.object_ref: dict[str, str] | None = None
         if info.resource_request:
@@ -180,32 +188,28 @@ class Record:
         self.sink.write(self.line(stage, stamp))
 
     def line(self, stage: str, stamp: str) -> bytes:
-        event: dict[str, Any] = {"kind": "Event", "apiVersion": auditpolicy.API_VERSION,
-                                 "level": self.level, "auditID": self.audit_id,
-                                 "stage": stage, "requestURI": self.uri,
-                                 "verb": self.verb, "user": self.user}
+        """The event at `stage` as one JSON line, fields in the Go struct's order."""
+        parts = [self._head, ',"stage":"', stage, '",', self._who]
         impersonated = self.request.get(IMPERSONATED_USER_KEY)
         if impersonated is not None:
-            event["impersonatedUser"] = impersonated.info()
-        if self.source_ips:
-            event["sourceIPs"] = self.source_ips
-        if self.user_agent:
-            event["userAgent"] = self.user_agent
+            parts += [',"impersonatedUser":', encoding.text(impersonated.info())]
+        if self._origin:
+            parts += [",", self._origin]
         if self.object_ref is not None:
-            event["objectRef"] = {k: v for k, v in self.object_ref.items() if v}
+            parts += [',"objectRef":',
+                      encoding.text({k: v for k, v in self.object_ref.items() if v})]
         if self.status is not None:
-            event["responseStatus"] = self.status
-        objects = ""
+            parts += [',"responseStatus":', encoding.text(self.status)]
         if self.request_object is not None:
-            objects += ',"requestObject":' + self.request_object
+            parts += [',"requestObject":', self.request_object]
         if self.response_object is not None:
-            objects += ',"responseObject":' + self.response_object
-        tail: dict[str, Any] = {"requestReceivedTimestamp": self.received,
-                                "stageTimestamp": stamp}
-        if self.annotations:
-            tail["annotations"] = dict(sorted(self.annotations.items()))  # a Go map
-        return (encoding.text(event)[:-1] + objects + "," + encoding.text(tail)[1:]
-                + "\n").encode()
+            parts += [',"responseObject":', self.response_object]
+        parts += [',"requestReceivedTimestamp":"', self.received, '","stageTimestamp":"', stamp,
+                  '"']
+        if self.annotations:  # a Go map: keys sorted
+            parts += [',"annotations":', encoding.text(dict(sorted(self.annotations.items())))]
+        parts.append("}\n")
+        return "".join(parts).encode()
 
     def _without_managed_fields(self, document: Any) -> Any:
         """document without metadata.managedFields (its items' too, a Table's rows'
@@ -347,14 +351,15 @@ def source_ips(request: web.Request) -> list[str]:
     """Upstream's SourceIPs: X-Forwarded-For's addresses, X-Real-Ip unless listed already,
     then the peer unless it is the last one listed. (All but the last can be forged.)"""
     ips: list[str] = []
-    for part in request.headers.get("X-Forwarded-For", "").split(","):
-        ip = _ip(part)
-        if ip:
-            ips.append(ip)
-    real = _ip(request.headers.get("X-Real-Ip", ""))
-    if real and real not in ips:
-        ips.append(real)
-    peer = _ip(request.remote or "")
+    forwarded = request.headers.get("X-Forwarded-For")
+    if forwarded:
+        ips = [ip for ip in (_ip(part) for part in forwarded.split(",")) if ip]
+    real = request.headers.get("X-Real-Ip")
+    if real:
+        real = _ip(real)
+        if real and real not in ips:
+            ips.append(real)
+    peer = request.remote  # the socket's address: an IP already
     if peer and (not ips or ips[-1] != peer):
         ips.append(peer)
     return ips
@@ -373,10 +378,15 @@ def _user_info(user: User | None) -> dict[str, Any]:
     return user.info()
 
 
+_second: list = [None, ""]  # the last whole second formatted, and its text
+
+
 def _micro_time(moment: float) -> str:
     """metav1.MicroTime's JSON: RFC 3339 in UTC with microseconds."""
-    return datetime.datetime.fromtimestamp(moment, datetime.timezone.utc).strftime(
-        "%Y-%m-%dT%H:%M:%S.%fZ")
+    second = int(moment)
+    if _second[0] != second:
+        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    return f"{_second[1]}.{int((moment - second) * 1e6):06d}Z"
 
 
 def from_flags(policy_file: str | None, log_path: str | None, *, max_age: int = 0,
