@@ -2,7 +2,8 @@
 Python client: a create/get/list/watch/delete flow gives the events the policy's levels
 say; secrets at Metadata carry no data; a 401 is audited; every answer has an Audit-ID;
 the log rotates at --audit-log-maxsize and keeps --audit-log-maxbackup backups; a real
-full disk costs events, not the server; `k8py server` refuses a malformed policy."""
+full disk costs events, not the server; `k8py server` refuses a malformed policy and writes
+events to standard output with `--audit-log-path -`."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ import asyncio
 import json
 import os
 import re
+import ssl
 import stat
 import subprocess
 import sys
+import threading
+import urllib.error
+import urllib.request
 
 import aiohttp
 import pytest
@@ -21,9 +26,9 @@ from kubernetes import client as kclient, config as kconfig, watch as kwatch
 from k8py.server import pki
 from k8py.server.apiserver import audit
 from k8py.server.apiserver.app import AUDITOR_KEY
-from tests.conftest import eventually
+from tests.conftest import eventually, stop_process, wait_for
 from tests.e2e.conftest import find_kubectl
-from tests.integration.inloop import running_apiserver
+from tests.integration.inloop import free_port, running_apiserver
 
 POLICY = """
 apiVersion: audit.k8s.io/v1
@@ -267,3 +272,42 @@ def test_k8py_server_refuses_a_malformed_policy(tmp_path):
         [sys.executable, "-m", "k8py", "server", "--data-dir", str(tmp_path / "data"),
          "--audit-log-format", "legacy"], capture_output=True, text=True, timeout=60)
     assert legacy.returncode == 2 and "'legacy'" in legacy.stderr and "json" in legacy.stderr
+
+
+def test_k8py_server_audits_to_standard_output(tmp_path):
+    """The flags through `k8py server` to the API server, `-` as the log path."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    port = free_port()
+    kubeconfig = tmp_path / "kubeconfig.yaml"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "k8py", "server", "--disable-agent", "--disable-scheduler",
+         "--disable-controller-manager", "--datastore-endpoint", "memory://",
+         "--data-dir", str(tmp_path / "data"), "--bind-address", "127.0.0.1",
+         "--https-listen-port", str(port), "--write-kubeconfig", str(kubeconfig),
+         "--audit-policy-file", str(policy), "--audit-log-path", "-"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        wait_for(lambda: kubeconfig.exists() or proc.poll() is not None, 30, "the server")
+        assert proc.poll() is None
+        tls = tmp_path / "data" / "server" / "tls"
+        context = ssl.create_default_context(cafile=str(tls / "server-ca.crt"))
+        context.load_cert_chain(str(tls / "client-admin.crt"), str(tls / "client-admin.key"))
+        request = urllib.request.Request(
+            f"https://127.0.0.1:{port}/api/v1/namespaces/default/pods/p", method="GET")
+        try:
+            urllib.request.urlopen(request, context=context, timeout=10)
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 404
+            audit_id = exc.headers["Audit-ID"]
+        watchdog = threading.Timer(30, proc.kill)  # a server that writes nothing: no hang
+        watchdog.start()
+        try:
+            line = proc.stdout.readline()  # the first event: nothing else is audited
+        finally:
+            watchdog.cancel()
+        event = json.loads(line)
+        assert (event["auditID"], event["verb"], event["responseStatus"]["code"]) == (
+            audit_id, "get", 404)
+    finally:
+        stop_process(proc)
