@@ -78,7 +78,7 @@ class Record:
     """One audited request's event, filled in as the request goes, emitted per stage."""
 
     def __init__(self, sink: auditlog.AuditLog, request: web.Request, info: RequestInfo,
-                 decision: auditpolicy.Decision, user: dict[str, Any], received: float):
+                 decision: auditpolicy.Decision, user: str, received: float):
         self.sink = sink
         self.request = request
         self.level = decision.level
@@ -91,10 +91,10 @@ class Record:
             agent = agent[:MAX_USER_AGENT] + "...TRUNCATED"
         # what no stage changes, encoded once: the event up to its stage, and from its
         # requestURI to its user; sourceIPs and userAgent
-        self._head = encoding.text({"kind": "Event", "apiVersion": auditpolicy.API_VERSION,
-                                    "level": self.level, "auditID": self.audit_id})[:-1]
-        self._who = encoding.text({"requestURI": request.raw_path, "verb": info.verb,
-                                   "user": user})[1:-1]
+        self._head = (f'{{"kind":"Event","apiVersion":"{auditpolicy.API_VERSION}","level":'
+                      f'"{self.level}","auditID":{encoding.text(self.audit_id)}')
+        self._who = (f'"requestURI":{encoding.text(request.raw_path)},"verb":'
+                     f'{encoding.text(info.verb)},"user":{user}')
         origin: dict[str, Any] = {}
         ips = source_ips(request)
         if ips:
@@ -252,7 +252,7 @@ class Auditor:
         decision = self.policy.evaluate(user or ANONYMOUS, info)
         if decision.level == NONE:
             return None
-        record = Record(self.sink, request, info, decision, _user_info(user), received)
+        record = Record(self.sink, request, info, decision, _user_text(user), received)
         request[RECORD_KEY] = record
         request[ANNOTATIONS_KEY] = record.annotations
         record.emit("RequestReceived")
@@ -265,7 +265,7 @@ class Auditor:
         decision = self.policy.evaluate(None, info)
         if decision.level == NONE:
             return
-        record = Record(self.sink, request, info, decision, {}, time.time())
+        record = Record(self.sink, request, info, decision, "{}", time.time())
         request[RECORD_KEY] = record
         status = errors.Unauthorized("Unauthorized").status()
         record.status = {"metadata": {}, **{k: v for k, v in status.items()
@@ -372,10 +372,21 @@ def _ip(text: str) -> str:
         return ""
 
 
-def _user_info(user: User | None) -> dict[str, Any]:
-    if user is None:
-        return {"username": ANONYMOUS.name, "groups": list(ANONYMOUS.groups)}
-    return user.info()
+_users: dict[User | None, str] = {}  # user → its UserInfo's JSON text (a user asks again)
+
+
+def _user_text(user: User | None) -> str:
+    """The event's user (the anonymous user for None: the health endpoints')."""
+    text = _users.get(user)
+    if text is None:
+        info = {"username": ANONYMOUS.name, "groups": list(ANONYMOUS.groups)} \
+            if user is None else user.info()
+        text = encoding.text(info)
+        if len(_users) >= 4096:
+            _users.clear()
+        if user is None or not user.extra:  # extras do not take part in a user's hash
+            _users[user] = text
+    return text
 
 
 _second: list = [None, ""]  # the last whole second formatted, and its text
