@@ -5,9 +5,10 @@ Writing never holds up the event loop: `AuditLog.write` appends an encoded line 
 under a lock and returns; a writer thread takes everything pending at once, at most every
 `BATCH_WINDOW`, and writes it with as few system calls as rotation allows. Pending lines are
 capped (`MAX_PENDING_BYTES`): past it, events are dropped and counted rather than the server
-growing without bound behind a stuck disk. A failed write (disk full, read-only file system,
-the file's directory gone) drops that batch and logs one error; the next error is logged
-only after a write has succeeded again, with how many events were lost. The server goes on.
+growing without bound behind a stuck disk. A failed write (disk full, read-only file system)
+drops that batch, cut back so no half line stays in the file, and logs one error; the next
+error is logged only after a write has succeeded again, with how many events were lost. The
+server goes on.
 
 Rotation (`RotatingFile`, lumberjack's rules, what kube-apiserver uses):
 - a write that would take the file past `--audit-log-maxsize` megabytes (0: 100 MB) first
@@ -96,11 +97,23 @@ class RotatingFile:
             self._fd = None
 
     def _write(self, data: bytes) -> None:
+        """All of data, or none of it: a write that fails part way (a full disk) is cut
+        back, so the file never holds half an event."""
+        start = self._size
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            self._size += written
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                self._size += written
+                view = view[written:]
+        except OSError:
+            if self._size != start:
+                try:
+                    os.ftruncate(self._fd, start)
+                    self._size = start
+                except OSError:
+                    pass
+            raise
 
     def _open(self, first_write: int) -> None:
         """The existing file, appended to, unless the first write would fill it."""
