@@ -1,14 +1,21 @@
 """API server benchmark over HTTPS against a real `k8py server --disable-agent` process.
 
     .venv/bin/python bench/apiserver.py [--pods 5000] [--store sqlite|memory]
+                                        [--audit off,on]
 
 Prints, for pods (a realistic ~1.5 KB manifest) with 32 concurrent clients: create, get and
-update throughput with p50/p99 latency; a paced mixed load of 500 requests/s (70% get,
+update throughput with p50/p99 latency and the server's CPU time per request (all its
+threads; the figure other load on the machine disturbs least); a paced mixed load of 500 requests/s (70% get,
 20% update, 10% list of one namespace page) with its p50/p99; a LIST of all pods; watch
 fan-out (200 watchers on pods, latency from just before a create to each watcher's receipt);
 the server's resident memory (VmRSS) before and after holding the pods; and 2,000 watches
 without a resourceVersion over 1,000 ConfigMaps (time until each has its initial events,
 server RSS open and after).
+
+Server configurations are the product of the values asked for on each axis (`AXES`): today
+`--audit off,on` (on: a Metadata-level policy for every request, the log in a file), one
+server process per configuration, run one after the other; a table at the end puts each
+configuration's figures side by side. Another axis is another entry in `AXES` and a flag.
 
 The server runs with `--disable-scheduler --disable-controller-manager`, so the figures are
 the API server's alone (5,000 pods nobody can run would otherwise each cost the scheduler a
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -66,6 +74,14 @@ def _load_cpu(cpu_at_start: float, elapsed: float) -> str:
     return f"load generator {100 * (time.process_time() - cpu_at_start) / elapsed:.0f}% CPU"
 
 
+def server_cpu(pid: int) -> float:
+    """CPU seconds the server process has used (all its threads): per request, a figure the
+    other work on the machine disturbs far less than rates and latencies."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * p / 100))] * 1000
@@ -75,6 +91,7 @@ class Bench:
     def __init__(self, url: str, context: ssl.SSLContext):
         self.url = url
         self.context = context
+        self.figures: dict[str, str] = {}  # for the table that compares configurations
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=context, limit=CONCURRENCY * 8))
         self.base = url + "/api/v1/namespaces/default/pods"
@@ -99,11 +116,15 @@ class Bench:
                 latencies.append(latency)
 
         start, cpu = time.perf_counter(), time.process_time()
+        served = server_cpu(self.pid)
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
         elapsed = time.perf_counter() - start
+        per_request = (server_cpu(self.pid) - served) / count * 1e6
+        self.figures[label] = (f"{count / elapsed:,.0f}/s, p50 {pct(latencies, 50):.1f}, "
+                               f"p99 {pct(latencies, 99):.1f} ms, {per_request:,.0f} µs CPU")
         print(f"  {label:<28} {count / elapsed:8,.0f}/s   p50 {pct(latencies, 50):6.1f} ms"
-              f"   p99 {pct(latencies, 99):6.1f} ms   (server RSS {rss_mb(self.pid):.0f} MB,"
-              f" {_load_cpu(cpu, elapsed)})")
+              f"   p99 {pct(latencies, 99):6.1f} ms   server CPU {per_request:,.0f} µs/request"
+              f"   (server RSS {rss_mb(self.pid):.0f} MB, {_load_cpu(cpu, elapsed)})")
 
     async def run(self, pods: int, pid: int) -> None:
         self.pid = pid
@@ -132,9 +153,11 @@ class Bench:
             latency, body = await self.timed("GET", self.base)
             times.append(latency)
         size = len(body) / 1e6
+        self.figures[f"LIST of {pods} pods"] = f"{statistics.median(times) * 1000:.0f} ms"
         print(f"  LIST of {pods} pods: median {statistics.median(times) * 1000:.0f} ms "
               f"({size:.1f} MB)   (server RSS {rss_mb(pid):.0f} MB)")
         await self.mixed(pods, rate=500, seconds=10, versions=versions)
+        self.figures[f"server RSS holding {pods} pods"] = f"{rss_mb(pid):.0f} MB"
         print(f"  server RSS holding {pods} pods: {rss_mb(pid):.0f} MB")
         await self.watch_fanout(200, 50)
         print(f"  server RSS with 200 open watches: {rss_mb(pid):.0f} MB")
@@ -175,6 +198,7 @@ class Bench:
         await asyncio.gather(*tasks)
         await watch_session.close()
         await asyncio.sleep(1)
+        self.figures[f"{watchers} watches, initial events"] = f"{opened:.1f} s"
         print(f"  {watchers} watches over {configmaps} configmaps (no resourceVersion): all "
               f"initial events received in {opened:.1f} s; server RSS {before:.0f} MB before, "
               f"{during:.0f} MB open, {rss_mb(self.pid):.0f} MB after they closed")
@@ -214,6 +238,9 @@ class Bench:
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
         achieved = len(latencies) / elapsed
+        self.figures[f"mixed load at {rate}/s"] = (f"{achieved:,.0f}/s, p50 "
+                                                   f"{pct(latencies, 50):.1f}, p99 "
+                                                   f"{pct(latencies, 99):.1f} ms")
         print(f"  mixed load at {rate}/s for {seconds} s: achieved {achieved:,.0f}/s, "
               f"p50 {pct(latencies, 50):.1f} ms, p99 {pct(latencies, 99):.1f} ms "
               f"({_load_cpu(cpu, elapsed)})")
@@ -252,20 +279,54 @@ class Bench:
             await self.timed("POST", self.base, body)
             await asyncio.sleep(0.02)
         await asyncio.wait_for(asyncio.gather(*tasks), 120)
+        self.figures["watch fan-out"] = (f"p50 {pct(latencies, 50):.1f}, "
+                                         f"p99 {pct(latencies, 99):.1f} ms")
         print(f"  watch fan-out, {watchers} watchers x {writes} creates: "
               f"p50 {pct(latencies, 50):.1f} ms, p99 {pct(latencies, 99):.1f} ms")
 
 
-async def main(args) -> None:
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+rules:
+- level: Metadata
+"""
+
+
+def _audit_on(root: str) -> list[str]:
+    """Every request audited at Metadata, to a file (RequestReceived and ResponseComplete
+    events, as a policy without omitStages writes them)."""
+    policy = os.path.join(root, "audit-policy.yaml")
+    with open(policy, "w") as f:
+        f.write(AUDIT_POLICY)
+    return ["--audit-policy-file", policy, "--audit-log-path",
+            os.path.join(root, "audit", "audit.log")]
+
+
+def _audit_report(root: str) -> str:
+    directory = os.path.join(root, "audit")
+    total = sum(os.path.getsize(os.path.join(directory, name))
+                for name in os.listdir(directory))
+    return f"audit log: {total / 1e6:.0f} MB written"
+
+
+# configuration axes: per axis, the server flags of each value (given the run's folder) and,
+# optionally, a line to print after the run
+AXES = {
+    "audit": {"off": (lambda root: [], None), "on": (_audit_on, _audit_report)},
+}
+
+
+async def run_configuration(args, label: str, values: dict[str, str]) -> dict[str, str]:
     root = tempfile.mkdtemp(prefix="k8py-apibench-", dir=args.dir)
     port = free_port()
     kubeconfig = os.path.join(root, "kubeconfig.yaml")
     endpoint = "memory://" if args.store == "memory" else ""
+    extra = [flag for axis, value in values.items() for flag in AXES[axis][value][0](root)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "k8py", "server", "--disable-agent", "--data-dir",
          os.path.join(root, "data"), "--bind-address", "127.0.0.1", "--https-listen-port",
          str(port), "--write-kubeconfig", kubeconfig, "--datastore-endpoint", endpoint,
-         "--disable-scheduler", "--disable-controller-manager"],
+         "--disable-scheduler", "--disable-controller-manager", *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     )
@@ -279,16 +340,47 @@ async def main(args) -> None:
         context = ssl.create_default_context(cafile=os.path.join(tls, "server-ca.crt"))
         context.load_cert_chain(os.path.join(tls, "client-admin.crt"),
                                 os.path.join(tls, "client-admin.key"))
-        print(f"API benchmark: https://127.0.0.1:{port}, {args.store} store, "
+        print(f"API benchmark [{label}]: https://127.0.0.1:{port}, {args.store} store, "
               f"{CONCURRENCY} concurrent clients")
         bench = Bench(f"https://127.0.0.1:{port}", context)
         try:
             await bench.run(args.pods, proc.pid)
         finally:
             await bench.session.close()
+        stop_process(proc, timeout=20)
+        for axis, value in values.items():
+            report = AXES[axis][value][1]
+            if report is not None:
+                print(f"  {report(root)}")
+        return bench.figures
     finally:
         stop_process(proc, timeout=20)
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def main(args) -> None:
+    chosen = {axis: getattr(args, axis).split(",") for axis in AXES}
+    for axis, values in chosen.items():
+        unknown = [v for v in values if v not in AXES[axis]]
+        if unknown:
+            raise SystemExit(f"--{axis}: unknown value {unknown[0]!r} "
+                             f"(known: {', '.join(AXES[axis])})")
+    results = {}
+    for combination in itertools.product(*chosen.values()):
+        values = dict(zip(chosen, combination))
+        label = " ".join(f"{axis}={value}" for axis, value in values.items())
+        results[label] = await run_configuration(args, label, values)
+    if len(results) > 1:
+        print("\nside by side:")
+        labels = list(results)
+        width = max(len(f) for r in results.values() for f in r)
+        columns = [max(len(label), *(len(v) for v in results[label].values()))
+                   for label in labels]
+        print(f"  {'':<{width}}  " + "  ".join(f"{label:<{c}}"
+                                             for label, c in zip(labels, columns)))
+        for figure in results[labels[0]]:
+            print(f"  {figure:<{width}}  " + "  ".join(
+                f"{results[label].get(figure, '-'):<{c}}" for label, c in zip(labels, columns)))
 
 
 if __name__ == "__main__":
@@ -296,4 +388,6 @@ if __name__ == "__main__":
     parser.add_argument("--pods", type=int, default=5000)
     parser.add_argument("--store", choices=("sqlite", "memory"), default="sqlite")
     parser.add_argument("--dir", default=os.getcwd())
+    parser.add_argument("--audit", default="off", metavar="off,on",
+                        help="audit configurations to run (comma-separated)")
     asyncio.run(main(parser.parse_args()))

@@ -48,6 +48,48 @@ def _node_network_options(f):
     return f
 
 
+def _audit_options(f):
+    """kube-apiserver's audit log flags (k3s passes them with --kube-apiserver-arg)."""
+    for decorator in reversed([
+        option("--audit-policy-file", type=click.Path(dir_okay=False), default=None,
+               metavar="FILE", help="Audit policy (audit.k8s.io/v1 Policy, YAML or JSON); "
+               "with --audit-log-path, requests are audited"),
+        option("--audit-log-path", default=None, metavar="FILE",
+               help="File the audit events go to, one JSON line each ('-': standard output)"),
+        option("--audit-log-maxage", type=click.IntRange(0), default=0, show_default=True,
+               metavar="DAYS", help="Days to keep rotated audit logs (0: any age)"),
+        option("--audit-log-maxbackup", type=click.IntRange(0), default=0, show_default=True,
+               metavar="N", help="Rotated audit logs to keep (0: all)"),
+        option("--audit-log-maxsize", type=click.IntRange(0), default=0, show_default=True,
+               metavar="MB", help="Megabytes of audit log before it is rotated (0: 100)"),
+        option("--audit-log-format", type=click.Choice(["json", "legacy"]), default="json",
+               show_default=True, help="Format of audit events (only json is supported)"),
+    ]):
+        f = decorator(f)
+    return f
+
+
+def _check_audit_flags(flags: dict) -> None:
+    """The policy file parses and the log file can be made, before anything starts."""
+    from k8py.server.apiserver import auditlog, auditpolicy
+
+    if flags["audit_log_format"] != "json":
+        raise click.BadParameter("'legacy' (upstream's one-line text) is not supported: k8py "
+                                 "writes json only", param_hint="'--audit-log-format'")
+    if flags["audit_policy_file"]:
+        try:
+            auditpolicy.load(flags["audit_policy_file"])
+        except auditpolicy.PolicyError as exc:
+            raise click.BadParameter(f"loading audit policy file: {exc}",
+                                     param_hint="'--audit-policy-file'") from None
+    if flags["audit_log_path"] and flags["audit_log_path"] != "-":
+        try:
+            auditlog.ensure_file(flags["audit_log_path"])
+        except OSError as exc:
+            raise click.BadParameter(f"cannot create the audit log: {exc.strerror}",
+                                     param_hint="'--audit-log-path'") from None
+
+
 def _common_options(f):
     for decorator in reversed(
         [
@@ -101,6 +143,7 @@ def cli() -> None:
 @option("--authorization-mode", default="Node,RBAC", show_default=True,
         callback=lambda ctx, param, value: _authorization_mode(value),
         help="Authorizers in order (Node, RBAC, AlwaysAllow), as kube-apiserver's")
+@_audit_options
 @option("--disable-agent", is_flag=True, help="Run no agent on this host")
 @_node_network_options
 @option("--node-ip", "-i", type=IPAddress(), default=None,
@@ -147,6 +190,7 @@ def server(debug: bool, **flags) -> None:
     except EndpointError as exc:
         raise click.BadParameter(str(exc), param_hint="'--datastore-endpoint'") from None
     _check_encryption_flags(flags)
+    _check_audit_flags(flags)
     flags["tls_san"] = tuple(flags["tls_san"])
     flags["node_label"] = _node_labels(flags["node_label"])
     _setup_logging(debug)

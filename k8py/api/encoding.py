@@ -31,6 +31,10 @@ _GO_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", 
                ("\u2029", "\\u2029"))
 
 
+# one encoder for every call: json.dumps with these options builds a new one each time
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def _in_order(mapping: dict[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
     out = {key: mapping[key] for key in order if key in mapping}
     if len(out) < len(mapping):
@@ -61,7 +65,7 @@ def ordered(obj: Any) -> Any:
 def text(obj: Any) -> str:
     """The compact JSON text of obj as Go writes it (without the trailing newline); obj's
     keys are taken in the order they have. Raises ValueError for NaN or Infinity."""
-    out = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    out = _ENCODER.encode(obj)
     for raw, escaped in _GO_ESCAPES:
         if raw in out:
             out = out.replace(raw, escaped)

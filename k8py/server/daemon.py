@@ -19,6 +19,8 @@ Secrets at rest: `--encryption-provider-config FILE` (upstream's) or `--secrets-
 (k3s's: `keyrotation.ensure_generated` writes `<data-dir>/server/cred/encryption-config.json`
 once) give the store an `Encryption`, checked before anything starts and reloaded while the
 server runs whenever the file changes.
+With `--audit-policy-file` and
+`--audit-log-path` the API server writes upstream's audit log (`apiserver.audit`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from k8py.api.resources import Registry, builtin
 from k8py.lifecycle import Supervisor, notify_service_manager
 from k8py.server import pki, renewal
 from k8py.server.apiserver import app as apiserver
-from k8py.server.apiserver import apiservices, crds, keyrotation, podproxy, serviceips
+from k8py.server.apiserver import apiservices, audit, crds, keyrotation, podproxy, serviceips
 from k8py.server.controllers import advertising
 from k8py.client.client import Client
 from k8py.server.apiserver.authn import TokenFile
@@ -90,6 +92,12 @@ class ServerConfig:
     authorization_mode: str = "Node,RBAC"
     secrets_encryption: bool = False
     encryption_provider_config: str | None = None
+    audit_policy_file: str | None = None
+    audit_log_path: str | None = None
+    audit_log_maxage: int = 0
+    audit_log_maxbackup: int = 0
+    audit_log_maxsize: int = 0
+    audit_log_format: str = "json"
 
 
 async def run_store(store: Backend, ready: asyncio.Event) -> None:
@@ -186,7 +194,13 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
                              max_mutating_requests_inflight=config.max_mutating_requests_inflight,
                              authorization_mode=config.authorization_mode,
                              encryption=encryption,
-                             encryption_state=keyrotation.state_path(config.data_dir))
+                             encryption_state=keyrotation.state_path(config.data_dir),
+                             auditor=audit.from_flags(
+                                 config.audit_policy_file, config.audit_log_path,
+                                 max_age=config.audit_log_maxage,
+                                 max_backups=config.audit_log_maxbackup,
+                                 max_size=config.audit_log_maxsize,
+                                 log_format=config.audit_log_format))
     rest = app[apiserver.REST_KEY]
     if handler is not None:
         handler.set_result(rest)

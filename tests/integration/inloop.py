@@ -53,15 +53,17 @@ class Server:
 async def running_apiserver(tmp_path, store_url: str = "memory://", *, join: bool = False,
                             customize: Callable[[web.Application], None] | None = None,
                             disable_admission_plugins: tuple[str, ...] = ("ServiceAccount",),
-                            encryption=None, users: tuple[str, ...] = (), **app_options
+                            encryption=None, users: tuple[str, ...] = (),
+                            auditor: apiserver.audit.Auditor | None = None, **app_options
                             ) -> AsyncIterator[Server]:
     """An API server under `tmp_path/data` (`store_url` "" is the default SQLite store).
     `join` serves the node-join endpoints; `customize` may add routes before it starts;
-    `encryption` (an `encryptionconfig.Encryption`) encrypts at rest; `users` get a bearer
-    token each (no groups) and cluster-admin through a ClusterRoleBinding (not
-    system:masters: authorization and flow control apply to them); `app_options` go to `make_app`. ServiceAccount admission is off
-    unless asked for (`disable_admission_plugins=()`): no service-account controller runs
-    here to make the `default` accounts pods need."""
+    `encryption` (an `encryptionconfig.Encryption`) encrypts at rest; `auditor` audits its
+    requests (`apiserver.audit`); `users` get a bearer token each (no groups) and
+    cluster-admin through a ClusterRoleBinding (not system:masters: authorization and flow
+    control apply to them); `app_options` go to `make_app`. ServiceAccount admission is
+    off unless asked for (`disable_admission_plugins=()`): no service-account controller
+    runs here to make the `default` accounts pods need."""
     data_dir = str(tmp_path / "data")
     server_dir = os.path.join(data_dir, "server")
     os.makedirs(server_dir, mode=0o700, exist_ok=True)
@@ -82,7 +84,7 @@ async def running_apiserver(tmp_path, store_url: str = "memory://", *, join: boo
                              encryption=encryption,
                              encryption_state=os.path.join(server_dir, "cred",
                                                            "encryption-state.json"),
-                             **app_options)
+                             auditor=auditor, **app_options)
     if users:  # may do everything through RBAC, yet are not system:masters
         await Client(InProcessTransport(app[apiserver.REST_KEY])).create(
             builtin("rbac.authorization.k8s.io/v1", "clusterrolebindings"), {

@@ -6,6 +6,9 @@ Request flow:
       logged and answered 500 (never a traceback to the client)
     → `authn_middleware`: user from certificate or bearer token (the token file, or a
       service-account token: `tokens`); anonymous only for /healthz, /livez, /readyz, /version
+    → the audit middleware (`audit`, with --audit-policy-file and --audit-log-path): events
+      per stage for the requests the policy picks (a 401 is audited by `authn_middleware`);
+      every answer carries an `Audit-ID` header
     → `impersonation_middleware`: `Impersonate-*` headers, each authorized, replace the
       user (`impersonation`)
     → `flowcontrol.FlowControl`: --max-requests-inflight / --max-mutating-requests-inflight
@@ -39,7 +42,7 @@ from k8py.api import errors
 from k8py.api.resources import Registry
 from k8py.client.client import Client
 from k8py.server import pki
-from k8py.server.apiserver import (admission, authz, bodies, discovery, flowcontrol,
+from k8py.server.apiserver import (admission, audit, authz, bodies, discovery, flowcontrol,
                                    impersonation, join, keyrotation, openapi, openapi_protobuf,
                                    podproxy, responses, serviceips, tokens as sa_tokens)
 from k8py.server.apiserver.authorization import Authorization, parse_modes
@@ -66,6 +69,7 @@ IMPERSONATOR_KEY = web.RequestKey("impersonator", User)
 # handlers (`join`)
 UNAUTHORIZED_PATHS = ("/cacerts", "/v1-k8py")
 FLOW_CONTROL_KEY = web.AppKey("flow_control", flowcontrol.FlowControl)
+AUDITOR_KEY = web.AppKey("auditor", audit.Auditor)
 
 
 def _status_response(error: errors.StatusError) -> web.Response:
@@ -124,13 +128,14 @@ class ProtocolErrors(logging.LoggerAdapter):
         self.logger.error(msg, *args, exc_info=exc_info, **kwargs)
 
 
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except errors.StatusError as exc:
+def error_response(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The answer to a request whose handler raised exc: a `StatusError` as its `Status`;
+    aiohttp's own errors (unknown route, body too large, ...) as upstream's; a client that
+    went away as nothing; anything else logged and a 500 (never a traceback to the
+    client). Re-raises what is not an error to answer (aiohttp's redirects)."""
+    if isinstance(exc, errors.StatusError):
         return _status_response(exc)
-    except web.HTTPException as exc:  # aiohttp's own: unknown route, body too large, ...
+    if isinstance(exc, web.HTTPException):
         if exc.status == 404:
             return _status_response(errors.NotFound("the server could not find the requested "
                                                     "resource"))
@@ -140,18 +145,25 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status == 405:
             return _status_response(errors.MethodNotAllowed(
                 "the server does not allow this method on the requested resource"))
-        raise
-    except ConnectionError:  # the client went away mid-request: its loss, not our error
+        raise exc
+    if isinstance(exc, ConnectionError):  # the client went away mid-request: not our error
         disconnects.record(request)
         return web.Response(status=499)  # nobody reads it; aiohttp drops it quietly
-    except RequestPayloadError as exc:
+    if isinstance(exc, RequestPayloadError):
         return _status_response(errors.BadRequest(f"the request body could not be read: "
                                                   f"{exc}"))
+    log.error("internal error serving %s %s", request.method, request.path, exc_info=exc)
+    return _status_response(errors.InternalError("an internal error occurred"))
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
     except asyncio.CancelledError:
         raise
-    except Exception:
-        log.exception("internal error serving %s %s", request.method, request.path)
-        return _status_response(errors.InternalError("an internal error occurred"))
+    except Exception as exc:
+        return error_response(request, exc)
 
 
 @web.middleware
@@ -159,6 +171,9 @@ async def authn_middleware(request: web.Request, handler: Handler) -> web.Stream
     user = await authenticate(request, request.app[TOKENS_KEY],
                               request.app[SERVICE_ACCOUNTS_KEY])
     if user is None and not is_anonymous_path(request.path):
+        auditor = request.app.get(AUDITOR_KEY)
+        if auditor is not None:
+            auditor.unauthenticated(request)
         raise errors.Unauthorized("Unauthorized")
     request[USER_KEY] = user
     return await handler(request)
@@ -173,6 +188,7 @@ async def impersonation_middleware(request: web.Request, handler: Handler
         request[IMPERSONATOR_KEY] = user
         request[USER_KEY] = await impersonation.impersonate(user, request.headers,
                                                             authorization.check)
+        request[audit.IMPERSONATED_USER_KEY] = request[USER_KEY]
     return await handler(request)
 
 
@@ -183,8 +199,13 @@ async def authorization_middleware(request: web.Request, handler: Handler
     path = request.path
     if user is not None and not any(path == p or path.startswith(p + "/")
                                     for p in UNAUTHORIZED_PATHS):
-        await request.app[AUTHORIZATION_KEY].check(
-            authz.request_attributes(user, request.method, path, request.query))
+        attributes = authz.request_attributes(user, request.method, path, request.query)
+        decision, reason = await request.app[AUTHORIZATION_KEY].decide(attributes)
+        audit.annotate(request, audit.DECISION_ANNOTATION,
+                       "allow" if decision == authz.ALLOW else "forbid")
+        audit.annotate(request, audit.REASON_ANNOTATION, reason)
+        if decision != authz.ALLOW:
+            raise authz.forbidden(attributes, reason)
     return await handler(request)
 
 
@@ -290,7 +311,8 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
              authorization_mode: str = "Node,RBAC",
              disable_admission_plugins: Collection[str] = (),
              encryption: Encryption | None = None,
-             encryption_state: str | None = None) -> web.Application:
+             encryption_state: str | None = None,
+             auditor: audit.Auditor | None = None) -> web.Application:
     """The application; services get ClusterIPs from `service_cidr` and NodePorts from
     `node_port_range` (both ends included). Service-account tokens are signed with the key
     in the file `service_account_key` (`pki.ensure_service_key`); without one, with a key
@@ -300,16 +322,26 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
     `--authorization-mode` (`authorization.parse_modes`); `disable_admission_plugins`
     names admission plugins to leave out (`admission.default_chain`). `encryption` seals
     the objects it names at rest; `k8py secrets-encrypt` reaches it at
-    /v1-k8py/encrypt/... (`keyrotation`, its stage kept in the file `encryption_state`)."""
+    /v1-k8py/encrypt/... (`keyrotation`, its stage kept in the file `encryption_state`).
+    With an `auditor`, requests are audited (`audit`); it is closed with the
+    application."""
     registry = registry or Registry()
     # A little headroom over the 3 MiB limit so that bodies.read_raw says it, not aiohttp.
     flow_control = flowcontrol.FlowControl(max_requests_inflight,
                                            max_mutating_requests_inflight)
-    app = web.Application(middlewares=[errors_middleware, authn_middleware,
+    auditing = [auditor.middleware(error_response)] if auditor is not None else []
+    app = web.Application(middlewares=[errors_middleware, authn_middleware, *auditing,
                                        impersonation_middleware, flow_control.middleware,
                                        authorization_middleware],
                           client_max_size=bodies.MAX_BODY_BYTES + 1)
     app[FLOW_CONTROL_KEY] = flow_control
+    app.on_response_prepare.append(audit.on_response_prepare)  # Audit-ID on every answer
+    if auditor is not None:
+        app[AUDITOR_KEY] = auditor
+
+        async def close_audit_log(app: web.Application) -> None:
+            await asyncio.to_thread(auditor.close)
+        app.on_cleanup.append(close_audit_log)
     app[REGISTRY_KEY] = registry
     objects = ObjectStore(store, encryption)
     key = sa_tokens.SigningKey.load(service_account_key) if service_account_key else None

@@ -95,6 +95,8 @@ class Authorization:
         authz.check(self.authorizer, attributes)
 
     async def decide(self, attributes: Attributes) -> authz.Decision:
+        if authz.PRIVILEGED_GROUP in attributes.user.groups:
+            return authz.ALLOW, ""
         await self.wait_ready()
         return self.authorizer.authorize(attributes)
 

@@ -15,23 +15,20 @@ User "<u>" cannot <verb> resource "<r>[/<sub>]" in API group "<g>" in the namesp
 (or `at the cluster scope`), then `: <reason>` when the authorizers gave one; for paths,
 `forbidden: User "<u>" cannot get path "/x"`.
 
-`request_attributes` is upstream's RequestInfoFactory: GET on a collection is `list` (or
-`watch` with watch=true), DELETE on a collection `deletecollection`, /api/v1/namespaces/<ns>
-is the namespace's own object (namespace and name both <ns>), `status` and `finalize` of a
-namespace are its subresources, a list or watch narrowed by `fieldSelector=metadata.name=x`
-names x.
+`request_attributes` reads them from an HTTP request with upstream's RequestInfoFactory
+(`requestinfo`, which the audit policy uses too).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from aiohttp import web
 
 from k8py.api import errors
+from k8py.server.apiserver import requestinfo
 from k8py.server.apiserver.authn import User
 
 ALLOW, DENY, NO_OPINION = "allow", "deny", "no-opinion"
@@ -43,9 +40,6 @@ ANONYMOUS = "system:anonymous"
 #: client, `system:apiserver` in system:masters)
 API_SERVER = User("system:apiserver", (PRIVILEGED_GROUP,))
 
-_VERBS = {"POST": "create", "GET": "get", "HEAD": "get", "PUT": "update", "PATCH": "patch",
-          "DELETE": "delete"}
-_NAMESPACE_SUBRESOURCES = ("status", "finalize")
 
 
 class Mode(enum.Enum):
@@ -155,49 +149,11 @@ def allowed(authorizer: Authorizer | None, attributes: Attributes) -> bool:
 
 def request_attributes(user: User, method: str, path: str,
                        query: Mapping[str, str]) -> Attributes:
-    """Upstream's RequestInfo of an HTTP request, as authorizer attributes."""
-    parts = [p for p in path.strip("/").split("/") if p]
-    non_resource = Attributes(user, method.lower(), resource_request=False, path=path)
-    if len(parts) < 3 or parts[0] not in ("api", "apis"):
-        return non_resource
-    group = ""
-    rest = parts[1:]
-    if parts[0] == "apis":
-        if len(rest) < 3:
-            return non_resource
-        group, rest = rest[0], rest[1:]
-    version, rest = rest[0], rest[1:]
-    verb = _VERBS.get(method, method.lower())
-    if rest[0] in ("watch", "proxy"):
-        if len(rest) < 2:
-            raise errors.BadRequest(f"unable to determine kind and namespace from url {path}")
-        verb, rest = rest[0], rest[1:]
-    namespace = ""
-    if rest[0] == "namespaces" and len(rest) > 1:
-        namespace = rest[1]
-        if len(rest) > 2 and rest[2] not in _NAMESPACE_SUBRESOURCES:
-            rest = rest[2:]
-    resource = rest[0]
-    name = rest[1] if len(rest) >= 2 else ""
-    subresource = rest[2] if len(rest) >= 3 and verb not in ("proxy",) else ""
-    if not name and verb == "get":
-        verb = "watch" if query.get("watch") in ("true", "1") else "list"
-        name = selected_name(query.get("fieldSelector", ""))
-    if not name and verb == "delete":
-        verb = "deletecollection"
-    return Attributes(user, verb, True, group, version, resource, subresource, namespace,
-                      name, path)
+    """Upstream's RequestInfo of an HTTP request (`requestinfo`), as authorizer
+    attributes."""
+    info = requestinfo.request_info(method, path, query)
+    return Attributes(user, info.verb, info.resource_request, info.api_group,
+                      info.api_version, info.resource, info.subresource, info.namespace,
+                      info.name, path)
 
 
-def selected_name(field_selector: str) -> str:
-    """The name a field selector pins with `metadata.name=x` (or `==`), if it does."""
-    for term in field_selector.split(","):
-        key, sep, value = term.partition("==") if "==" in term else term.partition("=")
-        if sep and key.strip() == "metadata.name" and not key.endswith("!"):
-            value = value.strip()
-            if value and "/" not in value and value not in (".", ".."):
-                return value
-    return ""
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -9,6 +9,8 @@
   client can read back. YAML keeps timestamps as the text written (as upstream's decoder
   does), stringifies scalar keys, and refuses tags JSON has no equivalent for (`!!binary`).
 - JSON is UTF-8 without a byte order mark, as Go reads it (not UTF-16 or UTF-32).
+- Each decoded body is handed to the audit log (`audit.log_request_object`), which keeps it
+  when the request is audited at level Request or up.
 - Kubernetes protobuf bodies (kubectl's typed `create` and `auth can-i`) are decoded into
   the same JSON form (`k8py.api.protobuf`); answers are always JSON, which kubectl accepts.
 """
@@ -25,6 +27,7 @@ from aiohttp import web
 
 from k8py.api import errors, protobuf
 from k8py.api.pruning import INT64_MAX, INT64_MIN
+from k8py.server.apiserver import audit
 
 MAX_BODY_BYTES = 3 * 1024 * 1024
 
@@ -35,6 +38,7 @@ JSON_PATCH = "application/json-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 PROTOBUF = "application/vnd.kubernetes.protobuf"
+PATCH_TYPES = {MERGE_PATCH, JSON_PATCH, STRATEGIC_MERGE_PATCH, APPLY_PATCH}
 
 
 def _compose_node(self, parent, index):
@@ -224,7 +228,9 @@ async def read_document(request: web.Request, allowed: set[str]) -> Any:
     raw = await read_raw(request)
     if not raw.strip():
         return None
-    return decode(raw, media)
+    document = decode(raw, media)
+    audit.log_request_object(request, document, patch=media in PATCH_TYPES)
+    return document
 
 
 OBJECT_TYPES = JSON_TYPES | YAML_TYPES

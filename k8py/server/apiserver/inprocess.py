@@ -27,7 +27,7 @@ from k8py.api.jsondoc import clone
 from k8py.client.client import Event, Ref
 from k8py.server.apiserver.authn import USER_KEY, User
 from k8py.server.apiserver.rest import RestHandler, Target
-from k8py.server.apiserver import authz, queryparams, watchserving
+from k8py.server.apiserver import authz, queryparams, requestinfo, watchserving
 from k8py.server.apiserver.storage import decode_bytes, parse_resource_version
 
 API_SERVER = authz.API_SERVER
@@ -72,7 +72,7 @@ def attributes(user: User, method: str, ref: Ref, query: Mapping[str, str] | Non
     if method == "GET":
         verb = "get" if name else ("watch" if watch else "list")
         if not name:
-            name = authz.selected_name(query.get("fieldSelector", ""))
+            name = requestinfo.selected_name(query.get("fieldSelector", ""))
     else:
         verb = _VERBS.get(method, method.lower())
         if verb == "delete" and not name:

@@ -43,7 +43,7 @@ from aiohttp import web
 
 from k8py.api import apply, errors, meta, patching, schemas
 from k8py.api.resources import Registry, Resource
-from k8py.server.apiserver import (admission, bodies, fieldvalidation, patches, podproxy,
+from k8py.server.apiserver import (admission, audit, bodies, fieldvalidation, patches, podproxy,
                                    podsubresources, queryparams, responses, scale, serviceips,
                                    strategies, tokens, watchserving)
 from k8py.server.apiserver.authn import USER_KEY, TokenFile, User
@@ -349,7 +349,9 @@ class RestHandler:
         a limit is streamed page by page (chunked), so a LIST of thousands of objects never
         sits in memory whole."""
         query = request.query
-        if queryparams.int64(query, "limit", 0) > 0 or query.get("continue"):
+        # a list logged whole in the audit log (RequestResponse) is assembled whole
+        if queryparams.int64(query, "limit", 0) > 0 or query.get("continue") or \
+                audit.records_response(request):
             body = await self.list(request, target, as_bytes=True)
             return web.Response(body=_list_opening(target.resource, body["metadata"])
                                 + b",".join(body["items"]) + b"]}\n",
