@@ -295,16 +295,17 @@ def _check_join_flags(flags: dict) -> None:
 
 
 async def _join(flags: dict, node_name: str, addresses: tuple[str, ...] = (),
-                hostnames: tuple[str, ...] = ()):
-    """The node credentials from --server with --token (`k8py.agent.join`)."""
+                hostnames: tuple[str, ...] = (), tls_dir: str | None = None):
+    """The node credentials from --server with --token (`k8py.agent.join`), kept in
+    `tls_dir` (default `<data-dir>/agent/tls`)."""
     import os
 
     from k8py.agent.join import JoinError, join
 
     try:
         return await join(flags["server"], flags["token"],
-                          os.path.join(flags["data_dir"], "agent", "tls"), node_name,
-                          addresses, hostnames)
+                          tls_dir or os.path.join(flags["data_dir"], "agent", "tls"),
+                          node_name, addresses, hostnames)
     except JoinError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -409,9 +410,11 @@ def _kubeconfig_transport(path: str, user_agent: str):
 
 
 def _simulate(debug: bool, flags: dict) -> None:
-    """`k8py agent --simulate N`: simulated nodes, through a kubeconfig's credentials or, with
-    --server/--token, as the joined node `sim-<prefix>` (one identity for all N: with no node
-    authorizer yet, any authenticated identity may write every node and pod)."""
+    """`k8py agent --simulate N`: simulated nodes, each its own node identity (the Node
+    authorizer and NodeRestriction apply to it as to a kubelet): with a kubeconfig, its
+    credentials impersonating `system:node:<name>` (they must be allowed to, as the admin's
+    are); with --server/--token, each node joins and uses its own client certificate (kept
+    in `<data-dir>/agent/simulated/<name>/tls`)."""
     from k8py.agent.simulated import SimulatedNodes
     from k8py.client.client import Client
 
@@ -421,17 +424,33 @@ def _simulate(debug: bool, flags: dict) -> None:
     _setup_logging(debug)
 
     async def simulate() -> None:
-        nonlocal transport
-        if transport is None:
-            credentials = await _join(flags, f"sim-{prefix}")
-            transport = credentials.transport(flags["server"], "k8py-simulated-nodes")
-        client = Client(transport, field_manager="k8py-simulated-nodes")
-        nodes = SimulatedNodes(client, flags["simulate"], prefix=prefix,
-                               start_delay=flags["simulate_start_delay"])
+        import os
+
+        names = [f"sim-{prefix}-{i}" for i in range(flags["simulate"])]
+        clients: dict[str, Client] = {}
+        if transport is not None:
+            for name in names:
+                clients[name] = Client(transport.acting_as(f"system:node:{name}",
+                                                           ("system:nodes",)),
+                                       field_manager="k8py-simulated-nodes")
+        else:
+            for name in names:
+                credentials = await _join(flags, name, tls_dir=os.path.join(
+                    flags["data_dir"], "agent", "simulated", name, "tls"))
+                clients[name] = Client(credentials.transport(
+                    flags["server"], "k8py-simulated-nodes"),
+                    field_manager="k8py-simulated-nodes")
+        first = clients[names[0]]
+        nodes = SimulatedNodes(first, flags["simulate"], prefix=prefix,
+                               start_delay=flags["simulate_start_delay"],
+                               client_for=clients.__getitem__)
         try:
             await nodes.run()
         finally:
-            await client.close()
+            for client in clients.values():
+                await client.close()
+            if transport is not None:
+                await transport.close()
 
     _run(simulate())
 

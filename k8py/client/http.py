@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import multidict
 import yaml
 
 from k8py.api import errors
@@ -108,12 +109,38 @@ class HttpTransport:
             self._headers["Authorization"] = f"Bearer {token}"
         self._tls, self._connections = tls, connections
         self._client_session: aiohttp.ClientSession | None = None
+        # `acting_as`: the transport whose connections this one uses, and the headers
+        self._parent: HttpTransport | None = None
+        self._impersonation: dict[str, str] = {}
+        self._groups: tuple[str, ...] = ()
         # the pools of previous client certificates, each closed by its task
         self._retiring: dict[asyncio.Task, aiohttp.ClientSession] = {}
+
+    def acting_as(self, user: str, groups: tuple[str, ...] = ()) -> "HttpTransport":
+        """This transport's connections and credentials, impersonating `user` (and
+        `groups`) on every request, as `kubectl --as`; the credentials must be allowed to
+        (verb `impersonate`). Closing it leaves the connections to this transport."""
+        view = HttpTransport(self.server, self._tls)
+        view._headers = self._headers
+        view._parent = self
+        view._impersonation = {"Impersonate-User": user}
+        view._groups = groups
+        return view
+
+    def _request_headers(self, headers: dict[str, str] | None) -> Any:
+        if not self._impersonation:
+            return headers
+        merged = multidict.CIMultiDict(headers or {})
+        merged.update(self._impersonation)
+        for group in self._groups:
+            merged.add("Impersonate-Group", group)
+        return merged
 
     @property
     def _session(self) -> aiohttp.ClientSession:
         """Made on first use, inside the event loop that uses it."""
+        if self._parent is not None:
+            return self._parent._session
         if self._client_session is None:
             self._client_session = aiohttp.ClientSession(
                 headers=self._headers,
@@ -150,7 +177,7 @@ class HttpTransport:
         try:
             async with self._session.request(
                 method, self.server + _path(ref), params=dict(query or {}), data=data,
-                headers=headers, timeout=aiohttp.ClientTimeout(total=60),
+                headers=self._request_headers(headers), timeout=aiohttp.ClientTimeout(total=60),
             ) as response:
                 raw = await response.read()
                 status = response.status
@@ -166,7 +193,8 @@ class HttpTransport:
 
     async def watch(self, ref: Ref, query: Mapping[str, str]) -> AsyncIterator[list[Event]]:
         try:
-            async with self._session.get(self.server + _path(ref), params=dict(query)) as response:
+            async with self._session.get(self.server + _path(ref), params=dict(query),
+                                         headers=self._request_headers(None)) as response:
                 if response.status >= 400:
                     raw = await response.read()
                     raise errors.from_status(json.loads(raw or b"{}"), response.status)
@@ -184,6 +212,8 @@ class HttpTransport:
             raise errors.ServiceUnavailable(f"watch interrupted: {exc}") from None
 
     async def close(self) -> None:
+        if self._parent is not None:
+            return
         for task, session in list(self._retiring.items()):
             task.cancel()
             await session.close()
