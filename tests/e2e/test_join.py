@@ -65,14 +65,16 @@ def test_simulated_nodes_join_with_the_token_and_run_a_deployment(cluster, joine
 
     wait_for(nodes_ready, 30, "2 joined simulated nodes Ready", interval=0.2)
 
-    tls = data_dir / "agent" / "tls"
+    # each simulated node joined as itself, with its own credentials
+    tls = data_dir / "agent" / "simulated" / "sim-joined-0" / "tls"
     assert stat.S_IMODE(os.stat(tls).st_mode) == 0o700
     for name in ("client-kubelet.key", "serving-kubelet.key", "client-kubelet.crt",
                  "server-ca.crt"):
         assert stat.S_IMODE(os.stat(tls / name).st_mode) == 0o600, name
     assert (tls / "server-ca.crt").read_bytes() == \
         (cluster.root / "data" / "server" / "tls" / "server-ca.crt").read_bytes()
-    assert "as system:node:sim-joined;" in (cluster.root / "joined-agent.log").read_text()
+    log = (cluster.root / "joined-agent.log").read_text()
+    assert "as system:node:sim-joined-0;" in log and "as system:node:sim-joined-1;" in log
 
     cluster.kubectl("create", "-f", "-", "--validate=false", input="""
 apiVersion: apps/v1
@@ -98,15 +100,16 @@ spec:
 
 def test_a_restarted_agent_reuses_its_credentials(cluster, joined):
     _, data_dir = joined
-    cert = data_dir / "agent" / "tls" / "client-kubelet.crt"
+    tls = data_dir / "agent" / "simulated" / "sim-joined-0" / "tls"
+    cert = tls / "client-kubelet.crt"
     before = cert.read_bytes()
     proc = subprocess.run(  # a second, short-lived agent on the same data dir
         [sys.executable, "-c",
          "import asyncio, sys\n"
          "from k8py.agent.join import join\n"
-         "c = asyncio.run(join(sys.argv[1], sys.argv[2], sys.argv[3], 'sim-joined'))\n"
+         "c = asyncio.run(join(sys.argv[1], sys.argv[2], sys.argv[3], 'sim-joined-0'))\n"
          "print(c.client_cert)\n",
-         _server_url(cluster), _token(cluster), str(data_dir / "agent" / "tls")],
+         _server_url(cluster), _token(cluster), str(tls)],
         capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert cert.read_bytes() == before
@@ -120,7 +123,7 @@ def _one_line_failure(cluster, token: str, tmp_path) -> str:
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert not (tmp_path / "agent" / "tls").exists()
+    assert not (tmp_path / "agent" / "simulated" / "sim-node-0" / "tls").exists()
     return lines[0]
 
 

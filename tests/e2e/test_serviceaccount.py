@@ -117,6 +117,10 @@ def test_pod_lists_pods_with_its_token(node):
     # the mount is read-only
     assert exec_sh(node, "reader", f"touch {TOKEN_DIR}/x").returncode != 0
 
+    # RBAC: the pod's account may list pods (without, see test_unbound_account_is_forbidden)
+    node.kubectl("create", "role", "pod-reader", "--verb=get,list", "--resource=pods")
+    node.kubectl("create", "rolebinding", "reader-lists-pods", "--role=pod-reader",
+                 "--serviceaccount=default:default")
     for script, what in ((IN_CLUSTER, "in-cluster"), (BY_NAME, "kubernetes.default.svc")):
         last = []
 
