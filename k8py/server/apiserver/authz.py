@@ -13,7 +13,8 @@ cached rule set costs microseconds, not a store read.
 A refusal is upstream's 403 (`forbidden`): `<resource>[.<group>] "<name>" is forbidden:
 User "<u>" cannot <verb> resource "<r>[/<sub>]" in API group "<g>" in the namespace "<ns>"`
 (or `at the cluster scope`), then `: <reason>` when the authorizers gave one; for paths,
-`forbidden: User "<u>" cannot get path "/x"`.
+`forbidden: User "<u>" cannot get path "/x"`. As upstream, `&`, `<` and `>` in that sentence
+(not in the reason) are written as HTML entities.
 
 `request_attributes` reads them from an HTTP request with upstream's RequestInfoFactory
 (`requestinfo`, which the audit policy uses too).
@@ -125,9 +126,14 @@ def _forbidden_message(attributes: Attributes) -> str:
             f'"{attributes.api_group}" {where}')
 
 
+def _sanitized(text: str) -> str:
+    """Upstream's responsewriters sanitizer: the message never reads as HTML."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def forbidden(attributes: Attributes, reason: str = "") -> errors.Forbidden:
     """Upstream's 403 for a request its authorizers did not allow."""
-    message = _forbidden_message(attributes)
+    message = _sanitized(_forbidden_message(attributes))
     if reason:
         message += ": " + reason
     return errors.forbidden(attributes.resource, attributes.name, message,

@@ -4,22 +4,28 @@ upstream's WithImpersonation filter:
 
 - a user name is checked as verb `impersonate` on `users` (group ""), or for
   `system:serviceaccount:<ns>:<name>` on `serviceaccounts` named <name> in <ns>;
-- each group on `groups`; the uid on `uids` in `authentication.k8s.io`; each extra value on
-  `userextras/<key>` in `authentication.k8s.io`, named by the value.
+- each group on `groups`; each extra value on `userextras/<key>` in `authentication.k8s.io`,
+  named by the value; the uid last, on `uids` in `authentication.k8s.io` (upstream's order).
 A refusal is the 403 of that check (`users "bob" is forbidden: User "alice" cannot
 impersonate resource "users" in API group "" at the cluster scope`). Groups, uid or extras
-without a user are a 400 (upstream answers 500 there; a client's mistake is not a server
-error). The impersonated user gets `system:authenticated` unless it is
-`system:anonymous` or a given group says authenticated or unauthenticated; a service account
-without given groups gets `system:serviceaccounts` and `system:serviceaccounts:<ns>`.
+without a user are upstream's 400 (`requested [{Group  g    }] without impersonating a
+user`, Go's rendering of the ObjectReferences asked for). A user name is a service account
+only when its namespace is a DNS label and its name a DNS subdomain (upstream's
+SplitUsername); otherwise it is a plain user. Extra keys are lower-cased, then
+percent-decoded (kept as sent when that fails). The impersonated user gets
+`system:authenticated` unless a given group says authenticated or unauthenticated;
+`system:anonymous` gets `system:unauthenticated` instead; a service account without given
+groups gets `system:serviceaccounts` and `system:serviceaccounts:<ns>`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 from k8py.api import errors
+from k8py.api.meta import DNS1123_LABEL, DNS1123_SUBDOMAIN
 from k8py.server.apiserver.authn import User
 from k8py.server.apiserver.authz import Attributes
 
@@ -30,6 +36,7 @@ EXTRA_PREFIX = "impersonate-extra-"
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 AUTHENTICATED, UNAUTHENTICATED = "system:authenticated", "system:unauthenticated"
 ANONYMOUS = "system:anonymous"
+AUTHENTICATION = "authentication.k8s.io"
 
 
 def requested(headers: Mapping[str, str]) -> bool:
@@ -45,37 +52,61 @@ async def impersonate(actor: User, headers, check: Callable[[Attributes], Awaita
     extra: dict[str, list[str]] = {}
     for key, value in headers.items():
         if key.lower().startswith(EXTRA_PREFIX):
-            extra.setdefault(unquote(key[len(EXTRA_PREFIX):]).lower(), []).append(value)
+            extra.setdefault(_extra_key(key[len(EXTRA_PREFIX):]), []).append(value)
     if not name:
-        raise errors.BadRequest(f"requested impersonation of groups {groups}, uid or extras "
-                                "without impersonating a user")
+        asked = [f"{{Group  {g}    }}" for g in groups]
+        asked += [f"{{UserExtra  {v}  {AUTHENTICATION}/v1  {k}}}"
+                  for k, values in extra.items() for v in values]
+        if uid:
+            asked.append(f"{{UID  {uid}  {AUTHENTICATION}/v1  }}")
+        raise errors.BadRequest(f"requested [{' '.join(asked)}] without impersonating a user")
     account = _service_account(name)
     if account is not None:
         namespace, account_name = account
-        await check(Attributes(actor, "impersonate", True, "", "", "serviceaccounts", "",
+        await check(Attributes(actor, "impersonate", True, "", "v1", "serviceaccounts", "",
                                namespace, account_name))
         if not groups:
             groups = ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"]
     else:
-        await check(Attributes(actor, "impersonate", True, "", "", "users", "", "", name))
+        await check(Attributes(actor, "impersonate", True, "", "v1", "users", "", "", name))
     for group in headers.getall(GROUP_HEADER, []):
-        await check(Attributes(actor, "impersonate", True, "", "", "groups", "", "", group))
-    if uid:
-        await check(Attributes(actor, "impersonate", True, "authentication.k8s.io", "",
-                               "uids", "", "", uid))
+        await check(Attributes(actor, "impersonate", True, "", "v1", "groups", "", "", group))
     for key, values in extra.items():
         for value in values:
-            await check(Attributes(actor, "impersonate", True, "authentication.k8s.io", "",
+            await check(Attributes(actor, "impersonate", True, AUTHENTICATION, "v1",
                                    "userextras", key, "", value))
-    if name != ANONYMOUS and AUTHENTICATED not in groups and UNAUTHENTICATED not in groups:
+    if uid:
+        await check(Attributes(actor, "impersonate", True, AUTHENTICATION, "v1", "uids", "",
+                               "", uid))
+    if name == ANONYMOUS:
+        if UNAUTHENTICATED not in groups:
+            groups.append(UNAUTHENTICATED)
+    elif AUTHENTICATED not in groups and UNAUTHENTICATED not in groups:
         groups.append(AUTHENTICATED)
     return User(name, tuple(groups), uid, extra)
 
 
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _extra_key(encoded: str) -> str:
+    """Upstream's unescapeExtraKey of the lower-cased key: url.PathUnescape, or the key as
+    sent when an escape is malformed."""
+    key = encoded.lower()
+    if _BAD_ESCAPE.search(key):
+        return key
+    return unquote_to_bytes(key).decode("utf-8", "replace")
+
+
 def _service_account(name: str) -> tuple[str, str] | None:
+    """upstream's serviceaccount.SplitUsername."""
     if not name.startswith(SERVICE_ACCOUNT_PREFIX):
         return None
-    namespace, sep, account = name[len(SERVICE_ACCOUNT_PREFIX):].partition(":")
-    if not sep or not namespace or not account or ":" in account:
+    parts = name[len(SERVICE_ACCOUNT_PREFIX):].split(":")
+    if len(parts) != 2:
+        return None
+    namespace, account = parts
+    if len(namespace) > 63 or not DNS1123_LABEL.fullmatch(namespace) or \
+            len(account) > 253 or not DNS1123_SUBDOMAIN.fullmatch(account):
         return None
     return namespace, account

@@ -11,7 +11,8 @@ certificate a joining agent receives). For such users, as upstream's Node author
   node runs as. Otherwise no opinion, with upstream's reasons (`no relationship found
   between node 'n' and this object`, `can only get individual resources of this type`, …).
 - Leases: get, create, update, patch and delete in `kube-node-lease`, and (but for create,
-  whose name the authorizer cannot see; NodeRestriction checks it) only the node's own.
+  whose name the authorizer cannot see; NodeRestriction checks it) only the node's own;
+  CSINodes (storage.k8s.io) the same, named as the node.
 - Everything else: the rules of upstream's `system:node` ClusterRole, held here, not bound
   through RBAC (as upstream since 1.8).
 
@@ -80,11 +81,13 @@ def references(pod: dict[str, Any]) -> frozenset[tuple[str, str]]:
             if (source.get("configMap") or {}).get("name"):
                 refs.add(("configmap", source["configMap"]["name"]))
         for kind in ("cephfs", "cinder", "flexVolume", "iscsi", "rbd", "scaleIO",
-                     "storageos", "azureFile", "csi"):
+                     "storageos", "csi"):
             ref = (volume.get(kind) or {}).get("secretRef") or \
                 (volume.get(kind) or {}).get("nodePublishSecretRef")
             if isinstance(ref, dict) and ref.get("name"):
                 refs.add(("secret", ref["name"]))
+        if (volume.get("azureFile") or {}).get("secretName"):  # a name, not a reference
+            refs.add(("secret", volume["azureFile"]["secretName"]))
     for container in _containers(spec):
         for source in container.get("envFrom") or ():
             if (source.get("secretRef") or {}).get("name"):
@@ -174,6 +177,8 @@ class NodeAuthorizer:
                 return self._token(node, attributes)
             if group == "coordination.k8s.io" and resource == "leases":
                 return self._lease(node, attributes)
+            if group == "storage.k8s.io" and resource == "csinodes":
+                return self._csinode(node, attributes)
         if any(rule.allows(attributes) for rule in self.node_rules):
             return ALLOW, ""
         return NO_OPINION, ""
@@ -217,4 +222,15 @@ class NodeAuthorizer:
         if attributes.verb != "create" and attributes.name != node:
             return NO_OPINION, ("can only access node lease with the same name as the "
                                 "requesting node")
+        return ALLOW, ""
+
+    def _csinode(self, node: str, attributes: Attributes) -> Decision:
+        if attributes.verb not in ("get", "create", "update", "patch", "delete"):
+            return NO_OPINION, "can only get, create, update, patch, or delete a CSINode"
+        if attributes.subresource:
+            return NO_OPINION, "cannot authorize CSINode subresources"
+        # a create's name is not in the URL: NodeRestriction checks it
+        if attributes.verb != "create" and attributes.name != node:
+            return NO_OPINION, ("can only access CSINode with the same name as the requesting "
+                                "node")
         return ALLOW, ""

@@ -84,7 +84,8 @@ def resource_matches(resources: Iterable[str], resource: str, subresource: str) 
 def url_matches(rule_url: str, path: str) -> bool:
     if rule_url == "*" or rule_url == path:
         return True
-    return rule_url.endswith("*") and path.startswith(rule_url[:-1])
+    # upstream trims every trailing `*` (strings.TrimRight): `/apis/**` is `/apis/` too
+    return rule_url.endswith("*") and path.startswith(rule_url.rstrip("*"))
 
 
 def service_account_user(namespace: str, name: str) -> str:
@@ -215,8 +216,11 @@ class Policy:
 
 
 def aggregate_errors(problems: list[str]) -> str:
-    """utilerrors.NewAggregate's text: one error as itself, several in brackets."""
-    return problems[0] if len(problems) == 1 else "[" + ", ".join(problems) + "]"
+    """utilerrors.NewAggregate's text: one error as itself, several in brackets; a text
+    repeated (two bindings of one missing role) is said once, and one distinct text is
+    said without brackets."""
+    distinct = list(dict.fromkeys(problems))
+    return distinct[0] if len(distinct) == 1 else "[" + ", ".join(distinct) + "]"
 
 
 class RBACAuthorizer:

@@ -4,10 +4,12 @@ Writing a Role or ClusterRole (create, update, patch, apply) is allowed when the
 in system:masters, may `escalate` that role (authorizer), or already holds every rule in
 it — in the role's namespace for a Role, cluster-wide for a ClusterRole
 (`ConfirmNoEscalation`: each rule broken down to one verb, group, resource and name, each
-covered by a rule the writer holds). An aggregationRule needs escalation rights outright.
-Writing a RoleBinding or ClusterRoleBinding is allowed when the writer may `bind` the role
-it refers to, or holds every rule of that role. A change that touches only what the
-garbage collector writes (ownerReferences, finalizers) is never checked.
+covered by a rule the writer holds); a ClusterRole that has (or had) an aggregationRule
+then needs every right (`FULL_AUTHORITY`) besides, as upstream's ClusterRole storage. The
+`escalate` check names the role only when the URL does (not on a create, as upstream's
+RequestInfo). Writing a RoleBinding or ClusterRoleBinding is allowed when the writer may
+`bind` the role it refers to, or holds every rule of that role. A change that touches only
+what the garbage collector writes (ownerReferences, finalizers) is never checked.
 
 Refusals are upstream's 403: `roles.rbac.authorization.k8s.io "r" is forbidden: user "u"
 (groups=["g1" "g2"]) is attempting to grant RBAC permissions not currently held:` and the
@@ -28,6 +30,9 @@ GROUP = "rbac.authorization.k8s.io"
 ROLE_KINDS = {"roles": "Role", "clusterroles": "ClusterRole"}
 BINDING_KINDS = {"rolebindings": "roles", "clusterrolebindings": "clusterroles"}
 _REF_RESOURCES = {"Role": "roles", "ClusterRole": "clusterroles"}
+#: what may set an aggregationRule: everything, on every resource and path
+FULL_AUTHORITY = [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]},
+                  {"verbs": ["*"], "nonResourceURLs": ["*"]}]
 
 
 def _go_strings(values: list[str]) -> str:
@@ -77,7 +82,7 @@ def _resources_cover(owner: tuple[str, ...], wanted: list[str]) -> bool:
 
 
 def _urls_cover(owner: tuple[str, ...], wanted: list[str]) -> bool:
-    return all(any(url == have or (have.endswith("*") and url.startswith(have[:-1]))
+    return all(any(url == have or (have.endswith("*") and url.startswith(have.rstrip("*")))
                    for have in owner) for url in wanted)
 
 
@@ -101,7 +106,8 @@ def missing_rules(owned: list[Rule], rules: list[dict[str, Any]]) -> list[dict[s
 
 def compact(missing: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rules for one group and resource with no names merged across verbs (upstream's
-    CompactRules); the rest as they are."""
+    CompactRules, which appends: a verb missing twice is listed twice); the rest as they
+    are."""
     merged: dict[tuple[str, str], dict[str, Any]] = {}
     out: list[dict[str, Any]] = []
     for rule in missing:
@@ -110,8 +116,7 @@ def compact(missing: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         key = (rule["apiGroups"][0], rule["resources"][0])
         if key in merged:
-            merged[key]["verbs"].extend(v for v in rule["verbs"]
-                                        if v not in merged[key]["verbs"])
+            merged[key]["verbs"].extend(rule["verbs"])
         else:
             merged[key] = {"verbs": list(rule["verbs"]), "apiGroups": list(rule["apiGroups"]),
                            "resources": list(rule["resources"])}
@@ -152,16 +157,23 @@ class RBACEscalation:
 
     def _check_role(self, attributes: admission.Attributes, namespace: str, name: str) -> None:
         resource = attributes.resource.plural
+        # upstream asks with the URL's name (RequestInfo), which a create does not have
+        url_name = "" if attributes.operation == admission.CREATE else name
         if authz.allowed(self.authorizer, Attributes(
-                attributes.user, "escalate", True, GROUP, "v1", resource, "", namespace, name)):
+                attributes.user, "escalate", True, GROUP, "v1", resource, "", namespace,
+                url_name)):
             return
         obj = attributes.object
-        old = attributes.old_object or {}
-        if obj.get("aggregationRule") and obj.get("aggregationRule") != old.get("aggregationRule"):
-            raise errors.forbidden(resource, name, "must have cluster-admin privileges to use "
-                                   "the aggregationRule", GROUP)
         rules = [r for r in obj.get("rules") or [] if isinstance(r, dict)]
         self._confirm(attributes, resource, name, namespace, rules)
+        # an aggregationRule gathers anything, and keeps a role from being tightened: whoever
+        # writes a role that has one (or had one) needs every right
+        if _aggregates(obj) or _aggregates(attributes.old_object or {}):
+            owned, _ = self.policy.rules_for(attributes.user.name,
+                                             Attributes(attributes.user, "").groups(), "")
+            if missing_rules(owned, FULL_AUTHORITY):
+                raise errors.forbidden(resource, name, "must have cluster-admin privileges to "
+                                       "use the aggregationRule", GROUP)
 
     def _check_binding(self, attributes: admission.Attributes, namespace: str,
                        name: str) -> None:
@@ -191,6 +203,11 @@ class RBACEscalation:
         if problems:
             message += f"; resolution errors: [{aggregate_errors(problems)}]"
         raise errors.forbidden(resource, name, message, GROUP)
+
+
+def _aggregates(role: dict[str, Any]) -> bool:
+    rule = role.get("aggregationRule")
+    return isinstance(rule, dict) and bool(rule.get("clusterRoleSelectors"))
 
 
 def _only_gc_fields(obj: dict[str, Any], old: dict[str, Any] | None) -> bool:

@@ -195,11 +195,17 @@ class RestHandler:
         if authorization.policy is not None:
             plugins.insert(at, RBACEscalation(authorization.policy, authorization.authorizer))
         if authorization.graph is not None:
-            plugins.insert(at, NodeRestriction(self._stored_pod))
+            plugins.insert(at, NodeRestriction(self._stored_pod, self._stored_node))
 
     async def _stored_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return await self.objects.get(self.registry.get("", "v1", "pods"), namespace, name)
+        except errors.NotFound:
+            return None
+
+    async def _stored_node(self, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.objects.get(self.registry.get("", "v1", "nodes"), None, name)
         except errors.NotFound:
             return None
 
@@ -258,6 +264,10 @@ class RestHandler:
             if method != "POST" or target.namespace is None:
                 raise errors.MethodNotAllowed("the token subresource allows create")
             body = await bodies.read_document(request, bodies.OBJECT_TYPES | {bodies.PROTOBUF})
+            if isinstance(body, dict):  # a TokenRequest is a create: admission sees it
+                body = await self.store.admit_subresource(
+                    "CREATE", target.resource, target.namespace, target.name, body,
+                    _context(request, "token"))
             return await self.service_accounts.request(target.namespace, target.name, body), 201
         if subresource not in PLAIN_SUBRESOURCES:
             raise errors.MethodNotAllowed(f"the {subresource} subresource is not served yet")
