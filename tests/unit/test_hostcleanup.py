@@ -30,10 +30,11 @@ def test_only_the_processes_of_the_data_dir_are_found(tmp_path):
     try:
         def found(data_dir):
             return set(hostcleanup.k8py_processes(str(data_dir)))
-        wait_for(lambda: mine.pid in found(tmp_path / "mine"), timeout=5,
-                 what="the stand-in found")
+        # both stand-ins have exec'd (until then /proc shows the forking parent's command)
+        wait_for(lambda: mine.pid in found(tmp_path / "mine") and
+                 other.pid in found(tmp_path / "other"), timeout=5, what="the stand-ins found")
         assert other.pid not in found(tmp_path / "mine")
-        assert other.pid in found(tmp_path / "other")
+        assert mine.pid not in found(tmp_path / "other")
     finally:
         for proc in (mine, other):
             proc.kill()
