@@ -1,7 +1,7 @@
 """API server benchmark over HTTPS against a real `k8py server --disable-agent` process.
 
     .venv/bin/python bench/apiserver.py [--pods 5000] [--store sqlite|memory]
-                                        [--audit off,on]
+                                        [--rbac off,on] [--audit off,on]
 
 Prints, for pods (a realistic ~1.5 KB manifest) with 32 concurrent clients: create, get and
 update throughput with p50/p99 latency and the server's CPU time per request (all its
@@ -12,10 +12,29 @@ the server's resident memory (VmRSS) before and after holding the pods; and 2,00
 without a resourceVersion over 1,000 ConfigMaps (time until each has its initial events,
 server RSS open and after).
 
-Server configurations are the product of the values asked for on each axis (`AXES`): today
-`--audit off,on` (on: a Metadata-level policy for every request, the log in a file), one
-server process per configuration, run one after the other; a table at the end puts each
-configuration's figures side by side. Another axis is another entry in `AXES` and a flag.
+Server configurations are the product of the values asked for on each axis (`AXES`):
+`--rbac off,on` (on: the default `--authorization-mode Node,RBAC`; off: `AlwaysAllow`) and
+`--audit off,on` (on: a Metadata-level policy for every request, the log in a file); by
+default both values of both, one server process per configuration, run one after the
+other. A table at the end puts each configuration's figures side by side, then, per axis
+run off and on, what turning it on added to each phase's p99 (in %) and server CPU per
+request (in µs), beside each value of the other axes: the authorization row is the
+security goal's "authorization adds ≤ 10% to p99". Another axis is another entry in
+`AXES` and a flag.
+
+The load generator is an ordinary user, `k8py-bench` (a bearer token written into the
+server's token file before it starts), not the admin: system:masters is allowed before
+any authorizer looks (`authz.PrivilegedGroup`), so only an ordinary user measures RBAC.
+Before the measured phases, with the admin's certificate, a ClusterRole grants it what the
+bench does (get, list, watch, create, update of pods and configmaps) through a
+ClusterRoleBinding, and the bench waits until SubjectAccessReviews say it is allowed. The
+same user with the same flow-control share runs every configuration, so rbac=off differs
+from rbac=on by the authorizer alone — decisions (`bench/authz.py` times one: ~2 µs) and
+its caches: with the scheduler and controllers off, the Node authorizer's pod informer is
+the only pod watcher, so every pod write is decoded for it and the server holds its
+decoded events and the RBAC and pod caches (~40,000 more objects for Python's collector
+to walk: longer gen-2 pauses, which set the paced load's p99). In a full server the
+scheduler's and controllers' pod watches pay that decode and hold those events anyway.
 
 The server runs with `--disable-scheduler --disable-controller-manager`, so the figures are
 the API server's alone (5,000 pods nobody can run would otherwise each cost the scheduler a
@@ -31,6 +50,7 @@ import asyncio
 import itertools
 import json
 import os
+import secrets
 import shutil
 import ssl
 import statistics
@@ -88,11 +108,15 @@ def pct(values: list[float], p: float) -> float:
 
 
 class Bench:
-    def __init__(self, url: str, context: ssl.SSLContext):
+    def __init__(self, url: str, context: ssl.SSLContext, token: str):
         self.url = url
         self.context = context
+        self.headers = {"Authorization": f"Bearer {token}"}
         self.figures: dict[str, str] = {}  # for the table that compares configurations
+        self.p99: dict[str, float] = {}  # ms per phase, for the deltas between them
+        self.cpu: dict[str, float] = {}  # server CPU µs per request, per phase
         self.session = aiohttp.ClientSession(
+            headers=self.headers,
             connector=aiohttp.TCPConnector(ssl=context, limit=CONCURRENCY * 8))
         self.base = url + "/api/v1/namespaces/default/pods"
 
@@ -120,6 +144,7 @@ class Bench:
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
         elapsed = time.perf_counter() - start
         per_request = (server_cpu(self.pid) - served) / count * 1e6
+        self.p99[label], self.cpu[label] = pct(latencies, 99), per_request
         self.figures[label] = (f"{count / elapsed:,.0f}/s, p50 {pct(latencies, 50):.1f}, "
                                f"p99 {pct(latencies, 99):.1f} ms, {per_request:,.0f} µs CPU")
         print(f"  {label:<28} {count / elapsed:8,.0f}/s   p50 {pct(latencies, 50):6.1f} ms"
@@ -176,7 +201,7 @@ class Bench:
         received = 0
 
         watch_session = aiohttp.ClientSession(  # one connection per watch, no pool limit
-            connector=aiohttp.TCPConnector(ssl=self.context, limit=0))
+            headers=self.headers, connector=aiohttp.TCPConnector(ssl=self.context, limit=0))
 
         async def watch():
             nonlocal received
@@ -238,6 +263,7 @@ class Bench:
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
         achieved = len(latencies) / elapsed
+        self.p99[f"mixed load at {rate}/s"] = pct(latencies, 99)
         self.figures[f"mixed load at {rate}/s"] = (f"{achieved:,.0f}/s, p50 "
                                                    f"{pct(latencies, 50):.1f}, p99 "
                                                    f"{pct(latencies, 99):.1f} ms")
@@ -279,6 +305,7 @@ class Bench:
             await self.timed("POST", self.base, body)
             await asyncio.sleep(0.02)
         await asyncio.wait_for(asyncio.gather(*tasks), 120)
+        self.p99["watch fan-out"] = pct(latencies, 99)
         self.figures["watch fan-out"] = (f"p50 {pct(latencies, 50):.1f}, "
                                          f"p99 {pct(latencies, 99):.1f} ms")
         print(f"  watch fan-out, {watchers} watchers x {writes} creates: "
@@ -312,8 +339,69 @@ def _audit_report(root: str) -> str:
 # configuration axes: per axis, the server flags of each value (given the run's folder) and,
 # optionally, a line to print after the run
 AXES = {
+    "rbac": {"off": (lambda root: ["--authorization-mode", "AlwaysAllow"], None),
+             "on": (lambda root: [], None)},  # the default, Node,RBAC
     "audit": {"off": (lambda root: [], None), "on": (_audit_on, _audit_report)},
 }
+
+BENCH_USER = "k8py-bench"
+#: what the bench does, (verb, resource) in the core group: granted to BENCH_USER by RBAC
+BENCH_RIGHTS = [(verb, resource) for resource in ("pods", "configmaps")
+                for verb in ("get", "list", "watch", "create", "update")]
+RBAC_API = "/apis/rbac.authorization.k8s.io/v1"
+
+
+def write_token_file(data_dir: str) -> str:
+    """The server's token file (`authn.TokenFile`: `token,user,uid,"groups"`), written
+    before it starts: the admin's token, as the server would write it, and a token for
+    BENCH_USER, in no group but system:authenticated. Returns the bench user's token."""
+    cred = os.path.join(data_dir, "server", "cred")
+    os.makedirs(cred, mode=0o700)
+    bench_token = secrets.token_urlsafe(32)
+    fd = os.open(os.path.join(cred, "tokens"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f'{secrets.token_urlsafe(32)},system:admin,system:admin,"system:masters"\n'
+                f"{bench_token},{BENCH_USER},{BENCH_USER}\n")
+    return bench_token
+
+
+async def prepare(url: str, admin: ssl.SSLContext) -> None:
+    """As the admin: a ClusterRole with BENCH_RIGHTS, its ClusterRoleBinding to BENCH_USER
+    and the `default` ServiceAccount; then until SubjectAccessReviews say the user may do
+    each (the authorizer reads RBAC from informer caches, which see writes a moment later)."""
+    role = {"metadata": {"name": BENCH_USER},
+            "rules": [{"apiGroups": [""], "resources": ["pods", "configmaps"],
+                       "verbs": sorted({verb for verb, _ in BENCH_RIGHTS})}]}
+    binding = {"metadata": {"name": BENCH_USER},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                           "name": BENCH_USER},
+               "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                             "name": BENCH_USER}]}
+    # the `default` ServiceAccount that ServiceAccount admission wants for a pod: its
+    # controller does not run here
+    account = {"metadata": {"name": "default"}}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=admin)) as session:
+        for path, body in ((f"{RBAC_API}/clusterroles", role),
+                           (f"{RBAC_API}/clusterrolebindings", binding),
+                           ("/api/v1/namespaces/default/serviceaccounts", account)):
+            async with session.post(url + path, json=body) as r:
+                if r.status != 201:
+                    raise SystemExit(f"POST {path}: {r.status} {(await r.read())[:200]!r}")
+        deadline = time.monotonic() + 30
+        for verb, resource in BENCH_RIGHTS:
+            review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                      "spec": {"user": BENCH_USER, "groups": ["system:authenticated"],
+                               "resourceAttributes": {"namespace": "default", "verb": verb,
+                                                      "resource": resource}}}
+            while True:
+                async with session.post(
+                        url + "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                        json=review) as r:
+                    if r.status == 201 and (await r.json())["status"].get("allowed"):
+                        break
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{BENCH_USER} is still not allowed to {verb} {resource}")
+                await asyncio.sleep(0.05)
 
 
 async def run_configuration(args, label: str, values: dict[str, str]) -> dict[str, str]:
@@ -322,6 +410,7 @@ async def run_configuration(args, label: str, values: dict[str, str]) -> dict[st
     kubeconfig = os.path.join(root, "kubeconfig.yaml")
     endpoint = "memory://" if args.store == "memory" else ""
     extra = [flag for axis, value in values.items() for flag in AXES[axis][value][0](root)]
+    token = write_token_file(os.path.join(root, "data"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "k8py", "server", "--disable-agent", "--data-dir",
          os.path.join(root, "data"), "--bind-address", "127.0.0.1", "--https-listen-port",
@@ -338,11 +427,14 @@ async def run_configuration(args, label: str, values: dict[str, str]) -> dict[st
             await asyncio.sleep(0.1)
         tls = os.path.join(root, "data", "server", "tls")
         context = ssl.create_default_context(cafile=os.path.join(tls, "server-ca.crt"))
-        context.load_cert_chain(os.path.join(tls, "client-admin.crt"),
-                                os.path.join(tls, "client-admin.key"))
-        print(f"API benchmark [{label}]: https://127.0.0.1:{port}, {args.store} store, "
-              f"{CONCURRENCY} concurrent clients")
-        bench = Bench(f"https://127.0.0.1:{port}", context)
+        admin = ssl.create_default_context(cafile=os.path.join(tls, "server-ca.crt"))
+        admin.load_cert_chain(os.path.join(tls, "client-admin.crt"),
+                              os.path.join(tls, "client-admin.key"))
+        url = f"https://127.0.0.1:{port}"
+        await prepare(url, admin)
+        print(f"API benchmark [{label}]: {url}, {args.store} store, {CONCURRENCY} concurrent "
+              f"clients as user {BENCH_USER}")
+        bench = Bench(url, context, token)
         try:
             await bench.run(args.pods, proc.pid)
         finally:
@@ -352,10 +444,41 @@ async def run_configuration(args, label: str, values: dict[str, str]) -> dict[st
             report = AXES[axis][value][1]
             if report is not None:
                 print(f"  {report(root)}")
-        return bench.figures
+        return bench
     finally:
         stop_process(proc, timeout=20)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def print_deltas(results: dict[str, Bench], chosen: dict[str, list[str]]) -> None:
+    """Per axis run both off and on: what on added to each phase's p99 and server CPU per
+    request, one column per combination of the other axes' values."""
+    for axis in chosen:
+        if not {"off", "on"} <= set(chosen[axis]):
+            continue
+        others = [a for a in chosen if a != axis]
+        pairs = {}
+        for combination in itertools.product(*(chosen[a] for a in others)):
+            fixed = dict(zip(others, combination))
+
+            def label(value: str, fixed=fixed) -> str:
+                return " ".join(f"{a}={fixed[a] if a != axis else value}" for a in chosen)
+            pairs[" ".join(f"{a}={v}" for a, v in fixed.items()) or "-"] = (
+                results[label("off")], results[label("on")])
+        print(f"\n{axis} on beside off: added p99 (added server CPU per request)")
+        width = max(len(f) for off, _ in pairs.values() for f in off.p99)
+        print(f"  {'':<{width}}  " + "  ".join(f"{c:<24}" for c in pairs))
+        for figure in next(iter(pairs.values()))[0].p99:
+            cells = []
+            for off, on in pairs.values():
+                if figure not in on.p99 or not off.p99[figure]:
+                    cells.append(f"{'-':<24}")
+                    continue
+                cell = f"{100 * (on.p99[figure] / off.p99[figure] - 1):+.0f}% p99"
+                if figure in off.cpu and figure in on.cpu:
+                    cell += f" ({on.cpu[figure] - off.cpu[figure]:+,.0f} µs)"
+                cells.append(f"{cell:<24}")
+            print(f"  {figure:<{width}}  " + "  ".join(cells))
 
 
 async def main(args) -> None:
@@ -372,15 +495,18 @@ async def main(args) -> None:
         results[label] = await run_configuration(args, label, values)
     if len(results) > 1:
         print("\nside by side:")
-        labels = list(results)
-        width = max(len(f) for r in results.values() for f in r)
-        columns = [max(len(label), *(len(v) for v in results[label].values()))
+        figures = {label: bench.figures for label, bench in results.items()}
+        labels = list(figures)
+        width = max(len(f) for r in figures.values() for f in r)
+        columns = [max(len(label), *(len(v) for v in figures[label].values()))
                    for label in labels]
         print(f"  {'':<{width}}  " + "  ".join(f"{label:<{c}}"
                                              for label, c in zip(labels, columns)))
-        for figure in results[labels[0]]:
+        for figure in figures[labels[0]]:
             print(f"  {figure:<{width}}  " + "  ".join(
-                f"{results[label].get(figure, '-'):<{c}}" for label, c in zip(labels, columns)))
+                f"{figures[label].get(figure, '-'):<{c}}"
+                for label, c in zip(labels, columns)))
+        print_deltas(results, chosen)
 
 
 if __name__ == "__main__":
@@ -388,6 +514,8 @@ if __name__ == "__main__":
     parser.add_argument("--pods", type=int, default=5000)
     parser.add_argument("--store", choices=("sqlite", "memory"), default="sqlite")
     parser.add_argument("--dir", default=os.getcwd())
-    parser.add_argument("--audit", default="off", metavar="off,on",
+    parser.add_argument("--rbac", default="off,on", metavar="off,on",
+                        help="authorization configurations to run (comma-separated)")
+    parser.add_argument("--audit", default="off,on", metavar="off,on",
                         help="audit configurations to run (comma-separated)")
     asyncio.run(main(parser.parse_args()))

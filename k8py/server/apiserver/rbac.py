@@ -107,10 +107,24 @@ def _applies(subject: dict[str, Any], user: str, groups: tuple[str, ...],
     if kind == "Group":
         return subject.get("name") in groups
     if kind == "ServiceAccount":
+        if not user.startswith(SERVICE_ACCOUNT_PREFIX):
+            return False  # the common case, without building the account's user name
         account_namespace = subject.get("namespace") or namespace
         return bool(account_namespace) and \
             user == service_account_user(account_namespace, subject.get("name", ""))
     return False
+
+
+def _applying(bindings: list[dict[str, Any]], user: str, groups: tuple[str, ...],
+              namespace: str) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """The bindings naming the user, each with the first subject that does. A miss in
+    `Policy.grants` tries every ClusterRoleBinding, and few name the user: this loop is
+    the cost of a cold decision, so it does nothing more per binding."""
+    for binding in bindings:
+        for subject in binding.get("subjects") or ():
+            if isinstance(subject, dict) and _applies(subject, user, groups, namespace):
+                yield binding, subject
+                break
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,32 +193,27 @@ class Policy:
             return cached
         grants: list[Grant] = []
         problems: list[str] = []
-        for binding in self.informers["clusterrolebindings"].list():
-            self._visit(binding, "ClusterRoleBinding", f'"{binding["metadata"]["name"]}"',
-                        "", user, groups, grants, problems)
+        for binding, subject in _applying(self.informers["clusterrolebindings"].list(),
+                                          user, groups, ""):
+            self._visit(binding, subject, "ClusterRoleBinding", "", grants, problems)
         if namespace:
-            for binding in self.informers["rolebindings"].list(namespace):
-                metadata = binding["metadata"]
-                self._visit(binding, "RoleBinding", f'"{metadata["name"]}/{namespace}"',
-                            namespace, user, groups, grants, problems)
+            for binding, subject in _applying(self.informers["rolebindings"].list(namespace),
+                                              user, groups, namespace):
+                self._visit(binding, subject, "RoleBinding", namespace, grants, problems)
         if len(self._grants) >= MAX_CACHED_USERS:
             self._grants.clear()
         self._grants[key] = (grants, problems)
         return grants, problems
 
-    def _visit(self, binding: dict[str, Any], kind: str, described: str, namespace: str,
-               user: str, groups: tuple[str, ...], grants: list[Grant],
-               problems: list[str]) -> None:
-        for subject in binding.get("subjects") or ():
-            if isinstance(subject, dict) and _applies(subject, user, groups, namespace):
-                break
-        else:
-            return
+    def _visit(self, binding: dict[str, Any], subject: dict[str, Any], kind: str,
+               namespace: str, grants: list[Grant], problems: list[str]) -> None:
         ref = binding.get("roleRef") or {}
         rules = self.role_rules(ref.get("kind", ""), ref.get("name", ""), namespace)
         if isinstance(rules, str):
             problems.append(rules)
             return
+        name = binding["metadata"]["name"]
+        described = f'"{name}/{namespace}"' if namespace else f'"{name}"'
         source = (f'{kind} {described} of {ref.get("kind")} "{ref.get("name")}" to '
                   f'{_subject_names(subject, namespace)}')
         grants.append(Grant(source, rules))
