@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import dataclasses
 import ipaddress
 import logging
@@ -229,6 +230,10 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
                 serving_context=context, kubelet_client=kubelet_client.ssl,
                 kubeconfig=kubeconfig)))
             notify_service_manager("READY=1")  # k8py.service is Type=notify
+            # What start-up made (the registry, schemas, OpenAPI documents, the bootstrap
+            # policy) lives as long as the process: out of the collector's way, so its full
+            # collections walk only what requests and caches make (shorter pauses, p99).
+            gc.freeze()
             address = advertising.advertised_address(config.bind_address)
             log.info("advertising the API server as %s:%d", address, config.https_listen_port)
             client = Client(InProcessTransport(rest), field_manager=advertising.FIELD_MANAGER)
