@@ -33,8 +33,9 @@ SUITE = "bookworm"
 INCLUDE = {
     "amd64": "curl,ca-certificates",
     "arm64": "python3,python3-venv,ca-certificates,curl,nftables",
+    # ply: debootstrap skips virtual packages
     "armhf": "python3,python3-venv,ca-certificates,curl,nftables,python3-yaml,"
-             "python3-zstandard,python3-cffi,python3-nacl,python3-ply",  # ply: debootstrap skips virtual packages
+             "python3-zstandard,python3-cffi,python3-nacl,python3-ply",
 }
 
 
