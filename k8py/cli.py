@@ -144,6 +144,10 @@ def cli() -> None:
         callback=lambda ctx, param, value: _authorization_mode(value),
         help="Authorizers in order (Node, RBAC, AlwaysAllow), as kube-apiserver's")
 @_audit_options
+@option("--disable", multiple=True, metavar="NAME",
+        help="Do not deploy add-on NAME and delete it if it was (its manifest in "
+             "<data-dir>/server/manifests; repeatable or comma-separated, e.g. "
+             "local-storage,ingress,metrics-server)")
 @option("--disable-agent", is_flag=True, help="Run no agent on this host")
 @_node_network_options
 @option("--node-ip", "-i", type=IPAddress(), default=None,
@@ -193,6 +197,8 @@ def server(debug: bool, **flags) -> None:
     _check_audit_flags(flags)
     flags["tls_san"] = tuple(flags["tls_san"])
     flags["node_label"] = _node_labels(flags["node_label"])
+    flags["disable"] = tuple(name.strip() for value in flags["disable"]
+                             for name in value.split(",") if name.strip())
     _setup_logging(debug)
     _run(daemon.run(daemon.ServerConfig(**flags)))
 

@@ -14,6 +14,9 @@ the controller-manager lease. Unless `--disable-agent`, the embedded agent
 (`k8py.agent.daemon.run`) runs this host as a node on the in-process transport, with a kubelet
 serving certificate issued from the cluster CA (`pki.ensure_kubelet_serving`); the API server
 reaches it with `pki.ensure_kubelet_client`'s certificate.
+The deploy daemon writes the packaged add-ons (`PACKAGED_ADDONS`, unless `--disable`d) into
+`<data-dir>/server/manifests/` and applies that directory, as k3s's deploy controller
+(`deploy`).
 
 Secrets at rest: `--encryption-provider-config FILE` (upstream's) or `--secrets-encryption`
 (k3s's: `keyrotation.ensure_generated` writes `<data-dir>/server/cred/encryption-config.json`
@@ -32,11 +35,12 @@ import dataclasses
 import ipaddress
 import logging
 import os
+from collections.abc import Callable
 
 from k8py.api import errors
 from k8py.api.resources import Registry, builtin
 from k8py.lifecycle import Supervisor, notify_service_manager
-from k8py.server import pki, renewal
+from k8py.server import deploy, manifests, pki, renewal
 from k8py.server.apiserver import app as apiserver
 from k8py.server.apiserver import apiservices, audit, crds, keyrotation, podproxy, serviceips
 from k8py.server.controllers import advertising
@@ -99,6 +103,7 @@ class ServerConfig:
     audit_log_maxbackup: int = 0
     audit_log_maxsize: int = 0
     audit_log_format: str = "json"
+    disable: tuple[str, ...] = ()  # add-ons (manifests) not deployed, and removed if they were
 
 
 async def run_store(store: Backend, ready: asyncio.Event) -> None:
@@ -281,6 +286,30 @@ async def run_control_loops(config: ServerConfig, handler: asyncio.Future) -> No
     await manager.run_elected(client, settings, only=only, beside=beside, client_for=client_for)
 
 
+# Packaged add-ons: (name, its manifest for this server's configuration). Each is written
+# into <data-dir>/server/manifests/<name>.yaml at start unless --disable names it
+# (`manifests.stage`); the deploy controller applies it from there.
+PACKAGED_ADDONS: list[tuple[str, Callable[[ServerConfig], str]]] = []
+
+
+def manifests_dir(config: ServerConfig) -> str:
+    return os.path.join(config.data_dir, "server", "manifests")
+
+
+async def run_deploy(config: ServerConfig, handler: asyncio.Future) -> None:
+    """The packaged add-ons staged, then the manifests directory applied, forever
+    (`deploy.Deployer`), as the API server."""
+    directory = manifests_dir(config)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    for name, render in PACKAGED_ADDONS:
+        if manifests.stage(directory, name, render(config), config.disable):
+            log.info("staged packaged add-on %s", name)
+    rest = await handler
+    client = Client(InProcessTransport(rest, "k8py-deploy", API_SERVER),
+                    field_manager="k8py-deploy")
+    await deploy.Deployer(client, rest.registry, directory, config.disable).run()
+
+
 async def run_agent(config: ServerConfig, handler: asyncio.Future, certs: pki.PKI) -> None:
     """The embedded agent: this host as a node, on the in-process transport."""
     from k8py.agent import daemon as agent
@@ -361,6 +390,7 @@ async def run(config: ServerConfig) -> None:
                                          encryption))
     if not (config.disable_scheduler and config.disable_controller_manager):
         supervisor.add("controllers", lambda: run_control_loops(config, handler))
+    supervisor.add("deploy", lambda: run_deploy(config, handler))
     if not config.disable_agent:
         supervisor.add("agent", lambda: run_agent(config, handler, certs))
     await supervisor.run()
