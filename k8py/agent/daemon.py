@@ -14,7 +14,8 @@ needs (k3s's ready channels):
 5. the Service proxy (`k8py.net.proxy`: the cluster's Services as nftables rules), unless
    `--disable-kube-proxy`; NetworkPolicy (`k8py.net.policy`: this node's pods' policies as
    nftables rules), unless `--disable-network-policy`; cluster DNS (`k8py.net.dns`);
-6. pod workers (`kubelet.podmanager.PodManager`);
+6. pod workers (`kubelet.podmanager.PodManager`), and the removal of released local-path
+   volumes of this node (`localvolumes.LocalVolumeReclaimer`);
 7. the kubelet HTTPS server (`kubelet.server.serve`) when a serving certificate is given;
    it authenticates and authorizes callers through the API server (`kubelet.auth`).
 
@@ -179,6 +180,11 @@ async def run(config: AgentConfig, client: Client, ready: asyncio.Event | None =
                              network_ready=network_ready)
         pods_ready = asyncio.Event()
         start("pods", manager.run(pods_ready))
+        from k8py.agent.localvolumes import LocalVolumeReclaimer
+
+        start("local-volumes", LocalVolumeReclaimer(
+            client, node_name, os.path.join(config.data_dir, "storage"),
+            hostname=labels.get("kubernetes.io/hostname")).run())
         if config.tls_cert and config.tls_key:
             from k8py.agent.kubelet import server
             from k8py.agent.kubelet.auth import KubeletAuth

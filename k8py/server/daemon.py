@@ -43,7 +43,8 @@ from k8py.lifecycle import Supervisor, notify_service_manager
 from k8py.server import deploy, manifests, pki, renewal
 from k8py.server.apiserver import app as apiserver
 from k8py.server.apiserver import apiservices, audit, crds, keyrotation, podproxy, serviceips
-from k8py.server.controllers import advertising
+from k8py.api.jsondoc import clone
+from k8py.server.controllers import advertising, localpath
 from k8py.client.client import Client
 from k8py.server.apiserver.authn import TokenFile
 from k8py.server.apiserver.encryptionconfig import Encryption
@@ -125,7 +126,7 @@ async def bootstrap(store: Backend, registry: Registry, *,
                     encryption: Encryption | None = None) -> None:
     """The system namespaces, the `kubernetes` Service in `default` (the first address of
     the service CIDR, 443 → the API server's port), the RBAC bootstrap policy
-    (`rbacpolicy.reconcile`), the stored CRDs' resources in the registry, and an
+    (`rbacpolicy.reconcile`), the default `local-path` StorageClass, the stored CRDs' resources in the registry, and an
     APIService for every group-version served (`apiservices`). Written
     through the write path (admission, strategies), as the API server itself
     (`kube-apiserver` in managedFields, as upstream's)."""
@@ -158,6 +159,10 @@ async def bootstrap(store: Backend, registry: Registry, *,
                          "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
                                    {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}},
                 context)
+    # k3s's local-storage add-on; made here until the manifests directory installs add-ons
+    with contextlib.suppress(errors.AlreadyExists):
+        await writes.create(registry.get("storage.k8s.io", "v1", "storageclasses"), None,
+                            clone(localpath.STORAGE_CLASS), context)
     await rbacpolicy.reconcile(writes, registry, context)
     await apiservices.ensure_builtin(objects, registry)
     for crd in stored_crds:
@@ -279,7 +284,8 @@ async def run_control_loops(config: ServerConfig, handler: asyncio.Future) -> No
                         service_cidr=str(config.service_cidr),
                         node_port_range=config.service_node_port_range, ca_bundle=ca_bundle,
                         ca_cert_file=os.path.join(tls_dir, "server-ca.crt"),
-                        ca_key_file=os.path.join(tls_dir, "server-ca.key"))
+                        ca_key_file=os.path.join(tls_dir, "server-ca.key"),
+                        storage_dir=os.path.join(config.data_dir, "storage"))
     only = [] if config.disable_controller_manager else None
     beside = {} if config.disable_scheduler else {
         "the scheduler": lambda informers: Scheduler(scheduler_client, informers).run}

@@ -7,6 +7,9 @@ containers by the runtime.
 - hostPath: the node's path after upstream's type check (`DirectoryOrCreate` makes it 0755,
   `FileOrCreate` an empty 0644 file in an existing directory, `Directory`, `File`, `Socket`,
   `CharDevice`, `BlockDevice` must already be one).
+- persistentVolumeClaim: the host path of the bound claim's hostPath or local volume
+  (`k8py.agent.localvolumes.claim_source`; a local-path volume's directory is made 0777),
+  read-only when the claim volume says so.
 - configMap, secret, downwardAPI, projected: files written the way upstream's AtomicWriter
   does: the payload goes to a fresh `..<UTC timestamp>.<random>` directory, then the `..data`
   symlink is swapped to it with a rename, and each top-level name is a symlink through
@@ -47,6 +50,7 @@ from typing import Any
 from k8py.api import errors, quantity
 from k8py.api.resources import builtin
 from k8py.agent.kubelet import specs
+from k8py.agent.localvolumes import ClaimNotReady, claim_source
 from k8py.agent.kubelet.env import (ContainerConfigError, Lookup, client_lookup, field_value,
                                     resource_value)
 from k8py.runtime import cri_pb2
@@ -287,6 +291,15 @@ class VolumeManager:
             source = volume["hostPath"]
             await asyncio.to_thread(check_host_path, source["path"], source.get("type") or "")
             return source["path"]
+        if "persistentVolumeClaim" in volume:
+            claim = (volume["persistentVolumeClaim"] or {}).get("claimName") or ""
+            try:
+                path, kind = await claim_source(self.client, pod["metadata"]["namespace"],
+                                                claim)
+            except ClaimNotReady as exc:
+                raise VolumeError(str(exc)) from None
+            await asyncio.to_thread(check_host_path, path, kind or "Directory")
+            return path
         kind = next((k for k in PLUGINS if k in volume), None)
         if kind is None:
             raise VolumeError(f"volume type of {name!r} is not supported by k8py")
@@ -474,6 +487,8 @@ class VolumeManager:
         uid = pod["metadata"]["uid"]
         kinds = {v["name"]: next((k for k in v if k != "name"), "")
                  for v in (pod.get("spec") or {}).get("volumes") or []}
+        claims_read_only = {v["name"] for v in (pod.get("spec") or {}).get("volumes") or []
+                            if (v.get("persistentVolumeClaim") or {}).get("readOnly")}
         result = []
         targets = set()
         for vm in container.get("volumeMounts") or []:
@@ -486,7 +501,8 @@ class VolumeManager:
                 host = self._sub_path(host, sub)
             result.append(cri_pb2.Mount(
                 container_path=vm["mountPath"], host_path=host,
-                readonly=bool(vm.get("readOnly")) or kinds.get(vm["name"]) in READ_ONLY_KINDS,
+                readonly=bool(vm.get("readOnly")) or kinds.get(vm["name"]) in READ_ONLY_KINDS
+                or vm["name"] in claims_read_only,
                 propagation=specs.mount_propagation(vm.get("mountPropagation"))))
             targets.add(vm["mountPath"].rstrip("/") or "/")
         message_path = container.get("terminationMessagePath", "/dev/termination-log")

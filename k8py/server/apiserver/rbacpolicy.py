@@ -12,12 +12,15 @@ k8py's additions, for what k8py runs that upstream runs as other components:
 - `k8py:node`, bound to group `system:nodes`: an agent also runs the Service proxy, the
   cluster DNS, the overlay and the NetworkPolicy enforcer (upstream: kube-proxy, CoreDNS and
   a CNI, each with its own identity), so nodes may read Services, Endpoints,
-  EndpointSlices, Namespaces and NetworkPolicies;
+  EndpointSlices, Namespaces and NetworkPolicies, and list, watch and delete
+  PersistentVolumes (a node removes the released local-path volumes on its disk);
 - `k8py:node-autoapprove-certificate-rotation`: nodes may ask for their client
   certificate's renewal (`selfnodeclient`), which the CSR approver then approves;
 - `k8py:controller:service-lb-controller` and `k8py:controller:node-password-controller`
   for the two controllers k3s has and upstream has not (Service load balancer status; the
-  node password Secrets in kube-system), bound to their service accounts.
+  node password Secrets in kube-system), bound to their service accounts, and
+  `k8py:controller:local-path-provisioner` for k3s's local-path provisioner
+  (`local-path-provisioner-service-account`).
 """
 
 from __future__ import annotations
@@ -60,7 +63,10 @@ def k8py_objects() -> list[dict[str, Any]]:
         _object("ClusterRole", "k8py:node", rules=[
             _rule(read, "", "services endpoints namespaces"),
             _rule(read, "discovery.k8s.io", "endpointslices"),
-            _rule(read, "networking.k8s.io", "networkpolicies")]),
+            _rule(read, "networking.k8s.io", "networkpolicies"),
+            # a node deletes the local-path volumes on its disk once released
+            # (k8py.agent.localvolumes), as k3s's local-path-provisioner does
+            _rule("list watch delete", "", "persistentvolumes")]),
         _object("ClusterRoleBinding", "k8py:node",
                 roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                          "name": "k8py:node"},
@@ -81,6 +87,14 @@ def k8py_objects() -> list[dict[str, Any]]:
                 roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                          "name": "k8py:controller:service-lb-controller"},
                 subjects=_controller_subject("service-lb-controller")),
+        _object("ClusterRole", "k8py:controller:local-path-provisioner", rules=[
+            _rule("get list watch create delete", "", "persistentvolumes"),
+            _rule(read, "", "persistentvolumeclaims nodes"),
+            _rule(read, "storage.k8s.io", "storageclasses"), events]),
+        _object("ClusterRoleBinding", "k8py:controller:local-path-provisioner",
+                roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": "k8py:controller:local-path-provisioner"},
+                subjects=_controller_subject("local-path-provisioner-service-account")),
         _object("Role", "k8py:controller:node-password-controller", "kube-system", rules=[
             _rule("get delete", "", "secrets")]),
         _object("RoleBinding", "k8py:controller:node-password-controller", "kube-system",

@@ -43,6 +43,7 @@ class Settings:
     ca_bundle: str = ""                     # the cluster CA (PEM), published to namespaces
     ca_cert_file: str = ""                  # the cluster CA's certificate and key files,
     ca_key_file: str = ""                   # for signing approved CSRs (none: not signed)
+    storage_dir: str = "/var/lib/k8py/storage"  # local-path volumes' directories on nodes
 
 
 @dataclasses.dataclass

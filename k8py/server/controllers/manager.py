@@ -26,6 +26,7 @@ from k8py.server.controllers.clusterroleaggregation import ClusterRoleAggregatio
 from k8py.server.controllers.cronjob import CronJobController
 from k8py.server.controllers.csrapproving import CsrApprovingController
 from k8py.server.controllers.csrsigning import CsrSigningController
+from k8py.server.controllers.persistentvolume import PersistentVolumeController
 from k8py.server.controllers.nodepasswords import NodePasswordController
 from k8py.server.controllers.servicelb import ServiceLoadBalancer
 from k8py.server.controllers.daemonset import DaemonSetController
@@ -35,6 +36,7 @@ from k8py.server.controllers.endpoints import EndpointsController
 from k8py.server.controllers.endpointslice import EndpointSliceController
 from k8py.server.controllers.garbagecollector import GarbageCollector
 from k8py.server.controllers.job import JobController
+from k8py.server.controllers.localpath import LocalPathProvisioner
 from k8py.server.controllers.namespace import NamespaceController
 from k8py.server.controllers.nodeipam import NodeIpamController
 from k8py.server.controllers.nodelifecycle import NodeLifecycleController
@@ -70,6 +72,8 @@ CONTROLLERS: list[type[Controller]] = [
     ServiceLoadBalancer,
     NodePasswordController,
     ResourceQuotaController,
+    PersistentVolumeController,
+    LocalPathProvisioner,
 ]
 
 

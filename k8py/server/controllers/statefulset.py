@@ -27,10 +27,12 @@ Status: replicas, readyReplicas, availableReplicas, currentReplicas, updatedRepl
 currentRevision, updateRevision, collisionCount, observedGeneration. When a rolling update
 has made every pod updated and ready, the update revision becomes the current one.
 
+Claims' retention (`persistentVolumeClaimRetentionPolicy`), as upstream, through the garbage
+collector: `whenDeleted: Delete` makes the set an owner of its claims; `whenScaled: Delete`
+makes a condemned pod the owner of its claims just before deleting it, so they go with it.
+
 Revisions are ControllerRevisions (`history.py`). Left out of upstream's behaviour: the alpha
-`maxUnavailable`, orphan adoption, `persistentVolumeClaimRetentionPolicy.whenScaled: Delete`
-(claims of condemned pods are always kept; `whenDeleted: Delete` is honoured by making the
-set an owner of its claims, for the garbage collector).
+`maxUnavailable`, orphan adoption.
 """
 
 from __future__ import annotations
@@ -154,6 +156,27 @@ class StatefulSetController(Controller):
             except errors.AlreadyExists:
                 pass  # claims outlive their pods: the old one is the pod's storage
 
+    async def _condemn_claims(self, sts: dict[str, Any], pod: dict[str, Any],
+                              ordinal: int | None) -> None:
+        """Under `whenScaled: Delete`, the condemned pod owns its claims (the garbage
+        collector deletes them once the pod is gone)."""
+        policy = sts["spec"].get("persistentVolumeClaimRetentionPolicy") or {}
+        if policy.get("whenScaled") != "Delete" or ordinal is None:
+            return
+        ref = {"apiVersion": "v1", "kind": "Pod", "name": pod["metadata"]["name"],
+               "uid": pod["metadata"]["uid"]}
+        for template in sts["spec"].get("volumeClaimTemplates") or []:
+            try:
+                claim = await self.client.get(CLAIMS, claim_name(
+                    template, sts["metadata"]["name"], ordinal), sts["metadata"]["namespace"])
+            except errors.NotFound:
+                continue
+            refs = claim["metadata"].get("ownerReferences") or []
+            if any(r.get("uid") == ref["uid"] for r in refs):
+                continue
+            claim["metadata"]["ownerReferences"] = [*refs, ref]
+            await self.client.update(CLAIMS, claim)
+
     async def _create(self, sts: dict[str, Any], ordinal: int, template: dict[str, Any],
                       revision: str) -> None:
         await self._create_claims(sts, ordinal)
@@ -273,6 +296,7 @@ class StatefulSetController(Controller):
                 continue
             if monotonic and not healthy(pod) and pod is not first_unhealthy:
                 raise _Wait
+            await self._condemn_claims(sts, pod, ordinal_of(name, pod))
             await self._delete(pod)
             wait()
 

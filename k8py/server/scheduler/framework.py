@@ -179,6 +179,10 @@ class Snapshot:
         self.anti_terms: dict[tuple[str, str], AntiAffinityTerm] = {}
         #: (namespace, label, value) -> placed pods carrying it, for selectors' candidates
         self.by_label: dict[tuple[str, str, str], dict[str, PodInfo]] = {}
+        #: storage, by key ("ns/name" claims, named volumes and classes), for VolumeBinding
+        self.claims: dict[str, dict[str, Any]] = {}
+        self.volumes: dict[str, dict[str, Any]] = {}
+        self.classes: dict[str, dict[str, Any]] = {}
 
     def set_node(self, node: dict[str, Any]) -> None:
         name = node["metadata"]["name"]

@@ -2,7 +2,10 @@
 
 Filters: NodeName, NodeUnschedulable, TaintToleration, NodeAffinity (nodeSelector and
 required node affinity), NodePorts, NodeResourcesFit, InterPodAffinity (required affinity and
-anti-affinity, the pod's own and existing pods'), PodTopologySpread (DoNotSchedule).
+anti-affinity, the pod's own and existing pods'), PodTopologySpread (DoNotSchedule),
+VolumeBinding (the pod's claims exist, immediate ones are bound, bound volumes' node affinity
+admits the node; a WaitForFirstConsumer claim of a class without a provisioner needs a free
+volume the node can reach).
 Scores: NodeResourcesFit (least allocated), NodeResourcesBalancedAllocation, ImageLocality,
 NodeAffinity (preferred terms), TaintToleration (PreferNoSchedule), InterPodAffinity
 (preferred terms), PodTopologySpread (ScheduleAnyway constraints, or by default spreading
@@ -19,6 +22,7 @@ import collections
 from typing import Any
 
 from k8py.api import selectors
+from k8py.server.controllers.persistentvolume import claim_class, mismatch
 from k8py.server.scheduler.framework import (SKIP, NodeInfo, Plugin, PodInfo, Snapshot,
                                              normalize_max)
 
@@ -401,8 +405,63 @@ class PodTopologySpread(Plugin):
         return normalize_max(scores, reverse=True)
 
 
+class VolumeBinding(Plugin):
+    name, filters = "VolumeBinding", True
+    NO_PROVISIONER = "kubernetes.io/no-provisioner"
+
+    def prepare(self, pod, snapshot):
+        names = [v["persistentVolumeClaim"].get("claimName") for v in
+                 pod.spec.get("volumes") or () if isinstance(v, dict) and
+                 isinstance(v.get("persistentVolumeClaim"), dict)]
+        if not names:
+            return SKIP
+        bound, static = [], []
+        for name in names:
+            claim = snapshot.claims.get(f"{pod.namespace}/{name}")
+            if claim is None:
+                return f'persistentvolumeclaim "{name}" not found'
+            if claim["metadata"].get("deletionTimestamp"):
+                return f'persistentvolumeclaim "{name}" is being deleted'
+            volume_name = (claim.get("spec") or {}).get("volumeName")
+            if volume_name:
+                volume = snapshot.volumes.get(volume_name)
+                if volume is None:
+                    return "node(s) unavailable due to one or more pvc(s) bound to " \
+                        "non-existent pv(s)"
+                bound.append(volume)
+                continue
+            storage_class = snapshot.classes.get(claim_class(claim)) or {}
+            if storage_class.get("volumeBindingMode") != "WaitForFirstConsumer":
+                return "pod has unbound immediate PersistentVolumeClaims"
+            if storage_class.get("provisioner") == self.NO_PROVISIONER:
+                static.append([v for v in snapshot.volumes.values()
+                               if not (v.get("spec") or {}).get("claimRef") and
+                               mismatch(claim, v) is None])
+        return bound, static
+
+    def filter(self, pod, node, state):
+        if isinstance(state, str):
+            return state
+        bound, static = state
+        for volume in bound:
+            if not _volume_admits(volume, node):
+                return "node(s) had volume node affinity conflict"
+        for candidates in static:
+            if not any(_volume_admits(v, node) for v in candidates):
+                return "node(s) didn't find available persistent volumes to bind"
+        return None
+
+
+def _volume_admits(volume: dict[str, Any], node: NodeInfo) -> bool:
+    required = ((volume.get("spec") or {}).get("nodeAffinity") or {}).get("required")
+    if not required:
+        return True
+    return any(node_selector_term_matches(t, node)
+               for t in required.get("nodeSelectorTerms") or ())
+
+
 def default_plugins() -> list[Plugin]:
     """Upstream's default profile, cheapest filters first."""
     return [NodeName(), NodeUnschedulable(), TaintToleration(), NodeAffinity(), NodePorts(),
-            NodeResourcesFit(), InterPodAffinity(), PodTopologySpread(), BalancedAllocation(),
-            ImageLocality()]
+            NodeResourcesFit(), VolumeBinding(), InterPodAffinity(), PodTopologySpread(),
+            BalancedAllocation(), ImageLocality()]

@@ -7,6 +7,12 @@ the next cycle counts it, and bound through `pods/binding` in the background (bo
 concurrency): decisions stay sequential, bindings overlap. A failed binding forgets the
 assumption and retries the pod with backoff.
 
+Claims, volumes and StorageClasses are in the snapshot too, for the VolumeBinding filter.
+Before binding a pod, each of its unbound claims of a `WaitForFirstConsumer` class is
+annotated `volume.kubernetes.io/selected-node: <node>` (upstream's volume binder), which the
+PV controller and the provisioner act on. Unlike upstream (whose PreBind waits for the claims
+to be bound), the pod is bound at once; its kubelet waits until the claims are bound.
+
 A pod that fits nowhere gets `PodScheduled=False` (reason Unschedulable) with upstream's
 message and a FailedScheduling Event, and waits: any change that could make room (a node
 added or changed, a pod deleted or finished) queues the waiting pods again, as does a
@@ -25,6 +31,7 @@ from k8py.client.client import Client
 from k8py.client.events import EventRecorder
 from k8py.client.informer import SharedInformers, key_of
 from k8py.client.workqueue import ShutDown, WorkQueue
+from k8py.server.controllers.persistentvolume import claim_class
 from k8py.server.scheduler.framework import (Framework, PodInfo, Snapshot,
                                              unschedulable_message)
 from k8py.server.scheduler.plugins import default_plugins
@@ -33,10 +40,18 @@ log = logging.getLogger(__name__)
 
 PODS = builtin("v1", "pods")
 NODES = builtin("v1", "nodes")
+CLAIMS = builtin("v1", "persistentvolumeclaims")
+VOLUMES = builtin("v1", "persistentvolumes")
+CLASSES = builtin("storage.k8s.io/v1", "storageclasses")
+SELECTED_NODE = "volume.kubernetes.io/selected-node"
 NAME = "default-scheduler"
 RETRY_SWEEP = 30.0       # seconds between retries of all unschedulable pods
 CHANGE_DELAY = 0.2       # batch retries after a cluster change
 BIND_CONCURRENCY = 64
+
+
+def _name(obj: dict[str, Any]) -> str:
+    return obj["metadata"]["name"]
 
 
 def _finished(pod: dict[str, Any]) -> bool:
@@ -62,6 +77,20 @@ class Scheduler:
         self.nodes.add_handlers(self._node_added, self._node_updated, self._node_deleted)
         self.pods.add_handlers(self._pod_seen, lambda old, new: self._pod_seen(new),
                                self._pod_deleted)
+        for resource, table, key in ((CLAIMS, self.snapshot.claims, key_of),
+                                     (VOLUMES, self.snapshot.volumes, _name),
+                                     (CLASSES, self.snapshot.classes, _name)):
+            informers.informer(resource).add_handlers(
+                *self._storage_handlers(table, key))
+
+    def _storage_handlers(self, table: dict, key):
+        def changed(obj: dict[str, Any]) -> None:
+            table[key(obj)] = obj
+            self._retry_waiting()
+
+        def deleted(obj: dict[str, Any]) -> None:
+            table.pop(key(obj), None)
+        return changed, lambda old, new: changed(new), deleted
 
     # --- keeping the snapshot current --------------------------------------------------------
 
@@ -134,10 +163,25 @@ class Scheduler:
         await self._binds.acquire()
         self._spawn(self._bind(pod, result.node))
 
+    async def _select_node(self, pod: dict[str, Any], node: str) -> None:
+        """Tell the unbound WaitForFirstConsumer claims of `pod` where it goes."""
+        namespace = pod["metadata"]["namespace"]
+        for volume in (pod.get("spec") or {}).get("volumes") or ():
+            name = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            claim = self.snapshot.claims.get(f"{namespace}/{name}") if name else None
+            if claim is None or (claim.get("spec") or {}).get("volumeName") or \
+                    (claim["metadata"].get("annotations") or {}).get(SELECTED_NODE) == node:
+                continue
+            storage_class = self.snapshot.classes.get(claim_class(claim)) or {}
+            if storage_class.get("volumeBindingMode") == "WaitForFirstConsumer":
+                await self.client.patch(CLAIMS, name, {"metadata": {
+                    "annotations": {SELECTED_NODE: node}}}, namespace, patch_type="merge")
+
     async def _bind(self, pod: dict[str, Any], node: str) -> None:
         metadata = pod["metadata"]
         key = key_of(pod)
         try:
+            await self._select_node(pod, node)
             await self.client.create_subresource(PODS, metadata["name"], metadata["namespace"],
                                                  "binding", {
                 "apiVersion": "v1", "kind": "Binding",
