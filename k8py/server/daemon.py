@@ -37,13 +37,14 @@ import logging
 import os
 from collections.abc import Callable
 
+import yaml
+
 from k8py.api import errors
 from k8py.api.resources import Registry, builtin
 from k8py.lifecycle import Supervisor, notify_service_manager
 from k8py.server import deploy, manifests, pki, renewal
 from k8py.server.apiserver import app as apiserver
 from k8py.server.apiserver import apiservices, audit, crds, keyrotation, podproxy, serviceips
-from k8py.api.jsondoc import clone
 from k8py.server.controllers import advertising, localpath
 from k8py.client.client import Client
 from k8py.server.apiserver.authn import TokenFile
@@ -159,10 +160,6 @@ async def bootstrap(store: Backend, registry: Registry, *,
                          "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
                                    {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}},
                 context)
-    # k3s's local-storage add-on; made here until the manifests directory installs add-ons
-    with contextlib.suppress(errors.AlreadyExists):
-        await writes.create(registry.get("storage.k8s.io", "v1", "storageclasses"), None,
-                            clone(localpath.STORAGE_CLASS), context)
     await rbacpolicy.reconcile(writes, registry, context)
     await apiservices.ensure_builtin(objects, registry)
     for crd in stored_crds:
@@ -295,7 +292,10 @@ async def run_control_loops(config: ServerConfig, handler: asyncio.Future) -> No
 # Packaged add-ons: (name, its manifest for this server's configuration). Each is written
 # into <data-dir>/server/manifests/<name>.yaml at start unless --disable names it
 # (`manifests.stage`); the deploy controller applies it from there.
-PACKAGED_ADDONS: list[tuple[str, Callable[[ServerConfig], str]]] = []
+PACKAGED_ADDONS: list[tuple[str, Callable[[ServerConfig], str]]] = [
+    # k3s's names, so `--disable local-storage` is k3s's
+    ("local-storage", lambda config: yaml.safe_dump(localpath.STORAGE_CLASS, sort_keys=False)),
+]
 
 
 def manifests_dir(config: ServerConfig) -> str:
