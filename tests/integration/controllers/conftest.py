@@ -16,10 +16,12 @@ import os
 import subprocess
 
 import pytest
+import yaml
 
 from k8py.agent.simulated import SimulatedNodes
 from k8py.client.client import Client
-from k8py.server import pki
+from k8py.api.resources import builtin
+from k8py.server import daemon, pki
 from k8py.server.apiserver import app as apiserver, inprocess
 from k8py.server.apiserver.inprocess import InProcessTransport
 from k8py.server.controllers import manager
@@ -71,6 +73,10 @@ async def start_control_plane(tmp_path, *, nodes: int = 3, settings: Settings | 
             settings = dataclasses.replace(settings or Settings(), ca_bundle=f.read(),
                                            ca_cert_file=server.certs.ca_cert,
                                            ca_key_file=server.certs.ca_key)
+        # the packaged local-storage add-on (the default StorageClass), as a server's deploy
+        # daemon applies it from its manifest
+        await client.create(builtin("storage.k8s.io/v1", "storageclasses"), yaml.safe_load(
+            dict(daemon.PACKAGED_ADDONS)["local-storage"](None)))
         simulated = SimulatedNodes(client, nodes, **(node_kwargs or {"heartbeat": 1.0}),
                                    client_for=lambda name: as_user(inprocess.node(name)))
         tasks = []

@@ -11,11 +11,9 @@ import os
 import stat
 
 import pytest
-import yaml
 
 from k8py.agent.localvolumes import LocalVolumeReclaimer, claim_source
 from k8py.api.resources import builtin
-from k8py.server import daemon
 from k8py.server.controllers.base import Settings
 from tests.conftest import eventually
 from tests.integration.controllers.conftest import start_control_plane
@@ -32,9 +30,6 @@ CLASSES = builtin("storage.k8s.io/v1", "storageclasses")
 async def cluster(tmp_path):
     settings = Settings(storage_dir=str(tmp_path / "storage"))
     async with start_control_plane(tmp_path, nodes=2, settings=settings) as control_plane:
-        # the packaged local-storage add-on, as the deploy daemon applies it from its manifest
-        await control_plane.client.create(CLASSES, yaml.safe_load(
-            dict(daemon.PACKAGED_ADDONS)["local-storage"](None)))
         yield control_plane
 
 
