@@ -72,8 +72,16 @@ class Family:
         for values, child in self.children.items():
             yield from self._sample_lines(values, child)
 
+    def stamp(self, *labels: str, value: float, timestamp_ms: int) -> None:
+        """Set a sample read at a known moment: written with that timestamp (the
+        kubelet's resource metrics, whose figures are as old as the runtime's reading)."""
+        self.children[labels] = (value, timestamp_ms)
+
     def _sample_lines(self, values: tuple[str, ...], child) -> Iterable[str]:
-        yield f"{self.name}{_labels(self.label_names, values)} {number(child)}"
+        if isinstance(child, tuple):
+            yield f"{self.name}{_labels(self.label_names, values)} {number(child[0])} {child[1]}"
+        else:
+            yield f"{self.name}{_labels(self.label_names, values)} {number(child)}"
 
 
 class Counter(Family):
