@@ -1,4 +1,4 @@
-"""The kubelet's HTTPS server (:10250): container logs, exec, attach, port-forward.
+"""The kubelet's HTTPS server (:10250): container logs, exec, attach, port-forward, stats.
 
 Entry point for the agent: `serve(config, cri, pods, ready)` — run it as a task from the
 agent daemon; it serves until cancelled. `pods()` returns this node's pods as the kubelet
@@ -15,6 +15,9 @@ bearer token through a TokenReview, then SubjectAccessReviews on `nodes/<subreso
 
 Endpoints, as upstream's kubelet:
 - `GET /healthz`, `GET /pods` (a PodList of `pods()`);
+- `GET /stats/summary` (the Summary API), `GET /metrics/resource` (what metrics-server
+  scrapes), both from the runtime's container stats and /proc (`stats`); `GET /metrics`,
+  this process's figures in the Prometheus text format;
 - `GET /containerLogs/{namespace}/{pod}/{container}` with `follow`, `tailLines`,
   `sinceSeconds`, `sinceTime`, `timestamps`, `previous`, `limitBytes` (see `logs`). Which
   container's log: upstream's rules over the pod's status (`log_container_id`): the running
@@ -48,7 +51,8 @@ from aiohttp import web
 
 from k8py import tls
 from k8py.agent.config import AgentConfig
-from k8py.agent.kubelet import logs
+from k8py import metrics
+from k8py.agent.kubelet import logs, stats
 from k8py.agent.kubelet.auth import AuthorizationFailed, KubeletAuth, Unauthenticated
 from k8py.api import errors
 from k8py.net import upgrading
@@ -204,11 +208,15 @@ class KubeletServer:
         self.pods = pods
         self.logs_dir = logs_dir
         self.auth = auth
+        self.stats = stats.Collector(cri, auth.node_name)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[guard(self.auth), _errors])
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/pods", self.list_pods)
+        app.router.add_get("/stats/summary", self.stats_summary)
+        app.router.add_get("/metrics/resource", self.resource_metrics)
+        app.router.add_get("/metrics", self.process_metrics)
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self.container_logs)
         for method in ("GET", "POST"):
             app.router.add_route(method, "/exec/{namespace}/{pod}/{container}", self.exec)
@@ -231,6 +239,27 @@ class KubeletServer:
         items = [{"apiVersion": "v1", "kind": "Pod", **pod} for pod in self.pods()]
         return web.json_response({"kind": "PodList", "apiVersion": "v1", "metadata": {},
                                   "items": items})
+
+    # --- stats and metrics ------------------------------------------------------------------
+
+    async def stats_summary(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.stats.summary(self.pods()))
+
+    async def resource_metrics(self, request: web.Request) -> web.Response:
+        try:
+            summary, failed = await self.stats.summary(self.pods()), False
+        except CriError as exc:  # the node's figures still answer, as upstream's
+            log.warning("container stats: %s", exc)
+            summary = {"node": self.stats.node(), "pods": []}
+            failed = True
+        return web.Response(body=stats.resource_metrics(summary, failed).encode(),
+                            headers={"Content-Type": metrics.CONTENT_TYPE})
+
+    async def process_metrics(self, request: web.Request) -> web.Response:
+        registry = metrics.Registry()
+        registry.collectors.append(metrics.process_families)
+        return web.Response(body=registry.exposition().encode(),
+                            headers={"Content-Type": metrics.CONTENT_TYPE})
 
     # --- logs -------------------------------------------------------------------------------
 

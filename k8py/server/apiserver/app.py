@@ -16,7 +16,9 @@ Request flow:
     → `authorization_middleware`: the request's attributes (`authz.request_attributes`) put
       to `--authorization-mode` (`authorization`: system:masters, Node, RBAC); 403 unless
       allowed
-    → route: health, version, discovery, OpenAPI, the service-account issuer's discovery
+    → `metrics.APIServerMetrics.middleware`: upstream's request metrics, served at /metrics
+      (a non-resource URL: `get` on /metrics, as the bootstrap `system:monitoring` grants)
+    → route: health, version, metrics, discovery, OpenAPI, the service-account issuer's discovery
       (/.well-known/openid-configuration, /openid/v1/jwks), joining agents (/cacerts,
       /v1-k8py/node-credentials: `join`), `k8py secrets-encrypt` (/v1-k8py/encrypt/...:
       `keyrotation`), or `RestHandler` for /api/v1/...
@@ -43,7 +45,8 @@ from k8py.api.resources import Registry
 from k8py.client.client import Client
 from k8py.server import pki
 from k8py.server.apiserver import (admission, audit, authz, bodies, discovery, flowcontrol,
-                                   impersonation, join, keyrotation, openapi, openapi_protobuf,
+                                   impersonation, join, keyrotation, metrics, openapi,
+                                   openapi_protobuf,
                                    podproxy, responses, serviceips, tokens as sa_tokens)
 from k8py.server.apiserver.authorization import Authorization, parse_modes
 from k8py.server.apiserver.authn import (USER_KEY, TokenFile, User, authenticate,
@@ -70,6 +73,7 @@ IMPERSONATOR_KEY = web.RequestKey("impersonator", User)
 UNAUTHORIZED_PATHS = ("/cacerts", "/v1-k8py")
 FLOW_CONTROL_KEY = web.AppKey("flow_control", flowcontrol.FlowControl)
 AUDITOR_KEY = web.AppKey("auditor", audit.Auditor)
+METRICS_KEY = web.AppKey("metrics", metrics.APIServerMetrics)
 
 
 def _status_response(error: errors.StatusError) -> web.Response:
@@ -330,11 +334,13 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
     flow_control = flowcontrol.FlowControl(max_requests_inflight,
                                            max_mutating_requests_inflight)
     auditing = [auditor.middleware(error_response)] if auditor is not None else []
+    app_metrics = metrics.APIServerMetrics(flow_control)
     app = web.Application(middlewares=[errors_middleware, authn_middleware, *auditing,
                                        impersonation_middleware, flow_control.middleware,
-                                       authorization_middleware],
+                                       authorization_middleware, app_metrics.middleware],
                           client_max_size=bodies.MAX_BODY_BYTES + 1)
     app[FLOW_CONTROL_KEY] = flow_control
+    app[METRICS_KEY] = app_metrics
     app.on_response_prepare.append(audit.on_response_prepare)  # Audit-ID on every answer
     if auditor is not None:
         app[AUDITOR_KEY] = auditor
@@ -344,6 +350,7 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
         app.on_cleanup.append(close_audit_log)
     app[REGISTRY_KEY] = registry
     objects = ObjectStore(store, encryption)
+    objects.observe = app_metrics.observe_storage
     key = sa_tokens.SigningKey.load(service_account_key) if service_account_key else None
     service_accounts = sa_tokens.ServiceAccountTokens(objects, registry, key,
                                                       cluster_domain=cluster_domain)
@@ -373,6 +380,7 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
         app.router.add_get(path, health)
         app.router.add_get(path + "/{check:.*}", health)
     app.router.add_get("/version", version)
+    app.router.add_get("/metrics", app_metrics.handler)
     app.router.add_get("/openapi/v3", openapi_v3_root)
     app.router.add_get("/openapi/v3/{path:.+}", openapi_v3_document)
     app.router.add_get("/openapi/v2", openapi_v2)

@@ -208,7 +208,8 @@ async def guaranteed(step: Callable[[], Awaitable[T]], deadline: float = REQUEST
 
 
 class ObjectStore:
-    """CRUD, list and watch of objects of any resource, over one Backend."""
+    """CRUD, list and watch of objects of any resource, over one Backend. Each store call
+    is timed for `observe` when set (the API server's etcd_request_duration_seconds)."""
 
     def __init__(self, backend: Backend, encryption: Encryption | None = None):
         self.backend = backend
@@ -218,13 +219,22 @@ class ObjectStore:
         self._snapshots: weakref.WeakValueDictionary[str, Snapshot] = \
             weakref.WeakValueDictionary()
         self._snapshot_reads: dict[str, asyncio.Future[Snapshot]] = {}
+        #: told of each store call: (operation, resource, seconds) (`metrics`)
+        self.observe: Callable[[str, Resource, float], None] | None = None
+
+    def _observed(self, operation: str, resource: Resource, start: float) -> None:
+        if self.observe is not None:
+            self.observe(operation, resource, time.monotonic() - start)
 
     async def _read(self, resource: Resource, namespace: str | None, name: str,
                     revision: int) -> KeyValue:
+        start = time.monotonic()
         try:
             kv = await self.backend.get(resource.key(namespace, name), revision=revision)
         except store_errors.StoreError as exc:
             raise _status(exc, resource, name) from exc
+        finally:
+            self._observed("get", resource, start)
         if kv is None:
             raise errors.not_found(resource.plural, name, resource.group)
         return self._opened(resource, kv)
@@ -267,10 +277,13 @@ class ObjectStore:
         meta = obj["metadata"]
         key = resource.key(meta.get("namespace"), meta["name"])
         data = encode_for(resource, obj)
+        start = time.monotonic()
         try:
             kv = await self.backend.create(key, self._sealed(resource, key, data), ttl=ttl)
         except store_errors.StoreError as exc:
             raise _status(exc, resource, meta["name"]) from exc
+        finally:
+            self._observed("create", resource, start)
         return _written(resource, obj, kv, data)
 
     async def update(self, resource: Resource, obj: dict[str, Any], revision: int,
@@ -278,19 +291,25 @@ class ObjectStore:
         meta = obj["metadata"]
         key = resource.key(meta.get("namespace"), meta["name"])
         data = encode_for(resource, obj)
+        start = time.monotonic()
         try:
             kv = await self.backend.update(key, self._sealed(resource, key, data),
                                            mod_revision=revision, ttl=ttl)
         except store_errors.StoreError as exc:
             raise _status(exc, resource, meta["name"]) from exc
+        finally:
+            self._observed("update", resource, start)
         return _written(resource, obj, kv, data)
 
     async def delete(self, resource: Resource, namespace: str | None, name: str,
                      revision: int = 0) -> dict[str, Any]:
+        start = time.monotonic()
         try:
             kv = await self.backend.delete(resource.key(namespace, name), mod_revision=revision)
         except store_errors.StoreError as exc:
             raise _status(exc, resource, name) from exc
+        finally:
+            self._observed("delete", resource, start)
         return decode_as(resource, self._opened(resource, kv))
 
     async def list(
@@ -315,10 +334,14 @@ class ObjectStore:
         try:
             while True:
                 want = limit - len(items) if limit else 0
-                page = await self.backend.range(
-                    prefix, after=after, limit=max(want, 100) if limit else 0,
-                    revision=revision,
-                )
+                start = time.monotonic()
+                try:
+                    page = await self.backend.range(
+                        prefix, after=after, limit=max(want, 100) if limit else 0,
+                        revision=revision,
+                    )
+                finally:
+                    self._observed("list", resource, start)
                 revision = page.revision
                 for kv in page.items:
                     if transformer is not None:
@@ -354,11 +377,14 @@ class ObjectStore:
         after = None
         transformer = self._transformer(resource)
         while True:
+            start = time.monotonic()
             try:
                 page = await self.backend.range(prefix, after=after, limit=page_size,
                                                 revision=revision)
             except store_errors.StoreError as exc:
                 raise _status(exc, resource, "") from exc
+            finally:
+                self._observed("list", resource, start)
             revision = page.revision
             items = []
             for kv in page.items:

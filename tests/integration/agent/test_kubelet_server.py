@@ -1,13 +1,15 @@
 """The kubelet HTTPS server without containerd: who may call it (client certificates and
 bearer tokens, authenticated and authorized through a real API server's TokenReview and
 SubjectAccessReview), /healthz and /pods, logs from a CRI log file, and the refusals that
-need no runtime. The CRI client is a stand-in answering ContainerStatus only (exec, attach
-and port-forward against the real runtime are in tests/e2e/test_streaming.py)."""
+need no runtime, stats and metrics. The CRI client is a stand-in answering ContainerStatus,
+ListContainers and ListContainerStats (exec, attach and port-forward against the real
+runtime are in tests/e2e/test_streaming.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import dataclasses
 import datetime
 import os
@@ -21,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpclib.const import Status
+from prometheus_client.parser import text_string_to_metric_families
 
 from k8py.agent.config import AgentConfig
 from k8py.agent.kubelet import server
@@ -80,6 +83,21 @@ class StandInCri:
             raise NotFound(Status.NOT_FOUND, "not found")
         return pb.ContainerStatusResponse(status=pb.ContainerStatus(
             id="c1", state=pb.CONTAINER_EXITED, log_path=self.log_path))
+
+    async def list_containers(self, filter=None):
+        return [pb.Container(id="c1", created_at=1_700_000_000 * 10**9)]
+
+    async def list_container_stats(self, filter=None):
+        now = 1_700_000_100 * 10**9
+        return [pb.ContainerStats(
+            attributes=pb.ContainerAttributes(
+                id="c1", metadata=pb.ContainerMetadata(name="main"),
+                labels={"io.kubernetes.pod.name": "web", "io.kubernetes.pod.namespace":
+                        "default", "io.kubernetes.container.name": "main"}),
+            cpu=pb.CpuUsage(timestamp=now, usage_core_nano_seconds=pb.UInt64Value(
+                value=2_500_000_000), usage_nano_cores=pb.UInt64Value(value=250_000_000)),
+            memory=pb.MemoryUsage(timestamp=now, working_set_bytes=pb.UInt64Value(
+                value=12 << 20)))]
 
 
 POD = {"apiVersion": "v1", "kind": "Pod",
@@ -285,3 +303,37 @@ async def test_streams_need_an_upgrade_the_runtime_speaks(kubelet):
     assert status == 400 and "at least one command" in body
     status, body = await get(f"{base}/exec/default/web/main?command=true", masters)
     assert status == 400 and "at least 1 of stdin, stdout, stderr" in body
+
+
+async def test_stats_summary_and_resource_metrics(kubelet):
+    status, body = await get(f"{kubelet.base}/stats/summary", kubelet.masters)
+    assert status == 200
+    summary = json.loads(body)
+    assert summary["node"]["nodeName"] == "n1"
+    assert summary["node"]["memory"]["workingSetBytes"] > 0
+    [pod] = summary["pods"]
+    assert pod["podRef"] == {"name": "web", "namespace": "default", "uid": "u1"}
+    assert pod["cpu"]["usageNanoCores"] == 250_000_000
+    assert pod["containers"][0]["memory"]["workingSetBytes"] == 12 << 20
+    assert pod["containers"][0]["startTime"] == "2023-11-14T22:13:20Z"
+    status, text = await get(f"{kubelet.base}/metrics/resource", kubelet.masters)
+    assert status == 200
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s for f in
+               text_string_to_metric_families(text) for s in f.samples}
+    cpu = samples[("container_cpu_usage_seconds_total",
+                   (("container", "main"), ("namespace", "default"), ("pod", "web")))]
+    assert cpu.value == 2.5 and cpu.timestamp == 1_700_000_100
+    assert samples[("pod_memory_working_set_bytes",
+                    (("namespace", "default"), ("pod", "web")))].value == 12 << 20
+    assert samples[("node_cpu_usage_seconds_total", ())].value > 0
+    assert samples[("scrape_error", ())].value == 0
+    status, text = await get(f"{kubelet.base}/metrics", kubelet.masters)
+    assert status == 200 and "process_resident_memory_bytes" in text
+
+
+async def test_stats_and_metrics_need_their_subresources(kubelet):
+    assert await get(f"{kubelet.base}/stats/summary", kubelet.nobody) == (
+        403, "Forbidden (user=someone, verb=get, resource=nodes, subresource(s)=[stats])\n")
+    assert await get(f"{kubelet.base}/metrics/resource", kubelet.nobody) == (
+        403, "Forbidden (user=someone, verb=get, resource=nodes, subresource(s)=[metrics])\n")
+    assert (await get(f"{kubelet.base}/metrics/resource", kubelet.anonymous))[0] == 401
