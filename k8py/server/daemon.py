@@ -79,6 +79,9 @@ class ServerConfig:
     disable_agent: bool = False
     disable_kube_proxy: bool = False
     disable_network_policy: bool = False
+    disable_ingress: bool = False
+    ingress_http_port: int = 80
+    ingress_https_port: int = 443
     flannel_backend: str = "vxlan"
     flannel_iface: str | None = None
     resolv_conf: str | None = None
@@ -153,6 +156,12 @@ async def bootstrap(store: Backend, registry: Registry, *,
                          "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
                                    {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}},
                 context)
+    # the built-in ingress controller's class, the default (k3s ships Traefik's as default)
+    with contextlib.suppress(errors.AlreadyExists):
+        await writes.create(registry.get("networking.k8s.io", "v1", "ingressclasses"), None, {
+            "metadata": {"name": "k8py", "annotations": {
+                "ingressclass.kubernetes.io/is-default-class": "true"}},
+            "spec": {"controller": "k8py.io/ingress"}}, context)
     await rbacpolicy.reconcile(writes, registry, context)
     await apiservices.ensure_builtin(objects, registry)
     for crd in stored_crds:
@@ -296,7 +305,9 @@ async def run_agent(config: ServerConfig, handler: asyncio.Future, certs: pki.PK
         cluster_cidr=str(config.cluster_cidr), service_proxy=not config.disable_kube_proxy,
         network_policy=not config.disable_network_policy,
         flannel_backend=config.flannel_backend, flannel_iface=config.flannel_iface,
-        resolv_conf=config.resolv_conf or "/etc/resolv.conf")
+        resolv_conf=config.resolv_conf or "/etc/resolv.conf",
+        ingress=not config.disable_ingress, ingress_http_port=config.ingress_http_port,
+        ingress_https_port=config.ingress_https_port)
     addresses = (node_config.node_ip,)
     serving_cert, serving_key = pki.ensure_kubelet_serving(
         certs, node_config.agent_dir, node_config.node_name, addresses)

@@ -13,6 +13,10 @@ k8py's additions, for what k8py runs that upstream runs as other components:
   cluster DNS, the overlay and the NetworkPolicy enforcer (upstream: kube-proxy, CoreDNS and
   a CNI, each with its own identity), so nodes may read Services, Endpoints,
   EndpointSlices, Namespaces and NetworkPolicies;
+- `k8py:ingress`, bound to group `system:nodes`: the agents' ingress controller reads
+  Ingresses, IngressClasses and Secrets (for TLS; the Node authorizer alone would refuse
+  them), as k3s's Traefik service account does; `k8py:controller:ingress-status-controller`
+  writes the Ingresses' `status.loadBalancer`;
 - `k8py:node-autoapprove-certificate-rotation`: nodes may ask for their client
   certificate's renewal (`selfnodeclient`), which the CSR approver then approves;
 - `k8py:controller:service-lb-controller` and `k8py:controller:node-password-controller`
@@ -66,6 +70,24 @@ def k8py_objects() -> list[dict[str, Any]]:
                          "name": "k8py:node"},
                 subjects=[{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
                            "name": "system:nodes"}]),
+        # the agents' ingress controller (`k8py.net.ingress`): TLS Secrets cluster-wide, as
+        # k3s's Traefik service account may read them
+        _object("ClusterRole", "k8py:ingress", rules=[
+            _rule(read, "networking.k8s.io", "ingresses ingressclasses"),
+            _rule(read, "", "secrets")]),
+        _object("ClusterRoleBinding", "k8py:ingress",
+                roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": "k8py:ingress"},
+                subjects=[{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                           "name": "system:nodes"}]),
+        _object("ClusterRole", "k8py:controller:ingress-status-controller", rules=[
+            _rule(read, "networking.k8s.io", "ingresses ingressclasses"),
+            _rule(read, "", "nodes"),
+            _rule("patch update", "networking.k8s.io", "ingresses/status")]),
+        _object("ClusterRoleBinding", "k8py:controller:ingress-status-controller",
+                roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": "k8py:controller:ingress-status-controller"},
+                subjects=_controller_subject("ingress-status-controller")),
         # kubelets renew their client certificates through CSRs, approved for them (what
         # kubeadm binds as kubeadm:node-autoapprove-certificate-rotation)
         _object("ClusterRoleBinding", "k8py:node-autoapprove-certificate-rotation",

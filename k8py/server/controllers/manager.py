@@ -28,6 +28,7 @@ from k8py.server.controllers.csrapproving import CsrApprovingController
 from k8py.server.controllers.csrsigning import CsrSigningController
 from k8py.server.controllers.nodepasswords import NodePasswordController
 from k8py.server.controllers.servicelb import ServiceLoadBalancer
+from k8py.server.controllers.ingressstatus import IngressStatusController
 from k8py.server.controllers.daemonset import DaemonSetController
 from k8py.server.controllers.deployment import DeploymentController
 from k8py.server.controllers.disruption import DisruptionController
@@ -68,6 +69,7 @@ CONTROLLERS: list[type[Controller]] = [
     CsrApprovingController,
     CsrSigningController,
     ServiceLoadBalancer,
+    IngressStatusController,
     NodePasswordController,
     ResourceQuotaController,
 ]
