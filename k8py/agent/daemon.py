@@ -14,6 +14,8 @@ needs (k3s's ready channels):
 5. the Service proxy (`k8py.net.proxy`: the cluster's Services as nftables rules), unless
    `--disable-kube-proxy`; NetworkPolicy (`k8py.net.policy`: this node's pods' policies as
    nftables rules), unless `--disable-network-policy`; cluster DNS (`k8py.net.dns`);
+   the ingress controller on the node's ports 80/443 (`k8py.net.ingress`), unless
+   `--disable-ingress`;
 6. pod workers (`kubelet.podmanager.PodManager`);
 7. the kubelet HTTPS server (`kubelet.server.serve`) when a serving certificate is given;
    it authenticates and authorizes callers through the API server (`kubelet.auth`).
@@ -147,7 +149,7 @@ async def run(config: AgentConfig, client: Client, ready: asyncio.Event | None =
         slices = Informer(client, builtin("discovery.k8s.io/v1", "endpointslices"))
         node_list = Informer(client, NODES)
         needed = []
-        if config.service_proxy or config.cluster_dns_server:
+        if config.service_proxy or config.cluster_dns_server or config.ingress:
             needed += [services, slices]
         if config.cluster_dns_server or config.flannel_backend != "none":
             needed.append(node_list)
@@ -169,6 +171,12 @@ async def run(config: AgentConfig, client: Client, ready: asyncio.Event | None =
 
             start("dns", cluster_dns.run(config.cluster_dns, config.cluster_domain,
                                          config.resolv_conf, (services, slices, node_list)))
+        if config.ingress:
+            from k8py.net.ingress import IngressController
+
+            start("ingress", IngressController(
+                client, http_port=config.ingress_http_port,
+                https_port=config.ingress_https_port, informers=(services, slices)).run())
         await until(reporter.registered)
         from k8py.agent.kubelet.volumes import VolumeManager
 
