@@ -103,7 +103,11 @@ def _pods_view(manager: PodManager) -> list[dict[str, Any]]:
     return pods
 
 
-async def run(config: AgentConfig, client: Client, ready: asyncio.Event | None = None) -> None:
+async def run(config: AgentConfig, client: Client, ready: asyncio.Event | None = None,
+              ingress_secrets: Client | None = None) -> None:
+    """The agent; `ingress_secrets` is a client that may read TLS Secrets for the ingress
+    controller (the embedded agent's, as `kube-system/k8py-ingress`), else HTTPS Ingresses
+    get the fallback certificate."""
     node_name = config.resolved_node_name()
     node_ip = config.resolved_node_ip()
     for path in (config.agent_dir, config.pods_dir, config.logs_dir, config.images_dir):
@@ -176,7 +180,8 @@ async def run(config: AgentConfig, client: Client, ready: asyncio.Event | None =
 
             start("ingress", IngressController(
                 client, http_port=config.ingress_http_port,
-                https_port=config.ingress_https_port, informers=(services, slices)).run())
+                https_port=config.ingress_https_port, secrets_client=ingress_secrets,
+                informers=(services, slices)).run())
         await until(reporter.registered)
         from k8py.agent.kubelet.volumes import VolumeManager
 

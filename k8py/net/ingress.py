@@ -13,11 +13,13 @@ Certificate"), and an SNI callback that hands a connection the context of the Se
 (type `kubernetes.io/tls`, in the Ingress's namespace) the table names for its server name.
 Key material is loaded from memory files (`memfd`), never written to disk.
 
-Who may read those Secrets: the Node authorizer lets a node read only the Secrets its pods
-use, so the TLS Secrets are read under the ClusterRole `k8py:ingress` (Ingresses and
-IngressClasses, Secrets get/list/watch) bound to the group `system:nodes`: the same reach
-k3s gives Traefik's service account, whose token any node running Traefik holds. The
-informer lists only `type=kubernetes.io/tls` Secrets. `status.loadBalancer` of the
+Who reads what: the node's own identity reads IngressClasses and Ingresses (RBAC `k8py:node`).
+The Node authorizer lets a node read only the Secrets its pods use, and k8py keeps that
+promise, so TLS Secrets are read through `secrets_client`, a client acting as the service
+account `kube-system/k8py-ingress` (ClusterRole `k8py:ingress-secrets`; the reach k3s gives
+Traefik's account). The embedded agent of `k8py server` gets one in process; an agent
+without one (a joined agent, for now) serves HTTPS with the fallback certificate only.
+Its informer lists only `type=kubernetes.io/tls` Secrets. `status.loadBalancer` of the
 Ingresses is written by the server (`k8py.server.controllers.ingressstatus`), not here.
 """
 
@@ -96,14 +98,16 @@ def fallback_certificate() -> tuple[bytes, bytes]:
 
 class IngressController:
     def __init__(self, client: Client, *, http_port: int = 80, https_port: int = 443,
-                 address: str = "0.0.0.0",
+                 address: str = "0.0.0.0", secrets_client: Client | None = None,
                  informers: tuple[Informer, Informer] | None = None):
         self.shared = informers is not None
         self.services, self.slices = informers or (Informer(client, SERVICES),
                                                    Informer(client, ENDPOINT_SLICES))
         self.classes = Informer(client, INGRESS_CLASSES)
         self.ingresses = Informer(client, INGRESSES)
-        self.secrets = Informer(client, SECRETS, field_selector=f"type={TLS_SECRET_TYPE}")
+        self.secrets = Informer(secrets_client, SECRETS,
+                                field_selector=f"type={TLS_SECRET_TYPE}") \
+            if secrets_client is not None else None
         self.http_port, self.https_port, self.address = http_port, https_port, address
         self.table = ingressrules.Table({})
         self.proxy = ReverseProxy(lambda: self.table)
@@ -121,7 +125,7 @@ class IngressController:
                                    self.services.list(), self.slices.list())
         contexts = {}
         for key in set(table.tls_hosts.values()):
-            secret = self.secrets.get(key)
+            secret = self.secrets.get(key) if self.secrets is not None else None
             if secret is None:
                 continue
             version = secret["metadata"].get("resourceVersion", "")
@@ -175,11 +179,14 @@ class IngressController:
             return
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
-        informers = [self.classes, self.ingresses, self.secrets]
+        informers = [i for i in (self.classes, self.ingresses, self.secrets) if i is not None]
         if not self.shared:
             informers += [self.services, self.slices]
-        for informer in (self.classes, self.ingresses, self.secrets, self.services,
-                         self.slices):
+        if self.secrets is None:
+            log.info("ingress: no credentials for TLS Secrets: HTTPS with the fallback "
+                     "certificate only")
+        watched = [*informers, *((self.services, self.slices) if self.shared else ())]
+        for informer in watched:
             informer.add_handlers(self._on_change, self._on_change, self._on_change)
         tasks = [asyncio.create_task(i.run(), name=f"ingress-{i.resource.plural}")
                  for i in informers]
@@ -187,9 +194,7 @@ class IngressController:
         app.router.add_route("*", "/{tail:.*}", self.proxy.handle)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
         try:
-            await asyncio.gather(*(i.synced.wait() for i in
-                                   (self.classes, self.ingresses, self.secrets,
-                                    self.services, self.slices)))
+            await asyncio.gather(*(i.synced.wait() for i in watched))
             self.rebuild()
             await self.proxy.start()
             await runner.setup()

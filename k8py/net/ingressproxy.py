@@ -95,6 +95,9 @@ class ReverseProxy:
                 if request.body_exists and request.content.total_bytes:
                     break  # the body is partly sent: another endpoint cannot have it
                 log.debug("ingress: %s:%s for %s: %s", host, port, backend.name, exc)
+            except aiohttp.ClientError as exc:  # it took the request, then failed it
+                log.debug("ingress: %s:%s for %s: %s", host, port, backend.name, exc)
+                break
         return _plain("bad gateway", 502)
 
     async def _forward(self, request: web.Request, host: str, port: int
@@ -114,9 +117,15 @@ class ReverseProxy:
             elif "Content-Length" in upstream.headers:
                 response.headers["Content-Length"] = upstream.headers["Content-Length"]
             await response.prepare(request)
-            async for chunk in upstream.content.iter_chunked(CHUNK):
-                await response.write(chunk)
-            await response.write_eof()
+            try:
+                async for chunk in upstream.content.iter_chunked(CHUNK):
+                    await response.write(chunk)
+                await response.write_eof()
+            except (aiohttp.ClientError, ConnectionError) as exc:
+                # the answer has begun: all that is left is to end the connection
+                log.debug("ingress: response from %s:%s cut: %s", host, port, exc)
+                if request.transport is not None:
+                    request.transport.close()
             return response
 
     async def _websocket(self, request: web.Request, host: str, port: int

@@ -320,8 +320,11 @@ async def run_agent(config: ServerConfig, handler: asyncio.Future, certs: pki.PK
         Client(InProcessTransport(rest), field_manager="k8py"), node_config.node_name))
     renewing = asyncio.create_task(renewal.keep_kubelet_serving(
         certs, node_config.agent_dir, node_config.node_name, addresses))
+    # the ingress controller's TLS Secrets, read as its own account (not as the node)
+    ingress_secrets = Client(InProcessTransport(rest, "k8py-ingress",
+                                                inprocess.controller("k8py-ingress")))
     try:
-        await agent.run(node_config, client)
+        await agent.run(node_config, client, ingress_secrets=ingress_secrets)
     finally:
         labelling.cancel()
         renewing.cancel()

@@ -1,8 +1,9 @@
 """The built-in ingress controller against a real API server and real aiohttp backends on
 loopback: host and path routing over two Ingresses, TLS by SNI from a Secret, a WebSocket
 passed through, and an Ingress change applied on an open keep-alive connection. The
-controller runs as a node (`system:node:<name>`), so the bootstrap RBAC is what lets it
-read Ingresses, IngressClasses and TLS Secrets."""
+controller runs as a node (`system:node:<name>`) and reads TLS Secrets as the service account
+`kube-system/k8py-ingress`, so the bootstrap RBAC is what lets it work; the node itself may
+still not read those Secrets."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from k8py.api import errors
 from k8py.api.resources import builtin
 from k8py.client.client import Client
 from k8py.net.ingress import IngressController
@@ -132,7 +134,10 @@ async def cluster(tmp_path):
         node = Client(InProcessTransport(rest, "k8py-kubelet", inprocess.node("node-1")))
         for name, port in ports.items():
             await make_service(admin, name, port)
-        controller = IngressController(node, http_port=0, https_port=0, address="127.0.0.1")
+        secrets = Client(InProcessTransport(rest, "k8py-ingress",
+                                            inprocess.controller("k8py-ingress")))
+        controller = IngressController(node, http_port=0, https_port=0, address="127.0.0.1",
+                                       secrets_client=secrets)
         task = asyncio.create_task(controller.run())
         await until(lambda: len(controller.bound) == 2)
         try:
@@ -140,7 +145,7 @@ async def cluster(tmp_path):
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            for client in (admin, node):
+            for client in (admin, node, secrets):
                 await client.close()
 
 
@@ -168,6 +173,8 @@ async def test_routing_tls_websocket_and_live_change(cluster):
         "default")
     await settled(controller, lambda t: "*.apps.example.com" in t.hosts
                   and "default/secure-tls" in controller.contexts)
+    with pytest.raises(errors.Forbidden):
+        await controller.ingresses.client.get(SECRETS, "secure-tls", "default")
     http = f"http://127.0.0.1:{controller.bound['http']}"
     async with aiohttp.ClientSession() as session:
         async def get(host, target):
