@@ -112,6 +112,7 @@ class IngressController:
         self.table = ingressrules.Table({})
         self.proxy = ReverseProxy(lambda: self.table)
         self.contexts: dict[str, tuple[str, ssl.SSLContext]] = {}  # key -> (rv, context)
+        self.unusable: dict[str, str] = {}  # key -> resourceVersion already warned about
         self.bound: dict[str, int] = {}  # "http"/"https" -> the port listened on
         self.changed = asyncio.Event()
         self.listening = asyncio.Event()  # set once a listener is up
@@ -138,8 +139,10 @@ class IngressController:
                 contexts[key] = (version, tls_context(base64.b64decode(data["tls.crt"]),
                                                       base64.b64decode(data["tls.key"])))
             except (KeyError, ValueError, ssl.SSLError, OSError) as exc:
-                log.warning("ingress: TLS Secret %s is unusable: %s", key,
-                            type(exc).__name__)  # the reason may quote key material
+                if self.unusable.get(key) != version:  # once per version of the Secret
+                    log.warning("ingress: TLS Secret %s is unusable: %s", key,
+                                type(exc).__name__)  # the reason may quote key material
+                self.unusable[key] = version
         self.contexts = contexts
         self.table = table  # one assignment: requests see the old table or the new one
         self.generation += 1
