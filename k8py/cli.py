@@ -35,6 +35,12 @@ def _node_network_options(f):
                help="Keep no Service rules in nftables on this host (another proxy does)"),
         option("--disable-network-policy", is_flag=True,
                help="Enforce no NetworkPolicy on this host's pods"),
+        option("--disable-ingress", is_flag=True,
+               help="Run no ingress controller on this host (k3s: --disable traefik)"),
+        option("--ingress-http-port", type=click.IntRange(1, 65535), default=80,
+               show_default=True, help="Port the ingress controller serves HTTP on"),
+        option("--ingress-https-port", type=click.IntRange(1, 65535), default=443,
+               show_default=True, help="Port the ingress controller serves HTTPS on"),
         option("--flannel-backend", type=click.Choice(["vxlan", "host-gw", "none"]),
                default="vxlan", show_default=True, help="How pods reach pods on other nodes"),
         option("--flannel-iface", default=None, metavar="IFACE",
@@ -382,7 +388,9 @@ def _agent_config(flags: dict):
         cluster_cidr=str(flags["cluster_cidr"]), service_proxy=not flags["disable_kube_proxy"],
         network_policy=not flags["disable_network_policy"],
         flannel_backend=flags["flannel_backend"], flannel_iface=flags["flannel_iface"],
-        resolv_conf=flags["resolv_conf"])
+        resolv_conf=flags["resolv_conf"], ingress=not flags["disable_ingress"],
+        ingress_http_port=flags["ingress_http_port"],
+        ingress_https_port=flags["ingress_https_port"])
 
 
 def _agent_with_kubeconfig(debug: bool, flags: dict) -> None:

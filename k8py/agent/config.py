@@ -33,6 +33,9 @@ class AgentConfig:
     flannel_iface: str | None = None  # the uplink (default: the node address's interface)
     resolv_conf: str = "/etc/resolv.conf"  # the host's resolvers: pods' Default, DNS upstream
     cluster_dns_server: bool = True  # answer cluster DNS on this node (`k8py.net.dns`)
+    ingress: bool = True  # the built-in ingress controller (`k8py.net.ingress`)
+    ingress_http_port: int = 80
+    ingress_https_port: int = 443
     # CrashLoopBackOff: the first restart is immediate, then base doubling up to max
     # (upstream's 10 s and 300 s); reset after `backoff_reset` seconds of running.
     backoff_base: float = 10.0
@@ -86,7 +89,8 @@ def agent_config(*, data_dir: str, node_name: str = "", node_ip: str = "",
                  service_proxy: bool = True, network_policy: bool = True,
                  flannel_backend: str = "vxlan",
                  flannel_iface: str | None = None,
-                 resolv_conf: str = "/etc/resolv.conf") -> AgentConfig:
+                 resolv_conf: str = "/etc/resolv.conf", ingress: bool = True,
+                 ingress_http_port: int = 80, ingress_https_port: int = 443) -> AgentConfig:
     """The one place an agent's configuration is assembled, from what `k8py agent`'s flags
     or `k8py server`'s (for its embedded agent) say: the node name (the hostname, lower
     case, when none is given), the node address (detected when none is given) and the
@@ -100,7 +104,8 @@ def agent_config(*, data_dir: str, node_name: str = "", node_ip: str = "",
         is_server=is_server, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca,
         cluster_cidr=cluster_cidr, service_proxy=service_proxy, network_policy=network_policy,
         flannel_backend=flannel_backend, flannel_iface=flannel_iface,
-        resolv_conf=resolv_conf or "/etc/resolv.conf")
+        resolv_conf=resolv_conf or "/etc/resolv.conf", ingress=ingress,
+        ingress_http_port=ingress_http_port, ingress_https_port=ingress_https_port)
 
 
 def detect_node_ip() -> str:

@@ -14,6 +14,8 @@ needs (k3s's ready channels):
 5. the Service proxy (`k8py.net.proxy`: the cluster's Services as nftables rules), unless
    `--disable-kube-proxy`; NetworkPolicy (`k8py.net.policy`: this node's pods' policies as
    nftables rules), unless `--disable-network-policy`; cluster DNS (`k8py.net.dns`);
+   the ingress controller on the node's ports 80/443 (`k8py.net.ingress`), unless
+   `--disable-ingress`;
 6. pod workers (`kubelet.podmanager.PodManager`), and the removal of released local-path
    volumes of this node (`localvolumes.LocalVolumeReclaimer`);
 7. the kubelet HTTPS server (`kubelet.server.serve`) when a serving certificate is given;
@@ -102,7 +104,11 @@ def _pods_view(manager: PodManager) -> list[dict[str, Any]]:
     return pods
 
 
-async def run(config: AgentConfig, client: Client, ready: asyncio.Event | None = None) -> None:
+async def run(config: AgentConfig, client: Client, ready: asyncio.Event | None = None,
+              ingress_secrets: Client | None = None) -> None:
+    """The agent; `ingress_secrets` is a client that may read TLS Secrets for the ingress
+    controller (the embedded agent's, as `kube-system/k8py-ingress`), else HTTPS Ingresses
+    get the fallback certificate."""
     node_name = config.resolved_node_name()
     node_ip = config.resolved_node_ip()
     for path in (config.agent_dir, config.pods_dir, config.logs_dir, config.images_dir):
@@ -148,7 +154,7 @@ async def run(config: AgentConfig, client: Client, ready: asyncio.Event | None =
         slices = Informer(client, builtin("discovery.k8s.io/v1", "endpointslices"))
         node_list = Informer(client, NODES)
         needed = []
-        if config.service_proxy or config.cluster_dns_server:
+        if config.service_proxy or config.cluster_dns_server or config.ingress:
             needed += [services, slices]
         if config.cluster_dns_server or config.flannel_backend != "none":
             needed.append(node_list)
@@ -170,6 +176,13 @@ async def run(config: AgentConfig, client: Client, ready: asyncio.Event | None =
 
             start("dns", cluster_dns.run(config.cluster_dns, config.cluster_domain,
                                          config.resolv_conf, (services, slices, node_list)))
+        if config.ingress:
+            from k8py.net.ingress import IngressController
+
+            start("ingress", IngressController(
+                client, http_port=config.ingress_http_port,
+                https_port=config.ingress_https_port, secrets_client=ingress_secrets,
+                informers=(services, slices)).run())
         await until(reporter.registered)
         from k8py.agent.kubelet.volumes import VolumeManager
 

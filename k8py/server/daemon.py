@@ -85,6 +85,9 @@ class ServerConfig:
     disable_agent: bool = False
     disable_kube_proxy: bool = False
     disable_network_policy: bool = False
+    disable_ingress: bool = False
+    ingress_http_port: int = 80
+    ingress_https_port: int = 443
     flannel_backend: str = "vxlan"
     flannel_iface: str | None = None
     resolv_conf: str | None = None
@@ -289,12 +292,20 @@ async def run_control_loops(config: ServerConfig, handler: asyncio.Future) -> No
     await manager.run_elected(client, settings, only=only, beside=beside, client_for=client_for)
 
 
+INGRESS_CLASS = {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+                 "metadata": {"name": "k8py", "annotations": {
+                     "ingressclass.kubernetes.io/is-default-class": "true"}},
+                 "spec": {"controller": "k8py.io/ingress"}}
+
+
 # Packaged add-ons: (name, its manifest for this server's configuration). Each is written
 # into <data-dir>/server/manifests/<name>.yaml at start unless --disable names it
 # (`manifests.stage`); the deploy controller applies it from there.
 PACKAGED_ADDONS: list[tuple[str, Callable[[ServerConfig], str]]] = [
     # k3s's names, so `--disable local-storage` is k3s's
     ("local-storage", lambda config: yaml.safe_dump(localpath.STORAGE_CLASS, sort_keys=False)),
+    # the built-in ingress controller's class, the default (k3s ships Traefik's as default)
+    ("ingress", lambda config: yaml.safe_dump(INGRESS_CLASS, sort_keys=False)),
 ]
 
 
@@ -331,7 +342,9 @@ async def run_agent(config: ServerConfig, handler: asyncio.Future, certs: pki.PK
         cluster_cidr=str(config.cluster_cidr), service_proxy=not config.disable_kube_proxy,
         network_policy=not config.disable_network_policy,
         flannel_backend=config.flannel_backend, flannel_iface=config.flannel_iface,
-        resolv_conf=config.resolv_conf or "/etc/resolv.conf")
+        resolv_conf=config.resolv_conf or "/etc/resolv.conf",
+        ingress=not config.disable_ingress and "ingress" not in config.disable, ingress_http_port=config.ingress_http_port,
+        ingress_https_port=config.ingress_https_port)
     addresses = (node_config.node_ip,)
     serving_cert, serving_key = pki.ensure_kubelet_serving(
         certs, node_config.agent_dir, node_config.node_name, addresses)
@@ -344,8 +357,11 @@ async def run_agent(config: ServerConfig, handler: asyncio.Future, certs: pki.PK
         Client(InProcessTransport(rest), field_manager="k8py"), node_config.node_name))
     renewing = asyncio.create_task(renewal.keep_kubelet_serving(
         certs, node_config.agent_dir, node_config.node_name, addresses))
+    # the ingress controller's TLS Secrets, read as its own account (not as the node)
+    ingress_secrets = Client(InProcessTransport(rest, "k8py-ingress",
+                                                inprocess.controller("k8py-ingress")))
     try:
-        await agent.run(node_config, client)
+        await agent.run(node_config, client, ingress_secrets=ingress_secrets)
     finally:
         labelling.cancel()
         renewing.cancel()

@@ -10,10 +10,15 @@ aggregation controller, not here.
 
 k8py's additions, for what k8py runs that upstream runs as other components:
 - `k8py:node`, bound to group `system:nodes`: an agent also runs the Service proxy, the
-  cluster DNS, the overlay and the NetworkPolicy enforcer (upstream: kube-proxy, CoreDNS and
-  a CNI, each with its own identity), so nodes may read Services, Endpoints,
-  EndpointSlices, Namespaces and NetworkPolicies, and list, watch and delete
-  PersistentVolumes (a node removes the released local-path volumes on its disk);
+  cluster DNS, the overlay, the NetworkPolicy enforcer and the ingress controller (upstream:
+  kube-proxy, CoreDNS, a CNI and an ingress controller, each with its own identity), so
+  nodes may read Services, Endpoints, EndpointSlices, Namespaces, NetworkPolicies,
+  Ingresses and IngressClasses, and list, watch and delete PersistentVolumes (a node
+  removes the released local-path volumes on its disk);
+- `k8py:ingress-secrets`, bound to service account `kube-system/k8py-ingress`: the
+  ingress controller's TLS Secrets (nodes read Ingresses and IngressClasses through
+  `k8py:node`, never Secrets their pods do not use);
+  `k8py:controller:ingress-status-controller` writes the Ingresses' `status.loadBalancer`;
 - `k8py:node-autoapprove-certificate-rotation`: nodes may ask for their client
   certificate's renewal (`selfnodeclient`), which the CSR approver then approves;
 - `k8py:controller:service-lb-controller` and `k8py:controller:node-password-controller`
@@ -63,7 +68,7 @@ def k8py_objects() -> list[dict[str, Any]]:
         _object("ClusterRole", "k8py:node", rules=[
             _rule(read, "", "services endpoints namespaces"),
             _rule(read, "discovery.k8s.io", "endpointslices"),
-            _rule(read, "networking.k8s.io", "networkpolicies"),
+            _rule(read, "networking.k8s.io", "networkpolicies ingresses ingressclasses"),
             # a node deletes the local-path volumes on its disk once released
             # (k8py.agent.localvolumes), as k3s's local-path-provisioner does
             _rule("list watch delete", "", "persistentvolumes")]),
@@ -72,6 +77,21 @@ def k8py_objects() -> list[dict[str, Any]]:
                          "name": "k8py:node"},
                 subjects=[{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
                            "name": "system:nodes"}]),
+        # the ingress controller's TLS Secrets, cluster-wide as k3s's Traefik account reads
+        # them: never to nodes (the Node authorizer's promise), to this account only
+        _object("ClusterRole", "k8py:ingress-secrets", rules=[_rule(read, "", "secrets")]),
+        _object("ClusterRoleBinding", "k8py:ingress-secrets",
+                roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": "k8py:ingress-secrets"},
+                subjects=_controller_subject("k8py-ingress")),
+        _object("ClusterRole", "k8py:controller:ingress-status-controller", rules=[
+            _rule(read, "networking.k8s.io", "ingresses ingressclasses"),
+            _rule(read, "", "nodes"),
+            _rule("patch update", "networking.k8s.io", "ingresses/status")]),
+        _object("ClusterRoleBinding", "k8py:controller:ingress-status-controller",
+                roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": "k8py:controller:ingress-status-controller"},
+                subjects=_controller_subject("ingress-status-controller")),
         # kubelets renew their client certificates through CSRs, approved for them (what
         # kubeadm binds as kubeadm:node-autoapprove-certificate-rotation)
         _object("ClusterRoleBinding", "k8py:node-autoapprove-certificate-rotation",

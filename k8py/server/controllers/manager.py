@@ -29,6 +29,7 @@ from k8py.server.controllers.csrsigning import CsrSigningController
 from k8py.server.controllers.persistentvolume import PersistentVolumeController
 from k8py.server.controllers.nodepasswords import NodePasswordController
 from k8py.server.controllers.servicelb import ServiceLoadBalancer
+from k8py.server.controllers.ingressstatus import IngressStatusController
 from k8py.server.controllers.daemonset import DaemonSetController
 from k8py.server.controllers.deployment import DeploymentController
 from k8py.server.controllers.disruption import DisruptionController
@@ -70,6 +71,7 @@ CONTROLLERS: list[type[Controller]] = [
     CsrApprovingController,
     CsrSigningController,
     ServiceLoadBalancer,
+    IngressStatusController,
     NodePasswordController,
     ResourceQuotaController,
     PersistentVolumeController,

@@ -73,10 +73,12 @@ async def start_control_plane(tmp_path, *, nodes: int = 3, settings: Settings | 
             settings = dataclasses.replace(settings or Settings(), ca_bundle=f.read(),
                                            ca_cert_file=server.certs.ca_cert,
                                            ca_key_file=server.certs.ca_key)
-        # the packaged local-storage add-on (the default StorageClass), as a server's deploy
-        # daemon applies it from its manifest
+        # the packaged add-ons local-storage (the default StorageClass) and ingress (the
+        # default IngressClass), as a server's deploy daemon applies them from manifests
         await client.create(builtin("storage.k8s.io/v1", "storageclasses"), yaml.safe_load(
             dict(daemon.PACKAGED_ADDONS)["local-storage"](None)))
+        await client.create(builtin("networking.k8s.io/v1", "ingressclasses"), yaml.safe_load(
+            dict(daemon.PACKAGED_ADDONS)["ingress"](None)))
         simulated = SimulatedNodes(client, nodes, **(node_kwargs or {"heartbeat": 1.0}),
                                    client_for=lambda name: as_user(inprocess.node(name)))
         tasks = []
