@@ -13,6 +13,7 @@ Needs root, containerd, runc and the CNI plugins (./install.sh).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -113,11 +115,13 @@ def container_status(pod: dict) -> dict:
     return statuses[0]
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory):
-    root = tmp_path_factory.mktemp("agent")
+@contextlib.contextmanager
+def running_node(node_class: type[Node], root) -> Iterator[Node]:
+    """A node of `node_class` in a network namespace of its own, with the busybox image
+    to import, started and Ready; on the way out its pods deleted, the server stopped,
+    leftovers killed and unmounted, the namespace removed."""
     with netns.created() as name:
-        n = Node(root, name)
+        n = node_class(root, name)
         try:
             netns.add_node_address(n.netns, NODE_IP)
             images = n.data / "agent" / "images"
@@ -137,6 +141,12 @@ def node(tmp_path_factory):
                 netns.kill_leftovers(str(n.data))
                 if n.log:
                     n.log.close()
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    with running_node(Node, tmp_path_factory.mktemp("agent")) as n:
+        yield n
 
 
 def test_node_registers_with_capacity_labels_and_images(node):

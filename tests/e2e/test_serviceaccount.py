@@ -8,9 +8,8 @@ once through `https://kubernetes.default.svc` with the token and the CA named. (
 own wget cannot: its TLS sends no signature_algorithms, so it can only agree on SHA-1
 signatures, which the server's OpenSSL refuses.)
 
-The second half needs RBAC: a pod whose account nothing binds gets a 403. Until the RBAC
-authorizer lands every authenticated user may list pods, so that test is an expected
-failure (it passes, XPASS, once RBAC is in force).
+RBAC decides: the pod's account is granted `list pods` by a RoleBinding, and a pod whose
+account nothing binds gets upstream's 403.
 
 Cleanup as `test_agent`: pods deleted, the server stopped, leftovers killed and unmounted,
 the namespace removed. Needs root, containerd, runc and the CNI plugins.
@@ -26,10 +25,9 @@ import sys
 
 import pytest
 
-from tests.conftest import stop_process, wait_for
-from tests.e2e import netns
+from tests.conftest import wait_for
 from tests.e2e.conftest import find_kubectl
-from tests.e2e.test_agent import BUSYBOX, NODE, NODE_IP, Node
+from tests.e2e.test_agent import BUSYBOX, NODE, NODE_IP, Node, running_node
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("containerd") or not shutil.which("runc")
@@ -60,28 +58,8 @@ class ReachableNode(Node):
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serviceaccount")
-    with netns.created() as name:
-        n = ReachableNode(root, name)
-        try:
-            netns.add_node_address(n.netns, NODE_IP)
-            images = n.data / "agent" / "images"
-            images.mkdir(parents=True)
-            subprocess.run([sys.executable, "-m", "k8py", "images", "build-busybox", "-o",
-                            str(images / "busybox.tar")], check=True, capture_output=True)
-            n.start()
-            n.wait_ready()
-            yield n
-        finally:
-            try:
-                if n.proc is not None and n.proc.poll() is None:
-                    n.kubectl("delete", "pods", "--all", "--grace-period=1", "--wait=true",
-                              check=False, timeout=60)
-                    stop_process(n.proc)
-            finally:
-                netns.kill_leftovers(str(n.data))
-                if n.log:
-                    n.log.close()
+    with running_node(ReachableNode, tmp_path_factory.mktemp("serviceaccount")) as n:
+        yield n
 
 
 def running_pod(node: Node, name: str, account: str = "") -> None:

@@ -26,7 +26,7 @@ from kubernetes import client as kclient, config as kconfig, watch as kwatch
 from k8py.server import pki
 from k8py.server.apiserver import audit
 from k8py.server.apiserver.app import AUDITOR_KEY
-from tests.conftest import eventually, stop_process, wait_for
+from tests.conftest import eventually, small_tmpfs, stop_process, wait_for
 from tests.e2e.conftest import find_kubectl
 from tests.integration.inloop import free_port, running_apiserver
 
@@ -213,14 +213,8 @@ async def test_rotates_at_maxsize_and_keeps_maxbackup(tmp_path):
 @pytest.fixture
 def small_disk(tmp_path):
     """A real 1 MiB tmpfs, to fill up."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs",
-                             str(mount)], capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with small_tmpfs(tmp_path / "disk", "1m") as mount:
+        yield mount
 
 
 async def test_a_full_disk_loses_events_not_the_server(tmp_path, small_disk, caplog):

@@ -16,6 +16,7 @@ import pytest
 
 from k8py.server.store.backend import CorruptStore, StoreLocked, Unavailable
 from k8py.server.store.sqlite import SQLiteBackend
+from tests.conftest import small_tmpfs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
 
@@ -179,16 +180,8 @@ async def test_sigkill_in_a_write_storm_loses_no_acknowledged_write(tmp_path, ro
 @pytest.fixture
 def small_disk(tmp_path):
     """A real 2 MiB tmpfs, to fill up and to turn read-only."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)],
-        capture_output=True, text=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with small_tmpfs(tmp_path / "disk", "2m") as mount:
+        yield mount
 
 
 async def test_full_disk_fails_the_write_clearly_and_keeps_the_rest(small_disk):
