@@ -21,7 +21,7 @@ import asyncio
 from typing import Any
 
 from k8py.api import errors
-from k8py.server.apiserver import authz, nodeauthz, rbac
+from k8py.server.apiserver import authz, nodeauthz, rbac, reviews
 from k8py.server.apiserver.authn import User
 from k8py.server.apiserver.authz import API_SERVER, Attributes
 MODES = ("AlwaysAllow", "Node", "RBAC")
@@ -43,13 +43,15 @@ class Authorization:
         self.modes = modes
         self.policy: rbac.Policy | None = None
         self.graph: nodeauthz.NodeGraph | None = None
+        self.node_authorizer: nodeauthz.NodeAuthorizer | None = None
         members: list[authz.Authorizer] = [authz.PrivilegedGroup()]
         for mode in modes:
             if mode == "AlwaysAllow":
                 members.append(authz.AlwaysAllow())
             elif mode == "Node":
                 self.graph = nodeauthz.NodeGraph(client_factory(API_SERVER))
-                members.append(nodeauthz.NodeAuthorizer(self.graph))
+                self.node_authorizer = nodeauthz.NodeAuthorizer(self.graph)
+                members.append(self.node_authorizer)
             elif mode == "RBAC":
                 self.policy = rbac.Policy(client_factory(API_SERVER))
                 members.append(rbac.RBACAuthorizer(self.policy))
@@ -105,17 +107,15 @@ class Authorization:
         attributes = Attributes(user, "")
         groups = attributes.groups()
         if authz.PRIVILEGED_GROUP in groups or "AlwaysAllow" in self.modes:
-            return {"resourceRules": [{"verbs": ["*"], "apiGroups": ["*"],
-                                       "resources": ["*"]}],
-                    "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-                    "incomplete": False}
+            return reviews.everything()
         rules: list[rbac.Rule] = []
         problems: list[str] = []
         if self.policy is not None:
             rules, problems = self.policy.rules_for(user.name, groups, namespace)
         incomplete = False
-        if self.graph is not None and nodeauthz.node_name(user.name, groups) is not None:
-            rules = [*rules, *(rbac.Rule.of(r) for r in nodeauthz.system_node_rules())]
+        if self.node_authorizer is not None and \
+                nodeauthz.node_name(user.name, groups) is not None:
+            rules = [*rules, *self.node_authorizer.node_rules]
             incomplete = True  # it also allows the secrets etc. of its pods
         resource_rules, non_resource_rules = [], []
         for rule in rules:

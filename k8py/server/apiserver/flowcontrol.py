@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from k8py.server.apiserver.authn import USER_KEY
+from k8py.server.apiserver.authz import ANONYMOUS, PRIVILEGED_GROUP
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -42,10 +43,8 @@ MAX_QUEUED_PER_FLOW = 50
 MAX_QUEUED_PER_POOL = 128 * 50  # upstream's global-default level: 128 queues of 50
 WAIT_LIMIT = 15.0
 LONG_RUNNING_SUBRESOURCES = frozenset({"attach", "exec", "log", "portforward", "proxy"})
-EXEMPT_GROUP = "system:masters"
 PROBE_PATHS = ("/healthz", "/livez", "/readyz")
 TOO_MANY = "Too many requests, please try again later."
-ANONYMOUS = "system:anonymous"
 
 
 class Rejected(Exception):
@@ -136,7 +135,7 @@ class FlowControl:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         user = request.get(USER_KEY)
-        if exempt(request) or (user is not None and EXEMPT_GROUP in user.groups):
+        if exempt(request) or (user is not None and PRIVILEGED_GROUP in user.groups):
             return await handler(request)
         pool = self.pools[request.method not in ("GET", "HEAD", "OPTIONS")]
         if not pool.seats:

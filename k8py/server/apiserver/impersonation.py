@@ -27,15 +27,13 @@ from urllib.parse import unquote_to_bytes
 from k8py.api import errors
 from k8py.api.meta import DNS1123_LABEL, DNS1123_SUBDOMAIN
 from k8py.server.apiserver.authn import User
-from k8py.server.apiserver.authz import Attributes
+from k8py.server.apiserver.authz import ANONYMOUS, AUTHENTICATED, UNAUTHENTICATED, Attributes
 
 USER_HEADER = "Impersonate-User"
 GROUP_HEADER = "Impersonate-Group"
 UID_HEADER = "Impersonate-Uid"
 EXTRA_PREFIX = "impersonate-extra-"
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
-AUTHENTICATED, UNAUTHENTICATED = "system:authenticated", "system:unauthenticated"
-ANONYMOUS = "system:anonymous"
 AUTHENTICATION = "authentication.k8s.io"
 
 

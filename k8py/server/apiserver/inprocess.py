@@ -46,7 +46,6 @@ def controller(account: str) -> User:
 def node(name: str) -> User:
     """A kubelet: what its client certificate says (`system:node:<name>`, `system:nodes`)."""
     return User(f"system:node:{name}", ("system:nodes",))
-_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
 class Request(dict):
@@ -74,7 +73,7 @@ def attributes(user: User, method: str, ref: Ref, query: Mapping[str, str] | Non
         if not name:
             name = requestinfo.selected_name(query.get("fieldSelector", ""))
     else:
-        verb = _VERBS.get(method, method.lower())
+        verb = requestinfo.VERBS.get(method, method.lower())
         if verb == "delete" and not name:
             verb = "deletecollection"
     resource = ref.resource

@@ -49,6 +49,7 @@ from k8py.api import errors
 from k8py.api.resources import Registry, Resource
 from k8py.server.apiserver import responses
 from k8py.server.apiserver.authn import USER_KEY
+from k8py.server.apiserver.authz import PRIVILEGED_GROUP
 from k8py.server.apiserver.encryptionconfig import (API_VERSION, KEY_TYPES, KIND, ConfigError,
                                                      Encryption, Key)
 from k8py.server.apiserver.storage import ObjectStore
@@ -62,7 +63,6 @@ FIRST_KEY = "aescbckey"
 KEY_BYTES = 32
 STATUS_PATH = "/v1-k8py/encrypt/status"
 CONFIG_PATH = "/v1-k8py/encrypt/config"
-ADMIN_GROUP = "system:masters"
 
 
 def generated_path(data_dir: str) -> str:
@@ -285,7 +285,7 @@ def _admin(request: web.Request, verb: str) -> None:
     user = request.get(USER_KEY)
     if user is None:
         raise errors.Unauthorized("Unauthorized")
-    if ADMIN_GROUP not in user.groups:
+    if PRIVILEGED_GROUP not in user.groups:
         raise errors.Forbidden(f'forbidden: User "{user.name}" cannot {verb} path '
                                f'"{request.path}"')
 

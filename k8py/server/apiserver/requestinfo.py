@@ -24,7 +24,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-_VERBS = {"POST": "create", "GET": "get", "HEAD": "get", "PUT": "update", "PATCH": "patch",
+# HTTP methods and the verbs they are (the in-process transport maps its calls alike)
+VERBS = {"POST": "create", "GET": "get", "HEAD": "get", "PUT": "update", "PATCH": "patch",
           "DELETE": "delete"}
 _SPECIAL_VERBS = ("proxy", "watch")
 _NAMESPACE_SUBRESOURCES = ("status", "finalize")
@@ -61,7 +62,7 @@ def request_info(method: str, path: str, query: Mapping[str, str]) -> RequestInf
             return non_resource
         group, rest = rest[0], rest[1:]
     version, rest = rest[0], rest[1:]
-    verb = _VERBS.get(method, "")
+    verb = VERBS.get(method, "")
     if rest[0] in _SPECIAL_VERBS:
         if len(rest) < 2:  # upstream: "unable to determine kind and namespace from url"
             return RequestInfo(rest[0], True, group, version, path=path)
