@@ -154,6 +154,10 @@ def cli() -> None:
         help="Do not deploy add-on NAME and delete it if it was (its manifest in "
              "<data-dir>/server/manifests; repeatable or comma-separated, e.g. "
              "local-storage,ingress,metrics-server)")
+@option("--metric-resolution", default="15s", show_default=True, metavar="DURATION",
+        callback=lambda ctx, param, value: _seconds(value),
+        help="How often the metrics.k8s.io API (`kubectl top`) scrapes kubelets, as "
+             "metrics-server's flag (e.g. 15s, 1m)")
 @option("--disable-agent", is_flag=True, help="Run no agent on this host")
 @_node_network_options
 @option("--node-ip", "-i", type=IPAddress(), default=None,
@@ -207,6 +211,22 @@ def server(debug: bool, **flags) -> None:
                              for name in value.split(",") if name.strip())
     _setup_logging(debug)
     _run(daemon.run(daemon.ServerConfig(**flags)))
+
+
+def _seconds(value: str) -> float:
+    """A duration as `15s`, `1m`, `1m30s`, `500ms` or plain seconds, at least 1 s."""
+    text, seconds = str(value).strip(), 0.0
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        seconds = float(text)
+    elif text and re.fullmatch(r"(\d+(\.\d+)?(h|ms|m|s))+", text):
+        units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+        seconds = sum(float(n) * units[u] for n, u in
+                      re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s)", text))
+    else:
+        raise click.BadParameter(f"{value!r} is not a duration such as 15s or 1m")
+    if seconds < 1:
+        raise click.BadParameter(f"{value!r} is shorter than 1s")
+    return seconds
 
 
 def _authorization_mode(value: str) -> str:

@@ -44,7 +44,8 @@ from k8py.api.resources import Registry, builtin
 from k8py.lifecycle import Supervisor, notify_service_manager
 from k8py.server import deploy, manifests, pki, renewal
 from k8py.server.apiserver import app as apiserver
-from k8py.server.apiserver import apiservices, audit, crds, keyrotation, podproxy, serviceips
+from k8py.server.apiserver import (apiservices, audit, crds, keyrotation, metricsapi, podproxy,
+                                   serviceips)
 from k8py.server.controllers import advertising, localpath
 from k8py.client.client import Client
 from k8py.server.apiserver.authn import TokenFile
@@ -58,6 +59,7 @@ from k8py.server.apiserver.strategies import Strategies
 from k8py.server.store import open_backend
 from k8py.server.store.backend import Backend
 
+METRICS_ADDON = "metrics-server"  # k3s's add-on name: `--disable metrics-server`
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 # set by the server on its own node: NodeRestriction keeps kubelets from setting them
 CONTROL_PLANE_LABELS = {"node-role.kubernetes.io/control-plane": "true",
@@ -109,6 +111,12 @@ class ServerConfig:
     audit_log_maxsize: int = 0
     audit_log_format: str = "json"
     disable: tuple[str, ...] = ()  # add-ons (manifests) not deployed, and removed if they were
+    metric_resolution: float = 15.0  # seconds between scrapes of the kubelets (metrics.k8s.io)
+
+    @property
+    def serves_metrics(self) -> bool:
+        """metrics.k8s.io is served unless the metrics-server add-on is disabled."""
+        return METRICS_ADDON not in self.disable
 
 
 async def run_store(store: Backend, ready: asyncio.Event) -> None:
@@ -165,6 +173,8 @@ async def bootstrap(store: Backend, registry: Registry, *,
                 context)
     await rbacpolicy.reconcile(writes, registry, context)
     await apiservices.ensure_builtin(objects, registry)
+    if not registry.has_group_version(metricsapi.GROUP, metricsapi.VERSION):  # disabled
+        await apiservices.remove(objects, registry, metricsapi.GROUP, metricsapi.VERSION)
     for crd in stored_crds:
         await apiservices.crd_written(objects, registry, crd)
 
@@ -191,6 +201,8 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
     """Serve the API; `handler` receives the REST handler, for in-process clients."""
     await store_ready.wait()
     registry = Registry()
+    if config.serves_metrics:
+        metricsapi.install(registry)  # before bootstrap, which writes its APIService
     await bootstrap(store, registry, service_cidr=config.service_cidr,
                     https_port=config.https_listen_port, cluster_dns=str(config.cluster_dns),
                     encryption=encryption)
@@ -206,6 +218,8 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
                              authorization_mode=config.authorization_mode,
                              encryption=encryption,
                              encryption_state=keyrotation.state_path(config.data_dir),
+                             metric_resolution=config.metric_resolution
+                             if config.serves_metrics else None,
                              auditor=audit.from_flags(
                                  config.audit_policy_file, config.audit_log_path,
                                  max_age=config.audit_log_maxage,
@@ -306,6 +320,10 @@ PACKAGED_ADDONS: list[tuple[str, Callable[[ServerConfig], str]]] = [
     ("local-storage", lambda config: yaml.safe_dump(localpath.STORAGE_CLASS, sort_keys=False)),
     # the built-in ingress controller's class, the default (k3s ships Traefik's as default)
     ("ingress", lambda config: yaml.safe_dump(INGRESS_CLASS, sort_keys=False)),
+    # metrics.k8s.io is served by the API server itself; the add-on's manifest is
+    # metrics-server's aggregated reader role, and disabling it also stops the API
+    (METRICS_ADDON, lambda config: yaml.safe_dump(metricsapi.AGGREGATED_READER,
+                                                  sort_keys=False)),
 ]
 
 

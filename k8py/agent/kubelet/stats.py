@@ -33,8 +33,18 @@ _CPU_IDLE_FIELDS = (3, 4)  # idle, iowait in the `cpu` line of /proc/stat
 
 
 def _rfc3339(nanoseconds: int) -> str:
-    moment = datetime.datetime.fromtimestamp(nanoseconds / 1e9, datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(nanoseconds // 10**9, datetime.timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _sample_time(nanoseconds: int) -> str:
+    """When a figure was read, to the millisecond (`...:05.250Z`; RFC 3339, which Go's
+    metav1.Time parses): `/metrics/resource` stamps its samples with it, and metrics-server
+    divides CPU by the time between two samples, which whole seconds would skew by up to
+    a second in fifteen."""
+    ms = nanoseconds // 10**6 % 1000
+    whole = _rfc3339(nanoseconds)
+    return whole if not ms else f"{whole[:-1]}.{ms:03d}Z"
 
 
 def node_cpu_seconds(proc_stat: str) -> float:
@@ -61,7 +71,7 @@ def node_memory(meminfo: str) -> dict[str, int]:
 
 
 def _cpu(usage: pb.CpuUsage) -> dict[str, Any]:
-    out: dict[str, Any] = {"time": _rfc3339(usage.timestamp)}
+    out: dict[str, Any] = {"time": _sample_time(usage.timestamp)}
     if usage.HasField("usage_nano_cores"):
         out["usageNanoCores"] = usage.usage_nano_cores.value
     if usage.HasField("usage_core_nano_seconds"):
@@ -70,7 +80,7 @@ def _cpu(usage: pb.CpuUsage) -> dict[str, Any]:
 
 
 def _memory(usage: pb.MemoryUsage) -> dict[str, Any]:
-    out: dict[str, Any] = {"time": _rfc3339(usage.timestamp)}
+    out: dict[str, Any] = {"time": _sample_time(usage.timestamp)}
     for field, key in (("available_bytes", "availableBytes"), ("usage_bytes", "usageBytes"),
                        ("working_set_bytes", "workingSetBytes"), ("rss_bytes", "rssBytes"),
                        ("page_faults", "pageFaults"),
@@ -81,8 +91,8 @@ def _memory(usage: pb.MemoryUsage) -> dict[str, Any]:
 
 
 def _summed(parts: list[dict[str, Any]], keys: Iterable[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {"time": max((p["time"] for p in parts), default=_rfc3339(
-        time.time_ns()))}
+    out: dict[str, Any] = {"time": max((p["time"] for p in parts), key=_seconds,
+                                       default=_sample_time(time.time_ns()))}
     for key in keys:
         values = [p[key] for p in parts if key in p]
         if values:
@@ -132,12 +142,14 @@ def summary(node_name: str, node: dict[str, Any], pods: Iterable[dict[str, Any]]
 
 
 def _seconds(rfc3339: str) -> float:
-    return datetime.datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ").replace(
+    whole, _, fraction = rfc3339.rstrip("Z").partition(".")
+    seconds = datetime.datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(
         tzinfo=datetime.timezone.utc).timestamp()
+    return seconds + (float(f"0.{fraction}") if fraction else 0.0)
 
 
 def _ms(rfc3339: str) -> int:
-    return int(_seconds(rfc3339) * 1000)
+    return round(_seconds(rfc3339) * 1000)
 
 
 def resource_metrics(summary: dict[str, Any], scrape_error: bool = False) -> str:
@@ -210,7 +222,7 @@ class Collector:
         with open(os.path.join(self.proc, "meminfo"), encoding="ascii") as f:
             meminfo = f.read()
         cpu_seconds = node_cpu_seconds(proc_stat)
-        cpu: dict[str, Any] = {"time": _rfc3339(now_ns),
+        cpu: dict[str, Any] = {"time": _sample_time(now_ns),
                                "usageCoreNanoSeconds": int(cpu_seconds * 1e9)}
         moment = time.monotonic()
         if self._last_cpu is not None and moment > self._last_cpu[0]:
@@ -220,7 +232,7 @@ class Collector:
         boot = next(int(line.split()[1]) for line in proc_stat.splitlines()
                     if line.startswith("btime "))
         return {"startTime": _rfc3339(boot * 10**9), "cpu": cpu,
-                "memory": {"time": _rfc3339(now_ns), **node_memory(meminfo)}}
+                "memory": {"time": _sample_time(now_ns), **node_memory(meminfo)}}
 
     async def summary(self, pods: Iterable[dict[str, Any]]) -> dict[str, Any]:
         stats = await self.cri.list_container_stats()

@@ -40,6 +40,7 @@ PRIORITIES = {
     ("coordination.k8s.io", "v1"): (16500, 15),
     ("node.k8s.io", "v1"): (16300, 15),
     ("discovery.k8s.io", "v1"): (16200, 15),
+    ("metrics.k8s.io", "v1beta1"): (100, 100),  # metrics-server's manifest
 }
 
 
@@ -93,14 +94,19 @@ async def crd_written(objects: ObjectStore, registry: Registry, crd: dict[str, A
             await ensure(objects, registry, spec["group"], version["name"], "true")
 
 
+async def remove(objects: ObjectStore, registry: Registry, group: str, version: str) -> None:
+    """The group-version's APIService gone, if there was one."""
+    apiservices = registry.get("apiregistration.k8s.io", "v1", "apiservices")
+    try:
+        await objects.delete(apiservices, None, name_of(group, version))
+    except errors.NotFound:
+        pass
+
+
 async def crd_deleted(objects: ObjectStore, registry: Registry, crd: dict[str, Any]) -> None:
     """After a CRD is gone: APIServices of group-versions nothing serves any more go."""
-    apiservices = registry.get("apiregistration.k8s.io", "v1", "apiservices")
     spec = crd.get("spec") or {}
     for version in spec.get("versions") or []:
         group, name = spec.get("group", ""), version.get("name", "")
         if group and not registry.has_group_version(group, name):
-            try:
-                await objects.delete(apiservices, None, name_of(group, name))
-            except errors.NotFound:
-                pass
+            await remove(objects, registry, group, name)

@@ -45,8 +45,8 @@ from k8py.api.resources import Registry
 from k8py.client.client import Client
 from k8py.server import pki
 from k8py.server.apiserver import (admission, audit, authz, bodies, discovery, flowcontrol,
-                                   impersonation, join, keyrotation, metrics, openapi,
-                                   openapi_protobuf,
+                                   impersonation, join, keyrotation, metrics, metricsapi,
+                                   metricsscraper, openapi, openapi_protobuf,
                                    podproxy, responses, serviceips, tokens as sa_tokens)
 from k8py.server.apiserver.authorization import Authorization, parse_modes
 from k8py.server.apiserver.authn import (USER_KEY, TokenFile, User, authenticate,
@@ -74,6 +74,7 @@ UNAUTHORIZED_PATHS = ("/cacerts", "/v1-k8py")
 FLOW_CONTROL_KEY = web.AppKey("flow_control", flowcontrol.FlowControl)
 AUDITOR_KEY = web.AppKey("auditor", audit.Auditor)
 METRICS_KEY = web.AppKey("metrics", metrics.APIServerMetrics)
+SCRAPER_KEY = web.AppKey("metrics_scraper", metricsscraper.Scraper)
 
 
 def _status_response(error: errors.StatusError) -> web.Response:
@@ -316,7 +317,8 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
              disable_admission_plugins: Collection[str] = (),
              encryption: Encryption | None = None,
              encryption_state: str | None = None,
-             auditor: audit.Auditor | None = None) -> web.Application:
+             auditor: audit.Auditor | None = None,
+             metric_resolution: float | None = None) -> web.Application:
     """The application; services get ClusterIPs from `service_cidr` and NodePorts from
     `node_port_range` (both ends included). Service-account tokens are signed with the key
     in the file `service_account_key` (`pki.ensure_service_key`); without one, with a key
@@ -328,7 +330,8 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
     the objects it names at rest; `k8py secrets-encrypt` reaches it at
     /v1-k8py/encrypt/... (`keyrotation`, its stage kept in the file `encryption_state`).
     With an `auditor`, requests are audited (`audit`); it is closed with the
-    application."""
+    application. With a `metric_resolution` (seconds) it serves `metrics.k8s.io`
+    (`metricsapi`) from kubelets scraped that often (`metricsscraper`)."""
     registry = registry or Registry()
     # A little headroom over the 3 MiB limit so that bodies.read_raw says it, not aiohttp.
     flow_control = flowcontrol.FlowControl(max_requests_inflight,
@@ -360,6 +363,8 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
     app[REST_KEY].pod_proxy = podproxy.PodProxy(objects, registry.get("", "v1", "pods"),
                                                 registry.get("", "v1", "nodes"), kubelet_client)
     app[REST_KEY].token_file = tokens
+    if metric_resolution is not None:
+        _serve_metrics(app, objects, registry, kubelet_client, metric_resolution)
     rest = app[REST_KEY]
     authorization = Authorization(parse_modes(authorization_mode),
                                   lambda user: Client(InProcessTransport(rest, user=user)))
@@ -403,6 +408,25 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
     app.router.add_route("*", "/apis/{group}/{version}", resources)
     app.router.add_route("*", "/apis/{group}/{version}/{tail:.*}", resources)
     return app
+
+
+def _serve_metrics(app: web.Application, objects: ObjectStore, registry: Registry,
+                   kubelet_client: podproxy.KubeletClient | None, resolution: float) -> None:
+    """metrics.k8s.io in the registry and the REST handler; the scraper runs with the app."""
+    if registry.get(metricsapi.GROUP, metricsapi.VERSION, "pods") is None:
+        metricsapi.install(registry)
+    scraper = metricsscraper.Scraper(objects, registry.get("", "v1", "nodes"), kubelet_client,
+                                     resolution)
+    app[REST_KEY].metrics = metricsapi.MetricsAPI(objects, registry, scraper.points)
+    app[SCRAPER_KEY] = scraper
+
+    async def scrape(app: web.Application):
+        task = asyncio.create_task(scraper.run())
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    app.cleanup_ctx.append(scrape)
 
 
 def tls_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:

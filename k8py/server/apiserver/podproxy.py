@@ -99,19 +99,25 @@ async def kubelet_url(objects: ObjectStore, nodes: Resource, pod: dict[str, Any]
     except errors.NotFound:
         raise errors.BadRequest(f'node "{node_name}" of pod "{pod["metadata"]["name"]}" '
                                 f'does not exist') from None
+    url = endpoint(node)
+    if url is None:
+        raise errors.BadRequest(f'node "{node_name}" has no kubelet endpoint to serve '
+                                f'pods/{subresource} (is it a simulated node?)')
+    return url
+
+
+def endpoint(node: dict[str, Any]) -> str | None:
+    """`https://address:port` of a node's kubelet (InternalIP first), None without one
+    (port 0: simulated nodes)."""
     status = node.get("status") or {}
     port = (((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {})
             .get("Port") or 0)
     if not port:
-        raise errors.BadRequest(f'node "{node_name}" has no kubelet endpoint to serve '
-                                f'pods/{subresource} (is it a simulated node?)')
-    addresses = status.get("addresses") or []
-    by_type = {a.get("type"): a.get("address") for a in addresses}
+        return None
+    by_type = {a.get("type"): a.get("address") for a in status.get("addresses") or []}
     host = (by_type.get("InternalIP") or by_type.get("ExternalIP") or by_type.get("Hostname")
-            or node_name)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"https://{host}:{port}"
+            or node["metadata"]["name"])
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
 class PodProxy:

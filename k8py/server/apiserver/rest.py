@@ -44,8 +44,8 @@ from aiohttp import web
 from k8py.api import apply, errors, meta, patching, schemas
 from k8py.api.resources import Registry, Resource
 from k8py.server.apiserver import (admission, audit, bodies, fieldvalidation, patches, podproxy,
-                                   podsubresources, queryparams, responses, scale, serviceips,
-                                   strategies, tokens, watchserving)
+                                   metricsapi, podsubresources, queryparams, responses, scale,
+                                   serviceips, strategies, tokens, watchserving)
 from k8py.server.apiserver.authn import USER_KEY, TokenFile, User
 from k8py.server.apiserver.fieldvalidation import drop_unknown_fields
 from k8py.server.apiserver.genericstore import GenericStore, WriteContext
@@ -153,6 +153,8 @@ class RestHandler:
     # the server's authorizers (`authorization.Authorization`): set by the application with
     # `use_authorization`; None lets every caller do everything (stores served bare)
     authorization: Any = None
+    # metrics.k8s.io (`metricsapi`), when the metrics-server add-on is on: set by the app
+    metrics: metricsapi.MetricsAPI | None = None
 
     def __init__(self, registry: Registry, objects: ObjectStore,
                  service_ips: serviceips.ServiceIPs | None = None,
@@ -225,6 +227,14 @@ class RestHandler:
                 raise errors.ServiceUnavailable(f"pods/{target.subresource} is not served here")
             return await self.pod_proxy.serve(request, target.namespace, target.name,
                                               target.subresource)
+        if self.metrics is not None and target.resource.group == metricsapi.GROUP:
+            body, _ = await self.call(request, target)
+            if responses.wants_table(request):
+                return responses.json_response(
+                    metricsapi.table(body["items"] if "items" in body else [body],
+                                     request.query.get("includeObject", "Metadata")),
+                    headers={"Content-Type": responses.TABLE_CONTENT_TYPE})
+            return responses.json_response(body)
         if request.method == "GET" and target.subresource in PLAIN_SUBRESOURCES:
             if target.name is None:
                 if queryparams.boolean(request.query, "watch"):
@@ -256,6 +266,9 @@ class RestHandler:
         """Every verb but watch, as (decoded body, HTTP status). `request` may be an
         `inprocess.Request`: the in-process transport comes in here, past HTTP and JSON."""
         method, subresource = request.method, target.subresource
+        if self.metrics is not None and target.resource.group == metricsapi.GROUP:
+            return await self.metrics.call(method, target.resource, target.namespace,
+                                           target.name, subresource, request.query), 200
         if subresource == "scale":
             return await self._scale(request, target), 200
         if subresource in ("binding", "eviction"):
