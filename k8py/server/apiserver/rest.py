@@ -14,8 +14,9 @@ checked against the kind's schema by `fieldvalidation`), and hands writes to the
 `storage.ObjectStore` and watches to `watchserving`. Nothing here depends on a kind; what
 does is in `strategies`. Subresources are served by their own modules: `scale`,
 `podsubresources` (binding, eviction), `tokens` (serviceaccounts/<name>/token), `podproxy`
-(log, exec, attach, portforward); status, approval, finalize and ephemeralcontainers are
-writes of their object that the kind's strategy restricts.
+(log, exec, attach, portforward); `metricsapi` answers the metrics.k8s.io group. Status,
+approval, finalize and ephemeralcontainers are writes of their object that the kind's
+strategy restricts.
 
 Semantics follow upstream's generic registry:
 - update needs the object's current resourceVersion when it carries one (409 otherwise); an
