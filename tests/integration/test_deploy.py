@@ -242,9 +242,10 @@ def test_server_process_deploys_and_disable_removes(tmp_path):
     try:
         wait_for_line(proc, "add-on second disabled", timeout=60)
         assert asyncio.run(values()) == ("1", None)
-        # the packaged add-ons (local-storage, ingress) are staged beside the user's file
+        # the packaged add-ons (local-storage, ingress, metrics-server) are staged beside
+        # the user's file
         assert sorted(os.listdir(directory)) == ["first.yaml", "ingress.yaml",
-                                                 "local-storage.yaml"]
+                                                 "local-storage.yaml", "metrics-server.yaml"]
     finally:
         proc.kill()
         proc.wait()
