@@ -125,7 +125,14 @@ def cli() -> None:
 @cli.command(cls=ConfiguredCommand)
 @_common_options
 @option("--datastore-endpoint", default="", metavar="URL",
-        help="Datastore URL: sqlite:///path, sqlite:// (default, under the data dir), memory://")
+        help="Datastore URL: sqlite:///path, sqlite:// (default, under the data dir), memory://,"
+             " or etcd: https://h1:2379,https://h2:2379")
+@option("--datastore-cafile", default=None, metavar="FILE",
+        help="CA certificate of the etcd datastore's serving certificates")
+@option("--datastore-certfile", default=None, metavar="FILE",
+        help="Client certificate for the etcd datastore")
+@option("--datastore-keyfile", default=None, metavar="FILE",
+        help="Client key for the etcd datastore")
 @option("--bind-address", type=IPAddress(), default="0.0.0.0", show_default=True,
         help="Address the API server listens on")
 @option("--https-listen-port", type=click.IntRange(1, 65535), default=6443, show_default=True,
@@ -200,8 +207,10 @@ def server(debug: bool, **flags) -> None:
         raise click.BadParameter("the join secret may not be empty nor hold spaces or ':'",
                                  param_hint="'--token'")
     try:
-        open_backend(flags["datastore_endpoint"], flags["data_dir"])
-    except EndpointError as exc:
+        open_backend(flags["datastore_endpoint"], flags["data_dir"],
+                     cafile=flags["datastore_cafile"], certfile=flags["datastore_certfile"],
+                     keyfile=flags["datastore_keyfile"])
+    except (EndpointError, OSError) as exc:  # OSError: an unreadable TLS file
         raise click.BadParameter(str(exc), param_hint="'--datastore-endpoint'") from None
     _check_encryption_flags(flags)
     _check_audit_flags(flags)

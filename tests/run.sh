@@ -6,8 +6,9 @@ set -e
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "tests/run.sh: run as root (sudo tests/run.sh)" >&2; exit 1; }
 
-# sqlite3: the store by hand; etcd-server/etcd-client: the store benchmark's peer; iperf3: the
-# pod network benchmark; shellcheck: the shell scripts' lint; debootstrap, qemu-user-static,
+# sqlite3: the store by hand; etcd-server/etcd-client: the etcd backend's tests and the store
+# benchmark's peer; iperf3: the pod network benchmark; the linter of the shell scripts
+# (shellcheck); debootstrap, qemu-user-static,
 # binfmt-support: the installer's tests in fresh Debian roots (x86_64, arm64, armhf);
 # vagrant: `vagrant validate` of the lab's Vagrantfile. (What k8py itself runs with comes
 # from ./install.sh.)

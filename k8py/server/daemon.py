@@ -72,6 +72,9 @@ log = logging.getLogger(__name__)
 class ServerConfig:
     data_dir: str = "/var/lib/k8py"
     datastore_endpoint: str = ""
+    datastore_cafile: str | None = None
+    datastore_certfile: str | None = None
+    datastore_keyfile: str | None = None
     bind_address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address("0.0.0.0")
     https_listen_port: int = 6443
     cluster_cidr: ipaddress.IPv4Network = ipaddress.ip_network("10.42.0.0/16")
@@ -420,7 +423,9 @@ async def run(config: ServerConfig) -> None:
     tokens = TokenFile.ensure(os.path.join(server_dir, "cred", "tokens"), pki.ADMIN_USER,
                               (pki.ADMIN_GROUP,))
     encryption = open_encryption(config)
-    store = open_backend(config.datastore_endpoint, config.data_dir)
+    store = open_backend(config.datastore_endpoint, config.data_dir,
+                         cafile=config.datastore_cafile, certfile=config.datastore_certfile,
+                         keyfile=config.datastore_keyfile)
     store_ready = asyncio.Event()
     supervisor = Supervisor()
     supervisor.add("store", lambda: run_store(store, store_ready))

@@ -2,8 +2,9 @@
 
 `backend.py` holds the contract and its errors; `log.py` the machinery shared by backends that
 keep a log of key versions (group commit, key index, watch fan-out, TTL, compaction); `memory`
-and `sqlite` are those backends. A backend is chosen by the scheme of `--datastore-endpoint`,
-through the registry below (kine's `drivers/registry.go`).
+and `sqlite` are those backends. `etcd` is the contract over a real etcd cluster (`http://` or
+`https://` endpoints, comma-separated, as k3s takes them). A backend is chosen by the scheme of
+`--datastore-endpoint`, through the registry below (kine's `drivers/registry.go`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import urllib.parse
 from collections.abc import Callable
 
 from k8py.server.store.backend import Backend
+from k8py.server.store.etcd import EtcdBackend
+from k8py.server.store.etcdclient import parse_endpoints
 from k8py.server.store.log import LogBackend
 from k8py.server.store.memory import MemoryBackend
 from k8py.server.store.sqlite import SQLiteBackend
@@ -35,18 +38,30 @@ def _sqlite(parsed: urllib.parse.SplitResult, data_dir: str, options: dict) -> L
     return SQLiteBackend(path, **options)
 
 
-BACKENDS: dict[str, Callable[[urllib.parse.SplitResult, str, dict], LogBackend]] = {
+def _etcd(parsed: urllib.parse.SplitResult, data_dir: str, options: dict) -> EtcdBackend:
+    try:
+        endpoints = parse_endpoints(f"{parsed.scheme}://{parsed.netloc}{parsed.path}")
+    except ValueError as exc:
+        raise EndpointError(str(exc)) from None
+    return EtcdBackend(endpoints, **options)
+
+
+BACKENDS: dict[str, Callable[[urllib.parse.SplitResult, str, dict], Backend]] = {
     "memory": _memory,
     "sqlite": _sqlite,
+    "http": _etcd,
+    "https": _etcd,
 }
 
 # Options a URL may carry as query parameters, with their types.
 URL_OPTIONS = {"retain": int, "compact_interval": float}
 
 
-def open_backend(endpoint: str, data_dir: str) -> Backend:
+def open_backend(endpoint: str, data_dir: str, *, cafile: str | None = None,
+                 certfile: str | None = None, keyfile: str | None = None) -> Backend:
     """The (not yet started) backend an endpoint URL names, e.g. `sqlite:///var/db/state.db`,
-    `sqlite://` (the default file under the data dir), `memory://`, `sqlite://?retain=5000`."""
+    `sqlite://` (the default file under the data dir), `memory://`, `sqlite://?retain=5000`,
+    `https://h1:2379,https://h2:2379` (etcd; TLS files from `--datastore-cafile` etc.)."""
     parsed = urllib.parse.urlsplit(endpoint or "sqlite://")
     factory = BACKENDS.get(parsed.scheme)
     if factory is None:
@@ -60,4 +75,10 @@ def open_backend(endpoint: str, data_dir: str) -> Backend:
             options[name] = URL_OPTIONS[name](value)
         except ValueError:
             raise EndpointError(f"bad value for datastore option {name!r}: {value!r}") from None
+    tls = {"cafile": cafile, "certfile": certfile, "keyfile": keyfile}
+    if factory is _etcd:
+        options.update(tls)
+    elif any(tls.values()):
+        raise EndpointError("--datastore-cafile, --datastore-certfile and --datastore-keyfile "
+                            "apply to an etcd endpoint (https://host:2379) only")
     return factory(parsed, data_dir, options)

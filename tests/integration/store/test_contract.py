@@ -18,13 +18,14 @@ from k8py.server.store.backend import (
 
 
 async def test_create_get_and_key_exists(store):
+    base = store.revision  # 0 for a new file; etcd's revisions go on across the tests
     kv = await store.create("/registry/pods/default/a", b"one")
-    assert kv.create_revision == kv.mod_revision == store.revision == 1
+    assert kv.create_revision == kv.mod_revision == store.revision == base + 1
     got = await store.get("/registry/pods/default/a")
     assert got == kv and got.value == b"one"
     with pytest.raises(KeyExists):
         await store.create("/registry/pods/default/a", b"two")
-    assert store.revision == 1, "a failed write must not use a revision"
+    assert store.revision == base + 1, "a failed write must not use a revision"
     assert await store.get("/registry/pods/default/missing") is None
 
 
@@ -68,10 +69,11 @@ async def test_concurrent_creates_of_one_key_have_one_winner(store):
 
 
 async def test_concurrent_writes_get_distinct_growing_revisions(store):
+    base = store.revision
     kvs = await asyncio.gather(*(store.create(f"/k/{i:03}", b"x") for i in range(200)))
     revisions = sorted(kv.mod_revision for kv in kvs)
-    assert revisions == list(range(1, 201))
-    assert store.revision == 200
+    assert revisions == list(range(base + 1, base + 201))
+    assert store.revision == base + 200
 
 
 async def test_get_at_past_and_future_revisions(store):
@@ -144,9 +146,8 @@ async def test_watch_delivers_events_with_previous_values(store):
 async def test_watch_from_past_revision_replays_history_then_live_with_no_gap(store):
     """Writers run while a watch starts from a past revision: every event under the prefix
     arrives once, in order."""
-    for i in range(50):
-        await store.create(f"/h/{i}", b"x")
-    start = 20
+    written = [(await store.create(f"/h/{i}", b"x")).mod_revision for i in range(50)]
+    start = written[19]
     stop = asyncio.Event()
 
     async def writer(n):
@@ -154,7 +155,9 @@ async def test_watch_from_past_revision_replays_history_then_live_with_no_gap(st
         while not stop.is_set():
             key = f"/h/w{n}-{i}"
             kv = await store.create(key, b"y")
-            await store.update(key, b"z", mod_revision=kv.mod_revision)
+            written.append(kv.mod_revision)
+            kv = await store.update(key, b"z", mod_revision=kv.mod_revision)
+            written.append(kv.mod_revision)
             await store.create(f"/elsewhere/{n}-{i}", b"noise")
             i += 1
 
@@ -171,24 +174,23 @@ async def test_watch_from_past_revision_replays_history_then_live_with_no_gap(st
         watch.close()
     assert seen == sorted(set(seen)), "events out of order or duplicated"
     assert seen[0] == start
-    expected = [
-        e.revision for e in await store._read_history("/h/", start, seen[-1], 10**6)
-    ]
+    expected = sorted(r for r in written if start <= r <= seen[-1])
     assert seen == expected, "an event went missing"
 
 
 async def test_watch_future_revision_waits_for_it(store):
-    await store.create("/f/0", b"")
-    watch = store.watch("/f/", start_revision=3)
+    base = (await store.create("/f/0", b"")).mod_revision
+    watch = store.watch("/f/", start_revision=base + 2)
     await store.create("/f/1", b"")
     await store.create("/f/2", b"")
     events = await asyncio.wait_for(anext(watch), 5)
-    assert [e.revision for e in events] == [3]
+    assert [e.revision for e in events] == [base + 2]
     watch.close()
 
 
 async def test_compaction_keeps_latest_versions_and_fails_older_reads(store):
     kv = await store.create("/c/a", b"1")
+    first = kv.mod_revision
     for i in range(2, 6):
         kv = await store.update("/c/a", str(i).encode(), mod_revision=kv.mod_revision)
     gone = await store.create("/c/gone", b"bye")
@@ -202,7 +204,7 @@ async def test_compaction_keeps_latest_versions_and_fails_older_reads(store):
     assert await store.get("/c/gone") is None
     assert [kv.key for kv in (await store.range("/c/", revision=at)).items] == ["/c/a"]
     with pytest.raises(Compacted):
-        await store.get("/c/a", revision=2)
+        await store.get("/c/a", revision=first + 1)
     with pytest.raises(Compacted):
         await store.range("/c/", revision=at - 1)
     with pytest.raises(Compacted):
@@ -220,6 +222,7 @@ async def test_compaction_keeps_latest_versions_and_fails_older_reads(store):
 async def test_automatic_compaction_bounds_history(make_store):
     store = await make_store(retain=10, compact_interval=0.02)
     kv = await store.create("/auto", b"0")
+    base = kv.mod_revision
     for i in range(100):
         kv = await store.update("/auto", str(i).encode(), mod_revision=kv.mod_revision)
     from tests.conftest import eventually
@@ -227,7 +230,7 @@ async def test_automatic_compaction_bounds_history(make_store):
     await eventually(lambda: store.compact_revision >= store.revision - 10, what="compaction")
     assert (await store.get("/auto")).value == b"99"
     with pytest.raises(Compacted):
-        await store.get("/auto", revision=50)
+        await store.get("/auto", revision=base + 50)
 
 
 async def test_keys_with_ttl_expire_and_watchers_see_it(store):
