@@ -20,7 +20,7 @@ import sys
 import click
 
 from k8py import KUBERNETES_VERSION, __version__, secretsencrypt
-from k8py.config import (CIDR, ConfiguredCommand, DNSName, FileMode, IPAddress, PortRange,
+from k8py.config import (CIDR, ConfiguredCommand, DNSName, Duration, FileMode, IPAddress, PortRange,
                          option)
 from k8py.lifecycle import use_one_malloc_arena
 
@@ -178,6 +178,19 @@ def cli() -> None:
 @option("--disable-scheduler", is_flag=True, help="Run no scheduler in this server")
 @option("--disable-controller-manager", is_flag=True,
         help="Run no controllers in this server")
+@option("--horizontal-pod-autoscaler-sync-period", type=Duration(), default="15s",
+        show_default=True, help="How often each HorizontalPodAutoscaler is looked at")
+@option("--horizontal-pod-autoscaler-downscale-stabilization", type=Duration(),
+        default="5m0s", show_default=True,
+        help="Window whose highest recommendation a scale-down may not go below")
+@option("--horizontal-pod-autoscaler-tolerance", type=click.FloatRange(0), default=0.1,
+        show_default=True, help="Usage ratio change within which an HPA does not scale")
+@option("--horizontal-pod-autoscaler-cpu-initialization-period", type=Duration(),
+        default="5m0s", show_default=True,
+        help="After a pod starts, the time its CPU samples may be skipped")
+@option("--horizontal-pod-autoscaler-initial-readiness-delay", type=Duration(),
+        default="30s", show_default=True,
+        help="After a pod starts, the time its readiness changes count as initial")
 @option("--write-kubeconfig", "-o", default="/etc/k8py/k8py.yaml", show_default=True,
         type=click.Path(dir_okay=False), help="Where to write the admin kubeconfig")
 @option("--write-kubeconfig-mode", type=FileMode(), default="0600", show_default=True,

@@ -9,7 +9,7 @@ Its keys are the long flag names (`data-dir: /srv/k8py`); a list gives a repeata
 values. An unknown key, a value of the wrong shape, or a file that is not a YAML mapping is a
 usage error naming the file and the key.
 
-The value types here (CIDR, IP, port range, file mode, DNS name) reject bad values with a message that
+The value types here (CIDR, IP, port range, file mode, DNS name, duration) reject bad values with a message that
 names the flag.
 """
 
@@ -109,6 +109,25 @@ class DNSName(click.ParamType):
                 ctx,
             )
         return text
+
+
+class Duration(click.ParamType):
+    """A Go duration (`15s`, `5m0s`, `1m30s`, `500ms`; a bare number is seconds), as
+    upstream's duration flags take it; the value is seconds."""
+
+    name = "duration"
+    UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+        text = str(value).strip()
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            return float(text)
+        parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            self.fail(f"{value!r} is not a duration like 15s, 5m0s or 1m30s", param, ctx)
+        return sum(float(n) * self.UNITS[u] for n, u in parts)
 
 
 def load_config_file(path: str, command: click.Command) -> dict:

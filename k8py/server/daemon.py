@@ -98,6 +98,11 @@ class ServerConfig:
     resolv_conf: str | None = None
     disable_scheduler: bool = False
     disable_controller_manager: bool = False
+    horizontal_pod_autoscaler_sync_period: float = 15.0
+    horizontal_pod_autoscaler_downscale_stabilization: float = 300.0
+    horizontal_pod_autoscaler_tolerance: float = 0.1
+    horizontal_pod_autoscaler_cpu_initialization_period: float = 300.0
+    horizontal_pod_autoscaler_initial_readiness_delay: float = 30.0
     token: str | None = None
     tls_san: tuple[str, ...] = ()
     write_kubeconfig: str = "/etc/k8py/k8py.yaml"
@@ -302,7 +307,15 @@ async def run_control_loops(config: ServerConfig, handler: asyncio.Future) -> No
                         node_port_range=config.service_node_port_range, ca_bundle=ca_bundle,
                         ca_cert_file=os.path.join(tls_dir, "server-ca.crt"),
                         ca_key_file=os.path.join(tls_dir, "server-ca.key"),
-                        storage_dir=os.path.join(config.data_dir, "storage"))
+                        storage_dir=os.path.join(config.data_dir, "storage"),
+                        hpa_sync_period=config.horizontal_pod_autoscaler_sync_period,
+                        hpa_downscale_stabilization=(
+                            config.horizontal_pod_autoscaler_downscale_stabilization),
+                        hpa_tolerance=config.horizontal_pod_autoscaler_tolerance,
+                        hpa_cpu_initialization_period=(
+                            config.horizontal_pod_autoscaler_cpu_initialization_period),
+                        hpa_initial_readiness_delay=(
+                            config.horizontal_pod_autoscaler_initial_readiness_delay))
     only = [] if config.disable_controller_manager else None
     beside = {} if config.disable_scheduler else {
         "the scheduler": lambda informers: Scheduler(scheduler_client, informers).run}

@@ -44,6 +44,15 @@ class Settings:
     ca_cert_file: str = ""                  # the cluster CA's certificate and key files,
     ca_key_file: str = ""                   # for signing approved CSRs (none: not signed)
     storage_dir: str = "/var/lib/k8py/storage"  # local-path volumes' directories on nodes
+    # the HorizontalPodAutoscaler controller's (upstream's --horizontal-pod-autoscaler-* flags)
+    hpa_sync_period: float = 15.0
+    hpa_tolerance: float = 0.1
+    hpa_downscale_stabilization: float = 300.0
+    hpa_cpu_initialization_period: float = 300.0
+    hpa_initial_readiness_delay: float = 30.0
+    # where it reads pod metrics: a factory of the controller's client (None: the
+    # metrics.k8s.io API; `replicacalculator.PodMetricsSource`)
+    hpa_metrics_source: Callable[[Client], Any] | None = None
 
 
 @dataclasses.dataclass

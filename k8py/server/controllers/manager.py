@@ -36,6 +36,7 @@ from k8py.server.controllers.disruption import DisruptionController
 from k8py.server.controllers.endpoints import EndpointsController
 from k8py.server.controllers.endpointslice import EndpointSliceController
 from k8py.server.controllers.garbagecollector import GarbageCollector
+from k8py.server.controllers.horizontal import HorizontalPodAutoscalerController
 from k8py.server.controllers.job import JobController
 from k8py.server.controllers.localpath import LocalPathProvisioner
 from k8py.server.controllers.namespace import NamespaceController
@@ -66,6 +67,7 @@ CONTROLLERS: list[type[Controller]] = [
     EndpointsController,
     EndpointSliceController,
     DisruptionController,
+    HorizontalPodAutoscalerController,
     GarbageCollector,
     NamespaceController,
     CsrApprovingController,
