@@ -12,8 +12,10 @@ umask (what k3s's helper pod does with `mkdir -m 0777`), when first mounted.
 volumes (the server never touches a node's disk): it watches PersistentVolumes, and for each
 one provisioned by `rancher.io/local-path` whose node affinity names this node and that the
 PV controller marked Released under `Delete`, it removes the directory, then deletes the
-PersistentVolume (with a uid precondition). Only paths under the storage directory are ever
-removed, so a hand-written PV cannot make the node delete something else. A failure is
+PersistentVolume (with a uid precondition). Only a `pvc-*` directory of the node's storage
+directory is removed, or (the server's storage directory, when this node's data directory
+differs) exactly `.../storage/pvc-<claim uid>_<namespace>_<name>` of the PV's own claim, so a
+hand-written PV cannot make the node delete something else. A failure is
 logged and retried on the next change or resync.
 """
 
@@ -115,16 +117,23 @@ class LocalVolumeReclaimer:
             not volume["metadata"].get("deletionTimestamp") and \
             on_node(volume, self.node_name, self.hostname)
 
-    def _inside(self, path: str) -> bool:
+    def _inside(self, path: str, volume: dict[str, Any]) -> bool:
         real = os.path.realpath(path)
-        return os.path.dirname(real) == self.storage_dir and \
-            os.path.basename(real).startswith("pvc-")
+        if os.path.dirname(real) == self.storage_dir:
+            return os.path.basename(real).startswith("pvc-")
+        # the server's storage directory, when this node's data directory is another: only
+        # the exact directory the provisioner names for this volume's claim
+        ref = (volume.get("spec") or {}).get("claimRef") or {}
+        expected = f"{volume['metadata']['name']}_{ref.get('namespace')}_{ref.get('name')}"
+        return volume["metadata"]["name"] == f"pvc-{ref.get('uid')}" and \
+            os.path.basename(real) == expected and \
+            os.path.basename(os.path.dirname(real)) == "storage"
 
     async def reclaim(self, volume: dict[str, Any]) -> None:
         name = volume["metadata"]["name"]
         path = ((volume.get("spec") or {}).get("hostPath") or {}).get("path") or \
             ((volume.get("spec") or {}).get("local") or {}).get("path") or ""
-        if not self._inside(path):
+        if not self._inside(path, volume):
             log.warning("local-path volume %s: %r is not under %s; not removed", name, path,
                         self.storage_dir)
             return

@@ -236,5 +236,90 @@ PRINTERS: dict[tuple[str, str], list[Column]] = {
 PRINTERS[("", "replicationcontrollers")] = PRINTERS[("apps", "replicasets")]
 
 
+# --- storage: claims, volumes, classes -------------------------------------------------------
+
+def _access_modes(modes) -> str:
+    """upstream's helper.GetAccessModesAsString: RWO, ROX, RWX, RWOP in that order."""
+    given = set(modes or ())
+    return ",".join(short for mode, short in (
+        ("ReadWriteOnce", "RWO"), ("ReadOnlyMany", "ROX"), ("ReadWriteMany", "RWX"),
+        ("ReadWriteOncePod", "RWOP")) if mode in given)
+
+
+def _storage_phase(obj, now) -> str:
+    if cells.get(obj, "metadata", "deletionTimestamp"):
+        return "Terminating"
+    return cells.get(obj, "status", "phase", default="")
+
+
+def _storage_class(obj, now) -> str:
+    """The beta annotation wins over spec.storageClassName, as upstream's helpers read it."""
+    annotations = cells.get(obj, "metadata", "annotations", default=None) or {}
+    return annotations.get("volume.beta.kubernetes.io/storage-class") or \
+        cells.get(obj, "spec", "storageClassName", default="") or ""
+
+
+def _claim_bound(obj, value: str) -> str:
+    return value if cells.get(obj, "spec", "volumeName", default="") else ""
+
+
+def _class_name(obj, now) -> str:
+    annotations = cells.get(obj, "metadata", "annotations", default=None) or {}
+    default = any(annotations.get(a) == "true" for a in (
+        "storageclass.kubernetes.io/is-default-class",
+        "storageclass.beta.kubernetes.io/is-default-class"))
+    return obj["metadata"]["name"] + (" (default)" if default else "")
+
+
+def _or_unset(*path):
+    return lambda o, n: cells.get(o, *path, default=None) or "<unset>"
+
+
+PRINTERS.update({
+    ("", "persistentvolumes"): [
+        cells.NAME,
+        ("Capacity", "string", 0, lambda o, n: cells.get(o, "spec", "capacity", "storage",
+                                                         default="0")),
+        ("Access Modes", "string", 0, lambda o, n: _access_modes(
+            cells.get(o, "spec", "accessModes", default=None))),
+        ("Reclaim Policy", "string", 0, lambda o, n: cells.get(
+            o, "spec", "persistentVolumeReclaimPolicy", default="")),
+        ("Status", "string", 0, _storage_phase),
+        ("Claim", "string", 0, lambda o, n: (
+            f"{cells.get(o, 'spec', 'claimRef', 'namespace', default='')}/"
+            f"{cells.get(o, 'spec', 'claimRef', 'name', default='')}"
+            if cells.get(o, "spec", "claimRef", default=None) else "")),
+        ("StorageClass", "string", 0, _storage_class),
+        ("VolumeAttributesClass", "string", 0, _or_unset("spec", "volumeAttributesClassName")),
+        ("Reason", "string", 0, lambda o, n: cells.get(o, "status", "reason", default="")),
+        cells.AGE,
+        ("VolumeMode", "string", 1, _or_unset("spec", "volumeMode")),
+    ],
+    ("", "persistentvolumeclaims"): [
+        cells.NAME,
+        ("Status", "string", 0, _storage_phase),
+        ("Volume", "string", 0, lambda o, n: cells.get(o, "spec", "volumeName", default="")),
+        ("Capacity", "string", 0, lambda o, n: _claim_bound(
+            o, cells.get(o, "status", "capacity", "storage", default="0"))),
+        ("Access Modes", "string", 0, lambda o, n: _claim_bound(
+            o, _access_modes(cells.get(o, "status", "accessModes", default=None)))),
+        ("StorageClass", "string", 0, _storage_class),
+        ("VolumeAttributesClass", "string", 0, _or_unset("spec", "volumeAttributesClassName")),
+        cells.AGE,
+        ("VolumeMode", "string", 1, _or_unset("spec", "volumeMode")),
+    ],
+    ("storage.k8s.io", "storageclasses"): [
+        ("Name", "string", 0, _class_name),
+        ("Provisioner", "string", 0, lambda o, n: o.get("provisioner", "")),
+        ("ReclaimPolicy", "string", 0, lambda o, n: o.get("reclaimPolicy") or "Delete"),
+        ("VolumeBindingMode", "string", 0,
+         lambda o, n: o.get("volumeBindingMode") or "Immediate"),
+        ("AllowVolumeExpansion", "string", 0,
+         lambda o, n: bool(o.get("allowVolumeExpansion", False))),
+        cells.AGE,
+    ],
+})
+
+
 def columns_for(group: str, plural: str) -> list[Column]:
     return PRINTERS.get((group, plural), [cells.NAME, cells.AGE])

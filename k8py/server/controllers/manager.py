@@ -28,6 +28,7 @@ from k8py.server.controllers.csrapproving import CsrApprovingController
 from k8py.server.controllers.csrsigning import CsrSigningController
 from k8py.server.controllers.persistentvolume import PersistentVolumeController
 from k8py.server.controllers.nodepasswords import NodePasswordController
+from k8py.server.controllers.protection import PvcProtectionController, PvProtectionController
 from k8py.server.controllers.servicelb import ServiceLoadBalancer
 from k8py.server.controllers.ingressstatus import IngressStatusController
 from k8py.server.controllers.daemonset import DaemonSetController
@@ -78,6 +79,8 @@ CONTROLLERS: list[type[Controller]] = [
     ResourceQuotaController,
     PersistentVolumeController,
     LocalPathProvisioner,
+    PvcProtectionController,
+    PvProtectionController,
 ]
 
 
