@@ -13,8 +13,8 @@ for most refusals); the write then does nothing. The default chain (`default_cha
 missing or terminating namespace is refused by the write path itself,
 `GenericStore.require_namespace`), then, given the store, `LimitRanger` (`limitranger`),
 `ServiceAccount` (`serviceaccount.py`: a pod's account, its token volume), `PodSecurity`
-(`podsecurity`), `DefaultStorageClass` (`defaultstorageclass`: a claim's default class) and
-last, as upstream orders it, `ResourceQuota` (`resourcequota`). The API
+(`podsecurity`), `DefaultStorageClass` (`defaultstorageclass`: a claim's default class),
+`DefaultIngressClass` (`defaultingressclass`: an Ingress's default class) and last, as upstream orders it, `ResourceQuota` (`resourcequota`). The API
 server adds, before ResourceQuota, the plugins that consult its authorizers
 (`NodeRestriction`, `RBACEscalation`: `RestHandler.use_authorization`). A plugin can be
 switched off by name (`disabled`, upstream's --disable-admission-plugins): the bare API
@@ -123,11 +123,13 @@ def forbidden(attributes: Attributes, message: str) -> errors.Forbidden:
 def default_chain(registry: Any = None, objects: Any = None,
                   disabled: Collection[str] = ()) -> "Chain":
     """NamespaceLifecycle, then (when given the registry and the `ObjectStore` they read)
-    LimitRanger, ServiceAccount, PodSecurity, DefaultStorageClass and last ResourceQuota,
+    LimitRanger, ServiceAccount, PodSecurity, DefaultStorageClass, DefaultIngressClass and
+    last ResourceQuota,
     less the plugins named in `disabled`."""
     plugins: list[Plugin] = [NamespaceLifecycle()]
     if registry is not None and objects is not None:
         # imported here: the plugins import this module for Attributes
+        from k8py.server.apiserver.defaultingressclass import DefaultIngressClass
         from k8py.server.apiserver.defaultstorageclass import DefaultStorageClass
         from k8py.server.apiserver.limitranger import LimitRanger
         from k8py.server.apiserver.resourcequota import ResourceQuota
@@ -135,7 +137,7 @@ def default_chain(registry: Any = None, objects: Any = None,
 
         plugins += [LimitRanger(objects), ServiceAccount(registry, objects),
                     podsecurity.PodSecurity(registry, objects), DefaultStorageClass(objects),
-                    ResourceQuota(objects)]
+                    DefaultIngressClass(objects), ResourceQuota(objects)]
     return Chain([p for p in plugins if p.name not in disabled])
 
 
