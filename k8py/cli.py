@@ -391,8 +391,13 @@ def _agent_joined(debug: bool, flags: dict) -> None:
             credentials, flags["server"], client, transport, config.node_name,
             addresses=(config.node_ip,), hostnames=hostnames,
             password_file=os.path.join(config.agent_dir, "node-password")).run())
+        # TLS Secrets for the ingress: the k8py-ingress account's token, bound to this node
+        from k8py.agent.ingresstoken import IngressToken
+
+        ingress_token = IngressToken(client, config.node_name, flags["server"].rstrip("/"),
+                                     credentials.ca_cert)
         try:
-            await _agent_notifying(agent_daemon, node_config, client)
+            await _agent_notifying(agent_daemon, node_config, client, ingress_token)
         finally:
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
@@ -401,7 +406,7 @@ def _agent_joined(debug: bool, flags: dict) -> None:
     _run(run())
 
 
-async def _agent_notifying(agent_daemon, config, client) -> None:
+async def _agent_notifying(agent_daemon, config, client, ingress_token=None) -> None:
     """Run the agent; tell the service manager (k8py-agent.service is Type=notify) once it
     is ready."""
     from k8py.lifecycle import notify_service_manager
@@ -413,7 +418,7 @@ async def _agent_notifying(agent_daemon, config, client) -> None:
         notify_service_manager("READY=1")
     notifier = asyncio.create_task(notify())
     try:
-        await agent_daemon.run(config, client, ready)
+        await agent_daemon.run(config, client, ready, ingress_token=ingress_token)
     finally:
         notifier.cancel()
 

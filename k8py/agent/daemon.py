@@ -28,12 +28,14 @@ the agent leaves pods running: containerd's shims keep them, and a restarted age
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from typing import Any
 
 from k8py.agent import airgap, containerd
 from k8py.agent.config import AgentConfig
+from k8py.agent.ingresstoken import IngressToken
 from k8py.agent.kubelet import node as nodes
 from k8py.agent.kubelet.podmanager import PodManager
 from k8py.api.resources import builtin
@@ -105,9 +107,11 @@ def _pods_view(manager: PodManager) -> list[dict[str, Any]]:
 
 
 async def run(config: AgentConfig, client: Client, ready: asyncio.Event | None = None,
-              ingress_secrets: Client | None = None) -> None:
+              ingress_secrets: Client | None = None,
+              ingress_token: IngressToken | None = None) -> None:
     """The agent; `ingress_secrets` is a client that may read TLS Secrets for the ingress
-    controller (the embedded agent's, as `kube-system/k8py-ingress`), else HTTPS Ingresses
+    controller (the embedded agent's, as `kube-system/k8py-ingress`), or `ingress_token`
+    keeps one (a joined agent's, `k8py.agent.ingresstoken`); with neither, HTTPS Ingresses
     get the fallback certificate."""
     node_name = config.resolved_node_name()
     node_ip = config.resolved_node_ip()
@@ -179,11 +183,20 @@ async def run(config: AgentConfig, client: Client, ready: asyncio.Event | None =
         if config.ingress:
             from k8py.net.ingress import IngressController
 
+            if ingress_secrets is None and ingress_token is not None:
+                start("ingress-token", ingress_token.run())
+                ingress_secrets = ingress_token.client
             start("ingress", IngressController(
                 client, http_port=config.ingress_http_port,
                 https_port=config.ingress_https_port, secrets_client=ingress_secrets,
-                informers=(services, slices)).run())
+                informers=(services, slices), node_name=node_name).run())
         await until(reporter.registered)
+        if not config.ingress:  # a node that ran it before must not be listed any more
+            from k8py.api import errors
+            from k8py.net import ingress
+
+            with contextlib.suppress(errors.StatusError):
+                await ingress.announce(client, node_name, None)
         from k8py.agent.kubelet.volumes import VolumeManager
 
         volumes = VolumeManager(client, config.pods_dir, node_name,

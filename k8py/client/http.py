@@ -152,6 +152,13 @@ class HttpTransport:
     def tls(self) -> ssl.SSLContext:
         return self._tls
 
+    def set_token(self, token: str) -> None:
+        """Send this bearer token from the next request on (a renewed short-lived token;
+        watches already open keep the one they began with)."""
+        self._headers["Authorization"] = f"Bearer {token}"
+        if self._client_session is not None:
+            self._client_session.headers["Authorization"] = f"Bearer {token}"
+
     def renew_client_certificate(self, cert: str, key: str, retire_after: float) -> None:
         """Present the chain in `cert` from now on; close the connections opened with the
         previous one after `retire_after` seconds (when it ends)."""

@@ -17,17 +17,26 @@ Who reads what: the node's own identity reads IngressClasses and Ingresses (RBAC
 The Node authorizer lets a node read only the Secrets its pods use, and k8py keeps that
 promise, so TLS Secrets are read through `secrets_client`, a client acting as the service
 account `kube-system/k8py-ingress` (ClusterRole `k8py:ingress-secrets`; the reach k3s gives
-Traefik's account). The embedded agent of `k8py server` gets one in process; an agent
-without one (a joined agent, for now) serves HTTPS with the fallback certificate only.
-Its informer lists only `type=kubernetes.io/tls` Secrets. `status.loadBalancer` of the
-Ingresses is written by the server (`k8py.server.controllers.ingressstatus`), not here.
+Traefik's account). The embedded agent of `k8py server` gets one in process; a joined agent
+one holding that account's token bound to its Node (`k8py.agent.ingresstoken`). Its informer
+lists only `type=kubernetes.io/tls` Secrets; the listeners wait for it at most
+`SECRETS_WAIT` seconds (a token not granted yet must not keep HTTP down), HTTPS answering
+with the fallback certificate until it has synced. `status.loadBalancer` of the
+Ingresses is written by the server (`k8py.server.controllers.ingressstatus`), not here:
+once both listeners are up, the controller announces the ports on its Node
+(`PORTS_ANNOTATION`, `{"http": 80, "https": 443}`; removed when it stops or the agent runs
+with `--disable-ingress`), and the server lists the Ready nodes that announce them, as k3s
+lists the nodes running Traefik's ServiceLB pods, and keeps LoadBalancer Services off those
+ports on those nodes (`k8py.server.controllers.servicelb`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
+import json
 import logging
 import os
 import ssl
@@ -35,6 +44,7 @@ from typing import Any
 
 from aiohttp import web
 
+from k8py.api import errors
 from k8py.api.resources import builtin
 from k8py.client.client import Client
 from k8py.client.informer import Informer
@@ -50,6 +60,28 @@ SERVICES = builtin("v1", "services")
 ENDPOINT_SLICES = builtin("discovery.k8s.io/v1", "endpointslices")
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 SETTLE = 0.05  # changes arriving together make one new table
+SECRETS_WAIT = 10.0
+NODES = builtin("v1", "nodes")
+PORTS_ANNOTATION = "ingress.k8py.io/ports"
+
+
+def announced_ports(node: dict[str, Any]) -> dict[str, int]:
+    """The ports a node's ingress listens on ({} when it runs none)."""
+    value = (node["metadata"].get("annotations") or {}).get(PORTS_ANNOTATION)
+    try:
+        ports = json.loads(value) if value else {}
+    except ValueError:
+        return {}
+    return {scheme: port for scheme, port in ports.items()
+            if scheme in ("http", "https") and isinstance(port, int)} \
+        if isinstance(ports, dict) else {}
+
+
+async def announce(client: Client, node_name: str, ports: dict[str, int] | None) -> None:
+    """Say on the Node which ports its ingress listens on (None: that it runs none)."""
+    value = json.dumps(ports, sort_keys=True) if ports else None
+    await client.patch(NODES, node_name, {"metadata": {"annotations": {
+        PORTS_ANNOTATION: value}}})
 
 
 def _memory_file(data: bytes) -> int:
@@ -99,7 +131,9 @@ def fallback_certificate() -> tuple[bytes, bytes]:
 class IngressController:
     def __init__(self, client: Client, *, http_port: int = 80, https_port: int = 443,
                  address: str = "0.0.0.0", secrets_client: Client | None = None,
-                 informers: tuple[Informer, Informer] | None = None):
+                 informers: tuple[Informer, Informer] | None = None,
+                 node_name: str | None = None):
+        self.client, self.node_name = client, node_name  # node_name: announce the ports
         self.shared = informers is not None
         self.services, self.slices = informers or (Informer(client, SERVICES),
                                                    Informer(client, ENDPOINT_SLICES))
@@ -117,6 +151,21 @@ class IngressController:
         self.changed = asyncio.Event()
         self.listening = asyncio.Event()  # set once a listener is up
         self.generation = 0  # tables built so far (tests wait on it)
+
+    async def _announce(self, listeners: list[asyncio.Task]) -> None:
+        """The Node's annotation, once both listeners are up (retried: the Node may not be
+        registered yet)."""
+        await asyncio.gather(*listeners)
+        delay = 1.0
+        while True:
+            try:
+                await announce(self.client, self.node_name, dict(self.bound))
+                return
+            except errors.StatusError as exc:
+                log.debug("ingress: announcing the ports on node %s: %s", self.node_name,
+                          exc.message)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     def _on_change(self, *_objects: Any) -> None:
         self.changed.set()
@@ -189,6 +238,7 @@ class IngressController:
             log.info("ingress: no credentials for TLS Secrets: HTTPS with the fallback "
                      "certificate only")
         watched = [*informers, *((self.services, self.slices) if self.shared else ())]
+        routing = [i for i in watched if i is not self.secrets]
         for informer in watched:
             informer.add_handlers(self._on_change, self._on_change, self._on_change)
         tasks = [asyncio.create_task(i.run(), name=f"ingress-{i.resource.plural}")
@@ -197,7 +247,13 @@ class IngressController:
         app.router.add_route("*", "/{tail:.*}", self.proxy.handle)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
         try:
-            await asyncio.gather(*(i.synced.wait() for i in watched))
+            await asyncio.gather(*(i.synced.wait() for i in routing))
+            if self.secrets is not None:
+                try:
+                    await asyncio.wait_for(self.secrets.synced.wait(), SECRETS_WAIT)
+                except TimeoutError:
+                    log.warning("ingress: TLS Secrets not readable yet: HTTPS with the "
+                                "fallback certificate until they are")
             self.rebuild()
             await self.proxy.start()
             await runner.setup()
@@ -207,6 +263,8 @@ class IngressController:
                           ("https", self.https_port, self.server_context()))]
             if ready is not None:
                 ready.set()
+            if self.node_name:
+                tasks.append(asyncio.create_task(self._announce(tasks[-2:])))
             while True:
                 await self.changed.wait()
                 await asyncio.sleep(SETTLE)
@@ -218,5 +276,8 @@ class IngressController:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self.node_name and self.bound:
+                with contextlib.suppress(errors.StatusError, TimeoutError):
+                    await asyncio.wait_for(announce(self.client, self.node_name, None), 3)
             await runner.cleanup()
             await self.proxy.close()

@@ -326,6 +326,10 @@ INGRESS_CLASS = {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
                  "metadata": {"name": "k8py", "annotations": {
                      "ingressclass.kubernetes.io/is-default-class": "true"}},
                  "spec": {"controller": "k8py.io/ingress"}}
+# the account TLS Secrets are read as (`k8py:ingress-secrets`); a joined agent asks for its
+# token bound to its own Node (`k8py.agent.ingresstoken`), so the object must exist
+INGRESS_SERVICE_ACCOUNT = {"apiVersion": "v1", "kind": "ServiceAccount",
+                           "metadata": {"name": "k8py-ingress", "namespace": "kube-system"}}
 
 
 # Packaged add-ons: (name, its manifest for this server's configuration). Each is written
@@ -335,7 +339,8 @@ PACKAGED_ADDONS: list[tuple[str, Callable[[ServerConfig], str]]] = [
     # k3s's names, so `--disable local-storage` is k3s's
     ("local-storage", lambda config: yaml.safe_dump(localpath.STORAGE_CLASS, sort_keys=False)),
     # the built-in ingress controller's class, the default (k3s ships Traefik's as default)
-    ("ingress", lambda config: yaml.safe_dump(INGRESS_CLASS, sort_keys=False)),
+    ("ingress", lambda config: yaml.safe_dump_all([INGRESS_SERVICE_ACCOUNT, INGRESS_CLASS],
+                                                  sort_keys=False)),
     # metrics.k8s.io is served by the API server itself; the add-on's manifest is
     # metrics-server's aggregated reader role, and disabling it also stops the API
     (METRICS_ADDON, lambda config: yaml.safe_dump(metricsapi.AGGREGATED_READER,

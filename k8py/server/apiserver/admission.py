@@ -14,7 +14,8 @@ missing or terminating namespace is refused by the write path itself,
 `GenericStore.require_namespace`), then, given the store, `LimitRanger` (`limitranger`),
 `ServiceAccount` (`serviceaccount.py`: a pod's account, its token volume), `PodSecurity`
 (`podsecurity`), `DefaultStorageClass` (`defaultstorageclass`: a claim's default class),
-`StorageObjectInUseProtection` (`storageprotection`: the claims' and volumes' finalizers) and
+`StorageObjectInUseProtection` (`storageprotection`: the claims' and volumes' finalizers),
+`DefaultIngressClass` (`defaultingressclass`: an Ingress's default class) and
 last, as upstream orders it, `ResourceQuota` (`resourcequota`). The API
 server adds, before ResourceQuota, the plugins that consult its authorizers
 (`NodeRestriction`, `RBACEscalation`: `RestHandler.use_authorization`). A plugin can be
@@ -125,11 +126,12 @@ def default_chain(registry: Any = None, objects: Any = None,
                   disabled: Collection[str] = ()) -> "Chain":
     """NamespaceLifecycle, then (when given the registry and the `ObjectStore` they read)
     LimitRanger, ServiceAccount, PodSecurity, DefaultStorageClass,
-    StorageObjectInUseProtection and last ResourceQuota,
+    StorageObjectInUseProtection, DefaultIngressClass and last ResourceQuota,
     less the plugins named in `disabled`."""
     plugins: list[Plugin] = [NamespaceLifecycle()]
     if registry is not None and objects is not None:
         # imported here: the plugins import this module for Attributes
+        from k8py.server.apiserver.defaultingressclass import DefaultIngressClass
         from k8py.server.apiserver.defaultstorageclass import DefaultStorageClass
         from k8py.server.apiserver.limitranger import LimitRanger
         from k8py.server.apiserver.resourcequota import ResourceQuota
@@ -138,7 +140,8 @@ def default_chain(registry: Any = None, objects: Any = None,
 
         plugins += [LimitRanger(objects), ServiceAccount(registry, objects),
                     podsecurity.PodSecurity(registry, objects), DefaultStorageClass(objects),
-                    StorageObjectInUseProtection(), ResourceQuota(objects)]
+                    StorageObjectInUseProtection(), DefaultIngressClass(objects),
+                    ResourceQuota(objects)]
     return Chain([p for p in plugins if p.name not in disabled])
 
 

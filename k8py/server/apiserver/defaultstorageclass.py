@@ -23,10 +23,13 @@ IS_DEFAULT = ("storageclass.kubernetes.io/is-default-class",
 BETA_CLASS = "volume.beta.kubernetes.io/storage-class"
 
 
-def default_class(classes: list[dict[str, Any]]) -> dict[str, Any] | None:
+def default_class(classes: list[dict[str, Any]],
+                  annotations: tuple[str, ...] = IS_DEFAULT) -> dict[str, Any] | None:
+    """The default among `classes` (StorageClasses, or IngressClasses with their own
+    annotation): newest first, then by name."""
     defaults = [c for c in classes
                 if any((c["metadata"].get("annotations") or {}).get(a) == "true"
-                       for a in IS_DEFAULT)]
+                       for a in annotations)]
     if not defaults:
         return None
     # newest first, then by name (timestamps are RFC 3339 UTC: they sort as text)

@@ -15,7 +15,10 @@ For writes by a node identity (`nodeauthz.node_name`), as upstream's plugin:
   nothing else.
 - Lease and CSINode: only its own, and leases only in `kube-node-lease`.
 - `serviceaccounts/<sa>/token`: only tokens bound (v1 Pod, name and uid) to a pod bound to
-  itself.
+  itself. k8py's one exception (`INGRESS_ACCOUNT`): a token of `kube-system/k8py-ingress`
+  bound (v1 Node, name and uid) to the requesting node itself, which is how a joined agent's
+  ingress controller reads TLS Secrets (`k8py.agent.ingresstoken`); RBAC
+  (`k8py:ingress-token`) is what allows the request at all, this only lets it through.
 Refusals are 403 `<resource> "<name>" is forbidden: <reason>`; pods and nodes it must look
 up come from the store (`pods_on`, `nodes_on`).
 """
@@ -37,6 +40,8 @@ KUBELET_LABELS = frozenset({
     "failure-domain.beta.kubernetes.io/zone", "topology.kubernetes.io/region",
     "topology.kubernetes.io/zone"})
 KUBELET_LABEL_DOMAINS = ("kubelet.kubernetes.io", "node.kubernetes.io")
+# the service account whose tokens a node may bind to its own Node object (see above)
+INGRESS_ACCOUNT = ("kube-system", "k8py-ingress")
 
 
 def _domain(label: str) -> str:
@@ -250,6 +255,9 @@ class NodeRestriction:
     async def _token(self, attributes: admission.Attributes, node: str) -> None:
         spec = (attributes.object or {}).get("spec")
         ref = spec.get("boundObjectRef") if isinstance(spec, dict) else None
+        if (attributes.namespace, attributes.name) == INGRESS_ACCOUNT and \
+                isinstance(ref, dict) and ref.get("kind") == "Node":
+            return await self._own_node_token(attributes, node, ref)
         if not isinstance(ref, dict) or ref.get("apiVersion") != "v1" or \
                 ref.get("kind") != "Pod" or not ref.get("name"):
             self._refuse(attributes, "node requested token not bound to a pod")
@@ -265,6 +273,23 @@ class NodeRestriction:
         if (pod.get("spec") or {}).get("nodeName") != node:
             self._refuse(attributes, "node requested token bound to a pod scheduled on a "
                                      "different node")
+
+
+    async def _own_node_token(self, attributes: admission.Attributes, node: str,
+                              ref: dict[str, Any]) -> None:
+        """The ingress account's token, bound to the requesting node and no other: it dies
+        with that Node object (the authenticator checks the uid)."""
+        if ref.get("apiVersion") != "v1" or ref.get("name") != node:
+            self._refuse(attributes, "node requested token bound to a different node")
+        if not ref.get("uid"):
+            self._refuse(attributes, "node requested token with a node binding without a uid")
+        stored = await self.nodes_on(node) if self.nodes_on else None
+        if stored is None:
+            raise errors.not_found("nodes", node)
+        if stored["metadata"].get("uid") != ref["uid"]:
+            self._refuse(attributes, f"the UID in the bound object reference ({ref['uid']}) "
+                                     "does not match the UID in record. The object might have "
+                                     "been deleted and then recreated")
 
 
 def _object_name(obj: Any) -> str:

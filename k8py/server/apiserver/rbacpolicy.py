@@ -18,6 +18,9 @@ k8py's additions, for what k8py runs that upstream runs as other components:
 - `k8py:ingress-secrets`, bound to service account `kube-system/k8py-ingress`: the
   ingress controller's TLS Secrets (nodes read Ingresses and IngressClasses through
   `k8py:node`, never Secrets their pods do not use);
+  `k8py:ingress-token` (Role in kube-system, bound to group `system:nodes`): `create` on
+  `serviceaccounts/token` of `k8py-ingress` alone, so a joined agent gets that account's
+  token, which NodeRestriction lets through only bound to the agent's own Node;
   `k8py:controller:ingress-status-controller` writes the Ingresses' `status.loadBalancer`;
 - `k8py:node-autoapprove-certificate-rotation`: nodes may ask for their client
   certificate's renewal (`selfnodeclient`), which the CSR approver then approves;
@@ -84,6 +87,16 @@ def k8py_objects() -> list[dict[str, Any]]:
                 roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                          "name": "k8py:ingress-secrets"},
                 subjects=_controller_subject("k8py-ingress")),
+        # a node may ask for that account's token (bound to itself: NodeRestriction) and
+        # for no other account's through RBAC
+        _object("Role", "k8py:ingress-token", "kube-system", rules=[
+            {**_rule("create", "", "serviceaccounts/token"),
+             "resourceNames": ["k8py-ingress"]}]),
+        _object("RoleBinding", "k8py:ingress-token", "kube-system",
+                roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                         "name": "k8py:ingress-token"},
+                subjects=[{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                           "name": "system:nodes"}]),
         _object("ClusterRole", "k8py:controller:ingress-status-controller", rules=[
             _rule(read, "networking.k8s.io", "ingresses ingressclasses"),
             _rule(read, "", "nodes"),

@@ -1,12 +1,14 @@
 """`status.loadBalancer` of the Ingresses the built-in ingress controller serves.
 
-Every agent answers Ingresses on its node's ports 80 and 443 (`k8py.net.ingress`), so an
-Ingress of the `k8py.io/ingress` controller (its class, or none while that class is the
-default) is reachable at the same addresses the ServiceLB controller gives LoadBalancer
-Services: the InternalIP of every Ready node (or of the nodes labelled
-`svccontroller.k8py.io/enablelb=true`), each with the ports `80/TCP` and `443/TCP` when it
-has TLS. One writer on the server rather than one per agent: agents would race each other
-over the same list. An Ingress that stops being ours loses the status it was given.
+Every agent answers Ingresses on its node's ports 80 and 443 (`k8py.net.ingress`) and
+announces them on its Node (`PORTS_ANNOTATION`), so an Ingress of the `k8py.io/ingress`
+controller (its class, or none while that class is the default) is reachable, as Traefik's
+Ingresses are in k3s, at the addresses ServiceLB would give its Service: the InternalIP of
+every Ready node running the ingress (among the nodes labelled
+`svccontroller.k8py.io/enablelb=true` when any is), each with the port it serves HTTP on,
+and HTTPS when the Ingress has TLS. One writer on the server rather than one per agent:
+agents would race each other over the same list. An Ingress that stops being ours loses the
+status it was given.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from k8py.api import errors
 from k8py.api.resources import builtin
 from k8py.client.informer import split_key
 from k8py.server.controllers.base import Controller
-from k8py.server.controllers.servicelb import ingress_addresses
+from k8py.net.ingress import announced_ports
+from k8py.server.controllers.servicelb import node_address, serving_nodes
 
 INGRESSES = builtin("networking.k8s.io/v1", "ingresses")
 INGRESS_CLASSES = builtin("networking.k8s.io/v1", "ingressclasses")
@@ -63,11 +66,14 @@ class IngressStatusController(Controller):
             return None
         wanted: list[dict[str, Any]] = []
         if self._ours(ingress) and not ingress["metadata"].get("deletionTimestamp"):
-            ports = [{"port": 80, "protocol": "TCP"}]
-            if (ingress.get("spec") or {}).get("tls"):
-                ports.append({"port": 443, "protocol": "TCP"})
-            wanted = [{"ip": ip, "ports": ports}
-                      for ip in ingress_addresses(self.nodes.list())]
+            tls = bool((ingress.get("spec") or {}).get("tls"))
+            for node in serving_nodes(self.nodes.list()):
+                announced = announced_ports(node)
+                ports = [{"port": announced[scheme], "protocol": "TCP"}
+                         for scheme in ("http", "https") if scheme in announced
+                         and (scheme == "http" or tls)]
+                if ports:
+                    wanted.append({"ip": node_address(node), "ports": ports})
         current = ((ingress.get("status") or {}).get("loadBalancer") or {}).get("ingress")
         if (current or []) == wanted:
             return None

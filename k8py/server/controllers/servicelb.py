@@ -7,8 +7,12 @@ InternalIP of every Ready node, or of the nodes labelled `svccontroller.k8py.io/
 when any node carries that label (k3s's `svccontroller.k3s.cattle.io/enablelb`). A port
 (protocol and number) already served that way by another LoadBalancer Service leaves the
 later one (by creation time, then name) pending, with a Warning Event that says which one
-holds it. Services of other types, or with a class, are left alone; a Service that stops
-being a LoadBalancer loses the ingress it was given.
+holds it. The built-in ingress controller holds its ports (80 and 443 by default, TCP) on
+the nodes that announce them (`k8py.net.ingress.PORTS_ANNOTATION`), as Traefik's ServiceLB
+pods hold them in k3s: a Service asking for one of those ports is given only the other
+nodes' addresses, and stays pending with a Warning Event when no node is left. Services of
+other types, or with a class, are left alone; a Service that stops being a LoadBalancer
+loses the ingress it was given.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 from k8py.api import errors
 from k8py.api.resources import builtin
 from k8py.client.informer import key_of, split_key
+from k8py.net.ingress import announced_ports
 from k8py.server.controllers.base import Controller
 
 SERVICES = builtin("v1", "services")
@@ -30,21 +35,26 @@ def _ready(node: dict[str, Any]) -> bool:
                for c in (node.get("status") or {}).get("conditions") or ())
 
 
-def _address(node: dict[str, Any]) -> str | None:
+def node_address(node: dict[str, Any]) -> str | None:
     for address in (node.get("status") or {}).get("addresses") or ():
         if address.get("type") == "InternalIP" and ":" not in address.get("address", ""):
             return address["address"]
     return None
 
 
-def ingress_addresses(nodes: list[dict[str, Any]]) -> list[str]:
-    """The addresses LoadBalancer Services are served on."""
+def serving_nodes(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Ready nodes with an address LoadBalancers are served on, by address."""
     chosen = [n for n in nodes if (n["metadata"].get("labels") or {}).get(ENABLE_LABEL)
               == "true"]
     if not any((n["metadata"].get("labels") or {}).get(ENABLE_LABEL) for n in nodes):
         chosen = nodes
-    return sorted({a for n in chosen if _ready(n) and (a := _address(n))},
-                  key=lambda ip: tuple(int(part) for part in ip.split(".")))
+    by_address = {a: n for n in chosen if _ready(n) and (a := node_address(n))}
+    return [by_address[a] for a in sorted(
+        by_address, key=lambda ip: tuple(int(part) for part in ip.split(".")))]
+
+
+def _ingress_ports(node: dict[str, Any]) -> set[tuple[str, int]]:
+    return {("TCP", port) for port in announced_ports(node).values()}
 
 
 def _ports(service: dict[str, Any]) -> set[tuple[str, int]]:
@@ -106,8 +116,18 @@ class ServiceLoadBalancer(Controller):
                                   f"port {port[1]}/{port[0]} is served for Service "
                                   f"{key_of(holder)} on the nodes' addresses already")
             else:
-                wanted = [{"ip": ip, "ipMode": "VIP"}
-                          for ip in ingress_addresses(self.nodes.list())]
+                wanted, taken = [], set()
+                for node in serving_nodes(self.nodes.list()):
+                    clash = _ports(service) & _ingress_ports(node)
+                    if clash:
+                        taken |= clash
+                    else:
+                        wanted.append({"ip": node_address(node), "ipMode": "VIP"})
+                if not wanted and taken:
+                    port = sorted(taken)[0]
+                    await self.record(SERVICES, service, "Warning", "PortInUse",
+                                      f"port {port[1]}/{port[0]} is served by the ingress "
+                                      "controller on the nodes' addresses already")
         current = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress")
         if (current or []) == wanted:
             return None

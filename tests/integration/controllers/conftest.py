@@ -77,8 +77,9 @@ async def start_control_plane(tmp_path, *, nodes: int = 3, settings: Settings | 
         # default IngressClass), as a server's deploy daemon applies them from manifests
         await client.create(builtin("storage.k8s.io/v1", "storageclasses"), yaml.safe_load(
             dict(daemon.PACKAGED_ADDONS)["local-storage"](None)))
-        await client.create(builtin("networking.k8s.io/v1", "ingressclasses"), yaml.safe_load(
-            dict(daemon.PACKAGED_ADDONS)["ingress"](None)))
+        account, ingress_class = yaml.safe_load_all(dict(daemon.PACKAGED_ADDONS)["ingress"](None))
+        await client.create(builtin("v1", "serviceaccounts"), account, "kube-system")
+        await client.create(builtin("networking.k8s.io/v1", "ingressclasses"), ingress_class)
         simulated = SimulatedNodes(client, nodes, **(node_kwargs or {"heartbeat": 1.0}),
                                    client_for=lambda name: as_user(inprocess.node(name)))
         tasks = []
