@@ -1,5 +1,5 @@
 """The `k8py` command: `k8py server`, `k8py agent`, `k8py certificate`, `k8py secrets-encrypt`,
-`k8py --version`.
+`k8py etcd-snapshot`, `k8py --version`.
 
 Flags follow k3s's names. Every flag can also come from `K8PY_<FLAG>` or the config file (see
 `k8py.config`). Usage errors are one line naming the flag or key, with exit code 2; runtime
@@ -96,6 +96,40 @@ def _check_audit_flags(flags: dict) -> None:
                                      param_hint="'--audit-log-path'") from None
 
 
+def _snapshot_server_options(f):
+    """k3s's snapshot flags of `server`: the schedule, and a restore (`--cluster-reset`)."""
+    for decorator in reversed([
+        option("--etcd-disable-snapshots", is_flag=True,
+               help="Take no scheduled datastore snapshots"),
+        option("--etcd-snapshot-schedule-cron", default="0 */12 * * *", show_default=True,
+               metavar="SCHEDULE", callback=lambda ctx, param, value: _cron(value),
+               help="When to take scheduled snapshots (cron, system time)"),
+        option("--etcd-snapshot-retention", type=click.IntRange(0), default=5,
+               show_default=True, help="Scheduled snapshots to keep (0: all)"),
+        option("--etcd-snapshot-dir", default=None, metavar="DIR",
+               help="Snapshot directory (default <data-dir>/server/db/snapshots)"),
+        option("--etcd-snapshot-name", default="etcd-snapshot", show_default=True,
+               help="Base name of scheduled snapshots (-<node>-<unix time> is appended)"),
+        option("--cluster-reset", is_flag=True,
+               help="With --cluster-reset-restore-path: restore the snapshot into the data "
+                    "dir and exit"),
+        option("--cluster-reset-restore-path", default=None, metavar="FILE",
+               help="Snapshot to restore (a path, or a name in the snapshot directory)"),
+    ]):
+        f = decorator(f)
+    return f
+
+
+def _cron(value: str) -> str:
+    from k8py.server.controllers import cron
+
+    try:
+        cron.parse(value)
+    except cron.ScheduleError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def _common_options(f):
     for decorator in reversed(
         [
@@ -161,8 +195,8 @@ def cli() -> None:
         help="Do not deploy add-on NAME and delete it if it was (its manifest in "
              "<data-dir>/server/manifests; repeatable or comma-separated, e.g. "
              "local-storage,ingress,metrics-server)")
-@option("--metric-resolution", default="15s", show_default=True, metavar="DURATION",
-        callback=lambda ctx, param, value: _seconds(value),
+@option("--metric-resolution", type=Duration(), default="15s", show_default=True,
+        callback=lambda ctx, param, value: _at_least_a_second(value),
         help="How often the metrics.k8s.io API (`kubectl top`) scrapes kubelets, as "
              "metrics-server's flag (e.g. 15s, 1m)")
 @option("--disable-agent", is_flag=True, help="Run no agent on this host")
@@ -201,6 +235,7 @@ def cli() -> None:
 @option("--encryption-provider-config", type=click.Path(dir_okay=False), default=None,
         metavar="FILE", help="Upstream's EncryptionConfiguration file: which resources are "
         "encrypted at rest, and how (reloaded when it changes)")
+@_snapshot_server_options
 def server(debug: bool, **flags) -> None:
     """Run the control plane (and, unless --disable-agent, an agent)."""
     from k8py.server import daemon
@@ -227,6 +262,14 @@ def server(debug: bool, **flags) -> None:
         raise click.BadParameter(str(exc), param_hint="'--datastore-endpoint'") from None
     _check_encryption_flags(flags)
     _check_audit_flags(flags)
+    cluster_reset, restore_path = flags.pop("cluster_reset"), flags.pop("cluster_reset_restore_path")
+    if restore_path and not cluster_reset:
+        raise click.UsageError("invalid flag use; --cluster-reset required with "
+                               "--cluster-reset-restore-path")
+    if cluster_reset:
+        _setup_logging(debug)
+        _cluster_reset(flags, restore_path)
+        return
     flags["tls_san"] = tuple(flags["tls_san"])
     flags["node_label"] = _node_labels(flags["node_label"])
     flags["disable"] = tuple(name.strip() for value in flags["disable"]
@@ -235,20 +278,37 @@ def server(debug: bool, **flags) -> None:
     _run(daemon.run(daemon.ServerConfig(**flags)))
 
 
-def _seconds(value: str) -> float:
-    """A duration as `15s`, `1m`, `1m30s`, `500ms` or plain seconds, at least 1 s."""
-    text, seconds = str(value).strip(), 0.0
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        seconds = float(text)
-    elif text and re.fullmatch(r"(\d+(\.\d+)?(h|ms|m|s))+", text):
-        units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
-        seconds = sum(float(n) * units[u] for n, u in
-                      re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s)", text))
-    else:
-        raise click.BadParameter(f"{value!r} is not a duration such as 15s or 1m")
+def _at_least_a_second(seconds: float) -> float:
     if seconds < 1:
-        raise click.BadParameter(f"{value!r} is shorter than 1s")
+        raise click.BadParameter(f"{seconds:g}s is shorter than 1s")
     return seconds
+
+
+def _cluster_reset(flags: dict, restore_path: str | None) -> None:
+    """`server --cluster-reset --cluster-reset-restore-path FILE`: restore, then exit with
+    k3s's message. Refused while a server has the datastore open (its lock)."""
+    from k8py.server import etcdsnapshot
+    from k8py.server.store.backend import StoreLocked
+    from k8py.server.store.snapshot import snapshotter
+
+    if not restore_path:
+        raise click.UsageError("--cluster-reset resets an etcd cluster's membership; a "
+                               "single-server datastore has none: give "
+                               "--cluster-reset-restore-path to restore a snapshot")
+    directory = flags["etcd_snapshot_dir"] or etcdsnapshot.default_dir(flags["data_dir"])
+    source = etcdsnapshot.restore_source(restore_path, directory)
+
+    async def restore() -> None:
+        snapshots = snapshotter(flags["datastore_endpoint"], flags["data_dir"])
+        try:
+            await etcdsnapshot.restore(snapshots, source)
+        except StoreLocked:
+            raise click.ClickException(
+                f"the datastore of {flags['data_dir']} is in use by a running k8py server: "
+                "stop it first (systemctl stop k8py), then restore") from None
+
+    _run(restore())
+    log.info(etcdsnapshot.RESET_DONE)
 
 
 def _authorization_mode(value: str) -> str:
@@ -905,6 +965,137 @@ def certificate_rotate_ca(data_dir: str, finish: bool) -> None:
 
 
 cli.add_command(secretsencrypt.command)
+
+
+class _SnapshotCommands(click.Group):
+    """k3s's aliases of `ls`: `list` and `l`."""
+
+    def get_command(self, ctx, name):
+        return super().get_command(ctx, {"list": "ls", "l": "ls"}.get(name, name))
+
+
+@cli.group("etcd-snapshot", cls=_SnapshotCommands)
+def etcd_snapshot() -> None:
+    """Datastore snapshots: save, ls, delete, prune (k3s's commands). They read the database
+    file directly (SQLite's online backup), so they work beside a running server."""
+
+
+def _snapshot_options(f):
+    for decorator in reversed([
+        click.option("--data-dir", "-d", envvar="K8PY_DATA_DIR", default="/var/lib/k8py",
+                     show_default=True, type=click.Path(file_okay=False),
+                     help="Folder holding the state"),
+        click.option("--datastore-endpoint", envvar="K8PY_DATASTORE_ENDPOINT", default="",
+                     metavar="URL", help="The server's datastore (default: SQLite under the "
+                     "data dir)"),
+        click.option("--node-name", envvar="K8PY_NODE_NAME", default=None,
+                     help="Node name in snapshot names (default: the hostname)"),
+        click.option("--dir", "--etcd-snapshot-dir", "directory", default=None, metavar="DIR",
+                     help="Snapshot directory (default <data-dir>/server/db/snapshots)"),
+        click.option("--name", default="on-demand", show_default=True,
+                     help="Base name of the snapshot (-<node>-<unix time> is appended)"),
+        click.option("--debug", is_flag=True, help="Log at debug level"),
+    ]):
+        f = decorator(f)
+    return f
+
+
+def _snapshot_dir(data_dir: str, directory: str | None) -> str:
+    from k8py.server import etcdsnapshot
+
+    return os.path.abspath(directory or etcdsnapshot.default_dir(data_dir))
+
+
+@etcd_snapshot.command("save")
+@_snapshot_options
+def etcd_snapshot_save(data_dir, datastore_endpoint, node_name, directory, name, debug) -> None:
+    """Take a snapshot now."""
+    from k8py.server import etcdsnapshot
+    from k8py.server.store.snapshot import snapshotter
+
+    _setup_logging(debug)
+
+    async def save() -> None:
+        taken, revision = await etcdsnapshot.save(
+            snapshotter(datastore_endpoint, data_dir), _snapshot_dir(data_dir, directory),
+            name, etcdsnapshot.node_name(node_name))
+        log.info("Snapshot %s saved at revision %d (%d bytes)", taken.name, revision,
+                 taken.size)
+
+    _run(save())
+
+
+@etcd_snapshot.command("ls")
+@_snapshot_options
+@click.option("--output", "-o", type=click.Choice(["table", "json", "yaml"]), default="table",
+              show_default=True, help="List format")
+def etcd_snapshot_ls(data_dir, datastore_endpoint, node_name, directory, name, debug,
+                     output) -> None:
+    """List snapshots (Name, Location, Size, Created)."""
+    import datetime
+    import json
+
+    import yaml
+
+    from k8py.server import etcdsnapshot
+
+    found = etcdsnapshot.list_snapshots(_snapshot_dir(data_dir, directory))
+
+    def created(snapshot) -> str:
+        moment = datetime.datetime.fromtimestamp(snapshot.created, etcdsnapshot.local_zone())
+        text = moment.isoformat(timespec="seconds")
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+    if output != "table":
+        node = etcdsnapshot.node_name(node_name)
+        listing = {"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "k3s.cattle.io/v1", "kind": "ETCDSnapshotFile",
+             "metadata": {"name": s.name},
+             "spec": {"snapshotName": s.name, "nodeName": node, "location": s.location},
+             "status": {"size": str(s.size), "creationTime": created(s), "readyToUse": True}}
+            for s in found]}
+        click.echo(json.dumps(listing) if output == "json"
+                   else yaml.safe_dump(listing, sort_keys=False), nl=output == "json")
+        return
+    rows = [("Name", "Location", "Size", "Created")]
+    rows += [(s.name, s.location, str(s.size), created(s)) for s in found]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:  # Go's tabwriter (padding 1) as k3s prints it
+        click.echo("".join(cell.ljust(w + 1) for cell, w in zip(row, widths)) + row[3])
+
+
+@etcd_snapshot.command("delete")
+@_snapshot_options
+@click.argument("snapshots", nargs=-1)
+def etcd_snapshot_delete(data_dir, datastore_endpoint, node_name, directory, name, debug,
+                         snapshots) -> None:
+    """Delete the named snapshots."""
+    from k8py.server import etcdsnapshot
+
+    _setup_logging(debug)
+    if not snapshots:
+        raise click.UsageError("no snapshots given for removal")
+    deleted, missing = etcdsnapshot.delete(_snapshot_dir(data_dir, directory), list(snapshots))
+    for snapshot in deleted:
+        log.info("Snapshot %s deleted locally", snapshot)
+    for snapshot in missing:
+        log.info("Snapshot %s not found locally", snapshot)
+
+
+@etcd_snapshot.command("prune")
+@_snapshot_options
+@click.option("--snapshot-retention", type=click.IntRange(0), default=5, show_default=True,
+              help="Number of snapshots to retain (of those named --name)")
+def etcd_snapshot_prune(data_dir, datastore_endpoint, node_name, directory, name, debug,
+                        snapshot_retention) -> None:
+    """Remove the oldest snapshots named --name beyond --snapshot-retention."""
+    from k8py.server import etcdsnapshot
+
+    _setup_logging(debug)
+    path = _snapshot_dir(data_dir, directory)
+    log.info("Applying snapshot retention=%d to local snapshots with prefix %s in %s",
+             snapshot_retention, name, path)
+    etcdsnapshot.prune(path, name, snapshot_retention)
 
 
 @cli.command()

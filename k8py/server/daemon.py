@@ -22,6 +22,9 @@ Secrets at rest: `--encryption-provider-config FILE` (upstream's) or `--secrets-
 (k3s's: `keyrotation.ensure_generated` writes `<data-dir>/server/cred/encryption-config.json`
 once) give the store an `Encryption`, checked before anything starts and reloaded while the
 server runs whenever the file changes.
+Unless `--etcd-disable-snapshots`, a `snapshots` daemon saves the datastore on
+`--etcd-snapshot-schedule-cron` and keeps `--etcd-snapshot-retention` of them
+(`etcdsnapshot`).
 With `--audit-policy-file` and
 `--audit-log-path` the API server writes upstream's audit log (`apiserver.audit`).
 """
@@ -58,6 +61,7 @@ from k8py.server.apiserver.storage import ObjectStore
 from k8py.server.apiserver.strategies import Strategies
 from k8py.server.store import open_backend
 from k8py.server.store.backend import Backend
+from k8py.server.store.snapshot import NoSnapshots, snapshotter
 
 METRICS_ADDON = "metrics-server"  # k3s's add-on name: `--disable metrics-server`
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -120,6 +124,11 @@ class ServerConfig:
     audit_log_format: str = "json"
     disable: tuple[str, ...] = ()  # add-ons (manifests) not deployed, and removed if they were
     metric_resolution: float = 15.0  # seconds between scrapes of the kubelets (metrics.k8s.io)
+    etcd_disable_snapshots: bool = False
+    etcd_snapshot_schedule_cron: str = "0 */12 * * *"
+    etcd_snapshot_retention: int = 5
+    etcd_snapshot_dir: str | None = None  # default <data-dir>/server/db/snapshots
+    etcd_snapshot_name: str = "etcd-snapshot"
 
     @property
     def serves_metrics(self) -> bool:
@@ -348,6 +357,23 @@ PACKAGED_ADDONS: list[tuple[str, Callable[[ServerConfig], str]]] = [
 ]
 
 
+async def run_snapshots(config: ServerConfig, snapshots, store_ready: asyncio.Event) -> None:
+    """Scheduled datastore snapshots (`etcdsnapshot.keep_scheduled`), once the store is open;
+    never ends by itself (the supervisor would stop the server)."""
+    from k8py.server import etcdsnapshot
+    from k8py.server.controllers import cron
+
+    await store_ready.wait()
+    directory = config.etcd_snapshot_dir or etcdsnapshot.default_dir(config.data_dir)
+    log.info("etcd snapshots on schedule %r into %s, keeping %d",
+             config.etcd_snapshot_schedule_cron, directory, config.etcd_snapshot_retention)
+    await etcdsnapshot.keep_scheduled(
+        snapshots, directory, config.etcd_snapshot_name,
+        etcdsnapshot.node_name(config.node_name), cron.parse(config.etcd_snapshot_schedule_cron),
+        config.etcd_snapshot_retention)
+    await asyncio.Event().wait()
+
+
 def manifests_dir(config: ServerConfig) -> str:
     return os.path.join(config.data_dir, "server", "manifests")
 
@@ -454,6 +480,15 @@ async def run(config: ServerConfig) -> None:
     if not (config.disable_scheduler and config.disable_controller_manager):
         supervisor.add("controllers", lambda: run_control_loops(config, handler))
     supervisor.add("deploy", lambda: run_deploy(config, handler))
+    if config.etcd_disable_snapshots:
+        log.info("ETCD snapshots are disabled")
+    else:
+        try:
+            snapshots = snapshotter(config.datastore_endpoint, config.data_dir)
+        except NoSnapshots as exc:
+            log.info("no scheduled snapshots: %s", exc)
+        else:
+            supervisor.add("snapshots", lambda: run_snapshots(config, snapshots, store_ready))
     if not config.disable_agent:
         supervisor.add("agent", lambda: run_agent(config, handler, certs))
     await supervisor.run()

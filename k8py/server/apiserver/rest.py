@@ -267,7 +267,9 @@ class RestHandler:
         """Every verb but watch, as (decoded body, HTTP status). `request` may be an
         `inprocess.Request`: the in-process transport comes in here, past HTTP and JSON."""
         method, subresource = request.method, target.subresource
-        if self.metrics is not None and target.resource.group == metricsapi.GROUP:
+        if target.resource.group == metricsapi.GROUP:
+            if self.metrics is None:  # the metrics-server add-on is off: no such group
+                raise errors.NotFound("the server could not find the requested resource")
             return await self.metrics.call(method, target.resource, target.namespace,
                                            target.name, subresource, request.query), 200
         if subresource == "scale":

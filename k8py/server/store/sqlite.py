@@ -173,16 +173,7 @@ class SQLiteBackend(LogBackend):
         return revision, compact_revision, live
 
     def _take_lock(self) -> None:
-        try:
-            fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise Unavailable(f"{self.path}: cannot take the lock: {exc.strerror}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreLocked(f"{self.path} is in use by another k8py process") from None
-        self._lock_fd = fd
+        self._lock_fd = take_lock(self.path)
 
     async def _prepare(self, db: aiosqlite.Connection) -> tuple[int, int]:
         """Check or create the schema; return (revision, compact revision)."""
@@ -345,6 +336,21 @@ class SQLiteBackend(LogBackend):
                 return 0
 
         return size(self.path), size(self.path + "-wal")
+
+
+def take_lock(path: str) -> int:
+    """The exclusive lock on the database at `path` (its `.lock` file), held while the fd
+    stays open: one server per file, and no restore under a running one."""
+    try:
+        fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise Unavailable(f"{path}: cannot take the lock: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreLocked(f"{path} is in use by another k8py process") from None
+    return fd
 
 
 def _check_header(path: str) -> None:

@@ -62,10 +62,9 @@ async def test_without_metrics_api(cluster):
 
     hpa = await eventually(inactive, 10, what="ScalingActive=False")
     assert condition(hpa, "AbleToScale")["reason"] == "SucceededGetScale"
-    # in process, an unserved group lists as empty (over HTTP it is a 404: "unable to fetch
-    # metrics from resource metrics API: the server could not find the requested resource")
-    message = "unable to get metrics for resource cpu: no metrics returned from resource " \
-        "metrics API"
+    # the test control plane serves no metrics.k8s.io: upstream's words for a missing API
+    message = "unable to get metrics for resource cpu: unable to fetch metrics from resource " \
+        "metrics API: the server could not find the requested resource (get pods.metrics.k8s.io)"
     active = condition(hpa, "ScalingActive")
     assert active["status"] == "False"
     assert active["message"].startswith("the HPA was unable to compute the replica count: "
