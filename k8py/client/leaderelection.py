@@ -1,19 +1,28 @@
-"""Leader election on a coordination.k8s.io Lease (client-go's leaderelection).
+"""Leader election on a coordination.k8s.io Lease, with client-go's leaderelection semantics.
 
-Candidates race to write their identity into `spec.holderIdentity` with compare-and-swap;
-the holder renews `spec.renewTime` every `retry_period`. Others take over once
-`renewTime + leaseDurationSeconds` has passed without renewal. A leader that cannot renew
-within `renew_deadline` stops leading: its work is cancelled, so two leaders never act at once
-for longer than the lease allows. Stepping down on shutdown clears the holder, so a successor
-need not wait out the lease.
+- Candidates race to write their identity (`<hostname>_<uuid>`) into `spec.holderIdentity`
+  by compare-and-swap (the update carries the resourceVersion last read), so of two writers
+  exactly one wins.
+- A lease held by another is valid while `leaseDurationSeconds` have not passed since this
+  candidate last *saw the lease change* (its own clock, client-go's observedTime): clocks of
+  different hosts are never compared. An empty holder (a released lease) is free at once.
+- Taking over sets `acquireTime` and increments `leaseTransitions`; renewing keeps both and
+  moves `renewTime` (MicroTime). Defaults: 15 s lease, 10 s renew deadline, 2 s retry.
+- A leader renews every `retry_period`. It stops leading AT ONCE (its work is cancelled) when
+  it sees another holder in the lease, or when no renewal succeeded for `renew_deadline`
+  (each attempt is itself cut at the deadline, so a hung API call cannot keep it leading).
+  `renew_deadline` < lease duration, so it has stopped before anyone else may take over.
+- `lead_forever` goes back to acquiring after a loss; on cancellation it releases the lease
+  (client-go's ReleaseOnCancel: holder "" and a 1 s duration) so a successor need not wait
+  out the lease. `release_on_cancel=False` leaves the lease to expire, as a crash would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from k8py.api import errors, timestamps
 from k8py.api.resources import builtin
@@ -26,95 +35,145 @@ LEASES = builtin("coordination.k8s.io/v1", "leases")
 class LeaderElector:
     def __init__(self, client: Client, namespace: str, name: str, identity: str, *,
                  lease_duration: float = 15.0, renew_deadline: float = 10.0,
-                 retry_period: float = 2.0):
+                 retry_period: float = 2.0, release_on_cancel: bool = True):
         self.client, self.namespace, self.name = client, namespace, name
         self.identity = identity
         self.lease_duration = lease_duration
         self.renew_deadline = renew_deadline
         self.retry_period = retry_period
+        self.release_on_cancel = release_on_cancel
         self.leading = False
+        self._observed: dict[str, Any] | None = None  # the lease as last read or written
+        self._observed_time = 0.0  # when its spec last changed, on this loop's clock
 
-    async def _try_acquire(self) -> bool:
-        """One attempt to take or renew the lease."""
-        now = time.time()
+    @property
+    def holder(self) -> str:
+        """The holder in the lease as last seen ("" when free or never seen)."""
+        return ((self._observed or {}).get("spec") or {}).get("holderIdentity") or ""
+
+    def _observe(self, lease: dict[str, Any]) -> None:
+        old = (self._observed or {}).get("spec")
+        self._observed = lease
+        if lease.get("spec") != old:
+            self._observed_time = asyncio.get_running_loop().time()
+
+    def _lease_valid(self) -> bool:
+        spec = (self._observed or {}).get("spec") or {}
+        duration = spec.get("leaseDurationSeconds") or self.lease_duration
+        return self._observed_time + duration > asyncio.get_running_loop().time()
+
+    async def _try_acquire_or_renew(self) -> bool:
+        """One attempt to take or renew the lease (client-go's tryAcquireOrRenew)."""
+        stamp = timestamps.micro_now()
+        spec: dict[str, Any] = {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": int(self.lease_duration),
+            "acquireTime": stamp, "renewTime": stamp, "leaseTransitions": 0}
         try:
             lease = await self.client.get(LEASES, self.name, self.namespace)
         except errors.NotFound:
-            lease = None
-        stamp = timestamps.micro_now()
-        spec = {"holderIdentity": self.identity,
-                "leaseDurationSeconds": int(self.lease_duration),
-                "acquireTime": stamp, "renewTime": stamp, "leaseTransitions": 0}
-        if lease is None:
             try:
-                await self.client.create(LEASES, {
+                self._observe(await self.client.create(LEASES, {
                     "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                     "metadata": {"name": self.name, "namespace": self.namespace},
-                    "spec": spec})
+                    "spec": spec}))
                 return True
             except (errors.AlreadyExists, errors.Conflict):
                 return False
+        self._observe(lease)
+        holder = self.holder
+        if holder and holder != self.identity and self._lease_valid():
+            return False
         current = lease.get("spec") or {}
-        holder = current.get("holderIdentity")
-        if holder and holder != self.identity:
-            renewed = timestamps.parse(current.get("renewTime"))
-            duration = current.get("leaseDurationSeconds") or self.lease_duration
-            if renewed and now - renewed < duration:
-                return False
         if holder == self.identity:
-            spec["acquireTime"] = current.get("acquireTime", spec["acquireTime"])
-            spec["leaseTransitions"] = current.get("leaseTransitions", 0)
+            spec["acquireTime"] = current.get("acquireTime") or stamp
+            spec["leaseTransitions"] = current.get("leaseTransitions") or 0
         else:
-            spec["leaseTransitions"] = current.get("leaseTransitions", 0) + 1
+            spec["leaseTransitions"] = (current.get("leaseTransitions") or 0) + 1
         try:
-            await self.client.update(LEASES, {**lease, "spec": spec})
+            self._observe(await self.client.update(LEASES, {**lease, "spec": spec}))
             return True
         except (errors.Conflict, errors.NotFound):
             return False
 
-    async def run(self, lead: Callable[[], Awaitable[None]]) -> None:
-        """Wait to lead, then run `lead()` while renewing; returns when leadership is lost
-        (after cancelling `lead`) or when `lead` returns."""
+    async def _acquire(self) -> None:
         while True:
             try:
-                if await self._try_acquire():
-                    break
+                if await self._try_acquire_or_renew():
+                    return
             except errors.StatusError as exc:
-                log.warning("leader election: %s", exc.message)
+                log.warning("leader election %s/%s: %s", self.namespace, self.name,
+                            exc.message)
             await asyncio.sleep(self.retry_period)
+
+    async def run(self, lead: Callable[[], Awaitable[None]]) -> bool:
+        """One term: wait to lead, then run `lead()` while renewing. Returns False when the
+        lease is lost (after cancelling `lead`), True when `lead` returned by itself."""
+        await self._acquire()
         log.info("%s became leader of %s/%s", self.identity, self.namespace, self.name)
         self.leading = True
+        loop = asyncio.get_running_loop()
         work = asyncio.create_task(lead())
         try:
-            last_renewal = asyncio.get_running_loop().time()
+            last_renewal = loop.time()
             while not work.done():
                 await asyncio.wait([work], timeout=self.retry_period)
                 if work.done():
                     break
+                left = last_renewal + self.renew_deadline - loop.time()
                 try:
-                    renewed = await self._try_acquire()
-                except errors.StatusError:
+                    renewed = await asyncio.wait_for(self._try_acquire_or_renew(),
+                                                     max(left, 0.001))
+                except (errors.StatusError, asyncio.TimeoutError, OSError) as exc:
+                    log.warning("%s could not renew %s/%s: %s", self.identity,
+                                self.namespace, self.name, exc)
                     renewed = False
-                now = asyncio.get_running_loop().time()
                 if renewed:
-                    last_renewal = now
-                elif now - last_renewal > self.renew_deadline:
-                    log.error("%s lost leadership of %s/%s", self.identity, self.namespace,
-                              self.name)
+                    last_renewal = loop.time()
+                elif self.holder and self.holder != self.identity:
+                    log.error("%s lost %s/%s to %s", self.identity, self.namespace,
+                              self.name, self.holder)
+                    break
+                elif loop.time() - last_renewal >= self.renew_deadline:
+                    log.error("%s lost %s/%s: not renewed within %ss", self.identity,
+                              self.namespace, self.name, self.renew_deadline)
                     break
         finally:
             self.leading = False
+            finished = work.done()
             work.cancel()
             await asyncio.gather(work, return_exceptions=True)
-        if work.done() and not work.cancelled() and work.exception():
+        if not work.cancelled() and work.exception():
             raise work.exception()
+        return finished
+
+    async def lead_forever(self, lead: Callable[[], Awaitable[None]]) -> None:
+        """Terms one after the other, until cancelled (or `lead` returns); releases the
+        lease on the way out when `release_on_cancel`."""
+        leading_at_end = False
+        try:
+            while not await self.run(lead):
+                pass
+        except asyncio.CancelledError:
+            leading_at_end = self.holder == self.identity
+            raise
+        finally:
+            if self.release_on_cancel and leading_at_end:
+                await self.release()
 
     async def release(self) -> None:
-        """Give the lease up, if held, so a successor takes over at once."""
+        """Give the lease up if this candidate holds it, so a successor takes over at once.
+        Compare-and-swap on the lease as last seen: a lease already taken over is left."""
+        if self.holder != self.identity or self._observed is None:
+            return
+        stamp = timestamps.micro_now()
+        spec = {"holderIdentity": "", "leaseDurationSeconds": 1,
+                "acquireTime": stamp, "renewTime": stamp,
+                "leaseTransitions": (self._observed.get("spec") or {}).get(
+                    "leaseTransitions") or 0}
         try:
-            lease = await self.client.get(LEASES, self.name, self.namespace)
-            if (lease.get("spec") or {}).get("holderIdentity") == self.identity:
-                spec = {**lease["spec"], "holderIdentity": None, "leaseDurationSeconds": 1}
-                await self.client.update(LEASES, {**lease, "spec": spec})
-        except errors.StatusError:
-            pass
+            self._observe(await self.client.update(LEASES, {**self._observed, "spec": spec}))
+            log.info("%s released %s/%s", self.identity, self.namespace, self.name)
+        except errors.StatusError as exc:
+            log.warning("%s could not release %s/%s: %s", self.identity, self.namespace,
+                        self.name, exc.message)

@@ -10,7 +10,7 @@ pointing at its advertised address (`apiserver.advertising`); its certificates a
 while it runs (`renewal`). SIGINT/SIGTERM stop the
 API server, then close the store. The scheduler and controllers (`controllers.manager`) run
 on the in-process transport once the API server has its REST handler, while this server holds
-the controller-manager lease. Unless `--disable-agent`, the embedded agent
+their leases (`kube-controller-manager`, `kube-scheduler`). Unless `--disable-agent`, the embedded agent
 (`k8py.agent.daemon.run`) runs this host as a node on the in-process transport, with a kubelet
 serving certificate issued from the cluster CA (`pki.ensure_kubelet_serving`); the API server
 reaches it with `pki.ensure_kubelet_client`'s certificate.
@@ -288,8 +288,8 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
 
 
 async def run_control_loops(config: ServerConfig, handler: asyncio.Future) -> None:
-    """The controllers and, beside them on their informers, the scheduler, on the
-    in-process transport, while elected."""
+    """The controllers and the scheduler on the in-process transport, each while elected
+    (`manager.run_elected`)."""
     from k8py.server.controllers import manager
     from k8py.server.controllers.base import Settings
     from k8py.server.scheduler.scheduler import Scheduler
@@ -326,9 +326,10 @@ async def run_control_loops(config: ServerConfig, handler: asyncio.Future) -> No
                         hpa_initial_readiness_delay=(
                             config.horizontal_pod_autoscaler_initial_readiness_delay))
     only = [] if config.disable_controller_manager else None
-    beside = {} if config.disable_scheduler else {
-        "the scheduler": lambda informers: Scheduler(scheduler_client, informers).run}
-    await manager.run_elected(client, settings, only=only, beside=beside, client_for=client_for)
+    scheduling = None if config.disable_scheduler else (
+        scheduler_client, lambda informers: Scheduler(scheduler_client, informers).run)
+    await manager.run_elected(client, settings, only=only, scheduling=scheduling,
+                              client_for=client_for)
 
 
 INGRESS_CLASS = {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",

@@ -379,6 +379,13 @@ def make_app(store: Backend, tokens: TokenFile, registry: Registry | None = None
 
     app.on_startup.append(start_authorization)
     app.on_cleanup.append(stop_authorization)
+
+    async def keep_ranges_repaired(app: web.Application):
+        task = asyncio.create_task(rest.service_ips.keep_repaired())
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    app.cleanup_ctx.append(keep_ranges_repaired)
     app[TOKENS_KEY] = tokens
     app[SERVICE_ACCOUNTS_KEY] = service_accounts
     for path in ("/healthz", "/livez", "/readyz"):

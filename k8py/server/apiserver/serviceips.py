@@ -20,27 +20,31 @@ A dry run (`dryRun=All`) allocates like a real write, so the answer shows the ad
 ports the service would get and a taken or out-of-range request fails the same way, but
 nothing stays reserved (upstream allocates from a dry-run allocator).
 
-State: which address and port belongs to which service (`namespace/name`), derived from the
-stored services on first use and kept in memory after, so it is only right while this API
-server is the only one writing services to its store. Every decision between reading the
-state and reserving in it is synchronous (one event loop), so concurrent creates never get
-the same address: a reservation is made before the write is awaited and undone if the write
-fails. Dynamic allocation prefers the upper part of each range, leaving the lower part to
-explicit requests (upstream's static/dynamic split: 10.43.0.1 for `kubernetes`, .10 for DNS).
+State: which addresses and ports are taken lives in the store, one bitmap per range
+(`serviceranges`), changed by compare-and-swap, so several API servers sharing one store never
+hand out the same value. It is repaired from the stored services before first use and every
+`REPAIR_INTERVAL` after (`keep_repaired`), as upstream's repair loops. A reservation is made
+before the service is written and undone if the write fails. Dynamic allocation prefers the
+upper part of each range, leaving the lower part to explicit requests (upstream's
+static/dynamic split: 10.43.0.1 for `kubernetes`, .10 for DNS).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import itertools
-import random
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from k8py.api import errors
-from k8py.api.resources import Resource
+from k8py.api.resources import Resource, builtin
+from k8py.server.apiserver.serviceranges import NODE_PORTS_KEY, SERVICE_IPS_KEY, StoredRange
 from k8py.server.apiserver.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+SERVICES = builtin("v1", "services")
+REPAIR_INTERVAL = 180.0  # seconds, upstream's repair period
 
 SERVICE_CIDR = "10.43.0.0/16"
 NODE_PORT_RANGE = (30000, 32767)
@@ -104,44 +108,6 @@ def _claims(spec: dict[str, Any]) -> tuple[set[int], set[int]]:
     return ips, _node_ports(spec)
 
 
-def _key(obj: dict[str, Any]) -> str:
-    return f"{obj['metadata'].get('namespace')}/{obj['metadata']['name']}"
-
-
-class Pool:
-    """Integers of one range held by owners, with upstream's static/dynamic split."""
-
-    def __init__(self, first: int, last: int, static: int):
-        self.first, self.last = first, last
-        self.static_end = min(first + static, last)  # [first, static_end) preferred static
-        self.owner: dict[int, str] = {}
-
-    def __contains__(self, value: int) -> bool:
-        return self.first <= value <= self.last
-
-    def take(self, value: int, owner: str) -> bool:
-        holder = self.owner.get(value)
-        if holder is not None and holder != owner:
-            return False
-        self.owner[value] = owner
-        return True
-
-    def take_next(self, owner: str) -> int | None:
-        for low, high in ((self.static_end, self.last), (self.first, self.static_end - 1)):
-            if low > high:
-                continue
-            start = random.randint(low, high)
-            for value in itertools.chain(range(start, high + 1), range(low, start)):
-                if value not in self.owner:
-                    self.owner[value] = owner
-                    return value
-        return None
-
-    def release(self, value: int, owner: str) -> None:
-        if self.owner.get(value) == owner:
-            del self.owner[value]
-
-
 def _static_size(size: int, divisor: int, cap: int) -> int:
     return min(max(16, size // divisor), cap)
 
@@ -154,29 +120,46 @@ class ServiceIPs:
         self.network = ipaddress.IPv4Network(service_cidr)
         first = int(self.network.network_address) + 1
         last = int(self.network.broadcast_address) - 1
-        self.ips = Pool(first, last, _static_size(last - first + 1, 16, 256))
+        self.ips = StoredRange(objects.backend, SERVICE_IPS_KEY, str(self.network), first,
+                               last, _static_size(last - first + 1, 16, 256))
         low, high = node_ports
-        self.ports = Pool(low, high, _static_size(high - low + 1, 32, 128))
         self.port_range = f"{low}-{high}"
+        self.ports = StoredRange(objects.backend, NODE_PORTS_KEY, self.port_range, low, high,
+                                 _static_size(high - low + 1, 32, 128))
         self._loaded = False
         self._lock = asyncio.Lock()
+
+    async def repair(self, resource: Resource = SERVICES) -> None:
+        """Both ranges rebuilt from the stored services (`StoredRange.repair`)."""
+        items, _, _ = await self.objects.list(resource, None)
+        ips: set[int] = set()
+        ports: set[int] = set()
+        for item in items:
+            held_ips, held_ports = _claims(_spec(item))
+            ips |= held_ips
+            ports |= held_ports
+        await self.ips.repair(ips)
+        await self.ports.repair(ports)
 
     async def _load(self, resource: Resource) -> None:
         if self._loaded:
             return
         async with self._lock:
-            if self._loaded:
-                return
-            items, _, _ = await self.objects.list(resource, None)
-            for item in items:
-                ips, ports = _claims(_spec(item))
-                for ip in ips:
-                    if ip in self.ips:
-                        self.ips.take(ip, _key(item))
-                for port in ports:
-                    if port in self.ports:
-                        self.ports.take(port, _key(item))
-            self._loaded = True
+            if not self._loaded:
+                await self.repair(resource)
+                self._loaded = True
+
+    async def keep_repaired(self, interval: float = REPAIR_INTERVAL) -> None:
+        """Repair now (unless a write did first) and every `interval`, until cancelled; a
+        failed repair is retried at the next one."""
+        repair = self._load(SERVICES)
+        while True:
+            try:
+                await repair
+            except Exception:  # the store may be away for a while: the next round retries
+                log.exception("repairing the service IP and node port ranges failed")
+            await asyncio.sleep(interval)
+            repair = self.repair()
 
     # --- the three writes ---------------------------------------------------------------------
 
@@ -188,14 +171,22 @@ class ServiceIPs:
         if not handles(resource):
             return obj if dry_run else await write(obj)
         await self._load(resource)
-        taken = self._allocate(obj, set(), set())
+        try:
+            taken = await self._allocate(obj, set(), set(), dry_run)
+        except errors.Invalid as invalid:
+            # a service that exists holds what it asks for: the answer is that it exists
+            metadata = obj["metadata"]
+            try:
+                await self.objects.get(resource, metadata.get("namespace"), metadata["name"])
+            except errors.NotFound:
+                raise invalid from None
+            raise errors.already_exists(resource.plural, metadata["name"]) from None
         if dry_run:
-            self._release(_key(obj), *taken)
             return obj
         try:
             return await write(obj)
         except BaseException:
-            self._release(_key(obj), *taken)
+            await self._release(*taken)
             raise
 
     def carry_over(self, resource: Resource, body: dict[str, Any],
@@ -249,18 +240,16 @@ class ServiceIPs:
             return new if dry_run else await write(new)
         await self._load(resource)
         held_ips, held_ports = _claims(_spec(current))
-        taken = self._allocate(new, held_ips, held_ports)
-        key = _key(new)
+        taken = await self._allocate(new, held_ips, held_ports, dry_run)
         if dry_run:
-            self._release(key, *taken)
             return new
         try:
             written = await write(new)
         except BaseException:
-            self._release(key, *taken)
+            await self._release(*taken)
             raise
         kept_ips, kept_ports = _claims(_spec(written))
-        self._release(key, held_ips - kept_ips, held_ports - kept_ports)
+        await self._release(held_ips - kept_ips, held_ports - kept_ports)
         return written
 
     async def deleted(self, resource: Resource, obj: dict[str, Any]) -> None:
@@ -268,47 +257,46 @@ class ServiceIPs:
         if not handles(resource):
             return
         await self._load(resource)
-        self._release(_key(obj), *_claims(_spec(obj)))
+        await self._release(*_claims(_spec(obj)))
 
     # --- allocating ---------------------------------------------------------------------------
 
-    def _release(self, key: str, ips: set[int], ports: set[int]) -> None:
-        for ip in ips:
-            self.ips.release(ip, key)
-        for port in ports:
-            self.ports.release(port, key)
+    async def _release(self, ips: set[int], ports: set[int]) -> None:
+        await self.ips.release(ips)
+        await self.ports.release(ports)
 
-    def _allocate(self, obj: dict[str, Any], held_ips: set[int],
-                  held_ports: set[int]) -> tuple[set[int], set[int]]:
+    async def _allocate(self, obj: dict[str, Any], held_ips: set[int], held_ports: set[int],
+                        dry_run: bool) -> tuple[set[int], set[int]]:
         """Fill in and reserve `obj`'s addresses and ports; (newly reserved ips, ports).
-        Nothing stays reserved if this raises."""
+        Nothing stays reserved if this raises; a dry run fills in and reserves nothing."""
         spec = obj.get("spec")
         if not isinstance(spec, dict):
             return set(), set()
-        key, name = _key(obj), obj["metadata"]["name"]
+        name = obj["metadata"]["name"]
         new_ips: set[int] = set()
         new_ports: set[int] = set()
         try:
             self._family_fields(spec)
             if needs_cluster_ip(spec):
-                ip = self._cluster_ip(spec, key, name, held_ips)
+                ip = await self._cluster_ip(spec, name, held_ips, dry_run)
                 if ip not in held_ips:
                     new_ips.add(ip)
             if needs_node_ports(spec):
                 for i, port in enumerate(spec.get("ports") or []):
                     if isinstance(port, dict):
-                        value = self._node_port(port.get("nodePort"), key, name,
-                                                f"spec.ports[{i}].nodePort",
-                                                held_ports | new_ports, new_ports)
+                        value = await self._node_port(port.get("nodePort"), name,
+                                                      f"spec.ports[{i}].nodePort",
+                                                      held_ports | new_ports, new_ports, dry_run)
                         port["nodePort"] = value
             if needs_health_check_port(spec):
-                spec["healthCheckNodePort"] = self._node_port(
-                    spec.get("healthCheckNodePort"), key, name, "spec.healthCheckNodePort",
-                    held_ports | new_ports, new_ports)
+                spec["healthCheckNodePort"] = await self._node_port(
+                    spec.get("healthCheckNodePort"), name, "spec.healthCheckNodePort",
+                    held_ports | new_ports, new_ports, dry_run)
         except BaseException:
-            self._release(key, new_ips, new_ports)
+            if not dry_run:
+                await self._release(new_ips, new_ports)
             raise
-        return new_ips, new_ports
+        return (set(), set()) if dry_run else (new_ips, new_ports)
 
     @staticmethod
     def _family_fields(spec: dict[str, Any]) -> None:
@@ -331,14 +319,14 @@ class ServiceIPs:
     def _invalid(self, name: str, field: str, message: str) -> errors.Invalid:
         return errors.invalid("Service", name, [(field, "FieldValueInvalid", message)])
 
-    def _cluster_ip(self, spec: dict[str, Any], key: str, name: str,
-                    held: set[int]) -> int:
+    async def _cluster_ip(self, spec: dict[str, Any], name: str, held: set[int],
+                          dry_run: bool) -> int:
         requested = _cluster_ip(spec)
         if not requested:
-            value = self.ips.take_next(key)
+            value = await self.ips.take_next(dry_run)
             if value is None:
                 raise errors.InternalError(
-                    "failed to allocate a serviceIP: range is full")
+                    "Internal error occurred: failed to allocate a serviceIP: range is full")
         else:
             quoted = f'[]string{{"{requested}"}}'
             try:
@@ -353,7 +341,7 @@ class ServiceIPs:
                     f"Invalid value: {quoted}: failed to allocate IP {requested}: the provided "
                     f"IP ({requested}) is not in the valid range. The range of valid IPs is "
                     f"{self.network}")
-            if value not in held and not self.ips.take(value, key):
+            if value not in held and not await self.ips.take(value, dry_run):
                 raise self._invalid(
                     name, "spec.clusterIPs",
                     f"Invalid value: {quoted}: failed to allocate IP {requested}: provided IP "
@@ -363,15 +351,16 @@ class ServiceIPs:
         spec["clusterIPs"] = [text]
         return value
 
-    def _node_port(self, requested: Any, key: str, name: str, field: str,
-                   held: set[int], new: set[int]) -> int:
+    async def _node_port(self, requested: Any, name: str, field: str,
+                         held: set[int], new: set[int], dry_run: bool) -> int:
         """A node port for one port of the service; `held` are the service's own already
         (a port may share its number with another of the same service, as upstream allows
         for different protocols)."""
         if not requested:
-            value = self.ports.take_next(key)
+            value = await self.ports.take_next(dry_run, exclude=held)
             if value is None:
-                raise errors.InternalError("failed to allocate a nodePort: range is full")
+                raise errors.InternalError(
+                    "Internal error occurred: failed to allocate a nodePort: range is full")
             new.add(value)
             return value
         if not isinstance(requested, int) or isinstance(requested, bool):
@@ -383,7 +372,7 @@ class ServiceIPs:
             raise self._invalid(name, field,
                                 f"Invalid value: {requested}: provided port is not in the "
                                 f"valid range. The range of valid ports is {self.port_range}")
-        if not self.ports.take(requested, key):
+        if not await self.ports.take(requested, dry_run):
             raise self._invalid(name, field, f"Invalid value: {requested}: provided port is "
                                 "already allocated")
         new.add(requested)

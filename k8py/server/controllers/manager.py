@@ -1,10 +1,13 @@
 """The controllers in one place, sharing one set of informers (one watch and one cache per
-resource, however many controllers read it) with the loops that run beside them (the
-server daemon puts the scheduler there: `beside`).
+resource, however many controllers read it); and the scheduler, on informers of its own.
 
-They run only while this server holds the `kube-controller-manager` Lease in `kube-system`,
-so several servers sharing a store never run two sets of loops at once. Losing the lease
-stops them all; the election starts again.
+They run only while this server holds their Lease in `kube-system` (`kube-controller-manager`
+for the controllers, `kube-scheduler` for the scheduler, elected separately as upstream's two
+processes are), so several servers sharing a store never run two sets of loops at once.
+Losing a lease cancels that component's loops and informers at once; its election starts
+again. Each term starts from fresh informers and controllers (nothing from a previous term's
+cache is trusted). On shutdown the leases held are released, so another server takes over
+within a retry period instead of a lease duration.
 
 `CONTROLLERS` lists the controller classes in the order they start. `--disable` style
 selection is by their `name`.
@@ -16,7 +19,8 @@ import asyncio
 import logging
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from k8py.client.client import Client
 from k8py.client.informer import SharedInformers
@@ -99,36 +103,81 @@ def build(client: Client, settings: Settings | None = None,
     return informers, controllers
 
 
-# loops that run beside the controllers, on their informers: what each is called in the log
-# ("the scheduler") -> a function of the informers that returns the loop
-Beside = Mapping[str, Callable[[SharedInformers], Callable[[], Awaitable[None]]]]
-
-
 async def run_loops(client: Client, settings: Settings | None = None,
-                    only: Iterable[str] | None = None, beside: Beside | None = None,
+                    only: Iterable[str] | None = None,
                     client_for: Callable[[str], Client] | None = None) -> None:
-    """Start the informers, wait for their first lists, then run every loop."""
-    beside = beside or {}
+    """Start the informers, wait for their first lists, then run every controller."""
     informers, controllers = build(client, settings, only, client_for)
-    loops = [c.run for c in controllers] + [make(informers) for make in beside.values()]
     informers.start()
     try:
         await informers.wait_synced()
-        log.info("informers synced; starting %d controllers and %s", len(controllers),
-                 " and ".join(beside) or "no scheduler")
-        await asyncio.gather(*(loop() for loop in loops))
+        log.info("informers synced; starting %d controllers", len(controllers))
+        await asyncio.gather(*(c.run() for c in controllers))
     finally:
         await informers.stop()
 
 
-async def run_elected(client: Client, settings: Settings | None = None,
-                      only: Iterable[str] | None = None, beside: Beside | None = None,
-                      client_for: Callable[[str], Client] | None = None) -> None:
-    """`run_loops` while holding the controller-manager lease; forever."""
-    identity = f"{socket.gethostname()}_{uuid.uuid4()}"
-    elector = LeaderElector(client, "kube-system", "kube-controller-manager", identity)
+# the scheduler, as its client and a function of its informers that returns its loop
+Scheduling = tuple[Client, Callable[[SharedInformers], Callable[[], Awaitable[None]]]]
+
+
+async def run_scheduler(scheduling: Scheduling) -> None:
+    """The scheduler on informers of its own (read as the scheduler), once they synced."""
+    client, make = scheduling
+    informers = SharedInformers(client)
+    loop = make(informers)
+    informers.start()
     try:
-        while True:
-            await elector.run(lambda: run_loops(client, settings, only, beside, client_for))
+        await informers.wait_synced()
+        log.info("informers synced; starting the scheduler")
+        await loop()
     finally:
-        await elector.release()
+        await informers.stop()
+
+
+def identity() -> str:
+    """A candidate's holderIdentity, as upstream's components build it."""
+    return f"{socket.gethostname()}_{uuid.uuid4()}"
+
+
+Lead = Callable[[], Awaitable[None]]
+
+
+def elections(client: Client, settings: Settings | None = None,
+              only: Iterable[str] | None = None, scheduling: Scheduling | None = None,
+              client_for: Callable[[str], Client] | None = None,
+              **election: Any) -> list[tuple[LeaderElector, Lead]]:
+    """The candidates of this server and what each runs while leading: the controllers on
+    `kube-system/kube-controller-manager` (none when `only` is empty), the scheduler on
+    `kube-system/kube-scheduler`, each lease taken by its own component's client.
+    `election` goes to each `LeaderElector` (timings, release_on_cancel)."""
+    only = list(only) if only is not None else None
+    found: list[tuple[LeaderElector, Lead]] = []
+    if only is None or only:
+        found.append((LeaderElector(client, "kube-system", "kube-controller-manager",
+                                    identity(), **election),
+                      lambda: run_loops(client, settings, only, client_for)))
+    if scheduling is not None:
+        found.append((LeaderElector(scheduling[0], "kube-system", "kube-scheduler",
+                                    identity(), **election),
+                      lambda: run_scheduler(scheduling)))
+    return found
+
+
+async def run(candidates: list[tuple[LeaderElector, Lead]]) -> None:
+    """Every candidate's elections, forever; cancelling releases the leases held."""
+    tasks = [asyncio.create_task(elector.lead_forever(lead)) for elector, lead in candidates]
+    try:
+        await asyncio.gather(*tasks)
+    finally:  # one failed or we are cancelled: the others stop (and release) too
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_elected(client: Client, settings: Settings | None = None,
+                      only: Iterable[str] | None = None,
+                      scheduling: Scheduling | None = None,
+                      client_for: Callable[[str], Client] | None = None) -> None:
+    """This server's controllers and scheduler, each while elected; forever."""
+    await run(elections(client, settings, only, scheduling, client_for))

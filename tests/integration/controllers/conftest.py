@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import os
 import subprocess
+from typing import Any
 
 import pytest
 import yaml
@@ -38,6 +39,11 @@ class ControlPlane:
     kubeconfig: str
     home: str
     ca_file: str = ""
+    # what the control loops run with, for tests that run them themselves (`loops=False`)
+    manager_client: Client | None = None
+    scheduling: manager.Scheduling | None = None
+    settings: Settings | None = None
+    client_for: Any = None
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
                 timeout: float = 30) -> subprocess.CompletedProcess:
@@ -56,7 +62,9 @@ class ControlPlane:
 
 @contextlib.asynccontextmanager
 async def start_control_plane(tmp_path, *, nodes: int = 3, settings: Settings | None = None,
-                              node_kwargs: dict | None = None, store_url: str = "memory://"):
+                              node_kwargs: dict | None = None, store_url: str = "memory://",
+                              loops: bool = True):
+    """`loops=False`: no controllers nor scheduler (the test runs them, elected)."""
     async with running_apiserver(tmp_path, store_url, disable_admission_plugins=()) as server:
         kubeconfig = str(tmp_path / "kubeconfig.yaml")
         pki.write_kubeconfig(server.certs, kubeconfig, server.url, 0o600)
@@ -87,13 +95,16 @@ async def start_control_plane(tmp_path, *, nodes: int = 3, settings: Settings | 
             nodes_ready = asyncio.Event()
             tasks.append(asyncio.create_task(simulated.run(nodes_ready)))
             await asyncio.wait_for(nodes_ready.wait(), 10)
-            tasks.append(asyncio.create_task(manager.run_loops(
-                manager_client, settings,
-                beside={"the scheduler":
-                        lambda informers: Scheduler(scheduler_client, informers).run},
-                client_for=lambda account: as_user(inprocess.controller(account)))))
+            scheduling = (scheduler_client,
+                          lambda informers: Scheduler(scheduler_client, informers).run)
+            if loops:
+                tasks.append(asyncio.create_task(manager.run_loops(
+                    manager_client, settings,
+                    client_for=lambda account: as_user(inprocess.controller(account)))))
+                tasks.append(asyncio.create_task(manager.run_scheduler(scheduling)))
             yield ControlPlane(client, simulated, kubeconfig, str(tmp_path),
-                               server.certs.ca_cert)
+                               server.certs.ca_cert, manager_client, scheduling, settings,
+                               lambda account: as_user(inprocess.controller(account)))
         finally:
             for task in tasks:
                 task.cancel()
