@@ -113,7 +113,7 @@ async def test_silent_node_is_tainted_and_its_pods_move(cluster):
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stays", "namespace": "default"},
         "spec": {"nodeName": victim, "containers": [{"name": "c", "image": "x:1"}],
                  "tolerations": [{"key": UNREACHABLE, "operator": "Exists"}]}})
-    await eventually(lambda: _ready(client, "stays"), 5, what="the tolerating pod runs")
+    await eventually(lambda: _ready(client, "stays"), 15, what="the tolerating pod runs")
     cluster.nodes.stop_heartbeat(victim)
 
     async def unreachable():
