@@ -159,20 +159,8 @@ class ReplicaCalculator:
                                    namespace: str, selector: str, pods: list[dict[str, Any]],
                                    container: str = "") -> Recommendation:
         """GetResourceReplicas: against a target utilization (percent of request)."""
-        try:
-            metrics, when = await resource_metrics(self.source, resource, namespace, selector,
-                                                   container)
-        except MetricsError as exc:
-            raise MetricsError(f"unable to get metrics for resource {resource}: {exc}") from exc
-        if not pods:
-            raise MetricsError("no pods returned by selector while calculating replica count")
-        ready, unready, missing, ignored = self.group_pods(pods, metrics, resource)
-        for name in unready | ignored:
-            metrics.pop(name, None)
-        requests = pod_requests(pods, resource, container)
-        if not metrics:
-            raise MetricsError("did not receive metrics for targeted pods "
-                               "(pods might be unready)")
+        metrics, when, ready, unready, missing, requests = await self._observe(
+            resource, namespace, selector, pods, container, with_requests=True)
         ratio, utilization, average = utilization_ratio(metrics, requests, target)
         rebalance_unready = bool(unready) and ratio > 1.0
         if not rebalance_unready and not missing:
@@ -201,19 +189,8 @@ class ReplicaCalculator:
                                      pods: list[dict[str, Any]],
                                      container: str = "") -> Recommendation:
         """GetRawResourceReplicas: against a target mean usage per pod (milli-units)."""
-        try:
-            metrics, when = await resource_metrics(self.source, resource, namespace, selector,
-                                                   container)
-        except MetricsError as exc:
-            raise MetricsError(f"unable to get metrics for resource {resource}: {exc}") from exc
-        if not pods:
-            raise MetricsError("no pods returned by selector while calculating replica count")
-        ready, unready, missing, ignored = self.group_pods(pods, metrics, resource)
-        for name in unready | ignored:
-            metrics.pop(name, None)
-        if not metrics:
-            raise MetricsError("did not receive metrics for targeted pods "
-                               "(pods might be unready)")
+        metrics, when, ready, unready, missing, _ = await self._observe(
+            resource, namespace, selector, pods, container)
         ratio, average = usage_ratio(metrics, target)
         rebalance_unready = bool(unready) and ratio > 1.0
         if not rebalance_unready and not missing:
@@ -229,6 +206,29 @@ class ReplicaCalculator:
         if self._keeps(ratio, new_ratio):
             return Recommendation(current, None, average, when)
         return Recommendation(math.ceil(new_ratio * len(metrics)), None, average, when)
+
+    async def _observe(self, resource: str, namespace: str, selector: str,
+                       pods: list[dict[str, Any]], container: str, with_requests: bool = False
+                       ) -> tuple[dict[str, PodMetric], Any, int, set[str], set[str],
+                                  dict[str, int] | None]:
+        """The pods' metrics less the unready and ignored pods', with when they were taken,
+        the ready count, the unready and missing pods and (if asked) their requests;
+        upstream's errors, in upstream's order, when there is nothing to compute with."""
+        try:
+            metrics, when = await resource_metrics(self.source, resource, namespace, selector,
+                                                   container)
+        except MetricsError as exc:
+            raise MetricsError(f"unable to get metrics for resource {resource}: {exc}") from exc
+        if not pods:
+            raise MetricsError("no pods returned by selector while calculating replica count")
+        ready, unready, missing, ignored = self.group_pods(pods, metrics, resource)
+        for name in unready | ignored:
+            metrics.pop(name, None)
+        requests = pod_requests(pods, resource, container) if with_requests else None
+        if not metrics:
+            raise MetricsError("did not receive metrics for targeted pods "
+                               "(pods might be unready)")
+        return metrics, when, ready, unready, missing, requests
 
     def _keeps(self, ratio: float, new_ratio: float) -> bool:
         """Too small a change, or one that turns the direction of the scale."""
