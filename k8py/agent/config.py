@@ -87,7 +87,7 @@ def agent_config(*, data_dir: str, node_name: str = "", node_ip: str = "",
                  is_server: bool = False, tls_cert: str = "", tls_key: str = "",
                  client_ca: str = "", cluster_cidr: str = "10.42.0.0/16",
                  service_proxy: bool = True, network_policy: bool = True,
-                 flannel_backend: str = "vxlan",
+                 cluster_dns_server: bool = True, flannel_backend: str = "vxlan",
                  flannel_iface: str | None = None,
                  resolv_conf: str = "/etc/resolv.conf", ingress: bool = True,
                  ingress_http_port: int = 80, ingress_https_port: int = 443) -> AgentConfig:
@@ -103,7 +103,7 @@ def agent_config(*, data_dir: str, node_name: str = "", node_ip: str = "",
         node_labels=tuple(tuple(item.split("=", 1)) for item in node_labels),
         is_server=is_server, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca,
         cluster_cidr=cluster_cidr, service_proxy=service_proxy, network_policy=network_policy,
-        flannel_backend=flannel_backend, flannel_iface=flannel_iface,
+        cluster_dns_server=cluster_dns_server, flannel_backend=flannel_backend, flannel_iface=flannel_iface,
         resolv_conf=resolv_conf or "/etc/resolv.conf", ingress=ingress,
         ingress_http_port=ingress_http_port, ingress_https_port=ingress_https_port)
 

@@ -64,6 +64,7 @@ from k8py.server.store.backend import Backend
 from k8py.server.store.snapshot import NoSnapshots, snapshotter
 
 METRICS_ADDON = "metrics-server"  # k3s's add-on name: `--disable metrics-server`
+DNS_ADDON = "coredns"  # k3s's add-on name: `--disable coredns`
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 # set by the server on its own node: NodeRestriction keeps kubelets from setting them
 CONTROL_PLANE_LABELS = {"node-role.kubernetes.io/control-plane": "true",
@@ -151,12 +152,10 @@ async def run_store(store: Backend, ready: asyncio.Event) -> None:
 
 async def bootstrap(store: Backend, registry: Registry, *,
                     service_cidr: str | ipaddress.IPv4Network = serviceips.SERVICE_CIDR,
-                    https_port: int = 6443, cluster_dns: str | None = None,
-                    encryption: Encryption | None = None) -> None:
+                    https_port: int = 6443, encryption: Encryption | None = None) -> None:
     """The system namespaces, the `kubernetes` Service in `default` (the first address of
     the service CIDR, 443 → the API server's port), the RBAC bootstrap policy
-    (`rbacpolicy.reconcile`), the default `local-path` StorageClass, the stored CRDs' resources in the registry, and an
-    APIService for every group-version served (`apiservices`). Written
+    (`rbacpolicy.reconcile`), the stored CRDs' resources in the registry, and an APIService for every group-version served (`apiservices`). Written
     through the write path (admission, strategies), as the API server itself
     (`kube-apiserver` in managedFields, as upstream's)."""
     objects = ObjectStore(store, encryption)
@@ -177,17 +176,6 @@ async def bootstrap(store: Backend, registry: Registry, *,
                      "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
                      "ports": [{"name": "https", "port": 443, "protocol": "TCP",
                                 "targetPort": https_port}]}}, context)
-    if cluster_dns and ipaddress.ip_address(cluster_dns) in ipaddress.IPv4Network(service_cidr):
-        with contextlib.suppress(errors.AlreadyExists):
-            await writes.create(registry.get("", "v1", "services"), "kube-system", {
-                "metadata": {"name": "kube-dns", "namespace": "kube-system",
-                             "labels": {"k8s-app": "kube-dns",
-                                        "kubernetes.io/name": "CoreDNS",
-                                        "kubernetes.io/cluster-service": "true"}},
-                "spec": {"clusterIP": cluster_dns, "clusterIPs": [cluster_dns],
-                         "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
-                                   {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}},
-                context)
     await rbacpolicy.reconcile(writes, registry, context)
     await apiservices.ensure_builtin(objects, registry)
     if not registry.has_group_version(metricsapi.GROUP, metricsapi.VERSION):  # disabled
@@ -221,8 +209,7 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
     if config.serves_metrics:
         metricsapi.install(registry)  # before bootstrap, which writes its APIService
     await bootstrap(store, registry, service_cidr=config.service_cidr,
-                    https_port=config.https_listen_port, cluster_dns=str(config.cluster_dns),
-                    encryption=encryption)
+                    https_port=config.https_listen_port, encryption=encryption)
     kubelet_client = podproxy.KubeletClient(*pki.ensure_kubelet_client(certs), certs.ca_cert)
     app = apiserver.make_app(store, tokens, registry, service_cidr=config.service_cidr,
                              node_port_range=config.service_node_port_range,
@@ -342,6 +329,22 @@ INGRESS_SERVICE_ACCOUNT = {"apiVersion": "v1", "kind": "ServiceAccount",
                            "metadata": {"name": "k8py-ingress", "namespace": "kube-system"}}
 
 
+def kube_dns_service(config: ServerConfig) -> list[dict]:
+    """The `kube-system/kube-dns` Service at the cluster DNS address, with CoreDNS's labels
+    (what k3s's coredns manifest names it): the address every agent answers DNS on
+    (`k8py.net.dns`). None if that address is outside the service range (no ClusterIP)."""
+    if config.cluster_dns not in config.service_cidr:
+        return []
+    address = str(config.cluster_dns)
+    return [{"apiVersion": "v1", "kind": "Service",
+             "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                          "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS",
+                                     "kubernetes.io/cluster-service": "true"}},
+             "spec": {"clusterIP": address, "clusterIPs": [address],
+                      "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
+                                {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}}]
+
+
 # Packaged add-ons: (name, its manifest for this server's configuration). Each is written
 # into <data-dir>/server/manifests/<name>.yaml at start unless --disable names it
 # (`manifests.stage`); the deploy controller applies it from there.
@@ -351,6 +354,8 @@ PACKAGED_ADDONS: list[tuple[str, Callable[[ServerConfig], str]]] = [
     # the built-in ingress controller's class, the default (k3s ships Traefik's as default)
     ("ingress", lambda config: yaml.safe_dump_all([INGRESS_SERVICE_ACCOUNT, INGRESS_CLASS],
                                                   sort_keys=False)),
+    # the cluster DNS Service; the agents answer at its address (k3s: CoreDNS's manifest)
+    (DNS_ADDON, lambda config: yaml.safe_dump_all(kube_dns_service(config), sort_keys=False)),
     # metrics.k8s.io is served by the API server itself; the add-on's manifest is
     # metrics-server's aggregated reader role, and disabling it also stops the API
     (METRICS_ADDON, lambda config: yaml.safe_dump(metricsapi.AGGREGATED_READER,
@@ -409,6 +414,7 @@ async def run_agent(config: ServerConfig, handler: asyncio.Future, certs: pki.PK
         network_policy=not config.disable_network_policy,
         flannel_backend=config.flannel_backend, flannel_iface=config.flannel_iface,
         resolv_conf=config.resolv_conf or "/etc/resolv.conf",
+        cluster_dns_server=DNS_ADDON not in config.disable,
         ingress=not config.disable_ingress and "ingress" not in config.disable, ingress_http_port=config.ingress_http_port,
         ingress_https_port=config.ingress_https_port)
     addresses = (node_config.node_ip,)

@@ -19,12 +19,13 @@ from k8py.server.apiserver import app as apiserver
 from k8py.server.apiserver.authz import API_SERVER
 from k8py.server.apiserver.inprocess import InProcessTransport
 from k8py.server.deploy import Deployer
-from tests.conftest import eventually
+from tests.conftest import eventually, wait_for
 from tests.integration.inloop import running_apiserver
 
 CONFIGMAPS = builtin("v1", "configmaps")
 EVENTS = builtin("v1", "events")
 NAMESPACES = builtin("v1", "namespaces")
+SERVICES = builtin("v1", "services")
 
 
 def configmap(name: str, value: str, namespace: str = "default") -> str:
@@ -229,21 +230,37 @@ def test_server_process_deploys_and_disable_removes(tmp_path):
         finally:
             await client.close()
 
+    async def dns_service() -> dict | None:
+        client = Client(HttpTransport.from_kubeconfig(kubeconfig))
+        try:
+            return await client.get(SERVICES, "kube-dns", "kube-system")
+        except errors.NotFound:
+            return None
+        finally:
+            await client.close()
+
     proc = start_server(tmp_path, *flags)
     try:
         wait_for_line(proc, f"applied manifest {directory / 'second.yaml'}", timeout=60)
         assert asyncio.run(values()) == ("1", "2")
+        # the packaged coredns add-on: the cluster DNS Service at --cluster-dns
+        service = wait_for(lambda: asyncio.run(dns_service()), timeout=30,
+                           what="the kube-dns Service")
+        assert service["spec"]["clusterIP"] == "10.43.0.10"
+        assert service["metadata"]["labels"]["k8s-app"] == "kube-dns"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:
         proc.kill()
         proc.wait()
-    proc = start_server(tmp_path, *flags, "--disable", "second,traefik")
+    proc = start_server(tmp_path, *flags, "--disable", "second,traefik,coredns")
     try:
         wait_for_line(proc, "add-on second disabled", timeout=60)
         assert asyncio.run(values()) == ("1", None)
-        # the packaged add-ons (local-storage, ingress, metrics-server) are staged beside
-        # the user's file
+        wait_for(lambda: asyncio.run(dns_service()) is None, timeout=30,
+                 what="the kube-dns Service removed with its add-on")
+        # the packaged add-ons (local-storage, ingress, metrics-server; not coredns) are
+        # staged beside the user's file
         assert sorted(os.listdir(directory)) == ["first.yaml", "ingress.yaml",
                                                  "local-storage.yaml", "metrics-server.yaml"]
     finally:
