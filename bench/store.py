@@ -5,7 +5,8 @@
 Runs against the SQLite backend in a fresh folder on DIR's file system (default: the current
 folder's, which should be a real disk: fsync on tmpfs costs nothing). When `etcd` is on the
 PATH (Debian's etcd-server), it also runs the same write workload against a real etcd on
-loopback, through its gRPC KV API, and prints the ratio.
+loopback, through its gRPC KV API, and prints the ratio; and the whole k8py workload (writes,
+reads, watch latency) on k8py's etcd backend over a one-member local etcd.
 
 What is measured (all writes durable: acknowledged only after fsync):
   - writes/s, 1 KiB values: one writer awaiting each write; 64 concurrent writers
@@ -35,6 +36,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from k8py.server.store.backend import Unavailable  # noqa: E402
+from k8py.server.store.etcd import EtcdBackend  # noqa: E402
+from k8py.server.store.etcdclient import Endpoint  # noqa: E402
 from k8py.server.store.sqlite import SQLiteBackend  # noqa: E402
 
 VALUE = b"x" * 1024
@@ -208,16 +212,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def etcd_writes(data_dir: str, sequential: int, concurrent: int) -> dict | None:
-    etcd = shutil.which("etcd")
-    if etcd is None:
-        print("  etcd not installed (Debian etcd-server): no comparison")
-        return None
-    try:
-        import grpc
-    except ImportError:
-        print("  grpcio not installed (pip install '.[bench]'): no comparison")
-        return None
+def start_etcd(etcd: str, data_dir: str) -> tuple[subprocess.Popen, int]:
+    """A one-member etcd on loopback (plain gRPC); (process, client port)."""
     client, peer = free_port(), free_port()
     proc = subprocess.Popen(
         [
@@ -230,6 +226,51 @@ async def etcd_writes(data_dir: str, sequential: int, concurrent: int) -> dict |
         ],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    return proc, client
+
+
+async def k8py_over_etcd(data_dir: str, sequential: int, concurrent: int, scale: int
+                         ) -> dict | None:
+    """The k8py store contract on the etcd backend (what `--datastore-endpoint` runs):
+    the same workload as SQLite's, through k8py's own gRPC client."""
+    etcd = shutil.which("etcd")
+    if etcd is None:
+        return None
+    proc, port = start_etcd(etcd, data_dir)
+    store = EtcdBackend([Endpoint("127.0.0.1", port, False)])
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                await store.start()
+                break
+            except Unavailable:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    print("  etcd did not start")
+                    return None
+        figures = await k8py_writes(store, sequential, concurrent)
+        print(f"  writes, sequential       {figures['sequential']:10,.0f}/s")
+        print(f"  writes, {WRITERS} concurrent    {figures['concurrent']:10,.0f}/s")
+        await k8py_reads(store, 20_000 // scale, 500 // scale)
+        await k8py_watch_latency(store, 100, 2000 // scale)
+        return figures
+    finally:
+        await store.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def etcd_writes(data_dir: str, sequential: int, concurrent: int) -> dict | None:
+    etcd = shutil.which("etcd")
+    if etcd is None:
+        print("  etcd not installed (Debian etcd-server): no comparison")
+        return None
+    try:
+        import grpc
+    except ImportError:
+        print("  grpcio not installed (pip install '.[bench]'): no comparison")
+        return None
+    proc, client = start_etcd(etcd, data_dir)
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{client}") for _ in range(8)]
     try:
         puts = [c.unary_unary("/etcdserverpb.KV/Put") for c in channels]
@@ -287,8 +328,15 @@ async def main(args) -> None:
         await store.close()
         await k8py_churn(os.path.join(root, "churn", "state.db"), 1000, 200_000 // scale)
 
+        print("k8py (etcd backend: one local etcd member, k8py's gRPC client):")
+        over = await k8py_over_etcd(os.path.join(root, "etcd-k8py"), sequential, concurrent,
+                                    scale)
         print("etcd (same write workload, gRPC on loopback):")
         theirs = await etcd_writes(os.path.join(root, "etcd"), sequential, concurrent)
+        if theirs and over:
+            for kind in ("sequential", "concurrent"):
+                print(f"  k8py-over-etcd writes, {kind:<11} {over[kind]:10,.0f}/s   "
+                      f"of raw etcd: {over[kind] / theirs[kind]:.2f}x")
         if theirs:
             for kind in ("sequential", "concurrent"):
                 print(

@@ -1,5 +1,5 @@
 """A real API server in the test's event loop: HTTPS on a free loopback port, real
-certificates from `pki`, a memory or SQLite store. `running_apiserver` is what the API
+certificates from `pki`, a memory, SQLite or etcd store. `running_apiserver` is what the API
 server tests, the join tests and the control-plane fixture all start from."""
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ async def running_apiserver(tmp_path, store_url: str = "memory://", *, join: boo
                             customize: Callable[[web.Application], None] | None = None,
                             disable_admission_plugins: tuple[str, ...] = ("ServiceAccount",),
                             encryption=None, users: tuple[str, ...] = (),
-                            auditor: apiserver.audit.Auditor | None = None, **app_options
+                            auditor: apiserver.audit.Auditor | None = None,
+                            store_tls: dict[str, str] | None = None, **app_options
                             ) -> AsyncIterator[Server]:
     """An API server under `tmp_path/data` (`store_url` "" is the default SQLite store).
     `join` serves the node-join endpoints; `customize` may add routes before it starts;
@@ -63,7 +64,8 @@ async def running_apiserver(tmp_path, store_url: str = "memory://", *, join: boo
     cluster-admin through a ClusterRoleBinding (not system:masters: authorization and flow
     control apply to them); `app_options` go to `make_app`. ServiceAccount admission is
     off unless asked for (`disable_admission_plugins=()`): no service-account controller
-    runs here to make the `default` accounts pods need."""
+    runs here to make the `default` accounts pods need. `store_tls` (cafile, certfile,
+    keyfile) goes with an etcd `store_url`."""
     data_dir = str(tmp_path / "data")
     server_dir = os.path.join(data_dir, "server")
     os.makedirs(server_dir, mode=0o700, exist_ok=True)
@@ -75,7 +77,7 @@ async def running_apiserver(tmp_path, store_url: str = "memory://", *, join: boo
         with open(tokens_path, "a", encoding="utf-8") as f:
             f.writelines(f"{token},{name},{name}\n" for name, token in user_tokens.items())
         tokens = TokenFile(tokens_path)
-    store = open_backend(store_url, data_dir)
+    store = open_backend(store_url, data_dir, **(store_tls or {}))
     await store.start()
     registry = Registry()
     await bootstrap(store, registry, encryption=encryption)

@@ -401,17 +401,29 @@ class ObjectStore:
         """Every object of the collection now, as stored bytes (resourceVersion spliced
         in), shared: callers that ask at the same store revision (a burst of watches
         without a resourceVersion) get the same Snapshot, read once, and it is freed when
-        the last of them lets go of it."""
+        the last of them lets go of it. "Now" is the store's revision asked of the store
+        (`current_revision`): another API server on the same etcd may have written since
+        this one last heard, and a write acknowledged anywhere before the call is in it."""
         key = _snapshot_key(resource, namespace)
+        now = await self._current_revision()
         shared = self._snapshots.get(key)
-        if shared is not None and shared.revision == self.backend.revision:
+        if shared is not None and shared.revision >= now:
             return shared
-        reading = self._snapshot_reads.get(key)
-        if reading is None:
-            reading = self._snapshot_reads[key] = asyncio.ensure_future(
-                self._read_snapshot(resource, namespace))
-            reading.add_done_callback(lambda _: self._snapshot_reads.pop(key, None))
-        return await asyncio.shield(reading)
+        while True:
+            reading = self._snapshot_reads.get(key)
+            if reading is None:
+                reading = self._snapshot_reads[key] = asyncio.ensure_future(
+                    self._read_snapshot(resource, namespace))
+                reading.add_done_callback(lambda _: self._snapshot_reads.pop(key, None))
+            snapshot = await asyncio.shield(reading)
+            if snapshot.revision >= now:  # a read already under way may predate `now`
+                return snapshot
+
+    async def _current_revision(self) -> int:
+        try:
+            return await self.backend.current_revision()
+        except store_errors.StoreError as exc:
+            raise _status(exc, None, "") from exc
 
     async def _read_snapshot(self, resource: Resource, namespace: str | None) -> Snapshot:
         items: list[bytes] = []
@@ -580,6 +592,13 @@ class ObjectWatch:
                     del self._cache[next(iter(self._cache))]  # oldest first (insertion order)
             out.append(shared)
         return out
+
+    def progress(self, store_revision: int) -> int:
+        """The revision through which every event has been delivered, for a bookmark: the
+        backend watch's own count where it keeps one (etcd, whose events reach this server
+        after its own writes' answers), else the store's revision (the local backends fan
+        out a write to their watches before they acknowledge it)."""
+        return getattr(self._stream, "progress", store_revision)
 
     def close(self) -> None:
         self._stream.close()

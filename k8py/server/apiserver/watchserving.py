@@ -254,7 +254,8 @@ async def _follow(stream: _Stream, watch, resource: Resource, objects: ObjectSto
         except asyncio.TimeoutError:
             if bookmarks and time.monotonic() < deadline:
                 marker = {"kind": resource.kind, "apiVersion": resource.api_version,
-                          "metadata": {"resourceVersion": str(objects.backend.revision)}}
+                          "metadata": {"resourceVersion": str(
+                              watch.progress(objects.backend.revision))}}
                 await stream.write(line("BOOKMARK", marker))
             continue
         except errors.StatusError as exc:  # 410, or a value no encryption key opens (500)

@@ -104,6 +104,11 @@ class Backend(Protocol):
     def compact_revision(self) -> int:
         """History at or below this revision is gone."""
 
+    async def current_revision(self) -> int:
+        """The store's newest revision now, asked of the store itself: with several API
+        servers on one store (etcd), `revision` knows only what this one has seen, while
+        every write acknowledged before this call is at or below the answer."""
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...

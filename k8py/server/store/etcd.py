@@ -14,7 +14,9 @@ other backends (revisions, history, watch fan-out, durability), so this module o
   cluster elected a leader) is sent once more, to the next endpoint; if that finds the key
   already holding exactly the value written, the first attempt was applied and its result is
   returned (a concurrent writer of identical bytes from the same base leaves the same state).
-  A guarded delete is not repeated: its outcome stays unknown (`Unavailable`).
+  A guarded delete is sent once more too; if that finds the key gone or changed, the key's
+  first change after the revision it was guarded by (read from etcd's history) tells whether
+  the first attempt deleted it; only with that history compacted is the outcome `Unavailable`.
 - reads: linearizable `Range`s at a revision (0: the newest); etcd answers "compacted" or
   "future revision", which become `Compacted`/`FutureRevision`.
 - watches: one gRPC Watch stream each, with previous values, from `start_revision` (0: the
@@ -41,6 +43,7 @@ from k8py.server.store import etcd_pb2 as pb
 from k8py.server.store.backend import (
     Compacted,
     Conflict,
+    EventType,
     FutureRevision,
     KeyExists,
     KeyNotFound,
@@ -56,6 +59,7 @@ log = logging.getLogger(__name__)
 
 COMPACT_KEY = b"compact_rev_key"  # kube-apiserver's, so mixed control planes agree
 DEFAULT_COMPACT_INTERVAL = 300.0  # kube-apiserver's --etcd-compaction-interval
+CHANGE_TIMEOUT = 5.0  # seconds to read back a change that history already holds
 
 
 class EtcdBackend:
@@ -83,6 +87,12 @@ class EtcdBackend:
     @property
     def compact_revision(self) -> int:
         return self._compact_revision
+
+    async def current_revision(self) -> int:
+        # a linearizable read of one small key: etcd's header carries its newest revision
+        # (kube-apiserver asks the same way before a consistent read from its cache)
+        await self._range(pb.RangeRequest(key=COMPACT_KEY, keys_only=True, limit=1))
+        return self.revision
 
     async def start(self) -> None:
         await self.client.call("Maintenance", "Status", pb.StatusRequest(), write=False)
@@ -165,14 +175,42 @@ class EtcdBackend:
         k = _key(key, b"")
         request = pb.DeleteRangeRequest(key=k, prev_kv=True)
         if mod_revision:
-            response = await self._guarded(key, mod_revision,
-                                           pb.RequestOp(request_delete_range=request))
+            op = pb.RequestOp(request_delete_range=request)
+            try:
+                response = await self._guarded(key, mod_revision, op)
+            except OutcomeUnknown:
+                try:
+                    response = await self._guarded(key, mod_revision, op)
+                except (KeyNotFound, Conflict):
+                    return await self._deleted_after(key, mod_revision)
             deleted = response.responses[0].response_delete_range
         else:
             deleted = await self._call("KV", "DeleteRange", request, write=True)
         if not deleted.prev_kvs:
             raise KeyNotFound(key)
         return _kv(deleted.prev_kvs[0])
+
+    async def _deleted_after(self, key: str, mod_revision: int) -> KeyValue:
+        """After a guarded delete whose answer was lost, and whose second attempt found the
+        key gone or changed: the key's first change after `mod_revision`, from etcd's history,
+        says which. A delete was ours (had another deleter of that version won, our first
+        attempt could only have failed, and a client retrying cannot tell the two apart);
+        a put means we lost: `Conflict`. History already compacted leaves it `Unavailable`."""
+        watch = self.watch(key, start_revision=mod_revision + 1)
+        try:
+            async with asyncio.timeout(CHANGE_TIMEOUT):
+                async for events in watch:
+                    for event in events:
+                        if event.kv.key != key:
+                            continue  # the watch is on a prefix: a longer name
+                        if event.type is EventType.DELETE and event.prev is not None:
+                            return event.prev
+                        raise Conflict(key, mod_revision, event.revision)
+        except (Compacted, TimeoutError):
+            pass
+        finally:
+            watch.close()
+        raise Unavailable(f"delete of {key}: the answer was lost; outcome unknown")
 
     async def _guarded(self, key: str, mod_revision: int, op: pb.RequestOp) -> pb.TxnResponse:
         """op if the key is still at mod_revision; KeyNotFound or Conflict if not."""

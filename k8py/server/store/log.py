@@ -197,6 +197,9 @@ class LogBackend(abc.ABC):
     def revision(self) -> int:
         return self._revision
 
+    async def current_revision(self) -> int:
+        return self._revision  # the only writer: nothing newer exists elsewhere
+
     @property
     def compact_revision(self) -> int:
         return self._compact_revision

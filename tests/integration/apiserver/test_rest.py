@@ -7,6 +7,9 @@ import json
 
 import aiohttp
 
+from k8py.server.store import etcd_pb2 as pb
+from k8py.server.store.etcd import EtcdBackend
+
 CM = "/api/v1/namespaces/default/configmaps"
 TEMPLATE = {"metadata": {"labels": {"a": "b"}},
             "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
@@ -268,8 +271,17 @@ async def test_watch_from_compacted_version_is_410_in_stream(client, server):
     assert events[0]["object"]["code"] == 410 and events[0]["object"]["reason"] == "Expired"
 
 
+async def list_version(client, path: str = CM) -> str:
+    """A collection's resourceVersion now (on a shared etcd, "1" may be long compacted)."""
+    status, body = await client.request("GET", path)
+    assert status == 200, body
+    return body["metadata"]["resourceVersion"]
+
+
 async def test_watch_timeout_ends_stream(client):
-    params = {"watch": "true", "timeoutSeconds": "1", "resourceVersion": "1"}
+    pods = "/api/v1/namespaces/default/pods"
+    params = {"watch": "true", "timeoutSeconds": "1",
+              "resourceVersion": await list_version(client, pods)}
     async with client.session.get(client.server.url + "/api/v1/namespaces/default/pods",
                                   params=params) as r:
         body = await asyncio.wait_for(r.read(), 10)
@@ -331,6 +343,11 @@ async def test_events_get_a_time_to_live(client, server):
         "reason": "Test", "message": "hello", "type": "Normal"})
     assert status == 201
     key = "/registry/core/events/default/e1"
+    if isinstance(server.store, EtcdBackend):  # an etcd lease, as kube-apiserver's
+        found = await server.store.client.call("KV", "Range", pb.RangeRequest(
+            key=key.encode()), write=False)
+        assert found.kvs[0].lease, "events expire, as upstream's --event-ttl"
+        return
     entry = server.store._index[key]
     assert entry.expires > 0, "events expire, as upstream's --event-ttl"
 
@@ -421,13 +438,15 @@ async def test_watch_bookmarks(client, monkeypatch):
     from k8py.server.apiserver import watchserving
 
     monkeypatch.setattr(watchserving, "BOOKMARK_INTERVAL", 0.2)
-    params = {"watch": "true", "allowWatchBookmarks": "true", "resourceVersion": "1",
+    await client.request("POST", CM, configmap("marked"))
+    rv = await list_version(client)
+    params = {"watch": "true", "allowWatchBookmarks": "true", "resourceVersion": rv,
               "timeoutSeconds": "5"}
     async with client.session.get(client.server.url + CM, params=params) as r:
         events = await read_events(r, 1)
     assert events[0]["type"] == "BOOKMARK"
     assert events[0]["object"]["kind"] == "ConfigMap"
-    assert int(events[0]["object"]["metadata"]["resourceVersion"]) >= 1
+    assert int(events[0]["object"]["metadata"]["resourceVersion"]) >= int(rv)
 
 
 async def test_paging_across_namespaces(client):

@@ -1,6 +1,7 @@
 """The store suite runs every test against every backend (kine runs the apiserver's storage
 tests against each of its drivers the same way). The etcd backend runs against one real
-3-member etcd cluster (TLS) for the session, emptied before each test."""
+3-member etcd cluster (TLS) for the session (`etcd_cluster`, shared with the API server
+tests), emptied before each test."""
 
 from __future__ import annotations
 
@@ -9,20 +10,10 @@ import asyncio
 import pytest
 
 from k8py.server.store import open_backend
-from tests.integration.store.etcdcluster import ETCD, EtcdCluster
+from tests.integration.store.etcdcluster import ETCD
 
 BACKENDS = ["memory", "sqlite", pytest.param("etcd", marks=pytest.mark.skipif(
     ETCD is None, reason="etcd (Debian's etcd-server) is not installed"))]
-
-
-@pytest.fixture(scope="session")
-def etcd_cluster(tmp_path_factory):
-    cluster = EtcdCluster(str(tmp_path_factory.mktemp("etcd")))
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(params=BACKENDS)

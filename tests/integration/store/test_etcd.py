@@ -1,6 +1,7 @@
 """The etcd backend against failures of a real 3-member cluster (TLS): a member dies and
 writes go on, a watch resumes on another member without gap or duplicate, compacted
-revisions are `Compacted` (the API server's 410), and the keys are kube-apiserver's."""
+revisions are `Compacted` (the API server's 410), and the keys are kube-apiserver's; a guarded
+delete whose answer was lost is settled from etcd's history."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 from k8py.server.apiserver.storage import _status
 from k8py.server.store import open_backend
-from k8py.server.store.backend import Compacted, EventType
+from k8py.server.store.backend import Compacted, Conflict, EventType
+from k8py.server.store.etcdclient import OutcomeUnknown
 from tests.integration.store.etcdcluster import ETCD, EtcdCluster
 
 pytestmark = pytest.mark.skipif(ETCD is None, reason="etcd-server is not installed")
@@ -127,3 +129,47 @@ async def test_periodic_compaction_elects_one_server(cluster, open_store):
                      timeout=10, what="a compaction past the updates")
     with pytest.raises(Compacted):
         await a.get(kv.key, revision=kv.mod_revision - 5)
+
+
+def lose_answers(store, count: int, *, applied: bool) -> None:
+    """The next `count` Txn calls lose their answer (as when the member dies after the
+    proposal): the write happens (applied) or not, and the caller hears OutcomeUnknown."""
+    real = store.client.call
+    left = [count]
+
+    async def call(service, method, request, *, write):
+        if method == "Txn" and left[0]:
+            left[0] -= 1
+            if applied:
+                await real(service, method, request, write=write)
+            raise OutcomeUnknown("etcd KV.Txn: stream reset; outcome unknown")
+        return await real(service, method, request, write=write)
+
+    store.client.call = call
+
+
+async def test_guarded_delete_whose_answer_was_lost_is_settled(etcd_cluster, tmp_path):
+    store = open_backend(etcd_cluster.endpoints, str(tmp_path), **etcd_cluster.tls())
+    await store.start()
+    try:
+        first = await store.create("/registry/t/lost/a", b"1")
+        await store.create("/registry/t/lost/ab", b"x")  # a longer name under the same prefix
+        lose_answers(store, 1, applied=True)
+        gone = await store.delete("/registry/t/lost/a", mod_revision=first.mod_revision)
+        assert (gone.value, gone.mod_revision) == (b"1", first.mod_revision)
+        assert await store.get("/registry/t/lost/a") is None
+
+        # not applied, and another writer moved the key on meanwhile: a conflict, as usual
+        second = await store.create("/registry/t/lost/a", b"2")
+        lose_answers(store, 1, applied=False)
+        moved = await store.update("/registry/t/lost/a", b"3", mod_revision=second.mod_revision)
+        with pytest.raises(Conflict):
+            await store.delete("/registry/t/lost/a", mod_revision=second.mod_revision)
+
+        # not applied, key untouched: the second attempt deletes it
+        lose_answers(store, 1, applied=False)
+        gone = await store.delete("/registry/t/lost/a", mod_revision=moved.mod_revision)
+        assert gone.value == b"3" and await store.get("/registry/t/lost/a") is None
+        assert (await store.get("/registry/t/lost/ab")).value == b"x"
+    finally:
+        await store.close()
