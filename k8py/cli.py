@@ -438,14 +438,18 @@ def _agent_joined(debug: bool, flags: dict) -> None:
     _setup_logging(debug)
 
     async def run() -> None:
+        from k8py.agent import apiservers
         from k8py.agent.certrotation import Rotation
 
         credentials = await _join(flags, config.node_name, (config.node_ip,), hostnames)
         node_config = dataclasses.replace(
             config, tls_cert=credentials.serving_cert, tls_key=credentials.serving_key,
             client_ca=credentials.ca_cert)
-        transport = credentials.transport(flags["server"])
+        # every API server, learned from the kubernetes endpoints (`k8py.agent.apiservers`)
+        transport = credentials.transport(flags["server"], servers=apiservers.server_list(
+            flags["server"], flags["data_dir"]))
         client = Client(transport, field_manager="k8py-kubelet")
+        following = asyncio.create_task(apiservers.follow(client, transport))
         # the kubelet's certificates renewed while it runs (`k8py.agent.certrotation`)
         renewing = asyncio.create_task(Rotation(
             credentials, flags["server"], client, transport, config.node_name,
@@ -460,7 +464,8 @@ def _agent_joined(debug: bool, flags: dict) -> None:
             await _agent_notifying(agent_daemon, node_config, client, ingress_token)
         finally:
             renewing.cancel()
-            await asyncio.gather(renewing, return_exceptions=True)
+            following.cancel()
+            await asyncio.gather(renewing, following, return_exceptions=True)
             await client.close()
 
     _run(run())

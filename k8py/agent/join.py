@@ -50,6 +50,7 @@ from k8py import certificates
 from k8py.certificates import write_private
 
 from k8py.client.http import HttpTransport
+from k8py.client.loadbalancer import ServerList
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +107,13 @@ class Credentials:
     def serving_key(self) -> str:
         return os.path.join(self.tls_dir, "serving-kubelet.key")
 
-    def transport(self, server: str, user_agent: str = "k8py-kubelet") -> HttpTransport:
-        """An HTTPS transport to `server` as this node (its client certificate)."""
+    def transport(self, server: str, user_agent: str = "k8py-kubelet",
+                  servers: ServerList | None = None) -> HttpTransport:
+        """An HTTPS transport to `server` as this node (its client certificate); with
+        `servers`, failing over between them (`k8py.agent.apiservers`)."""
         tls = ssl.create_default_context(cafile=self.ca_cert)
         tls.load_cert_chain(self.client_cert, self.client_key)
-        return HttpTransport(server.rstrip("/"), tls, user_agent=user_agent)
+        return HttpTransport(server.rstrip("/"), tls, user_agent=user_agent, servers=servers)
 
 
 def node_password(path: str) -> str:

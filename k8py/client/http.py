@@ -10,6 +10,14 @@ ERROR events the error they carry; BOOKMARK events are dropped (the informer tra
 from the objects it sees). Connection failures raise `ServiceUnavailable`, so callers handle
 one error family.
 
+Several API servers (`servers`, a `k8py.client.loadbalancer.ServerList`): each request
+goes to the list's first candidate. A connection that cannot be made (nothing was sent) moves
+any request on to the next candidate; a connection lost or timed out mid-request moves only
+reads (GET) on, since a write may have been done. Either marks the server failed, which also
+cuts the watches open to it: their informers list and watch again, on the next server. An
+HTTP error is an answer, never a reason to go elsewhere. `check_health` probes every known
+server (`/readyz`) so a failed one comes back and a silent one is noticed.
+
 A renewed client certificate (`renew_client_certificate`, the kubelet's rotation) is loaded
 into the TLS context and new requests go out on a new connection pool, so they present it;
 the old pool (watches among its connections) is closed once the old certificate ends: a
@@ -34,6 +42,11 @@ import yaml
 
 from k8py.api import errors
 from k8py.client.client import Event, Ref
+from k8py.client.loadbalancer import ServerList
+
+READS = frozenset({"GET", "HEAD"})  # sent again elsewhere after a connection lost mid-way
+HEALTH_INTERVAL = 5.0
+HEALTH_TIMEOUT = 5.0
 
 
 class KubeconfigError(Exception):
@@ -102,8 +115,12 @@ def load_kubeconfig(path: str) -> tuple[str, ssl.SSLContext, str | None]:
 
 class HttpTransport:
     def __init__(self, server: str, tls: ssl.SSLContext, token: str | None = None,
-                 user_agent: str = "k8py", connections: int = 64):
-        self.server = server
+                 user_agent: str = "k8py", connections: int = 64,
+                 servers: ServerList | None = None):
+        self.servers = servers if servers is not None else ServerList(server)
+        self.servers.on_failure(self._cut_watches)
+        # the watches open, by server: cut when their server is marked failed
+        self._watches: dict[str, set[aiohttp.ClientResponse]] = {}
         self._headers = {"User-Agent": user_agent, "Accept": "application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
@@ -120,7 +137,7 @@ class HttpTransport:
         """This transport's connections and credentials, impersonating `user` (and
         `groups`) on every request, as `kubectl --as`; the credentials must be allowed to
         (verb `impersonate`). Closing it leaves the connections to this transport."""
-        view = HttpTransport(self.server, self._tls)
+        view = HttpTransport(self.server, self._tls, servers=self.servers)
         view._headers = self._headers
         view._parent = self
         view._impersonation = {"Impersonate-User": user}
@@ -147,6 +164,11 @@ class HttpTransport:
                 connector=aiohttp.TCPConnector(ssl=self._tls, limit=self._connections),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
         return self._client_session
+
+    @property
+    def server(self) -> str:
+        """The URL requests go to now."""
+        return self.servers.current
 
     @property
     def tls(self) -> ssl.SSLContext:
@@ -181,15 +203,31 @@ class HttpTransport:
                    body: Any = None, content_type: str = "application/json") -> dict[str, Any]:
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         headers = {"Content-Type": content_type} if data is not None else None
-        try:
-            async with self._session.request(
-                method, self.server + _path(ref), params=dict(query or {}), data=data,
-                headers=self._request_headers(headers), timeout=aiohttp.ClientTimeout(total=60),
-            ) as response:
-                raw = await response.read()
-                status = response.status
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise errors.ServiceUnavailable(f"cannot reach the API server: {exc}") from None
+        candidates = self.servers.candidates()
+        for attempt, server in enumerate(candidates):
+            last = attempt == len(candidates) - 1
+            try:
+                async with self._session.request(
+                    method, server + _path(ref), params=dict(query or {}), data=data,
+                    headers=self._request_headers(headers),
+                    timeout=aiohttp.ClientTimeout(total=60),
+                ) as response:
+                    raw = await response.read()
+                    status = response.status
+            except aiohttp.ClientConnectorError as exc:  # not connected: nothing was sent
+                self.servers.failed(server)
+                if last:
+                    raise errors.ServiceUnavailable(
+                        f"cannot reach the API server: {exc}") from None
+                continue
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                self.servers.failed(server)
+                if last or method not in READS:
+                    raise errors.ServiceUnavailable(
+                        f"cannot reach the API server: {exc}") from None
+                continue
+            self.servers.healthy(server)
+            break
         try:
             decoded = json.loads(raw) if raw else {}
         except ValueError:
@@ -198,25 +236,74 @@ class HttpTransport:
             raise errors.from_status(decoded, status)
         return decoded
 
+    async def _open_watch(self, ref: Ref, query: Mapping[str, str]
+                          ) -> tuple[str, aiohttp.ClientResponse]:
+        """The watch's response from the first candidate that answers."""
+        candidates = self.servers.candidates()
+        for attempt, server in enumerate(candidates):
+            try:
+                response = await self._session.get(server + _path(ref), params=dict(query),
+                                                   headers=self._request_headers(None))
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                self.servers.failed(server)
+                if attempt == len(candidates) - 1:
+                    raise
+                continue
+            self.servers.healthy(server)
+            return server, response
+        raise AssertionError("a server list always has a candidate")
+
     async def watch(self, ref: Ref, query: Mapping[str, str]) -> AsyncIterator[list[Event]]:
+        server, response = None, None
         try:
-            async with self._session.get(self.server + _path(ref), params=dict(query),
-                                         headers=self._request_headers(None)) as response:
-                if response.status >= 400:
-                    raw = await response.read()
-                    raise errors.from_status(json.loads(raw or b"{}"), response.status)
-                async for line in response.content:
-                    if not line.strip():
-                        continue
-                    event = json.loads(line)
-                    kind, obj = event.get("type"), event.get("object") or {}
-                    if kind == "BOOKMARK":
-                        continue
-                    if kind == "ERROR":
-                        raise errors.from_status(obj, obj.get("code", 500))
-                    yield [(kind, obj)]
+            server, response = await self._open_watch(ref, query)
+            self._watches.setdefault(server, set()).add(response)
+            if response.status >= 400:
+                raw = await response.read()
+                raise errors.from_status(json.loads(raw or b"{}"), response.status)
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "BOOKMARK":
+                    continue
+                if kind == "ERROR":
+                    raise errors.from_status(obj, obj.get("code", 500))
+                yield [(kind, obj)]
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            if server is not None and isinstance(exc, (aiohttp.ClientPayloadError,
+                                                       aiohttp.ServerDisconnectedError)):
+                self.servers.failed(server)  # gone mid-stream: the next watch goes elsewhere
             raise errors.ServiceUnavailable(f"watch interrupted: {exc}") from None
+        finally:
+            if response is not None:
+                self._watches.get(server, set()).discard(response)
+                response.release()
+
+    def _cut_watches(self, server: str) -> None:
+        for response in self._watches.pop(server, set()):
+            response.close()
+
+    async def check_health(self, interval: float = HEALTH_INTERVAL,
+                           timeout: float = HEALTH_TIMEOUT) -> None:
+        """Probe every known server's `/readyz` every `interval` seconds, until cancelled:
+        an answer of 200 marks it healthy, anything else (or none) failed."""
+        while True:
+            for server in self.servers.candidates():
+                try:
+                    async with self._session.get(
+                            server + "/readyz", headers=self._request_headers(None),
+                            timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                        await response.read()
+                        ok = response.status == 200
+                except (aiohttp.ClientError, OSError, TimeoutError):
+                    ok = False
+                if ok:
+                    self.servers.healthy(server)
+                else:  # again while it stays down: it stays passed over
+                    self.servers.failed(server)
+            await asyncio.sleep(interval)
 
     async def close(self) -> None:
         if self._parent is not None:

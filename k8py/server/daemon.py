@@ -54,7 +54,7 @@ from k8py.client.client import Client
 from k8py.server.apiserver.authn import TokenFile
 from k8py.server.apiserver.encryptionconfig import Encryption
 from k8py.server.apiserver.genericstore import GenericStore, WriteContext
-from k8py.server.apiserver import inprocess, rbacpolicy
+from k8py.server.apiserver import inprocess, masterleases, rbacpolicy
 from k8py.server.apiserver.authz import API_SERVER
 from k8py.server.apiserver.inprocess import InProcessTransport
 from k8py.server.apiserver.storage import ObjectStore
@@ -262,11 +262,12 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
             # policy) lives as long as the process: out of the collector's way, so its full
             # collections walk only what requests and caches make (shorter pauses, p99).
             gc.freeze()
-            address = advertising.advertised_address(config.bind_address)
+            address = advertising.advertised_address(config.bind_address, config.node_ip)
             log.info("advertising the API server as %s:%d", address, config.https_listen_port)
             client = Client(InProcessTransport(rest), field_manager=advertising.FIELD_MANAGER)
-            tasks.append(asyncio.create_task(
-                advertising.keep(client, address, config.https_listen_port)))
+            tasks.append(asyncio.create_task(advertising.keep(
+                client, address, config.https_listen_port,
+                leases=masterleases.MasterLeases(store))))
         await server
     finally:
         for task in tasks:
@@ -459,8 +460,10 @@ async def label_control_plane(client: Client, name: str, interval: float = 1.0) 
 def serving_names(config: ServerConfig) -> dict:
     """What the serving certificate names, as `pki.ensure_pki`/`issue_serving` take it."""
     # Agents reach the server at its bind or node address: the certificate must name them.
+    # and at the address it advertises in the kubernetes endpoints (agents fail over to it)
     own_addresses = tuple(str(ip) for ip in (config.bind_address, config.node_ip)
-                          if ip is not None and not ip.is_unspecified)
+                          if ip is not None and not ip.is_unspecified) + (
+        advertising.advertised_address(config.bind_address, config.node_ip),)
     return {"cluster_domain": config.cluster_domain,
             "service_ip": str(next(config.service_cidr.hosts())),
             "tls_san": config.tls_san + own_addresses}
