@@ -19,7 +19,7 @@ import sys
 
 import click
 
-from k8py import KUBERNETES_VERSION, __version__, secretsencrypt
+from k8py import KUBERNETES_VERSION, __version__, etcdmember, secretsencrypt
 from k8py.config import (CIDR, ConfiguredCommand, DNSName, Duration, FileMode, IPAddress, PortRange,
                          option)
 from k8py.lifecycle import use_one_malloc_arena
@@ -236,6 +236,15 @@ def cli() -> None:
         metavar="FILE", help="Upstream's EncryptionConfiguration file: which resources are "
         "encrypted at rest, and how (reloaded when it changes)")
 @_snapshot_server_options
+@option("--cluster-init", is_flag=True,
+        help="Start a new cluster on an embedded etcd, this server its first member")
+@option("--server", "-s", metavar="URL", default=None,
+        help="Join the cluster of this server (embedded etcd), e.g. https://10.0.0.1:6443; "
+             "with --token, the first server's <data-dir>/server/token")
+@option("--etcd-client-port", type=click.IntRange(1, 65535), default=2379, show_default=True,
+        help="Client port of the embedded etcd")
+@option("--etcd-peer-port", type=click.IntRange(1, 65535), default=2380, show_default=True,
+        help="Peer port of the embedded etcd")
 def server(debug: bool, **flags) -> None:
     """Run the control plane (and, unless --disable-agent, an agent)."""
     from k8py.server import daemon
@@ -262,6 +271,7 @@ def server(debug: bool, **flags) -> None:
         raise click.BadParameter(str(exc), param_hint="'--datastore-endpoint'") from None
     _check_encryption_flags(flags)
     _check_audit_flags(flags)
+    _check_embedded_etcd_flags(flags)
     cluster_reset, restore_path = flags.pop("cluster_reset"), flags.pop("cluster_reset_restore_path")
     if restore_path and not cluster_reset:
         raise click.UsageError("invalid flag use; --cluster-reset required with "
@@ -276,6 +286,25 @@ def server(debug: bool, **flags) -> None:
                              for name in value.split(",") if name.strip())
     _setup_logging(debug)
     _run(daemon.run(daemon.ServerConfig(**flags)))
+
+
+def _check_embedded_etcd_flags(flags: dict) -> None:
+    """--cluster-init and --server: an embedded etcd, so no other datastore."""
+    if not (flags["cluster_init"] or flags["server"]):
+        return
+    if flags["datastore_endpoint"]:
+        raise click.UsageError("invalid flag use; cannot use --cluster-init or --server with "
+                               "--datastore-endpoint")
+    if flags["cluster_init"] and flags["server"]:
+        raise click.UsageError("invalid flag use; --cluster-init starts a new cluster, "
+                               "--server joins one: give one of them")
+    if flags["server"]:
+        if not flags["server"].startswith("https://"):
+            raise click.BadParameter(f"{flags['server']!r} is not an https:// URL",
+                                     param_hint="'--server'")
+        if not flags["token"] or not flags["token"].startswith("K10"):
+            raise click.UsageError("--server needs --token: the first server's full token "
+                                   "(<data-dir>/server/token)")
 
 
 def _at_least_a_second(seconds: float) -> float:
@@ -746,12 +775,14 @@ def _setup_logging(debug: bool) -> None:
 
 def _run(coroutine) -> None:
     """Run a daemon; its known failures become one line and exit code 1."""
+    from k8py.agent.join import JoinError
     from k8py.server.apiserver.encryptionconfig import ConfigError
+    from k8py.server.embeddedetcd import EtcdError
     from k8py.server.store.backend import StoreError
 
     try:
         asyncio.run(coroutine)
-    except (StoreError, ConfigError) as exc:
+    except (StoreError, ConfigError, JoinError, EtcdError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"{exc.strerror}: {exc.filename}" if exc.filename
@@ -970,6 +1001,7 @@ def certificate_rotate_ca(data_dir: str, finish: bool) -> None:
 
 
 cli.add_command(secretsencrypt.command)
+cli.add_command(etcdmember.command)
 
 
 class _SnapshotCommands(click.Group):

@@ -25,6 +25,11 @@ server runs whenever the file changes.
 Unless `--etcd-disable-snapshots`, a `snapshots` daemon saves the datastore on
 `--etcd-snapshot-schedule-cron` and keeps `--etcd-snapshot-retention` of them
 (`etcdsnapshot`).
+With `--cluster-init` (or `--server URL --token TOKEN`: joining another server's cluster;
+`serverjoin`), the datastore is an embedded etcd (`embeddedetcd`): an `etcd` daemon runs the
+member before the store opens on it, and `etcd-members` removes the member of a deleted
+control-plane Node (`etcdmembers`). A data dir holding etcd data restarts its member the same
+way without either flag.
 With `--audit-policy-file` and
 `--audit-log-path` the API server writes upstream's audit log (`apiserver.audit`).
 """
@@ -38,6 +43,7 @@ import dataclasses
 import ipaddress
 import logging
 import os
+import socket
 from collections.abc import Callable
 
 import yaml
@@ -130,6 +136,10 @@ class ServerConfig:
     etcd_snapshot_retention: int = 5
     etcd_snapshot_dir: str | None = None  # default <data-dir>/server/db/snapshots
     etcd_snapshot_name: str = "etcd-snapshot"
+    cluster_init: bool = False  # an embedded etcd, this server its first member
+    server: str | None = None  # join this server's cluster (with token), embedded etcd
+    etcd_client_port: int = 2379
+    etcd_peer_port: int = 2380
 
     @property
     def serves_metrics(self) -> bool:
@@ -137,8 +147,11 @@ class ServerConfig:
         return METRICS_ADDON not in self.disable
 
 
-async def run_store(store: Backend, ready: asyncio.Event) -> None:
-    """Hold the store open until cancelled."""
+async def run_store(store: Backend, ready: asyncio.Event,
+                    etcd_ready: asyncio.Event | None = None) -> None:
+    """Hold the store open until cancelled (opened once the embedded etcd is, if any)."""
+    if etcd_ready is not None:
+        await etcd_ready.wait()
     await store.start()
     try:
         stats = await store.stats()
@@ -273,6 +286,16 @@ async def run_apiserver(config: ServerConfig, store: Backend, store_ready: async
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_etcd_members(member, handler: asyncio.Future) -> None:
+    """The etcd member removal controller (`etcdmembers`), as the API server."""
+    from k8py.server import etcdmembers
+
+    rest = await handler
+    client = Client(InProcessTransport(rest, "k8py-etcd-members", API_SERVER),
+                    field_manager="k8py-etcd-members")
+    await etcdmembers.keep_members(client, member.client())
 
 
 async def run_control_loops(config: ServerConfig, handler: asyncio.Future) -> None:
@@ -469,20 +492,54 @@ def serving_names(config: ServerConfig) -> dict:
             "tls_san": config.tls_san + own_addresses}
 
 
+def etcd_member(config: ServerConfig):
+    """This server's embedded etcd member, or None when its datastore is another one."""
+    from k8py.agent.config import detect_node_ip
+    from k8py.server import embeddedetcd, etcdpki
+
+    db_dir = os.path.join(config.data_dir, "server", "db")
+    probe = embeddedetcd.Member("", db_dir, "", 0, 0, etcdpki.paths(config.data_dir))
+    if not (config.cluster_init or config.server or probe.has_data()):
+        return None
+    node_ip = str(config.node_ip) if config.node_ip else detect_node_ip()
+    # the member is named as the node is (the agent's default: the hostname)
+    name = (config.node_name or socket.gethostname()).lower()
+    return dataclasses.replace(probe, name=name, node_ip=node_ip,
+                               client_port=config.etcd_client_port,
+                               peer_port=config.etcd_peer_port)
+
+
 async def run(config: ServerConfig) -> None:
     server_dir = os.path.join(config.data_dir, "server")
     os.makedirs(server_dir, mode=0o700, exist_ok=True)
+    member = etcd_member(config)
+    join = None
+    if member is not None and config.server and not member.has_data():
+        from k8py.server import serverjoin
+        join = await serverjoin.bootstrap(config.server, config.token or "", server_dir)
     certs = pki.ensure_pki(server_dir, **serving_names(config), token=config.token)
     pki.ensure_kubelet_client(certs)  # what the API server shows kubelets
     tokens = TokenFile.ensure(os.path.join(server_dir, "cred", "tokens"), pki.ADMIN_USER,
                               (pki.ADMIN_GROUP,))
     encryption = open_encryption(config)
-    store = open_backend(config.datastore_endpoint, config.data_dir,
-                         cafile=config.datastore_cafile, certfile=config.datastore_certfile,
-                         keyfile=config.datastore_keyfile)
-    store_ready = asyncio.Event()
     supervisor = Supervisor()
-    supervisor.add("store", lambda: run_store(store, store_ready))
+    if member is not None:
+        from k8py.server import embeddedetcd, etcdpki
+
+        member = dataclasses.replace(member, certs=etcdpki.ensure(
+            config.data_dir, member.name, (member.node_ip,)))
+        cert, key = member.certs.client_cert
+        store = open_backend(member.local_client_url, config.data_dir,
+                             cafile=member.certs.server_ca, certfile=cert, keyfile=key)
+        etcd_ready = asyncio.Event()
+        supervisor.add("etcd", lambda: embeddedetcd.run_etcd(member, etcd_ready, join=join))
+    else:
+        store = open_backend(config.datastore_endpoint, config.data_dir,
+                             cafile=config.datastore_cafile, certfile=config.datastore_certfile,
+                             keyfile=config.datastore_keyfile)
+        etcd_ready = None
+    store_ready = asyncio.Event()
+    supervisor.add("store", lambda: run_store(store, store_ready, etcd_ready))
     handler: asyncio.Future = asyncio.get_running_loop().create_future()
     supervisor.add("apiserver",
                    lambda: run_apiserver(config, store, store_ready, certs, tokens, handler,
@@ -490,8 +547,12 @@ async def run(config: ServerConfig) -> None:
     if not (config.disable_scheduler and config.disable_controller_manager):
         supervisor.add("controllers", lambda: run_control_loops(config, handler))
     supervisor.add("deploy", lambda: run_deploy(config, handler))
+    if member is not None:
+        supervisor.add("etcd-members", lambda: run_etcd_members(member, handler))
     if config.etcd_disable_snapshots:
         log.info("ETCD snapshots are disabled")
+    elif member is not None:
+        log.info("no scheduled snapshots: not implemented for the embedded etcd yet")
     else:
         try:
             snapshots = snapshotter(config.datastore_endpoint, config.data_dir)

@@ -19,7 +19,15 @@ too; the body is `{"request": <PEM CSR>, "addresses", "hostnames", "nodePassword
 answer `{"servingCert": <PEM chain>, "ca": <trust bundle>}` is a certificate for the CSR's
 key, with the node's name and the names given, as `node-credentials` issues.
 
-All three paths bypass the authn middleware (`authn.ANONYMOUS_PATHS`): /cacerts is public, as in
+A joining server (`k8py server --server URL --token TOKEN`, `k8py.server.serverjoin`) asks
+`GET /v1-k8py/server-bootstrap` with the server's own secret (never a bootstrap token: this
+hands out the CA keys) and gets k3s's bootstrap data: `{"files": {<path under
+<data-dir>/server/>: <content>}, "etcdMembers": [{"name", "clientURLs", "peerURLs",
+"isLearner"}]}`: the cluster CA (its key and cross-signed link), the service-account key, the
+embedded etcd's CAs, the generated encryption config, and the etcd members to join through.
+A server without an embedded etcd answers 400.
+
+All four paths bypass the authn middleware (`authn.ANONYMOUS_PATHS`): /cacerts is public, as in
 k3s; node-credentials checks the secret itself, in constant time, and nothing else — a
 client certificate, even the admin's, does not stand in for the token. Besides the server's
 own secret, a bootstrap token (`k8py token create`: a `bootstrap-token-<id>` Secret in
@@ -62,6 +70,12 @@ PBKDF2_ROUNDS = 100_000
 CACERTS_PATH = "/cacerts"
 NODE_CREDENTIALS_PATH = "/v1-k8py/node-credentials"
 SERVING_KUBELET_PATH = "/v1-k8py/serving-kubelet"
+SERVER_BOOTSTRAP_PATH = "/v1-k8py/server-bootstrap"
+# what a joining server copies, relative to <data-dir>/server/ (present ones only)
+BOOTSTRAP_FILES = ("tls/server-ca.crt", "tls/server-ca.key", "tls/server-ca-cross.crt",
+                   "tls/service.key", "tls/etcd/server-ca.crt", "tls/etcd/server-ca.key",
+                   "tls/etcd/peer-ca.crt", "tls/etcd/peer-ca.key",
+                   "cred/encryption-config.json")
 _MAX_NAMES = 64  # addresses or hostnames in one request
 
 
@@ -72,6 +86,7 @@ def add_routes(app: web.Application, certs: pki.PKI, objects: ObjectStore,
     app.router.add_get(CACERTS_PATH, cacerts)
     app.router.add_post(NODE_CREDENTIALS_PATH, node_credentials)
     app.router.add_post(SERVING_KUBELET_PATH, serving_kubelet)
+    app.router.add_get(SERVER_BOOTSTRAP_PATH, server_bootstrap)
 
 
 async def cacerts(request: web.Request) -> web.Response:
@@ -258,3 +273,36 @@ async def serving_kubelet(request: web.Request) -> web.Response:
                                     addresses, hostnames)
     return responses.json_response({"servingCert": chain.decode(),
                                     "ca": pki.ca_pem(certs).decode()})
+
+
+def _read_bootstrap_files(server_dir: str) -> dict[str, str]:
+    files = {}
+    for name in BOOTSTRAP_FILES:
+        try:
+            with open(os.path.join(server_dir, name), encoding="utf-8") as f:
+                files[name] = f.read()
+        except FileNotFoundError:
+            continue
+    return files
+
+
+async def server_bootstrap(request: web.Request) -> web.Response:
+    from k8py.server.store.etcd import EtcdBackend
+
+    certs = request.app[PKI_KEY]
+    given = _bearer(request)
+    if not given or not hmac.compare_digest(given.encode(), pki.join_secret(certs).encode()):
+        raise errors.Unauthorized("Unauthorized")
+    objects, _ = request.app[STORE_KEY]
+    backend = objects.backend
+    if not isinstance(backend, EtcdBackend) or not os.path.exists(
+            os.path.join(certs.tls_dir, "etcd", "server-ca.key")):
+        raise errors.BadRequest("this server runs no embedded etcd: a server can join only a "
+                                "cluster started with --cluster-init")
+    members = await backend.client.member_list()
+    files = await asyncio.to_thread(_read_bootstrap_files, os.path.dirname(certs.tls_dir))
+    return responses.json_response({
+        "files": files,
+        "etcdMembers": [{"name": m.name, "clientURLs": list(m.clientURLs),
+                         "peerURLs": list(m.peerURLs), "isLearner": m.isLearner}
+                        for m in members]})

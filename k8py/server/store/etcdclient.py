@@ -13,6 +13,11 @@ balances (clientv3 retries on another endpoint only when that cannot repeat a wr
   requests"). A write whose outcome is unknown (the connection dropped after it was sent, a
   deadline) raises `OutcomeUnknown` (an `Unavailable`); the backend settles it (etcd.py).
 
+Membership (`member_list`, `member_add`, `member_promote`, `member_remove`) wraps etcd's
+Cluster service for the embedded etcd (`k8py.server.embeddedetcd`): adding a member is a
+write; promoting a learner that has not caught up fails with `NotInSync`, which the caller
+retries.
+
 Every failure leaves as a store error (`backend.py`): compacted and future revisions as
 `Compacted`/`FutureRevision`, everything else as `Unavailable`, so the API server maps each one
 to a Status. Every response header's revision raises `revision`, the newest revision seen.
@@ -34,6 +39,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from k8py.server.store import etcd_grpc
+from k8py.server.store import etcd_pb2 as pb
 from k8py.server.store.backend import StoreError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -61,6 +67,14 @@ class RevisionError(StoreError):
     def __init__(self, message: str, compacted: bool):
         super().__init__(message)
         self.compacted = compacted
+
+
+class NotInSync(Unavailable):
+    """MemberPromote refused: the learner has not caught up with the leader yet."""
+
+
+class MemberNotFound(StoreError):
+    """No member with that ID (already removed)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,3 +219,47 @@ class EtcdClient:
                      self.endpoints[self._current])
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    async def status(self):
+        """The current endpoint's Maintenance.Status (its member ID, leader, revision)."""
+        return await self.call("Maintenance", "Status", pb.StatusRequest(), write=False)
+
+    # --- membership (etcd's Cluster service) ------------------------------------------------
+
+    async def member_list(self) -> list:
+        """The members (`pb.Member`: ID, name, peerURLs, clientURLs, isLearner), as the
+        leader sees them (linearizable)."""
+        response = await self.call("Cluster", "MemberList",
+                                   pb.MemberListRequest(linearizable=True), write=False)
+        return list(response.members)
+
+    async def member_add(self, peer_urls: list[str], *, learner: bool = True):
+        """Add a member (a non-voting learner by default); (the new member, all members)."""
+        response = await self.call("Cluster", "MemberAdd",
+                                   pb.MemberAddRequest(peerURLs=peer_urls, isLearner=learner),
+                                   write=True)
+        return response.member, list(response.members)
+
+    async def member_promote(self, member_id: int) -> list:
+        """Make a learner a voting member; `NotInSync` until it has caught up."""
+        try:
+            response = await self.call("Cluster", "MemberPromote",
+                                       pb.MemberPromoteRequest(ID=member_id), write=True)
+        except Unavailable as exc:
+            if "not in sync" in str(exc) or "in sync with leader" in str(exc):
+                raise NotInSync(str(exc)) from None
+            if "member not found" in str(exc):
+                raise MemberNotFound(str(exc)) from None
+            raise
+        return list(response.members)
+
+    async def member_remove(self, member_id: int) -> list:
+        """Remove a member; `MemberNotFound` if it is gone already."""
+        try:
+            response = await self.call("Cluster", "MemberRemove",
+                                       pb.MemberRemoveRequest(ID=member_id), write=True)
+        except Unavailable as exc:
+            if "member not found" in str(exc):
+                raise MemberNotFound(str(exc)) from None
+            raise
+        return list(response.members)

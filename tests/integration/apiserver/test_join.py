@@ -191,3 +191,37 @@ async def test_bootstrap_tokens_join_until_they_expire(server):
     assert (await _ask(server, body, "abcdef.0123456789abcdeX"))[0] == 401
     assert (await _ask(server, body, "oldtok.0123456789abcdef"))[0] == 401
     assert (await _ask(server, body, "nonexs.0123456789abcdef"))[0] == 401
+
+
+async def _bootstrap(server: Server, token: str | None):
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    connector = aiohttp.TCPConnector(ssl=server.ssl())
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.get(server.url + "/v1-k8py/server-bootstrap",
+                               headers=headers) as response:
+            return response.status, await response.json(content_type=None)
+
+
+@pytest.mark.parametrize("token", [None, "wrong"])
+async def test_server_bootstrap_needs_the_server_secret(server, token):
+    status, body = await _bootstrap(server, token)
+    assert status == 401 and body["kind"] == "Status"
+
+
+async def test_server_bootstrap_needs_an_embedded_etcd(server):
+    status, body = await _bootstrap(server, _secret(server))
+    assert status == 400 and "--cluster-init" in body["message"]
+
+
+def test_a_joining_server_writes_only_the_shared_files(tmp_path):
+    import os
+    import stat
+
+    from k8py.server.serverjoin import _write_files
+
+    _write_files(str(tmp_path), {"tls/server-ca.key": "KEY", "../evil": "x",
+                                 "tls/etcd/peer-ca.crt": "CERT", "token": "t"})
+    assert (tmp_path / "tls" / "server-ca.key").read_text() == "KEY"
+    assert (tmp_path / "tls" / "etcd" / "peer-ca.crt").read_text() == "CERT"
+    assert stat.S_IMODE(os.stat(tmp_path / "tls" / "server-ca.key").st_mode) == 0o600
+    assert not (tmp_path.parent / "evil").exists() and not (tmp_path / "token").exists()
