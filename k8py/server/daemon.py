@@ -60,8 +60,8 @@ from k8py.server.apiserver.inprocess import InProcessTransport
 from k8py.server.apiserver.storage import ObjectStore
 from k8py.server.apiserver.strategies import Strategies
 from k8py.server.store import open_backend
-from k8py.server.store.backend import Backend
-from k8py.server.store.snapshot import NoSnapshots, snapshotter
+from k8py.server.store.backend import Backend, StoreError
+from k8py.server.store.snapshot import snapshotter
 
 METRICS_ADDON = "metrics-server"  # k3s's add-on name: `--disable metrics-server`
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -485,8 +485,11 @@ async def run(config: ServerConfig) -> None:
         log.info("ETCD snapshots are disabled")
     else:
         try:
-            snapshots = snapshotter(config.datastore_endpoint, config.data_dir)
-        except NoSnapshots as exc:
+            snapshots = snapshotter(config.datastore_endpoint, config.data_dir,
+                                    cafile=config.datastore_cafile,
+                                    certfile=config.datastore_certfile,
+                                    keyfile=config.datastore_keyfile)
+        except StoreError as exc:  # NoSnapshots, or an unreadable embedded etcd config
             log.info("no scheduled snapshots: %s", exc)
         else:
             supervisor.add("snapshots", lambda: run_snapshots(config, snapshots, store_ready))
