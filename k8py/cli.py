@@ -314,27 +314,46 @@ def _at_least_a_second(seconds: float) -> float:
 
 
 def _cluster_reset(flags: dict, restore_path: str | None) -> None:
-    """`server --cluster-reset --cluster-reset-restore-path FILE`: restore, then exit with
-    k3s's message. Refused while a server has the datastore open (its lock)."""
+    """`server --cluster-reset [--cluster-reset-restore-path FILE]`, then exit with k3s's
+    message. The datastore decides: an embedded etcd (`<data-dir>/server/db/etcd`) is reset to
+    one member, or restored from the snapshot; SQLite only restores. Refused while a server
+    has the datastore open."""
     from k8py.server import etcdsnapshot
-    from k8py.server.store.backend import StoreLocked
+    from k8py.server.store.backend import StoreError, StoreLocked
+    from k8py.server.store.etcdsnapshot import embedded_member, reset_member
     from k8py.server.store.snapshot import snapshotter
 
+    def in_use() -> click.ClickException:
+        return click.ClickException(
+            f"the datastore of {flags['data_dir']} is in use by a running k8py server: "
+            "stop it first (systemctl stop k8py), then reset")
+
+    embedded = None if flags["datastore_endpoint"] else embedded_member(flags["data_dir"])
     if not restore_path:
-        raise click.UsageError("--cluster-reset resets an etcd cluster's membership; a "
-                               "single-server datastore has none: give "
-                               "--cluster-reset-restore-path to restore a snapshot")
+        if embedded is None:
+            raise click.UsageError("--cluster-reset resets an etcd cluster's membership; a "
+                                   "single-server datastore has none: give "
+                                   "--cluster-reset-restore-path to restore a snapshot")
+        try:
+            reset_member(embedded[0])
+        except StoreLocked:
+            raise in_use() from None
+        except StoreError as exc:
+            raise click.ClickException(str(exc)) from None
+        log.info(etcdsnapshot.RESET_DONE)
+        return
     directory = flags["etcd_snapshot_dir"] or etcdsnapshot.default_dir(flags["data_dir"])
     source = etcdsnapshot.restore_source(restore_path, directory)
 
     async def restore() -> None:
-        snapshots = snapshotter(flags["datastore_endpoint"], flags["data_dir"])
+        snapshots = snapshotter(flags["datastore_endpoint"], flags["data_dir"],
+                                cafile=flags["datastore_cafile"],
+                                certfile=flags["datastore_certfile"],
+                                keyfile=flags["datastore_keyfile"])
         try:
             await etcdsnapshot.restore(snapshots, source)
         except StoreLocked:
-            raise click.ClickException(
-                f"the datastore of {flags['data_dir']} is in use by a running k8py server: "
-                "stop it first (systemctl stop k8py), then restore") from None
+            raise in_use() from None
 
     _run(restore())
     log.info(etcdsnapshot.RESET_DONE)
@@ -1023,8 +1042,14 @@ def _snapshot_options(f):
                      show_default=True, type=click.Path(file_okay=False),
                      help="Folder holding the state"),
         click.option("--datastore-endpoint", envvar="K8PY_DATASTORE_ENDPOINT", default="",
-                     metavar="URL", help="The server's datastore (default: SQLite under the "
-                     "data dir)"),
+                     metavar="URL", help="The server's datastore (default: the data dir's "
+                     "embedded etcd, else SQLite under it)"),
+        click.option("--datastore-cafile", envvar="K8PY_DATASTORE_CAFILE", default=None,
+                     metavar="FILE", help="CA of an etcd datastore's TLS"),
+        click.option("--datastore-certfile", envvar="K8PY_DATASTORE_CERTFILE", default=None,
+                     metavar="FILE", help="Client certificate for an etcd datastore"),
+        click.option("--datastore-keyfile", envvar="K8PY_DATASTORE_KEYFILE", default=None,
+                     metavar="FILE", help="Client key for an etcd datastore"),
         click.option("--node-name", envvar="K8PY_NODE_NAME", default=None,
                      help="Node name in snapshot names (default: the hostname)"),
         click.option("--dir", "--etcd-snapshot-dir", "directory", default=None, metavar="DIR",
@@ -1045,7 +1070,8 @@ def _snapshot_dir(data_dir: str, directory: str | None) -> str:
 
 @etcd_snapshot.command("save")
 @_snapshot_options
-def etcd_snapshot_save(data_dir, datastore_endpoint, node_name, directory, name, debug) -> None:
+def etcd_snapshot_save(data_dir, datastore_endpoint, datastore_cafile, datastore_certfile,
+                       datastore_keyfile, node_name, directory, name, debug) -> None:
     """Take a snapshot now."""
     from k8py.server import etcdsnapshot
     from k8py.server.store.snapshot import snapshotter
@@ -1054,7 +1080,9 @@ def etcd_snapshot_save(data_dir, datastore_endpoint, node_name, directory, name,
 
     async def save() -> None:
         taken, revision = await etcdsnapshot.save(
-            snapshotter(datastore_endpoint, data_dir), _snapshot_dir(data_dir, directory),
+            snapshotter(datastore_endpoint, data_dir, cafile=datastore_cafile,
+                        certfile=datastore_certfile, keyfile=datastore_keyfile),
+            _snapshot_dir(data_dir, directory),
             name, etcdsnapshot.node_name(node_name))
         log.info("Snapshot %s saved at revision %d (%d bytes)", taken.name, revision,
                  taken.size)
@@ -1066,7 +1094,8 @@ def etcd_snapshot_save(data_dir, datastore_endpoint, node_name, directory, name,
 @_snapshot_options
 @click.option("--output", "-o", type=click.Choice(["table", "json", "yaml"]), default="table",
               show_default=True, help="List format")
-def etcd_snapshot_ls(data_dir, datastore_endpoint, node_name, directory, name, debug,
+def etcd_snapshot_ls(data_dir, datastore_endpoint, datastore_cafile, datastore_certfile,
+                     datastore_keyfile, node_name, directory, name, debug,
                      output) -> None:
     """List snapshots (Name, Location, Size, Created)."""
     import datetime
@@ -1104,7 +1133,8 @@ def etcd_snapshot_ls(data_dir, datastore_endpoint, node_name, directory, name, d
 @etcd_snapshot.command("delete")
 @_snapshot_options
 @click.argument("snapshots", nargs=-1)
-def etcd_snapshot_delete(data_dir, datastore_endpoint, node_name, directory, name, debug,
+def etcd_snapshot_delete(data_dir, datastore_endpoint, datastore_cafile, datastore_certfile,
+                         datastore_keyfile, node_name, directory, name, debug,
                          snapshots) -> None:
     """Delete the named snapshots."""
     from k8py.server import etcdsnapshot
@@ -1123,7 +1153,8 @@ def etcd_snapshot_delete(data_dir, datastore_endpoint, node_name, directory, nam
 @_snapshot_options
 @click.option("--snapshot-retention", type=click.IntRange(0), default=5, show_default=True,
               help="Number of snapshots to retain (of those named --name)")
-def etcd_snapshot_prune(data_dir, datastore_endpoint, node_name, directory, name, debug,
+def etcd_snapshot_prune(data_dir, datastore_endpoint, datastore_cafile, datastore_certfile,
+                        datastore_keyfile, node_name, directory, name, debug,
                         snapshot_retention) -> None:
     """Remove the oldest snapshots named --name beyond --snapshot-retention."""
     from k8py.server import etcdsnapshot

@@ -66,8 +66,8 @@ from k8py.server.apiserver.inprocess import InProcessTransport
 from k8py.server.apiserver.storage import ObjectStore
 from k8py.server.apiserver.strategies import Strategies
 from k8py.server.store import open_backend
-from k8py.server.store.backend import Backend
-from k8py.server.store.snapshot import NoSnapshots, snapshotter
+from k8py.server.store.backend import Backend, StoreError
+from k8py.server.store.snapshot import snapshotter
 
 METRICS_ADDON = "metrics-server"  # k3s's add-on name: `--disable metrics-server`
 DNS_ADDON = "coredns"  # k3s's add-on name: `--disable coredns`
@@ -555,8 +555,11 @@ async def run(config: ServerConfig) -> None:
         log.info("no scheduled snapshots: not implemented for the embedded etcd yet")
     else:
         try:
-            snapshots = snapshotter(config.datastore_endpoint, config.data_dir)
-        except NoSnapshots as exc:
+            snapshots = snapshotter(config.datastore_endpoint, config.data_dir,
+                                    cafile=config.datastore_cafile,
+                                    certfile=config.datastore_certfile,
+                                    keyfile=config.datastore_keyfile)
+        except StoreError as exc:  # NoSnapshots, or an unreadable embedded etcd config
             log.info("no scheduled snapshots: %s", exc)
         else:
             supervisor.add("snapshots", lambda: run_snapshots(config, snapshots, store_ready))

@@ -357,6 +357,11 @@ class LogBackend(abc.ABC):
         if revision < self._compact_revision:
             raise Compacted(revision, self._compact_revision)
 
+    def expires(self, key: str) -> float:
+        """The unix time a live key's TTL ends (0: none, or no such key); for migration."""
+        entry = self._index.get(key)
+        return entry.expires if entry else 0.0
+
     async def get(self, key: str, *, revision: int = 0) -> KeyValue | None:
         if revision == 0 and key not in self._index:
             return None

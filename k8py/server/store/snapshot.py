@@ -14,8 +14,9 @@ need from a backend, whatever it is:
   resourceVersion gets 410 Gone and relists instead of waiting for revisions that will
   never come again, and new writes never reuse a revision.
 
-Backends register a factory by URL scheme in `SNAPSHOTTERS`, as `open_backend` does; an etcd
-backend would save through the Maintenance.Snapshot RPC and restore into a new data dir.
+Backends register a factory by URL scheme in `SNAPSHOTTERS`, as `open_backend` does; etcd
+(`http(s)://` endpoints, or the embedded member a data dir holds when no endpoint is given) is
+in `etcdsnapshot.py`: save through the Maintenance.Snapshot RPC, restore into a new data dir.
 
 SQLite (`SQLiteSnapshots`)
     `save` copies with SQLite's online backup API in a single step: one read transaction, so
@@ -248,17 +249,43 @@ def _sqlite(parsed: urllib.parse.SplitResult, data_dir: str) -> Snapshotter:
     return SQLiteSnapshots(path)
 
 
-SNAPSHOTTERS: dict[str, Callable[[urllib.parse.SplitResult, str], Snapshotter]] = {
+def _etcd(parsed: urllib.parse.SplitResult, data_dir: str, **tls) -> Snapshotter:
+    from k8py.server.store.etcdclient import parse_endpoints
+    from k8py.server.store.etcdsnapshot import EtcdSnapshots
+
+    try:
+        endpoints = parse_endpoints(f"{parsed.scheme}://{parsed.netloc}{parsed.path}")
+    except ValueError as exc:
+        raise NoSnapshots(str(exc)) from None
+    return EtcdSnapshots(endpoints, **tls)
+
+
+SNAPSHOTTERS: dict[str, Callable[..., Snapshotter]] = {
     "sqlite": _sqlite,
+    "http": _etcd,
+    "https": _etcd,
 }
 
 
-def snapshotter(endpoint: str, data_dir: str) -> Snapshotter:
-    """The snapshotter for a datastore endpoint (`--datastore-endpoint`; "" is SQLite under
-    the data dir)."""
+def snapshotter(endpoint: str, data_dir: str, *, cafile: str | None = None,
+                certfile: str | None = None, keyfile: str | None = None) -> Snapshotter:
+    """The snapshotter for a datastore endpoint (`--datastore-endpoint`; "" is the data dir's
+    embedded etcd if it has one, else SQLite under the data dir). The TLS files are an etcd
+    endpoint's (`--datastore-cafile` etc.)."""
+    tls = {k: v for k, v in (("cafile", cafile), ("certfile", certfile),
+                             ("keyfile", keyfile)) if v}
+    if not endpoint:
+        from k8py.server.store.etcdsnapshot import EtcdSnapshots, embedded_member
+
+        found = embedded_member(data_dir)
+        if found is not None:
+            member, endpoints, files = found
+            return EtcdSnapshots(endpoints, member=member, **{**files, **tls})
     parsed = urllib.parse.urlsplit(endpoint or "sqlite://")
     factory = SNAPSHOTTERS.get(parsed.scheme)
     if factory is None:
         raise NoSnapshots(f"snapshots of the {parsed.scheme}:// datastore are not supported "
                           f"(supported: {', '.join(s + '://' for s in SNAPSHOTTERS)})")
+    if parsed.scheme in ("http", "https"):
+        return factory(parsed, data_dir, **tls)
     return factory(parsed, data_dir)
