@@ -1,6 +1,6 @@
 """`k8py etcd member list | remove NAME`: the embedded etcd's membership, from a server's host.
 
-The commands talk to the local member (`<data-dir>/server/db/etcd/k8py-member.json`, written
+The commands talk to the local member (`<data-dir>/server/db/etcd/config`, written
 by the running server) with the server's etcd client certificate (`server/tls/etcd/`), so they
 need the data dir (root's, like the server's) and no kubeconfig. `list` prints etcdctl's
 columns (ID, STATUS, NAME, PEER ADDRS, CLIENT ADDRS, IS LEARNER); `remove NAME` removes the

@@ -65,7 +65,7 @@ from k8py.server.apiserver.authz import API_SERVER
 from k8py.server.apiserver.inprocess import InProcessTransport
 from k8py.server.apiserver.storage import ObjectStore
 from k8py.server.apiserver.strategies import Strategies
-from k8py.server.store import open_backend
+from k8py.server.store import DEFAULT_SQLITE_PATH, open_backend
 from k8py.server.store.backend import Backend, StoreError
 from k8py.server.store.snapshot import snapshotter
 
@@ -148,12 +148,19 @@ class ServerConfig:
 
 
 async def run_store(store: Backend, ready: asyncio.Event,
-                    etcd_ready: asyncio.Event | None = None) -> None:
-    """Hold the store open until cancelled (opened once the embedded etcd is, if any)."""
+                    etcd_ready: asyncio.Event | None = None,
+                    migrate_from: str | None = None) -> None:
+    """Hold the store open until cancelled (opened once the embedded etcd is, if any). With
+    `migrate_from`, a SQLite database there is first moved into the (etcd) store, as k3s
+    does when `--cluster-init` meets a SQLite datastore (`store.migrate.migrate_file`)."""
     if etcd_ready is not None:
         await etcd_ready.wait()
     await store.start()
     try:
+        if migrate_from is not None:
+            from k8py.server.store.migrate import migrate_file
+
+            await migrate_file(migrate_from, store)
         stats = await store.stats()
         log.info("store ready at revision %d with %d keys", stats.revision, stats.keys)
         ready.set()
@@ -539,7 +546,10 @@ async def run(config: ServerConfig) -> None:
                              keyfile=config.datastore_keyfile)
         etcd_ready = None
     store_ready = asyncio.Event()
-    supervisor.add("store", lambda: run_store(store, store_ready, etcd_ready))
+    # the first server of an embedded etcd takes a SQLite datastore of this data dir with it
+    migrate_from = os.path.join(config.data_dir, DEFAULT_SQLITE_PATH) \
+        if member is not None and not config.server else None
+    supervisor.add("store", lambda: run_store(store, store_ready, etcd_ready, migrate_from))
     handler: asyncio.Future = asyncio.get_running_loop().create_future()
     supervisor.add("apiserver",
                    lambda: run_apiserver(config, store, store_ready, certs, tokens, handler,
@@ -552,7 +562,15 @@ async def run(config: ServerConfig) -> None:
     if config.etcd_disable_snapshots:
         log.info("ETCD snapshots are disabled")
     elif member is not None:
-        log.info("no scheduled snapshots: not implemented for the embedded etcd yet")
+        from k8py.server.store import etcdsnapshot as etcd_snapshots
+        from k8py.server.store.etcdclient import parse_endpoints
+
+        cert, key = member.certs.client_cert
+        snapshots = etcd_snapshots.EtcdSnapshots(
+            parse_endpoints(member.local_client_url),
+            member=etcd_snapshots.Member(member.data_dir, member.name, member.peer_url),
+            cafile=member.certs.server_ca, certfile=cert, keyfile=key)
+        supervisor.add("snapshots", lambda: run_snapshots(config, snapshots, store_ready))
     else:
         try:
             snapshots = snapshotter(config.datastore_endpoint, config.data_dir,

@@ -3,8 +3,9 @@ Debian's `/usr/bin/etcd` as the server's supervised child, the store (`store/etc
 at the local member.
 
 Layout: data in `<data-dir>/server/db/etcd/` (etcd's `member/` inside), its log in
-`<data-dir>/server/db/etcd.log`, its pid in `etcd.pid`, and `<data-dir>/server/db/etcd/
-k8py-member.json` (this member's name and URLs, for `k8py etcd member`). Certificates are
+`<data-dir>/server/db/etcd.log`, its pid in `etcd.pid`, and `<data-dir>/server/db/etcd/config`
+(this member's name and URLs in etcd's --config-file keys, as k3s writes it: read by `k8py etcd
+member`, `k8py etcd-snapshot` and `--cluster-reset`, `store/etcdsnapshot.embedded_member`). Certificates are
 `etcdpki`'s. URLs: clients at `https://127.0.0.1:<client port>` and `https://<node-ip>:<client
 port>` (advertised: the node-ip one), peers at `https://<node-ip>:<peer port>` (2379 and 2380
 by default; both settable, so that several servers share one host in tests). The member's name
@@ -35,12 +36,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import platform
 import signal
 import time
+
+import yaml
 
 from k8py.agent.containerd import _last_log_line, _set_pdeathsig
 from k8py.certificates import write_private
@@ -51,7 +53,7 @@ from k8py.server.store.etcdclient import EtcdClient, NotInSync, parse_endpoints
 log = logging.getLogger(__name__)
 
 ETCD = "/usr/bin/etcd"
-MEMBER_FILE = "k8py-member.json"
+MEMBER_FILE = "config"  # etcd's --config-file YAML, k3s's name
 
 
 class EtcdError(Exception):
@@ -123,15 +125,28 @@ class Member:
         ]
 
     def write_member_file(self) -> None:
-        write_private(os.path.join(self.data_dir, MEMBER_FILE), json.dumps({
-            "name": self.name, "clientURL": self.client_url,
-            "localClientURL": self.local_client_url, "peerURL": self.peer_url}).encode())
+        write_private(os.path.join(self.data_dir, MEMBER_FILE), yaml.safe_dump({
+            "name": self.name, "data-dir": self.data_dir,
+            "advertise-client-urls": self.client_url,
+            "listen-client-urls": ",".join([self.local_client_url, self.client_url]),
+            "initial-advertise-peer-urls": self.peer_url,
+            "listen-peer-urls": self.peer_url}, sort_keys=False).encode())
 
 
 def read_member_file(db_dir: str) -> dict:
-    """This server's member as `run_etcd` last started it; OSError/ValueError if none."""
+    """This server's member as `run_etcd` last started it (name, clientURL, localClientURL,
+    peerURL); OSError/ValueError if none."""
     with open(os.path.join(db_dir, "etcd", MEMBER_FILE), encoding="utf-8") as f:
-        return json.load(f)
+        try:
+            config = yaml.safe_load(f)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{f.name}: {exc}") from None
+    try:
+        return {"name": config["name"], "clientURL": config["advertise-client-urls"],
+                "localClientURL": config["listen-client-urls"].split(",")[0],
+                "peerURL": config["initial-advertise-peer-urls"]}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{f.name}: not a member config ({exc})") from None
 
 
 def _initial_cluster(members) -> str:

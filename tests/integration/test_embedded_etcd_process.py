@@ -160,3 +160,71 @@ def test_embedded_etcd_flags_are_checked(tmp_path, flags, message):
     done = subprocess.run([sys.executable, "-m", "k8py", "server", "--data-dir", str(tmp_path),
                            *flags], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_sqlite_migrates_then_snapshot_and_restore(tmp_path):
+    """A SQLite server restarted with --cluster-init moves every object into its new etcd,
+    in resourceVersion order; `k8py etcd-snapshot save` snapshots the embedded etcd beside the
+    running server, and `--cluster-reset --cluster-reset-restore-path` brings that state
+    back."""
+    data_dir = tmp_path / "s1"
+    server = Server(data_dir, "s1")
+    pids = []
+    try:
+        server.start()
+        for name in ("first", "second", "third"):
+            server.call(lambda c, n=name: c.create(CONFIGMAPS, {"metadata": {"name": n},
+                                                                "data": {"v": "0"}}, "default"))
+        # updated after the others: the newest resourceVersion
+        first = server.call(lambda c: c.get(CONFIGMAPS, "first", "default"))
+        first["data"]["v"] = "1"
+        server.call(lambda c: c.update(CONFIGMAPS, first))
+        server.call(lambda c: c.delete(CONFIGMAPS, "third", "default"))
+        server.stop()
+
+        server = Server(data_dir, "s1", "--cluster-init")
+        said = "".join(server.start())
+        assert "Migrating the SQLite datastore" in said
+        pids.append(etcd_pid(server))
+        assert (data_dir / "server" / "db" / "state.db.migrated").exists()
+        listed = [m for m in server.call(lambda c: c.list(CONFIGMAPS, "default"))["items"]
+                  if m["metadata"]["name"] in ("first", "second", "third")]
+        values = {m["metadata"]["name"]: m["data"]["v"] for m in listed}
+        assert values == {"first": "1", "second": "0"}
+        versions = {m["metadata"]["name"]: int(m["metadata"]["resourceVersion"])
+                    for m in listed}
+        assert versions["second"] < versions["first"]  # the order SQLite gave them
+
+        saved = subprocess.run([sys.executable, "-m", "k8py", "etcd-snapshot", "save",
+                                "--data-dir", str(data_dir), "--name", "before"],
+                               capture_output=True, text=True, timeout=120)
+        assert saved.returncode == 0, saved.stderr
+        snapshots = list((data_dir / "server" / "db" / "snapshots").glob("before-*"))
+        assert len(snapshots) == 1
+        assert stat.S_IMODE(os.stat(snapshots[0]).st_mode) == 0o600
+        server.call(lambda c: c.create(CONFIGMAPS, {"metadata": {"name": "after"}},
+                                       "default"))
+        refused = subprocess.run(
+            [sys.executable, "-m", "k8py", "server", "--data-dir", str(data_dir),
+             "--cluster-reset", "--cluster-reset-restore-path", str(snapshots[0])],
+            capture_output=True, text=True, timeout=120)
+        assert refused.returncode != 0  # its etcd is running
+        server.stop()
+
+        restored = subprocess.run(
+            [sys.executable, "-m", "k8py", "server", "--data-dir", str(data_dir),
+             "--cluster-reset", "--cluster-reset-restore-path", str(snapshots[0])],
+            capture_output=True, text=True, timeout=120)
+        assert restored.returncode == 0, restored.stderr
+        assert "restart without --cluster-reset" in restored.stderr
+        server = Server(data_dir, "s1", "--cluster-init")
+        server.start()
+        pids.append(etcd_pid(server))
+        names = {m["metadata"]["name"] for m in
+                 server.call(lambda c: c.list(CONFIGMAPS, "default"))["items"]}
+        assert {"first", "second"} <= names and "after" not in names
+    finally:
+        server.stop()
+    for pid in pids:
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
+                 open(f"/proc/{pid}/stat").read().split()[2] == "Z", 30, f"etcd {pid} gone")
