@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import hashlib
 import logging
 import os
@@ -46,6 +45,7 @@ import time
 
 from grpclib.const import Status
 
+from k8py.childprocess import die_with_parent, last_log_line
 from k8py.runtime.cri import CriClient, CriError, endpoint_path
 from k8py.runtime.images import PAUSE_IMAGE, ImageError, ensure_pause_image
 
@@ -56,7 +56,6 @@ CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin", "/usr/libexec/cni")
 CAP_SYS_RESOURCE = 24
 MAX_SOCKET_PATH = 104  # containerd's limit for a unix socket path
 RUN_DIR = "/run/k8py"  # sockets whose path under the data dir would be too long
-PR_SET_PDEATHSIG = 1
 
 # Plugins containerd 1.6 loads by default that k8py has no use for (the v1 shim runtime
 # cannot go: the tasks service, which the CRI plugin needs, requires it).
@@ -189,11 +188,6 @@ def write_config(data_dir: str) -> str:
     return path
 
 
-def _set_pdeathsig() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
 def _stop_leftover(pid_file: str, config_path: str, timeout: float) -> None:
     """Stop a containerd a killed agent left running on this data dir (blocking)."""
     try:
@@ -216,16 +210,6 @@ def _stop_leftover(pid_file: str, config_path: str, timeout: float) -> None:
             time.sleep(0.05)
 
 
-def _last_log_line(log_path: str) -> str:
-    try:
-        with open(log_path, "rb") as f:
-            f.seek(max(0, os.path.getsize(log_path) - 4096))
-            lines = [line for line in f.read().decode(errors="replace").splitlines() if line]
-    except OSError:
-        return ""
-    return lines[-1] if lines else ""
-
-
 async def _start(data_dir: str, binary: str, stop_timeout: float
                  ) -> asyncio.subprocess.Process:
     directory = containerd_dir(data_dir)
@@ -237,7 +221,7 @@ async def _start(data_dir: str, binary: str, stop_timeout: float
             proc = await asyncio.create_subprocess_exec(
                 binary, "--config", config_path, stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file, stderr=log_file, start_new_session=True,
-                preexec_fn=_set_pdeathsig)
+                preexec_fn=die_with_parent)
         except OSError as exc:
             raise ContainerdError(f"cannot run {binary}: {exc.strerror}") from None
     with open(pid_file, "w", encoding="ascii") as f:
@@ -325,7 +309,7 @@ async def run_containerd(data_dir: str, ready: asyncio.Event, *,
                     await _prepare(cri, sock, required=not ever_ready)
                 except ContainerdError as exc:
                     if not ever_ready:
-                        last = _last_log_line(log_path)
+                        last = last_log_line(log_path)
                         raise ContainerdError(f"{exc}{': ' + last if last else ''} "
                                               f"(log: {log_path})") from None
                     log.warning("containerd did not come back: %s", exc)

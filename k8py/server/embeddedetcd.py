@@ -44,8 +44,8 @@ import time
 
 import yaml
 
-from k8py.agent.containerd import _last_log_line, _set_pdeathsig
 from k8py.certificates import write_private
+from k8py.childprocess import die_with_parent, last_log_line
 from k8py.server.etcdpki import EtcdPKI
 from k8py.server.store.backend import Unavailable
 from k8py.server.store.etcdclient import EtcdClient, NotInSync, parse_endpoints
@@ -215,7 +215,7 @@ async def _start(member: Member, initial_cluster: str, state: str, binary: str
             proc = await asyncio.create_subprocess_exec(
                 *member.command(initial_cluster, state, binary), env=env,
                 stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                start_new_session=True, preexec_fn=_set_pdeathsig)
+                start_new_session=True, preexec_fn=die_with_parent)
         except OSError as exc:
             raise EtcdError(f"cannot run {binary}: {exc.strerror}") from None
     with open(os.path.join(member.db_dir, "etcd.pid"), "w", encoding="ascii") as f:
@@ -285,7 +285,7 @@ async def run_etcd(member: Member, ready: asyncio.Event, *, join: list[str] | No
                     learner_id = None
             except EtcdError as exc:
                 if not ever_ready:
-                    last = _last_log_line(member.log_path)
+                    last = last_log_line(member.log_path)
                     raise EtcdError(f"{exc}{': ' + last if last else ''} "
                                     f"(log: {member.log_path})") from None
                 log.warning("etcd did not come back: %s", exc)
