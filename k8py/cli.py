@@ -457,9 +457,9 @@ def _check_join_flags(flags: dict) -> None:
 
 
 async def _join(flags: dict, node_name: str, addresses: tuple[str, ...] = (),
-                hostnames: tuple[str, ...] = (), tls_dir: str | None = None):
+                hostnames: tuple[str, ...] = (), tls_dir: str | None = None, servers=None):
     """The node credentials from --server with --token (`k8py.agent.join`), kept in
-    `tls_dir` (default `<data-dir>/agent/tls`)."""
+    `tls_dir` (default `<data-dir>/agent/tls`); with `servers`, from any of them."""
     import os
 
     from k8py.agent.join import JoinError, join
@@ -467,7 +467,7 @@ async def _join(flags: dict, node_name: str, addresses: tuple[str, ...] = (),
     try:
         return await join(flags["server"], flags["token"],
                           tls_dir or os.path.join(flags["data_dir"], "agent", "tls"),
-                          node_name, addresses, hostnames)
+                          node_name, addresses, hostnames, servers=servers)
     except JoinError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -489,25 +489,27 @@ def _agent_joined(debug: bool, flags: dict) -> None:
         from k8py.agent import apiservers
         from k8py.agent.certrotation import Rotation
 
-        credentials = await _join(flags, config.node_name, (config.node_ip,), hostnames)
+        # every API server, learned from the kubernetes endpoints (`k8py.agent.apiservers`):
+        # one list for the join, the node's, the rotation's and the ingress token's requests
+        servers = apiservers.server_list(flags["server"], flags["data_dir"])
+        credentials = await _join(flags, config.node_name, (config.node_ip,), hostnames,
+                                  servers=servers)
         node_config = dataclasses.replace(
             config, tls_cert=credentials.serving_cert, tls_key=credentials.serving_key,
             client_ca=credentials.ca_cert)
-        # every API server, learned from the kubernetes endpoints (`k8py.agent.apiservers`)
-        transport = credentials.transport(flags["server"], servers=apiservers.server_list(
-            flags["server"], flags["data_dir"]))
+        transport = credentials.transport(flags["server"], servers=servers)
         client = Client(transport, field_manager="k8py-kubelet")
         following = asyncio.create_task(apiservers.follow(client, transport))
         # the kubelet's certificates renewed while it runs (`k8py.agent.certrotation`)
         renewing = asyncio.create_task(Rotation(
-            credentials, flags["server"], client, transport, config.node_name,
+            credentials, client, transport, config.node_name,
             addresses=(config.node_ip,), hostnames=hostnames,
             password_file=os.path.join(config.agent_dir, "node-password")).run())
         # TLS Secrets for the ingress: the k8py-ingress account's token, bound to this node
         from k8py.agent.ingresstoken import IngressToken
 
         ingress_token = IngressToken(client, config.node_name, flags["server"].rstrip("/"),
-                                     credentials.ca_cert)
+                                     credentials.ca_cert, servers=servers)
         try:
             await _agent_notifying(agent_daemon, node_config, client, ingress_token)
         finally:

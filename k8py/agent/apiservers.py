@@ -7,7 +7,9 @@ lists and watches again through whichever server is reachable) and hands its add
 `https://<ip>:<port>` URLs, to the `ServerList` the agent's one HTTP transport fails over
 on. The transport's health checks run alongside. The list is kept in
 `<data-dir>/agent/etc/k8py-agent-load-balancer.json` (`state_file`), so a restarted agent
-knows the servers before it reaches any.
+knows the servers before it reaches any. An agent has one list (`server_list`), shared by
+the join (`agent.join`: any server answers it), the node's transport, the certificate
+rotation and the ingress token's transport.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@
   serving` signer needs a human's approval for every renewal, which no k3s user gives; the
   kubelet server follows its file (`tls.follow`).
 - The trust bundle: every `ca_refresh` seconds and after each renewal, `/cacerts` over the
-  verified connection; a changed bundle (a CA rotation) is written to `server-ca.crt` and
+  verified connection (the transport's: like the CSRs, it goes to whichever API server the
+  agent's server list fails over to, `client.loadbalancer`); a changed bundle (a CA rotation) is written to `server-ca.crt` and
   trusted by the client and the kubelet server from then on.
 
 Each certificate is renewed between 70% and 90% of its lifetime (`certificates.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 from typing import Any
 
@@ -65,12 +67,12 @@ def certificate_request(node: str, key) -> bytes:
 class Rotation:
     """The running agent's certificate renewals; `run()` until cancelled."""
 
-    def __init__(self, credentials: Credentials, server: str, client: Client,
+    def __init__(self, credentials: Credentials, client: Client,
                  transport: HttpTransport, node: str, *, addresses: tuple[str, ...] = (),
                  hostnames: tuple[str, ...] = (), password_file: str,
                  issue_timeout: float = 900.0, ca_refresh: float = 600.0,
                  fraction: float | None = None):
-        self.credentials, self.server = credentials, server.rstrip("/")
+        self.credentials = credentials
         self.client, self.transport, self.node = client, transport, node
         self.addresses, self.hostnames, self.password_file = addresses, hostnames, password_file
         self.issue_timeout, self.ca_refresh, self.fraction = issue_timeout, ca_refresh, fraction
@@ -138,25 +140,20 @@ class Rotation:
         write_private(self.credentials.serving_cert, chain)
         await self._refresh_ca_once()
 
-    def _session(self) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.transport.tls),
-                                     timeout=aiohttp.ClientTimeout(total=30))
-
     async def _post(self, path: str, body: dict) -> dict:
-        async with self._session() as session:
-            async with session.post(self.server + path, json=body) as response:
-                answer = await response.json(content_type=None)
-                if response.status != 200:
-                    raise errors.from_status(answer if isinstance(answer, dict) else {},
-                                             response.status)
-                return answer
+        status, raw = await self.transport.request("POST", path, body=body)
+        try:
+            answer = json.loads(raw) if raw else {}
+        except ValueError:
+            answer = {}
+        if status != 200:
+            raise errors.from_status(answer if isinstance(answer, dict) else {}, status)
+        return answer
 
     async def _refresh_ca_once(self) -> None:
-        async with self._session() as session:
-            async with session.get(self.server + "/cacerts") as response:
-                bundle = await response.read()
-                if response.status != 200:
-                    raise errors.ServiceUnavailable(f"/cacerts answered {response.status}")
+        status, bundle = await self.transport.request("GET", "/cacerts")
+        if status != 200:
+            raise errors.ServiceUnavailable(f"/cacerts answered {status}")
         x509.load_pem_x509_certificates(bundle)  # a bundle, or ValueError
         with open(self.credentials.ca_cert, "rb") as f:
             if f.read() == bundle:

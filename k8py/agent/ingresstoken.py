@@ -18,7 +18,8 @@ acts as the account in process; a joined agent asks for the account's token:
   disk, for `EXPIRATION` seconds, renewed at 80% of its life as the kubelet renews projected
   tokens; a failed request is retried with backoff while the current token serves.
 The transport presents no client certificate (the server would take it over the token) and
-trusts the cluster CA the agent joined with. A Pod with its own account (k3s's Traefik) was
+trusts the cluster CA the agent joined with; it shares the agent's server list, so it goes to
+the same API servers and fails over with the node's transport. A Pod with its own account (k3s's Traefik) was
 the other way: it would run only where it is scheduled, not on every node's 80/443 without
 a ServiceLB pod per node, and needs an image; the ingress is part of the agent instead.
 """
@@ -34,6 +35,7 @@ from k8py.api import errors
 from k8py.api.resources import builtin
 from k8py.client.client import Client
 from k8py.client.http import HttpTransport
+from k8py.client.loadbalancer import ServerList
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +56,14 @@ def _seconds_until(timestamp: str) -> float:
 class IngressToken:
     """`client` acts as `kube-system/k8py-ingress` once `ready` is set; `run` keeps it so."""
 
-    def __init__(self, node_client: Client, node_name: str, server: str, ca_file: str):
+    def __init__(self, node_client: Client, node_name: str, server: str, ca_file: str,
+                 servers: ServerList | None = None):
         self.node_client, self.node_name = node_client, node_name
         self.ca_file = ca_file
+        # `servers`: the agent's one list (`agent.apiservers`), so that this transport
+        # fails over with the node's and to the servers it learned
         self.transport = HttpTransport(server, ssl.create_default_context(cafile=ca_file),
-                                       user_agent="k8py-ingress")
+                                       user_agent="k8py-ingress", servers=servers)
         self.client = Client(self.transport, field_manager="k8py-ingress")
         self.ready = asyncio.Event()
         self.renewals = 0  # tokens obtained so far (tests look at it)

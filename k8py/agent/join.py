@@ -19,7 +19,9 @@ covers the node's names and addresses and both last another minute; otherwise ne
 asked for. Renewal before they end is the running agent's (`certrotation`: through the CSR
 API, without the token), so a certificate that is merely due is reused and renewed at once.
 While the server cannot be reached the agent waits and retries; a refused secret or a bad
-answer is fatal. The server keeps nothing per node: asking again issues new keys.
+answer is fatal. Any server of the cluster will do (one CA, one join endpoint each): a
+restarted agent tries the servers it learned (`agent.apiservers`' state file) after its
+`--server`, so it starts while that one is down. The server keeps nothing per node: asking again issues new keys.
 
 After `k8py certificate rotate-ca` the server's bundle no longer has the token's hash; an
 agent that joined before accepts it when the server proves itself with a certificate its
@@ -136,11 +138,13 @@ def node_password(path: str) -> str:
 
 async def join(server: str, token: str, tls_dir: str, node_name: str,
                addresses: tuple[str, ...] = (), hostnames: tuple[str, ...] = (),
-               password_file: str | None = None) -> Credentials:
-    """The node's credentials from `server`, reused from `tls_dir` when still good."""
+               password_file: str | None = None,
+               servers: ServerList | None = None) -> Credentials:
+    """The node's credentials from `server`, reused from `tls_dir` when still good. With
+    `servers` (the list the agent learned before a restart), from whichever of them answers
+    first: every server has the same CA and join endpoint."""
     parsed = parse_token(token)
-    server = server.rstrip("/")
-    ca_pem = await _wait_for_ca(server)
+    server, ca_pem = await _first_ca(servers or ServerList(server))
     credentials = Credentials(tls_dir)
     if parsed.ca_hash is None:
         log.warning("the token holds no CA hash: trusting the CA %s serves now (use the "
@@ -167,21 +171,32 @@ async def join(server: str, token: str, tls_dir: str, node_name: str,
 
 
 async def _wait_for_ca(server: str) -> bytes:
+    """`server`'s /cacerts, once it answers."""
+    return (await _first_ca(ServerList(server)))[1]
+
+
+async def _first_ca(servers: ServerList) -> tuple[str, bytes]:
+    """The first of `servers` to answer /cacerts, and its answer; a server that cannot be
+    reached is marked failed, so the agent's requests start on another one."""
     unverified = ssl.create_default_context()
     unverified.check_hostname, unverified.verify_mode = False, ssl.CERT_NONE
     while True:
-        try:
-            async with aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(ssl=unverified),
-                    timeout=aiohttp.ClientTimeout(total=10)) as session:
-                async with session.get(server + "/cacerts") as response:
-                    body = await response.read()
-                    if response.status == 200:
-                        return body
-                    raise JoinError(f"{server}/cacerts answered {response.status}: is it a "
-                                    f"k8py server?")
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            log.info("waiting for the server at %s: %s", server, exc or type(exc).__name__)
+        for server in servers.candidates():
+            try:
+                async with aiohttp.ClientSession(
+                        connector=aiohttp.TCPConnector(ssl=unverified),
+                        timeout=aiohttp.ClientTimeout(total=10)) as session:
+                    async with session.get(server + "/cacerts") as response:
+                        body = await response.read()
+                        if response.status == 200:
+                            servers.healthy(server)
+                            return server, body
+                        raise JoinError(f"{server}/cacerts answered {response.status}: is "
+                                        f"it a k8py server?")
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                servers.failed(server)
+                log.info("waiting for the server at %s: %s", server,
+                         exc or type(exc).__name__)
         await asyncio.sleep(_RETRY_SECONDS)
 
 

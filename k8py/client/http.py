@@ -14,9 +14,11 @@ Several API servers (`servers`, a `k8py.client.loadbalancer.ServerList`): each r
 goes to the list's first candidate. A connection that cannot be made (nothing was sent) moves
 any request on to the next candidate; a connection lost or timed out mid-request moves only
 reads (GET) on, since a write may have been done. Either marks the server failed, which also
-cuts the watches open to it: their informers list and watch again, on the next server. An
-HTTP error is an answer, never a reason to go elsewhere. `check_health` probes every known
-server (`/readyz`) so a failed one comes back and a silent one is noticed.
+cuts the watches open to it: their informers watch again from their last resourceVersion, on
+the next server. `request` sends the non-resource requests (`/cacerts`, the kubelet's serving
+certificate) the same way. An HTTP error is an answer, never a reason to go elsewhere.
+`check_health` probes every known server (`/readyz`) so a failed one comes back and a silent
+one is noticed.
 
 A renewed client certificate (`renew_client_certificate`, the kubelet's rotation) is loaded
 into the TLS context and new requests go out on a new connection pool, so they present it;
@@ -203,14 +205,34 @@ class HttpTransport:
                    body: Any = None, content_type: str = "application/json") -> dict[str, Any]:
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         headers = {"Content-Type": content_type} if data is not None else None
+        status, raw = await self._send(method, _path(ref), query, data, headers, 60)
+        try:
+            decoded = json.loads(raw) if raw else {}
+        except ValueError:
+            decoded = {}
+        if status >= 400:
+            raise errors.from_status(decoded, status)
+        return decoded
+
+    async def request(self, method: str, path: str, *, body: Any = None,
+                      timeout: float = 30) -> tuple[int, bytes]:
+        """A request outside the API's resources (`/cacerts`, k8py's `/v1-k8py/...`), sent
+        as `call` sends one, failing over alike: its status and body."""
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json"} if data is not None else None
+        return await self._send(method, path, None, data, headers, timeout)
+
+    async def _send(self, method: str, path: str, query: Mapping[str, str] | None,
+                    data: bytes | None, headers: dict[str, str] | None,
+                    timeout: float) -> tuple[int, bytes]:
         candidates = self.servers.candidates()
         for attempt, server in enumerate(candidates):
             last = attempt == len(candidates) - 1
             try:
                 async with self._session.request(
-                    method, server + _path(ref), params=dict(query or {}), data=data,
+                    method, server + path, params=dict(query or {}), data=data,
                     headers=self._request_headers(headers),
-                    timeout=aiohttp.ClientTimeout(total=60),
+                    timeout=aiohttp.ClientTimeout(total=timeout),
                 ) as response:
                     raw = await response.read()
                     status = response.status
@@ -227,14 +249,8 @@ class HttpTransport:
                         f"cannot reach the API server: {exc}") from None
                 continue
             self.servers.healthy(server)
-            break
-        try:
-            decoded = json.loads(raw) if raw else {}
-        except ValueError:
-            decoded = {}
-        if status >= 400:
-            raise errors.from_status(decoded, status)
-        return decoded
+            return status, raw
+        raise AssertionError("a server list always has a candidate")
 
     async def _open_watch(self, ref: Ref, query: Mapping[str, str]
                           ) -> tuple[str, aiohttp.ClientResponse]:

@@ -2,9 +2,13 @@
 
 `Informer.run` lists, replaces the cache (telling handlers what was added, changed or
 removed since the last list), then watches from the list's resourceVersion. When a watch
-ends (server timeout) it watches again from the last version seen; when the version is too
-old (410 `Expired`) it lists again; when the server cannot be reached it retries with
-backoff. `synced` is set after the first list.
+ends (server timeout) it watches again from the last version seen. When it breaks (its
+server stopped or was marked failed: `ServiceUnavailable`; or 429, 500) it also watches again
+from the last version seen, with backoff, on whichever server the transport goes to next
+(several API servers share one store, so one resourceVersion means the same everywhere): as
+client-go's reflector, it lists again only when the version is too old (410 `Expired`) or
+the watch is refused otherwise (403, 404, ...). A failed list is retried with backoff.
+`synced` is set after the first list.
 
 Handlers are plain functions called inline for every change; they should only enqueue keys.
 The cache hands out the objects it holds, which are shared: copy before changing one.
@@ -32,6 +36,9 @@ AddHandler = Callable[[dict[str, Any]], None]
 UpdateHandler = Callable[[dict[str, Any], dict[str, Any]], None]
 
 WATCH_TIMEOUT = 300  # seconds; re-watched from the last version seen
+RETRY_MIN, RETRY_MAX = 0.2, 30.0  # seconds of backoff
+# a watch broken by these is made again from its last version (client-go's reflector)
+RESUMABLE = (errors.ServiceUnavailable, errors.TooManyRequests, errors.InternalError)
 
 
 def key_of(obj: dict[str, Any]) -> str:
@@ -197,21 +204,49 @@ class Informer:
                 self.resource_version = obj["metadata"]["resourceVersion"]
 
     async def run(self) -> None:
-        delay = 0.2
+        delay = RETRY_MIN
         while True:
             try:
                 await self._relist()
-                self.synced.set()
-                delay = 0.2
-                while True:
-                    await self._watch()
-            except errors.Expired:
-                log.debug("%s: resourceVersion too old, listing again", self.resource.plural)
             except errors.StatusError as exc:
-                log.warning("%s informer: %s; retrying in %.1f s", self.resource.plural,
+                log.warning("%s informer: %s; listing again in %.1f s", self.resource.plural,
                             exc.message, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            self.synced.set()
+            delay = await self._keep_watching()
+
+    async def _keep_watching(self) -> float:
+        """Watch from the last version seen until a list is needed; the delay before it."""
+        delay = RETRY_MIN
+        while True:
+            seen, began = self.resource_version, asyncio.get_running_loop().time()
+            try:
+                await self._watch()
+                if self.resource_version == seen and \
+                        asyncio.get_running_loop().time() - began < 1.0:
+                    # ended at once with nothing (client-go's "very short watch"): not a
+                    # loop of requests
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX)
+                else:
+                    delay = RETRY_MIN
+            except errors.Expired:
+                log.debug("%s: resourceVersion too old, listing again", self.resource.plural)
+                return RETRY_MIN
+            except RESUMABLE as exc:
+                if self.resource_version != seen:
+                    delay = RETRY_MIN  # it went on a while: a new break, not the same one
+                log.info("%s informer: watch from %s broken (%s); watching again in %.1f s",
+                         self.resource.plural, self.resource_version, exc.message, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+            except errors.StatusError as exc:
+                log.warning("%s informer: watch refused: %s; listing again in %.1f s",
+                            self.resource.plural, exc.message, delay)
+                await asyncio.sleep(delay)
+                return min(delay * 2, RETRY_MAX)
 
 
 def _namespace_index(obj: dict[str, Any]) -> Iterable[str]:

@@ -116,7 +116,7 @@ async def test_certificates_renew_while_clients_keep_working(server, tmp_path):
     transport = credentials.transport(server.url)
     client = Client(transport, field_manager="k8py-kubelet")
     rotation = asyncio.create_task(Rotation(
-        credentials, server.url, client, transport, "node-a", addresses=("127.0.0.1",),
+        credentials, client, transport, "node-a", addresses=("127.0.0.1",),
         password_file=str(agent_dir / "node-password")).run())
     # a server following the kubelet serving certificate file, as the kubelet's does
     kubelet_context = tls.server_context(credentials.serving_cert, credentials.serving_key,

@@ -54,7 +54,8 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def servers(tmp_path, ttl: float = masterleases.LEASE_TTL):
+async def servers(tmp_path, ttl: float = masterleases.LEASE_TTL, *, join: bool = False):
+    """`join`: each server also serves the node-join endpoints (one PKI, one token)."""
     server_dir = str(tmp_path / "data" / "server")
     os.makedirs(server_dir, mode=0o700)
     certs = pki.ensure_pki(server_dir, cluster_domain="cluster.local", service_ip="10.43.0.1",
@@ -70,6 +71,7 @@ async def servers(tmp_path, ttl: float = masterleases.LEASE_TTL):
     try:
         for address in ADDRESSES:
             app = apiserver.make_app(store, tokens, Registry(),
+                                     join_pki=certs if join else None,
                                      disable_admission_plugins=("ServiceAccount",))
             ready = asyncio.Event()
             serving = asyncio.create_task(apiserver.serve(app, address, port, context, ready))
