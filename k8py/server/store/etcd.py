@@ -123,6 +123,22 @@ class EtcdBackend:
             if not self._inflight:
                 self._idle.set()
 
+    async def _resend(self, send):
+        """Send a compare-and-swap again for as long as its outcome stays unknown (a member
+        died under it; the cluster is still electing) within the client's retry window. Each
+        resend is safe: its compare fails if an earlier attempt was applied, and the caller
+        settles that from the value found."""
+        deadline = time.monotonic() + self.client.retry_for
+        delay = 0.1
+        while True:
+            try:
+                return await send()
+            except OutcomeUnknown:
+                if time.monotonic() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
     def _revision_error(self, exc: RevisionError, requested: int) -> Exception:
         if exc.compacted:
             return Compacted(requested, max(self._compact_revision, 0))
@@ -140,7 +156,7 @@ class EtcdBackend:
         try:
             response = await self._call("KV", "Txn", txn, write=True)
         except OutcomeUnknown:
-            response = await self._call("KV", "Txn", txn, write=True)
+            response = await self._resend(lambda: self._call("KV", "Txn", txn, write=True))
             if not response.succeeded:
                 found = response.responses[0].response_range.kvs
                 if found and found[0].value == value and found[0].version == 1:
@@ -162,7 +178,7 @@ class EtcdBackend:
             response = await self._guarded(key, mod_revision, op)
         except OutcomeUnknown:
             try:
-                response = await self._guarded(key, mod_revision, op)
+                response = await self._resend(lambda: self._guarded(key, mod_revision, op))
             except Conflict:
                 now = await self.get(key)
                 if now is not None and now.value == value and now.mod_revision > mod_revision:
