@@ -14,7 +14,8 @@
   `renew_deadline` < lease duration, so it has stopped before anyone else may take over.
 - `lead_forever` goes back to acquiring after a loss; on cancellation it releases the lease
   (client-go's ReleaseOnCancel: holder "" and a 1 s duration) so a successor need not wait
-  out the lease. `release_on_cancel=False` leaves the lease to expire, as a crash would.
+  out the lease. Neither the wind-down of the work nor the release is cut short by a further
+  cancellation (it is raised after them): the release is bounded by `renew_deadline`. `release_on_cancel=False` leaves the lease to expire, as a crash would.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ class LeaderElector:
             self.leading = False
             finished = work.done()
             work.cancel()
-            await asyncio.gather(work, return_exceptions=True)
+            await _wait_out(work)  # stopped for good before anyone may take over
         if not work.cancelled() and work.exception():
             raise work.exception()
         return finished
@@ -159,7 +160,16 @@ class LeaderElector:
             raise
         finally:
             if self.release_on_cancel and leading_at_end:
-                await self.release()
+                # a second cancellation (a caller stopping several electors) must not cut
+                # the release short: the successor would wait out the whole lease
+                await _wait_out(asyncio.ensure_future(self._release_within_deadline()))
+
+    async def _release_within_deadline(self) -> None:
+        try:
+            await asyncio.wait_for(self.release(), self.renew_deadline)
+        except (asyncio.TimeoutError, OSError) as exc:
+            log.warning("%s could not release %s/%s: %s", self.identity, self.namespace,
+                        self.name, exc or type(exc).__name__)
 
     async def release(self) -> None:
         """Give the lease up if this candidate holds it, so a successor takes over at once.
@@ -177,3 +187,16 @@ class LeaderElector:
         except errors.StatusError as exc:
             log.warning("%s could not release %s/%s: %s", self.identity, self.namespace,
                         self.name, exc.message)
+
+
+async def _wait_out(task: asyncio.Future) -> None:
+    """Wait for `task` to end, even when cancelled meanwhile (the cancellation is raised once
+    it has ended); the task's own outcome is left for the caller to read."""
+    interrupted = False
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            interrupted = True
+    if interrupted:
+        raise asyncio.CancelledError

@@ -19,8 +19,9 @@ is the node name.
 2. a first start with `join` (the client URLs of the existing cluster, from the bootstrap
    answer, `serverjoin`): `MemberAdd` of this member's peer URL as a learner through the
    existing members (or the unstarted member a failed earlier attempt added, found by its peer
-   URL), then etcd with `--initial-cluster` of all members and `--initial-cluster-state
-   existing`; once it answers, `MemberPromote` is retried until the learner has caught up with
+   URL; retried for a minute while etcd refuses it as an "unhealthy cluster", as it does
+   until a just-promoted member has been connected for 5 s), then etcd with
+   `--initial-cluster` of all members and `--initial-cluster-state existing`; once it answers, `MemberPromote` is retried until the learner has caught up with
    the leader and becomes a voting member;
 3. a start with data (a restart, `member/` exists): etcd resumes from its WAL; no flags of
    the initial cluster matter, nothing is added again;
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 
 ETCD = "/usr/bin/etcd"
 MEMBER_FILE = "config"  # etcd's --config-file YAML, k3s's name
+ADD_PATIENCE = 60.0  # seconds a MemberAdd refused as "unhealthy cluster" is retried
 
 
 class EtcdError(Exception):
@@ -158,18 +160,31 @@ async def add_learner(member: Member, join: list[str]) -> tuple[str, int]:
     ID). An unstarted member with our peer URL (a start that failed after MemberAdd) is
     reused rather than added twice."""
     client = member.client(join)
+    deadline = time.monotonic() + ADD_PATIENCE
     try:
-        members = await client.member_list()
-        mine = [m for m in members if member.peer_url in m.peerURLs]
-        if mine and mine[0].name and mine[0].name != member.name:
-            raise EtcdError(f"{member.peer_url} already belongs to etcd member "
-                            f"{mine[0].name!r}: remove it first (k8py etcd member remove)")
-        if mine:
-            new = mine[0]
-            log.info("etcd: reusing member %x added earlier for %s", new.ID, member.peer_url)
-        else:
-            new, members = await client.member_add([member.peer_url], learner=True)
+        while True:
+            members = await client.member_list()
+            mine = [m for m in members if member.peer_url in m.peerURLs]
+            if mine and mine[0].name and mine[0].name != member.name:
+                raise EtcdError(f"{member.peer_url} already belongs to etcd member "
+                                f"{mine[0].name!r}: remove it first (k8py etcd member remove)")
+            if mine:
+                new = mine[0]
+                log.info("etcd: reusing member %x added earlier for %s", new.ID,
+                         member.peer_url)
+                break
+            try:
+                new, members = await client.member_add([member.peer_url], learner=True)
+            except Unavailable as exc:
+                # etcd refuses a reconfiguration until its leader has been connected to
+                # every voting member for 5 s: a server joining right after another
+                if "unhealthy cluster" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                log.info("etcd: adding %s: %s; retrying", member.peer_url, exc)
+                await asyncio.sleep(1.0)
+                continue
             log.info("etcd: added learner %x (%s) to the cluster", new.ID, member.peer_url)
+            break
     finally:
         client.close()
     entries = [f"{m.name}={url}" for m in members if m.ID != new.ID and m.name

@@ -228,3 +228,25 @@ def test_sqlite_migrates_then_snapshot_and_restore(tmp_path):
     for pid in pids:
         wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
                  open(f"/proc/{pid}/stat").read().split()[2] == "Z", 30, f"etcd {pid} gone")
+
+
+def test_servers_joining_one_after_the_other(tmp_path):
+    """A third server joining right after the second: etcd refuses the MemberAdd as an
+    "unhealthy cluster" until its leader has been connected to the new voter for 5 s; the
+    join waits that out instead of failing."""
+    servers = [Server(tmp_path / "s1", "s1", "--cluster-init")]
+    try:
+        servers[0].start()
+        with open(tmp_path / "s1" / "server" / "token") as f:
+            token = f.read().strip()
+        for name in ("s2", "s3"):
+            servers.append(Server(tmp_path / name, name, "--server",
+                                  f"https://127.0.0.1:{servers[0].api_port}", "--token", token))
+            said = "".join(servers[-1].start())
+            assert "promoted to a voting member" in said
+        listed = members(servers[0])
+        assert sorted(row[2] for row in listed) == ["s1", "s2", "s3"]
+        assert all(row[1] == "started" and row[-1] == "false" for row in listed), listed
+    finally:
+        for server in reversed(servers):
+            server.stop()

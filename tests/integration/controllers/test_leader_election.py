@@ -204,3 +204,29 @@ async def test_a_leader_that_cannot_renew_stops_at_the_deadline_and_follows(plan
             if task:
                 task.cancel()
         await asyncio.gather(*(t for t in (one, two) if t), return_exceptions=True)
+
+
+async def test_wind_down_and_release_survive_repeated_cancellation(plane):
+    """`manager.run` cancels its electors again once one of them has ended (the bench's
+    SIGTERM found the controller manager's lease unreleased): a further cancellation cuts
+    neither the work's wind-down nor the release short."""
+    stopped = asyncio.Event()
+
+    async def lead():
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0.2)  # winding down takes a while
+            stopped.set()
+
+    elector = LeaderElector(plane.client, "default", "repeated", "me", **FAST)
+    task = asyncio.create_task(elector.lead_forever(lead))
+    await eventually(lambda: elector.leading, 10)
+    while not task.done():
+        task.cancel()
+        await asyncio.sleep(0)
+    assert task.cancelled()
+    assert stopped.is_set()
+    lease = await plane.client.get(LEASES, "repeated", "default")
+    assert lease["spec"]["holderIdentity"] == ""
+    assert lease["spec"]["leaseDurationSeconds"] == 1
