@@ -19,8 +19,9 @@ is the node name.
 2. a first start with `join` (the client URLs of the existing cluster, from the bootstrap
    answer, `serverjoin`): `MemberAdd` of this member's peer URL as a learner through the
    existing members (or the unstarted member a failed earlier attempt added, found by its peer
-   URL), then etcd with `--initial-cluster` of all members and `--initial-cluster-state
-   existing`; once it answers, `MemberPromote` is retried until the learner has caught up with
+   URL; etcd's refusals of a change while a member is new or down, "unhealthy cluster", are
+   retried for two minutes), then etcd with `--initial-cluster` of all members and
+   `--initial-cluster-state existing`; once it answers, `MemberPromote` is retried until the learner has caught up with
    the leader and becomes a voting member;
 3. a start with data (a restart, `member/` exists): etcd resumes from its WAL; no flags of
    the initial cluster matter, nothing is added again;
@@ -48,12 +49,14 @@ from k8py.agent.containerd import _last_log_line, _set_pdeathsig
 from k8py.certificates import write_private
 from k8py.server.etcdpki import EtcdPKI
 from k8py.server.store.backend import Unavailable
-from k8py.server.store.etcdclient import EtcdClient, NotInSync, parse_endpoints
+from k8py.server.store.etcdclient import EtcdClient, NotInSync, OutcomeUnknown, parse_endpoints
 
 log = logging.getLogger(__name__)
 
 ETCD = "/usr/bin/etcd"
 MEMBER_FILE = "config"  # etcd's --config-file YAML, k3s's name
+# etcd's refusals of a member change it did not apply (ErrUnhealthy, ErrNotEnoughStartedMembers)
+MEMBER_CHANGE_REFUSED = ("etcdserver: unhealthy cluster", "not enough started members")
 
 
 class EtcdError(Exception):
@@ -153,23 +156,41 @@ def _initial_cluster(members) -> str:
     return ",".join(f"{m.name}={url}" for m in members for url in m.peerURLs)
 
 
-async def add_learner(member: Member, join: list[str]) -> tuple[str, int]:
+async def add_learner(member: Member, join: list[str], timeout: float = 120.0
+                      ) -> tuple[str, int]:
     """Add `member` as a learner through the cluster at `join`; (its --initial-cluster, its
     ID). An unstarted member with our peer URL (a start that failed after MemberAdd) is
     reused rather than added twice."""
     client = member.client(join)
+    deadline = time.monotonic() + timeout
     try:
-        members = await client.member_list()
-        mine = [m for m in members if member.peer_url in m.peerURLs]
-        if mine and mine[0].name and mine[0].name != member.name:
-            raise EtcdError(f"{member.peer_url} already belongs to etcd member "
-                            f"{mine[0].name!r}: remove it first (k8py etcd member remove)")
-        if mine:
-            new = mine[0]
-            log.info("etcd: reusing member %x added earlier for %s", new.ID, member.peer_url)
-        else:
-            new, members = await client.member_add([member.peer_url], learner=True)
+        while True:
+            members = await client.member_list()
+            mine = [m for m in members if member.peer_url in m.peerURLs]
+            if mine and mine[0].name and mine[0].name != member.name:
+                raise EtcdError(f"{member.peer_url} already belongs to etcd member "
+                                f"{mine[0].name!r}: remove it first (k8py etcd member remove)")
+            if mine:
+                new = mine[0]
+                log.info("etcd: reusing member %x added earlier for %s", new.ID,
+                         member.peer_url)
+                break
+            try:
+                new, members = await client.member_add([member.peer_url], learner=True)
+            except Unavailable as exc:
+                # etcd refuses a member change until every voting member has been connected
+                # for 5 s ("unhealthy cluster": e.g. right after another server joined) or
+                # while too few have started; a change whose outcome is unknown is looked for
+                # in the member list again
+                if time.monotonic() > deadline or not (
+                        isinstance(exc, OutcomeUnknown) or any(
+                            refusal in str(exc) for refusal in MEMBER_CHANGE_REFUSED)):
+                    raise
+                log.info("etcd: adding %s: %s; trying again", member.name, exc)
+                await asyncio.sleep(1.0)
+                continue
             log.info("etcd: added learner %x (%s) to the cluster", new.ID, member.peer_url)
+            break
     finally:
         client.close()
     entries = [f"{m.name}={url}" for m in members if m.ID != new.ID and m.name
