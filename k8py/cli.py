@@ -1211,19 +1211,22 @@ def _lab_errors(action):
 @_LAB_NAME
 @click.option("--agents", type=click.IntRange(0, 20), default=2, show_default=True,
               help="Agents besides the server")
+@click.option("--servers", type=click.IntRange(1, 9), default=1, show_default=True,
+              help="Servers; more than 1: an embedded etcd cluster (server-1 --cluster-init, "
+                   "the others join it)")
 @click.option("--flannel-backend", type=click.Choice(["vxlan", "host-gw"]), default="vxlan",
               show_default=True, help="How pods reach pods on other nodes")
 @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
               help="A directory of image archives to import into every node")
 @click.option("--resolv-conf", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The nodes' upstream resolvers (default: the host's /etc/resolv.conf)")
-def lab_up(name: str, agents: int, flannel_backend: str, images: str | None,
+def lab_up(name: str, agents: int, servers: int, flannel_backend: str, images: str | None,
            resolv_conf: str | None) -> None:
-    """Start a lab: a server and AGENTS agents; prints its kubeconfig."""
+    """Start a lab: SERVERS servers and AGENTS agents; prints its kubeconfig."""
     current = _lab(name)
     _lab_errors(lambda: current.up(agents, flannel_backend, images,
                                    progress=lambda line: click.echo(line, err=True),
-                                   resolv_conf=resolv_conf))
+                                   resolv_conf=resolv_conf, servers=servers))
     click.echo(current.kubeconfig)
 
 
@@ -1232,9 +1235,26 @@ def lab_up(name: str, agents: int, flannel_backend: str, images: str | None,
 def lab_status(name: str) -> None:
     """The lab's nodes, their addresses and whether they run."""
     rows = _lab_errors(_lab(name).status)
-    click.echo(f"{'NODE':<12} {'ROLE':<8} {'ADDRESS':<15} RUNNING")
-    for node, role, address, alive in rows:
-        click.echo(f"{node:<12} {role:<8} {address:<15} {'yes' if alive else 'no'}")
+    click.echo(f"{'NODE':<12} {'ROLE':<8} {'ADDRESS':<15} {'RUNNING':<8} NETWORK")
+    for node, role, address, alive, isolated in rows:
+        click.echo(f"{node:<12} {role:<8} {address:<15} {'yes' if alive else 'no':<8} "
+                   f"{'isolated' if isolated else 'connected'}")
+
+
+def _lab_node_command(verb: str, action: str, help_text: str) -> None:
+    @lab.command(verb, help=help_text)
+    @_LAB_NAME
+    @click.argument("node")
+    def command(name: str, node: str) -> None:
+        _lab_errors(lambda: getattr(_lab(name), action)(node))
+
+
+_lab_node_command("stop", "stop", "Stop NODE's k8py process (SIGTERM; its pods keep running).")
+_lab_node_command("kill", "kill", "Kill NODE's k8py process and its etcd (SIGKILL, as a crash; "
+                  "its pods' shims stay).")
+_lab_node_command("start", "start", "Start NODE's k8py process again, with the same flags.")
+_lab_node_command("isolate", "isolate", "Cut NODE off the lab's network (its bridge port down).")
+_lab_node_command("rejoin", "rejoin", "Connect an isolated NODE to the lab's network again.")
 
 
 @lab.command("exec", context_settings={"ignore_unknown_options": True})

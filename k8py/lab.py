@@ -1,21 +1,32 @@
 """`k8py lab`: a multi-node cluster on one host, without VMs or Docker.
 
-A lab is a server (with its embedded agent) and N agents, each in its own network namespace
-(`k8py-lab-<lab>-<node>`) with its own address on a bridge the lab adds to the host, its own
-data dir (`<lab dir>/<node>`), its own containerd and its pods' cgroups. The agents join the
-server with its token, as real agents do. The host gets the bridge's first address, so the
-API, NodePorts and LoadBalancer addresses answer from the host. Everything a lab made is
-recorded in `<lab dir>/lab.json` (lab dir: `/var/lib/k8py-lab/<name>`), which `down` undoes:
+A lab is a server (with its embedded agent), or several (`--servers N`), and N agents, each
+in its own network namespace (`k8py-lab-<lab>-<node>`) with its own address on a bridge the
+lab adds to the host, its own data dir (`<lab dir>/<node>`), its own containerd and its pods'
+cgroups. The agents join the server with its token, as real agents do. The host gets the
+bridge's first address, so the API, NodePorts and LoadBalancer addresses answer from the
+host. Everything a lab made is recorded in `<lab dir>/lab.json` (lab dir: `/var/lib/k8py-lab/<name>`), which `down` undoes:
 processes (theirs and their containerd shims), mounts under the lab dir, pod cgroups,
 namespaces, links, the host's address; nftables tables and routes go with the namespaces.
 
 Addresses: lab number n (the lowest free) gets 172.30.n.0/24; the host is .1, the server .2,
 agent-1 .3 and so on. Two labs with different names coexist.
+
+High availability (`--servers N`, N > 1): servers `server-1`..`server-N` (.2 onwards, the
+agents after them); `server-1` starts the cluster on an embedded etcd (`--cluster-init`), the
+others join it (`--server https://<server-1>:6443 --token ...`), as do the agents, which then
+learn every server from the `kubernetes` endpoints. Each server writes its own kubeconfig
+(`<lab dir>/kubeconfig-<server>`; `<lab dir>/kubeconfig` is server-1's). For failure tests,
+`stop` (SIGTERM), `kill` (SIGKILL the k8py process and its etcd; its pods' shims stay),
+`start` (the same command line again), `isolate` and `rejoin` (the node's bridge port down
+and up: its namespace cut off the lab's network, and back) act on one node; lab.json records
+its pid and whether it is isolated.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -45,6 +56,7 @@ class LabNode:
     netns: str
     host_link: str
     pid: int = 0
+    isolated: bool = False
 
 
 @dataclasses.dataclass
@@ -81,7 +93,6 @@ class Lab:
         self.dir = os.path.join(root, name)
         self.state_file = os.path.join(self.dir, "lab.json")
         self.kubeconfig = os.path.join(self.dir, "kubeconfig")
-        self.token_file = os.path.join(self.dir, "server", "server", "token")
 
     # --- state ----------------------------------------------------------------------------
 
@@ -113,7 +124,7 @@ class Lab:
 
     def up(self, agents: int = 2, backend: str = "vxlan", images: str | None = None,
            progress: Callable[[str], None] = print, timeout: float = 180.0,
-           resolv_conf: str | None = None) -> LabState:
+           resolv_conf: str | None = None, servers: int = 1) -> LabState:
         if self.load() is not None:
             raise LabError(f"lab {self.name} is up already (k8py lab down --name {self.name})")
         for tool in ("ip", "nsenter", "containerd", "runc"):
@@ -122,10 +133,11 @@ class Lab:
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         number = self._free_number()
         base = SUBNET.format(n=number).rsplit(".", 1)[0]
-        nodes = [LabNode("server", "server", f"{base}.2", f"k8py-lab-{self.name}-server",
-                         f"k8l{number}s")]
+        names = ["server"] if servers == 1 else [f"server-{i}" for i in range(1, servers + 1)]
+        nodes = [LabNode(name, "server", f"{base}.{i + 2}", f"k8py-lab-{self.name}-{name}",
+                         f"k8l{number}s{i or ''}") for i, name in enumerate(names)]
         for i in range(1, agents + 1):
-            nodes.append(LabNode(f"agent-{i}", "agent", f"{base}.{i + 2}",
+            nodes.append(LabNode(f"agent-{i}", "agent", f"{base}.{i + 1 + servers}",
                                  f"k8py-lab-{self.name}-agent-{i}", f"k8l{number}a{i}"))
         state = LabState(self.name, number, f"k8lab{number}", f"{base}.1", backend, nodes,
                          os.path.abspath(resolv_conf) if resolv_conf else "")
@@ -136,14 +148,17 @@ class Lab:
             archive = self._busybox_archive(progress)
             for node in nodes:
                 self._images(node, archive, images)
-            progress("starting the server")
+            progress(f"starting {state.server.name}"
+                     + (" (a new cluster on an embedded etcd)" if servers > 1 else ""))
             self._start(state, state.server)
             self._wait(lambda: os.path.exists(self.kubeconfig), timeout, "the server's kubeconfig")
-            self._wait(lambda: os.path.exists(self.token_file), timeout, "the join token")
-            token = self._token()
+            self._wait(lambda: os.path.exists(self._token_file(state)), timeout, "the join token")
             for node in nodes[1:]:
                 progress(f"starting {node.name} (joins with the token)")
-                self._start(state, node, token)
+                self._start(state, node)
+                if node.role == "server":  # etcd adds one learner at a time
+                    self._wait(lambda n=node: os.path.exists(self.server_kubeconfig(n.name)),
+                               timeout, f"{node.name}'s kubeconfig")
             self._save(state)
             progress(f"waiting for {len(nodes)} nodes to be Ready")
             asyncio.run(self._wait_ready([n.name for n in nodes], timeout))
@@ -181,9 +196,19 @@ class Lab:
     def _node_dir(self, node: LabNode) -> str:
         return os.path.join(self.dir, node.name)
 
-    def _token(self) -> str:
-        with open(self.token_file, encoding="utf-8") as f:
+    def _token_file(self, state: LabState) -> str:
+        return os.path.join(self._node_dir(state.server), "server", "token")
+
+    def _token(self, state: LabState) -> str:
+        with open(self._token_file(state), encoding="utf-8") as f:
             return f.read().strip()
+
+    def server_kubeconfig(self, name: str) -> str:
+        """The kubeconfig server `name` wrote (its own address)."""
+        state = self._require()
+        if name == state.server.name:
+            return self.kubeconfig
+        return os.path.join(self.dir, f"kubeconfig-{name}")
 
     def _images(self, node: LabNode, archive: str, extra: str | None) -> None:
         target = os.path.join(self._node_dir(node), "agent", "images")
@@ -193,18 +218,25 @@ class Lab:
             for name in sorted(os.listdir(extra)):
                 shutil.copy(os.path.join(extra, name), os.path.join(target, name))
 
-    def _start(self, state: LabState, node: LabNode, token: str = "") -> None:
+    def _start(self, state: LabState, node: LabNode) -> None:
         command = [sys.executable, "-m", "k8py"]
         common = ["--data-dir", self._node_dir(node), "--node-name", node.name,
                   "--node-ip", node.ip, "--flannel-backend", state.backend]
         if state.resolv_conf:
             common += ["--resolv-conf", state.resolv_conf]
+        first = state.server
+        join = ["--server", f"https://{first.ip}:{API_PORT}", "--token", self._token(state)] \
+            if node is not first else []
         if node.role == "server":
+            servers = sum(n.role == "server" for n in state.nodes)
+            kubeconfig = self.kubeconfig if node is first else \
+                os.path.join(self.dir, f"kubeconfig-{node.name}")
             command += ["server", *common, "--bind-address", node.ip,
-                        "--write-kubeconfig", self.kubeconfig]
+                        "--write-kubeconfig", kubeconfig]
+            if servers > 1:
+                command += join or ["--cluster-init"]
         else:
-            command += ["agent", *common, "--server",
-                        f"https://{state.server.ip}:{API_PORT}", "--token", token]
+            command += ["agent", *common, *join]
         log = open(os.path.join(self.dir, f"{node.name}.log"), "ab")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -249,10 +281,11 @@ class Lab:
 
     # --- using it --------------------------------------------------------------------------
 
-    def status(self) -> list[tuple[str, str, str, bool]]:
-        """(node, role, address, its process alive) per node."""
+    def status(self) -> list[tuple[str, str, str, bool, bool]]:
+        """(node, role, address, its process alive, isolated) per node."""
         state = self._require()
-        return [(n.name, n.role, n.ip, hostcleanup.alive(n.pid)) for n in state.nodes]
+        return [(n.name, n.role, n.ip, hostcleanup.alive(n.pid), n.isolated)
+                for n in state.nodes]
 
     def node(self, name: str) -> LabNode:
         return self._find(self._require(), name)
@@ -274,8 +307,53 @@ class Lab:
         node = self._find(state, name)
         if node.pid and hostcleanup.alive(node.pid):
             os.kill(node.pid, signal.SIGKILL)
-        self._start(state, node, self._token() if node.role == "agent" else "")
+        self._start(state, node)
         self._save(state)
+
+    # --- failures, as an operator causes them ------------------------------------------------
+
+    def stop(self, name: str, timeout: float = 60.0) -> None:
+        """SIGTERM node `name`'s k8py process and wait for it to end (its pods stay)."""
+        node = self._find(self._require(), name)
+        if node.pid and hostcleanup.alive(node.pid):
+            hostcleanup.terminate([node.pid], timeout=timeout)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL node `name`'s k8py process and its etcd, as a crash of the machine's
+        control plane would; its pods' shims stay."""
+        node = self._find(self._require(), name)
+        pids = [node.pid] if node.pid else []
+        etcd_pid = os.path.join(self._node_dir(node), "server", "db", "etcd.pid")
+        with contextlib.suppress(OSError, ValueError), open(etcd_pid, encoding="ascii") as f:
+            pid = int(f.read())
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if b"etcd" in cmdline.read().split(b"\0", 1)[0]:
+                    pids.append(pid)
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        self._wait(lambda: not any(hostcleanup.alive(p) for p in pids), 30,
+                   f"end of {name}'s processes")
+
+    def start(self, name: str) -> None:
+        """Start node `name`'s k8py process again, with the command line it had."""
+        state = self._require()
+        node = self._find(state, name)
+        if node.pid and hostcleanup.alive(node.pid):
+            raise LabError(f"{name} is running (pid {node.pid})")
+        self._start(state, node)
+        self._save(state)
+
+    def isolate(self, name: str, isolated: bool = True) -> None:
+        """Cut node `name` off the lab's network (its bridge port down), or rejoin it."""
+        state = self._require()
+        node = self._find(state, name)
+        _run("ip", "link", "set", node.host_link, "down" if isolated else "up")
+        node.isolated = isolated
+        self._save(state)
+
+    def rejoin(self, name: str) -> None:
+        self.isolate(name, isolated=False)
 
     def load_images(self, files: list[str]) -> None:
         state = self._require()

@@ -92,6 +92,7 @@ class ServerList:
         if self._failed_at.pop(server, None) is not None:
             log.info("API server %s is healthy again", server)
         if not self.is_healthy(self.current):
+            log.warning("API server %s failed: using %s", self.current, server)
             self.current = server
 
     # --- learning ---------------------------------------------------------------------------
@@ -108,7 +109,9 @@ class ServerList:
             del self._failed_at[gone]
         if self.current not in servers:
             # a server taken out of the list is stopping: go on elsewhere before it does
-            self.current = self.candidates()[0]
+            following = self.candidates()[0]
+            log.info("API server %s left the list: using %s", self.current, following)
+            self.current = following
         if self.state_file:
             self._save()
         return True

@@ -347,7 +347,7 @@ async def run_control_loops(config: ServerConfig, handler: asyncio.Future) -> No
     scheduling = None if config.disable_scheduler else (
         scheduler_client, lambda informers: Scheduler(scheduler_client, informers).run)
     await manager.run_elected(client, settings, only=only, scheduling=scheduling,
-                              client_for=client_for)
+                              client_for=client_for, host=config.node_name)
 
 
 INGRESS_CLASS = {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",

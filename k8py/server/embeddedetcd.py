@@ -19,9 +19,9 @@ is the node name.
 2. a first start with `join` (the client URLs of the existing cluster, from the bootstrap
    answer, `serverjoin`): `MemberAdd` of this member's peer URL as a learner through the
    existing members (or the unstarted member a failed earlier attempt added, found by its peer
-   URL; retried for a minute while etcd refuses it as an "unhealthy cluster", as it does
-   until a just-promoted member has been connected for 5 s), then etcd with
-   `--initial-cluster` of all members and `--initial-cluster-state existing`; once it answers, `MemberPromote` is retried until the learner has caught up with
+   URL; etcd's refusals of a change while a member is new or down, "unhealthy cluster", are
+   retried for two minutes), then etcd with `--initial-cluster` of all members and
+   `--initial-cluster-state existing`; once it answers, `MemberPromote` is retried until the learner has caught up with
    the leader and becomes a voting member;
 3. a start with data (a restart, `member/` exists): etcd resumes from its WAL; no flags of
    the initial cluster matter, nothing is added again;
@@ -49,13 +49,14 @@ from k8py.certificates import write_private
 from k8py.childprocess import die_with_parent, last_log_line
 from k8py.server.etcdpki import EtcdPKI
 from k8py.server.store.backend import Unavailable
-from k8py.server.store.etcdclient import EtcdClient, NotInSync, parse_endpoints
+from k8py.server.store.etcdclient import EtcdClient, NotInSync, OutcomeUnknown, parse_endpoints
 
 log = logging.getLogger(__name__)
 
 ETCD = "/usr/bin/etcd"
 MEMBER_FILE = "config"  # etcd's --config-file YAML, k3s's name
-ADD_PATIENCE = 60.0  # seconds a MemberAdd refused as "unhealthy cluster" is retried
+# etcd's refusals of a member change it did not apply (ErrUnhealthy, ErrNotEnoughStartedMembers)
+MEMBER_CHANGE_REFUSED = ("etcdserver: unhealthy cluster", "not enough started members")
 
 
 class EtcdError(Exception):
@@ -155,12 +156,13 @@ def _initial_cluster(members) -> str:
     return ",".join(f"{m.name}={url}" for m in members for url in m.peerURLs)
 
 
-async def add_learner(member: Member, join: list[str]) -> tuple[str, int]:
+async def add_learner(member: Member, join: list[str], timeout: float = 120.0
+                      ) -> tuple[str, int]:
     """Add `member` as a learner through the cluster at `join`; (its --initial-cluster, its
     ID). An unstarted member with our peer URL (a start that failed after MemberAdd) is
     reused rather than added twice."""
     client = member.client(join)
-    deadline = time.monotonic() + ADD_PATIENCE
+    deadline = time.monotonic() + timeout
     try:
         while True:
             members = await client.member_list()
@@ -176,11 +178,15 @@ async def add_learner(member: Member, join: list[str]) -> tuple[str, int]:
             try:
                 new, members = await client.member_add([member.peer_url], learner=True)
             except Unavailable as exc:
-                # etcd refuses a reconfiguration until its leader has been connected to
-                # every voting member for 5 s: a server joining right after another
-                if "unhealthy cluster" not in str(exc) or time.monotonic() > deadline:
+                # etcd refuses a member change until every voting member has been connected
+                # for 5 s ("unhealthy cluster": e.g. right after another server joined) or
+                # while too few have started; a change whose outcome is unknown is looked for
+                # in the member list again
+                if time.monotonic() > deadline or not (
+                        isinstance(exc, OutcomeUnknown) or any(
+                            refusal in str(exc) for refusal in MEMBER_CHANGE_REFUSED)):
                     raise
-                log.info("etcd: adding %s: %s; retrying", member.peer_url, exc)
+                log.info("etcd: adding %s: %s; trying again", member.name, exc)
                 await asyncio.sleep(1.0)
                 continue
             log.info("etcd: added learner %x (%s) to the cluster", new.ID, member.peer_url)

@@ -104,9 +104,9 @@ class LabCluster:
             if done.returncode == 0 else ""
 
 
-def running_lab(tmp_path_factory) -> Iterator[LabCluster]:
-    """A lab of a server and two agents, up for as long as the generator runs; on its end,
-    the host is checked to be as before."""
+def running_lab(tmp_path_factory, *up_flags: str) -> Iterator[LabCluster]:
+    """A lab of a server and two agents (or what `up_flags` of `k8py lab up` ask), up for as
+    long as the generator runs; on its end, the host is checked to be as before."""
     before = host_state()
     cluster = LabCluster(f"e2e{uuid.uuid4().hex[:6]}", str(tmp_path_factory.mktemp("lab")))
     # the nodes' upstream: a resolver the test runs on each node's own loopback, never a
@@ -115,7 +115,7 @@ def running_lab(tmp_path_factory) -> Iterator[LabCluster]:
     with open(resolv, "w") as f:
         f.write(f"nameserver {UPSTREAM}\n")
     try:
-        up = cluster.k8py("up", "--agents", "2", "--resolv-conf", resolv)
+        up = cluster.k8py("up", *(up_flags or ("--agents", "2")), "--resolv-conf", resolv)
         assert up.stdout.strip() == cluster.kubeconfig
         yield cluster
     finally:

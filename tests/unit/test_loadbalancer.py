@@ -110,3 +110,18 @@ def test_server_urls_from_the_kubernetes_endpoints():
     assert server_urls({}) == []
     assert server_urls({"subsets": [{"addresses": [{"ip": "10.0.0.1"}],
                                      "ports": [{"port": 7443}]}]}) == ["https://10.0.0.1:7443"]
+
+
+def test_every_move_of_the_current_server_is_logged(caplog):
+    """An operator (and the HA e2e test) finds the server an agent uses in its log."""
+    lb, _ = servers()
+    lb.update([A, B, C])
+    with caplog.at_level("INFO", logger="k8py.client.loadbalancer"):
+        lb.failed(A)  # to B
+        lb.failed(B)  # to C
+        lb.failed(C)  # all failed: C stays current
+        lb.healthy(A)  # a good answer while the current one is failed
+        lb.update([B, C])  # A leaves the endpoints
+    moves = [r.getMessage().rsplit("using ", 1)[1] for r in caplog.records
+             if "using " in r.getMessage()]
+    assert moves == [B, C, A, lb.current]

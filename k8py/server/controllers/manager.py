@@ -135,9 +135,11 @@ async def run_scheduler(scheduling: Scheduling) -> None:
         await informers.stop()
 
 
-def identity() -> str:
-    """A candidate's holderIdentity, as upstream's components build it."""
-    return f"{socket.gethostname()}_{uuid.uuid4()}"
+def identity(host: str | None = None) -> str:
+    """A candidate's holderIdentity, as upstream's components build it (`<hostname>_<uuid>`);
+    `host`: the server's node name instead of the hostname (several servers on one host, as
+    in `k8py lab`, tell which of them leads)."""
+    return f"{host or socket.gethostname()}_{uuid.uuid4()}"
 
 
 Lead = Callable[[], Awaitable[None]]
@@ -145,7 +147,7 @@ Lead = Callable[[], Awaitable[None]]
 
 def elections(client: Client, settings: Settings | None = None,
               only: Iterable[str] | None = None, scheduling: Scheduling | None = None,
-              client_for: Callable[[str], Client] | None = None,
+              client_for: Callable[[str], Client] | None = None, host: str | None = None,
               **election: Any) -> list[tuple[LeaderElector, Lead]]:
     """The candidates of this server and what each runs while leading: the controllers on
     `kube-system/kube-controller-manager` (none when `only` is empty), the scheduler on
@@ -155,11 +157,11 @@ def elections(client: Client, settings: Settings | None = None,
     found: list[tuple[LeaderElector, Lead]] = []
     if only is None or only:
         found.append((LeaderElector(client, "kube-system", "kube-controller-manager",
-                                    identity(), **election),
+                                    identity(host), **election),
                       lambda: run_loops(client, settings, only, client_for)))
     if scheduling is not None:
         found.append((LeaderElector(scheduling[0], "kube-system", "kube-scheduler",
-                                    identity(), **election),
+                                    identity(host), **election),
                       lambda: run_scheduler(scheduling)))
     return found
 
@@ -178,6 +180,7 @@ async def run(candidates: list[tuple[LeaderElector, Lead]]) -> None:
 async def run_elected(client: Client, settings: Settings | None = None,
                       only: Iterable[str] | None = None,
                       scheduling: Scheduling | None = None,
-                      client_for: Callable[[str], Client] | None = None) -> None:
+                      client_for: Callable[[str], Client] | None = None,
+                      host: str | None = None) -> None:
     """This server's controllers and scheduler, each while elected; forever."""
-    await run(elections(client, settings, only, scheduling, client_for))
+    await run(elections(client, settings, only, scheduling, client_for, host))

@@ -53,7 +53,8 @@ CALL_TIMEOUT = 5.0  # seconds for one call on one endpoint
 RETRY_FOR = 15.0  # seconds a call keeps trying other endpoints (an election takes ~1-2 s)
 
 # etcd refuses these before proposing: a write that got one was not applied.
-NOT_APPLIED = ("etcdserver: no leader", "etcdserver: not capable", "etcdserver: too many requests")
+NOT_APPLIED = ("etcdserver: no leader", "etcdserver: not capable", "etcdserver: too many requests",
+               "etcdserver: unhealthy cluster")  # a member change refused before proposing
 REQUIRE_LEADER = {"hasleader": "true"}  # etcd's rpctypes.MetadataRequireLeaderKey
 COMPACTED = "required revision has been compacted"
 FUTURE = "required revision is a future revision"
