@@ -8,6 +8,9 @@
   different hosts are never compared. An empty holder (a released lease) is free at once.
 - Taking over sets `acquireTime` and increments `leaseTransitions`; renewing keeps both and
   moves `renewTime` (MicroTime). Defaults: 15 s lease, 10 s renew deadline, 2 s retry.
+- A candidate also watches the lease while it waits, so it sees each renewal when it
+  happens and tries again the moment the lease would expire (client-go polls only, every
+  `retry_period`: up to two retry periods later); the rules above are unchanged.
 - A leader renews every `retry_period`. It stops leading AT ONCE (its work is cancelled) when
   it sees another holder in the lease, or when no renewal succeeded for `renew_deadline`
   (each attempt is itself cut at the deadline, so a hung API call cannot keep it leading).
@@ -98,13 +101,49 @@ class LeaderElector:
             return False
 
     async def _acquire(self) -> None:
+        """Try every `retry_period` and, in between, watch the lease: each renewal is seen
+        as it happens (not up to a retry period late, as by polling alone) and the next try
+        comes no later than the moment the lease, as last seen, expires. A crashed leader is
+        so replaced `leaseDurationSeconds` after its last renewal, not up to two retry
+        periods more."""
+        watcher = asyncio.create_task(self._watch_lease())
+        try:
+            while True:
+                try:
+                    if await self._try_acquire_or_renew():
+                        return
+                except errors.StatusError as exc:
+                    log.warning("leader election %s/%s: %s", self.namespace, self.name,
+                                exc.message)
+                await asyncio.sleep(self._until_next_try())
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+    def _until_next_try(self) -> float:
+        if not self.holder or self.holder == self.identity:
+            return self.retry_period
+        spec = (self._observed or {}).get("spec") or {}
+        duration = spec.get("leaseDurationSeconds") or self.lease_duration
+        expiry = self._observed_time + duration - asyncio.get_running_loop().time()
+        return min(self.retry_period, max(expiry + 0.01, 0.01))
+
+    async def _watch_lease(self) -> None:
+        """Observe the lease's changes while waiting to lead; a broken watch (or one that
+        cannot start) only falls back to the retry period's polling until the next try."""
         while True:
             try:
-                if await self._try_acquire_or_renew():
-                    return
-            except errors.StatusError as exc:
-                log.warning("leader election %s/%s: %s", self.namespace, self.name,
-                            exc.message)
+                listed = await self.client.list(LEASES, self.namespace,
+                                                field_selector=f"metadata.name={self.name}")
+                async for batch in self.client.watch(
+                        LEASES, self.namespace,
+                        resource_version=listed["metadata"]["resourceVersion"],
+                        field_selector=f"metadata.name={self.name}", timeout_seconds=300):
+                    for kind, lease in batch:
+                        if kind in ("ADDED", "MODIFIED"):
+                            self._observe(lease)
+            except (errors.StatusError, OSError) as exc:
+                log.debug("watching %s/%s: %s", self.namespace, self.name, exc)
             await asyncio.sleep(self.retry_period)
 
     async def run(self, lead: Callable[[], Awaitable[None]]) -> bool:

@@ -97,6 +97,19 @@ def k8py_objects() -> list[dict[str, Any]]:
                          "name": "k8py:ingress-token"},
                 subjects=[{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
                            "name": "system:nodes"}]),
+        # candidates for the controller manager's and scheduler's leases watch their own
+        # lease while they wait (`k8py.client.leaderelection`), to take over the moment it
+        # expires; upstream's roles only get and update it
+        _object("Role", "k8py:leader-election-watch", "kube-system", rules=[
+            {**_rule("list watch", "coordination.k8s.io", "leases"),
+             "resourceNames": ["kube-controller-manager", "kube-scheduler"]}]),
+        _object("RoleBinding", "k8py:leader-election-watch", "kube-system",
+                roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                         "name": "k8py:leader-election-watch"},
+                subjects=[{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                           "name": "system:kube-controller-manager"},
+                          {"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                           "name": "system:kube-scheduler"}]),
         _object("ClusterRole", "k8py:controller:ingress-status-controller", rules=[
             _rule(read, "networking.k8s.io", "ingresses ingressclasses"),
             _rule(read, "", "nodes"),
