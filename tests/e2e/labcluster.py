@@ -121,10 +121,16 @@ def running_lab(tmp_path_factory, *up_flags: str) -> Iterator[LabCluster]:
     finally:
         cluster.k8py("down", check=False)
     after = host_state()
-    # pods and processes of others may come and go meanwhile: none of ours may stay
+    # pods and processes of others (the session's lab, when this is a module's own) may come
+    # and go meanwhile: none of ours may stay
     for key in ("pod cgroups", "processes"):
         left = set(after.pop(key).split()) - set(before.pop(key).split())
         assert not left, (key, left)
+    ours = (f"/k8py-lab/{cluster.name}/", f"k8py-lab-{cluster.name}-")
+    left = [line for line in after.pop("mounts").splitlines()
+            if any(mark in line for mark in ours)]
+    before.pop("mounts")
+    assert not left, ("mounts", left)
     assert after == before, {k: (before[k], after[k]) for k in before if before[k] != after[k]}
 
 
