@@ -50,7 +50,6 @@ from cryptography.x509.oid import NameOID
 
 from k8py import certificates
 from k8py.certificates import write_private
-
 from k8py.client.http import HttpTransport
 from k8py.client.loadbalancer import ServerList
 
@@ -170,7 +169,7 @@ async def join(server: str, token: str, tls_dir: str, node_name: str,
     return credentials
 
 
-async def _wait_for_ca(server: str) -> bytes:
+async def wait_for_ca(server: str) -> bytes:
     """`server`'s /cacerts, once it answers."""
     return (await _first_ca(ServerList(server)))[1]
 
@@ -217,21 +216,26 @@ async def _vouched_for(server: str, stored_ca: str, ca_pem: bytes) -> bool:
         return False
 
 
-async def _ask(server: str, ca_pem: bytes, secret: str, body: dict) -> dict:
+async def request_with_secret(server: str, ca_pem: bytes, secret: str, method: str,
+                              path: str, body: dict | None = None) -> tuple[int, object]:
+    """One request authenticated by a join token's secret to `server`, verified against the
+    cluster CA `ca_pem`: (status, decoded JSON answer or {}). Retried while the server does
+    not answer; a certificate that does not match is a JoinError at once. Agents ask for
+    their node credentials this way, joining servers for the bootstrap data
+    (`k8py.server.serverjoin`)."""
     verified = ssl.create_default_context(cadata=ca_pem.decode())
     while True:
         try:
             async with aiohttp.ClientSession(
                     connector=aiohttp.TCPConnector(ssl=verified),
                     timeout=aiohttp.ClientTimeout(total=30)) as session:
-                async with session.post(server + "/v1-k8py/node-credentials", json=body,
-                                        headers={"Authorization": f"Bearer {secret}"}
-                                        ) as response:
-                    status = response.status
+                async with session.request(method, server + path, json=body,
+                                           headers={"Authorization": f"Bearer {secret}"}
+                                           ) as response:
                     try:
-                        answer = await response.json(content_type=None)
+                        return response.status, await response.json(content_type=None)
                     except ValueError:
-                        answer = {}
+                        return response.status, {}
         except aiohttp.ClientConnectorCertificateError as exc:
             raise JoinError(f"the server's certificate does not match {server}: "
                             f"{exc.certificate_error}") from None
@@ -241,20 +245,24 @@ async def _ask(server: str, ca_pem: bytes, secret: str, body: dict) -> dict:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.info("waiting for the server at %s: %s", server, exc or type(exc).__name__)
             await asyncio.sleep(_RETRY_SECONDS)
-            continue
-        if status == 401:
-            raise JoinError("the server refused the token's secret")
-        if status == 403:
-            message = answer.get("message") if isinstance(answer, dict) else None
-            raise JoinError(message or "the server refused this node")
-        if status != 200:
-            message = answer.get("message") if isinstance(answer, dict) else None
-            raise JoinError(f"the server refused the node credentials: {message or status}")
-        if not isinstance(answer, dict) or not all(
-                isinstance(answer.get(k), str) for k in
-                ("clientCert", "clientKey", "servingCert", "servingKey", "ca")):
-            raise JoinError("the server's node credentials are incomplete")
-        return answer
+
+
+async def _ask(server: str, ca_pem: bytes, secret: str, body: dict) -> dict:
+    status, answer = await request_with_secret(server, ca_pem, secret, "POST",
+                                               "/v1-k8py/node-credentials", body)
+    if status == 401:
+        raise JoinError("the server refused the token's secret")
+    if status == 403:
+        message = answer.get("message") if isinstance(answer, dict) else None
+        raise JoinError(message or "the server refused this node")
+    if status != 200:
+        message = answer.get("message") if isinstance(answer, dict) else None
+        raise JoinError(f"the server refused the node credentials: {message or status}")
+    if not isinstance(answer, dict) or not all(
+            isinstance(answer.get(k), str) for k in
+            ("clientCert", "clientKey", "servingCert", "servingKey", "ca")):
+        raise JoinError("the server's node credentials are incomplete")
+    return answer
 
 
 def _store(credentials: Credentials, answer: dict) -> None:

@@ -23,51 +23,27 @@ import hashlib
 import logging
 import os
 import posixpath
-import ssl
 
-import aiohttp
-
-from k8py.agent.join import JoinError, _wait_for_ca, parse_token
+from k8py.agent.join import JoinError, parse_token, request_with_secret, wait_for_ca
 from k8py.certificates import write_private
 from k8py.server.apiserver.join import BOOTSTRAP_FILES, SERVER_BOOTSTRAP_PATH
 
 log = logging.getLogger(__name__)
 
-_RETRY_SECONDS = 2.0
-
 
 async def _ask(server: str, ca_pem: bytes, secret: str) -> dict:
-    verified = ssl.create_default_context(cadata=ca_pem.decode())
-    while True:
-        try:
-            async with aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(ssl=verified),
-                    timeout=aiohttp.ClientTimeout(total=30)) as session:
-                async with session.get(server + SERVER_BOOTSTRAP_PATH,
-                                       headers={"Authorization": f"Bearer {secret}"}
-                                       ) as response:
-                    status = response.status
-                    try:
-                        answer = await response.json(content_type=None)
-                    except ValueError:
-                        answer = {}
-        except (aiohttp.ClientConnectorCertificateError, ssl.SSLCertVerificationError) as exc:
-            raise JoinError(f"the server's certificate does not match {server}: {exc}") \
-                from None
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            log.info("waiting for the server at %s: %s", server, exc or type(exc).__name__)
-            await asyncio.sleep(_RETRY_SECONDS)
-            continue
-        message = answer.get("message") if isinstance(answer, dict) else None
-        if status == 401:
-            raise JoinError("the server refused the token's secret (a server joins with the "
-                            "server token, <data-dir>/server/token)")
-        if status != 200:
-            raise JoinError(f"the server refused the bootstrap data: {message or status}")
-        if not isinstance(answer, dict) or not isinstance(answer.get("files"), dict) or \
-                not isinstance(answer.get("etcdMembers"), list):
-            raise JoinError("the server's bootstrap data is incomplete")
-        return answer
+    status, answer = await request_with_secret(server, ca_pem, secret, "GET",
+                                               SERVER_BOOTSTRAP_PATH)
+    message = answer.get("message") if isinstance(answer, dict) else None
+    if status == 401:
+        raise JoinError("the server refused the token's secret (a server joins with the "
+                        "server token, <data-dir>/server/token)")
+    if status != 200:
+        raise JoinError(f"the server refused the bootstrap data: {message or status}")
+    if not isinstance(answer, dict) or not isinstance(answer.get("files"), dict) or \
+            not isinstance(answer.get("etcdMembers"), list):
+        raise JoinError("the server's bootstrap data is incomplete")
+    return answer
 
 
 def _write_files(server_dir: str, files: dict) -> None:
@@ -94,7 +70,7 @@ async def bootstrap(server: str, token: str, server_dir: str) -> list[str]:
         raise JoinError("a server joins with the full server token K10<hash>::server:<secret> "
                         "(the first server's <data-dir>/server/token)")
     server = server.rstrip("/")
-    ca_pem = await _wait_for_ca(server)
+    ca_pem = await wait_for_ca(server)
     if hashlib.sha256(ca_pem).hexdigest() != parsed.ca_hash:
         raise JoinError("the server's CA does not match the token")
     answer = await _ask(server, ca_pem, parsed.secret)
