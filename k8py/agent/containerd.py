@@ -45,7 +45,7 @@ import time
 
 from grpclib.const import Status
 
-from k8py.childprocess import die_with_parent, last_log_line
+from k8py import childprocess
 from k8py.runtime.cri import CriClient, CriError, endpoint_path
 from k8py.runtime.images import PAUSE_IMAGE, ImageError, ensure_pause_image
 
@@ -221,28 +221,13 @@ async def _start(data_dir: str, binary: str, stop_timeout: float
             proc = await asyncio.create_subprocess_exec(
                 binary, "--config", config_path, stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file, stderr=log_file, start_new_session=True,
-                preexec_fn=die_with_parent)
+                preexec_fn=childprocess.die_with_parent)
         except OSError as exc:
             raise ContainerdError(f"cannot run {binary}: {exc.strerror}") from None
     with open(pid_file, "w", encoding="ascii") as f:
         f.write(f"{proc.pid}\n")
     log.info("containerd started (pid %d), socket %s", proc.pid, socket_path(data_dir))
     return proc
-
-
-async def _stop(proc: asyncio.subprocess.Process, timeout: float) -> None:
-    if proc.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
-    try:
-        await asyncio.wait_for(proc.wait(), timeout)
-    except asyncio.TimeoutError:
-        log.warning("containerd did not stop within %.0fs: killing it", timeout)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-    log.info("containerd stopped")
 
 
 async def wait_answering(cri: CriClient, *, timeout: float | None,
@@ -309,7 +294,7 @@ async def run_containerd(data_dir: str, ready: asyncio.Event, *,
                     await _prepare(cri, sock, required=not ever_ready)
                 except ContainerdError as exc:
                     if not ever_ready:
-                        last = last_log_line(log_path)
+                        last = childprocess.last_log_line(log_path)
                         raise ContainerdError(f"{exc}{': ' + last if last else ''} "
                                               f"(log: {log_path})") from None
                     log.warning("containerd did not come back: %s", exc)
@@ -325,6 +310,6 @@ async def run_containerd(data_dir: str, ready: asyncio.Event, *,
                     log.warning("containerd exited with code %s; restarting in %.0fs "
                                 "(log: %s)", code, delay, log_path)
             finally:
-                await _stop(proc, stop_timeout)
+                await childprocess.stop(proc, stop_timeout, "containerd")
             await asyncio.sleep(delay)
             delay = min(delay * 2, backoff[1])

@@ -35,21 +35,24 @@ is the node name.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
 import platform
-import signal
 import time
 
 import yaml
 
+from k8py import childprocess
 from k8py.certificates import write_private
-from k8py.childprocess import die_with_parent, last_log_line
 from k8py.server.etcdpki import EtcdPKI
 from k8py.server.store.backend import Unavailable
-from k8py.server.store.etcdclient import EtcdClient, NotInSync, OutcomeUnknown, parse_endpoints
+from k8py.server.store.etcdclient import (
+    EtcdClient,
+    NotInSync,
+    OutcomeUnknown,
+    parse_endpoints,
+)
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +239,7 @@ async def _start(member: Member, initial_cluster: str, state: str, binary: str
             proc = await asyncio.create_subprocess_exec(
                 *member.command(initial_cluster, state, binary), env=env,
                 stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                start_new_session=True, preexec_fn=die_with_parent)
+                start_new_session=True, preexec_fn=childprocess.die_with_parent)
         except OSError as exc:
             raise EtcdError(f"cannot run {binary}: {exc.strerror}") from None
     with open(os.path.join(member.db_dir, "etcd.pid"), "w", encoding="ascii") as f:
@@ -244,21 +247,6 @@ async def _start(member: Member, initial_cluster: str, state: str, binary: str
     log.info("etcd started (pid %d): member %s, clients %s, peers %s", proc.pid, member.name,
              member.client_url, member.peer_url)
     return proc
-
-
-async def _stop(proc: asyncio.subprocess.Process, timeout: float) -> None:
-    if proc.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
-    try:
-        await asyncio.wait_for(proc.wait(), timeout)
-    except asyncio.TimeoutError:
-        log.warning("etcd did not stop within %.0fs: killing it", timeout)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
-    log.info("etcd stopped")
 
 
 async def wait_answering(member: Member, proc: asyncio.subprocess.Process,
@@ -306,7 +294,7 @@ async def run_etcd(member: Member, ready: asyncio.Event, *, join: list[str] | No
                     learner_id = None
             except EtcdError as exc:
                 if not ever_ready:
-                    last = last_log_line(member.log_path)
+                    last = childprocess.last_log_line(member.log_path)
                     raise EtcdError(f"{exc}{': ' + last if last else ''} "
                                     f"(log: {member.log_path})") from None
                 log.warning("etcd did not come back: %s", exc)
@@ -323,6 +311,6 @@ async def run_etcd(member: Member, ready: asyncio.Event, *, join: list[str] | No
                 log.warning("etcd exited with code %s; restarting in %.0fs (log: %s)",
                             code, delay, member.log_path)
         finally:
-            await _stop(proc, stop_timeout)
+            await childprocess.stop(proc, stop_timeout, "etcd", kill_group=True)
         await asyncio.sleep(delay)
         delay = min(delay * 2, backoff[1])
