@@ -49,7 +49,8 @@ async def stop(proc: asyncio.subprocess.Process, timeout: float, name: str, *,
     with contextlib.suppress(ProcessLookupError):
         proc.terminate()
     try:
-        await asyncio.wait_for(proc.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await proc.wait()
     except asyncio.TimeoutError:
         log.warning("%s did not stop within %.0fs: killing it", name, timeout)
         with contextlib.suppress(ProcessLookupError):

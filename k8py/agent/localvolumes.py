@@ -150,7 +150,8 @@ class LocalVolumeReclaimer:
         try:
             while True:
                 try:
-                    await asyncio.wait_for(self._wake.wait(), RESYNC)
+                    async with asyncio.timeout(RESYNC):
+                        await self._wake.wait()
                 except asyncio.TimeoutError:
                     pass
                 self._wake.clear()

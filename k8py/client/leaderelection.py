@@ -18,7 +18,10 @@
 - `lead_forever` goes back to acquiring after a loss; on cancellation it releases the lease
   (client-go's ReleaseOnCancel: holder "" and a 1 s duration) so a successor need not wait
   out the lease. Neither the wind-down of the work nor the release is cut short by a further
-  cancellation (it is raised after them): the release is bounded by `renew_deadline`. `release_on_cancel=False` leaves the lease to expire, as a crash would.
+  cancellation (it is raised after them): the release is bounded by `renew_deadline`.
+  `release_on_cancel=False` leaves the lease to expire, as a crash would. A cancellation
+  that arrives as a renewal is answered still stops the leader (the deadline is an
+  `asyncio.timeout`, not Python 3.11's `wait_for`, which dropped it: tests/unit/test_timeouts).
 """
 
 from __future__ import annotations
@@ -162,8 +165,8 @@ class LeaderElector:
                     break
                 left = last_renewal + self.renew_deadline - loop.time()
                 try:
-                    renewed = await asyncio.wait_for(self._try_acquire_or_renew(),
-                                                     max(left, 0.001))
+                    async with asyncio.timeout(max(left, 0.001)):
+                        renewed = await self._try_acquire_or_renew()
                 except (errors.StatusError, asyncio.TimeoutError, OSError) as exc:
                     log.warning("%s could not renew %s/%s: %s", self.identity,
                                 self.namespace, self.name, exc)
@@ -205,7 +208,8 @@ class LeaderElector:
 
     async def _release_within_deadline(self) -> None:
         try:
-            await asyncio.wait_for(self.release(), self.renew_deadline)
+            async with asyncio.timeout(self.renew_deadline):
+                await self.release()
         except (asyncio.TimeoutError, OSError) as exc:
             log.warning("%s could not release %s/%s: %s", self.identity, self.namespace,
                         self.name, exc or type(exc).__name__)

@@ -296,8 +296,8 @@ class Forwarder:
             return response
         for server in self.servers:
             try:
-                response = await asyncio.wait_for(_udp_query(query, server, self.port),
-                                                  UPSTREAM_TIMEOUT)
+                async with asyncio.timeout(UPSTREAM_TIMEOUT):
+                    response = await _udp_query(query, server, self.port)
             except (OSError, asyncio.TimeoutError, dns.exception.DNSException):
                 continue
             ttl = min((rrset.ttl for rrset in response.answer), default=CACHE_SECONDS)

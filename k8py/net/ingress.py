@@ -250,7 +250,8 @@ class IngressController:
             await asyncio.gather(*(i.synced.wait() for i in routing))
             if self.secrets is not None:
                 try:
-                    await asyncio.wait_for(self.secrets.synced.wait(), SECRETS_WAIT)
+                    async with asyncio.timeout(SECRETS_WAIT):
+                        await self.secrets.synced.wait()
                 except TimeoutError:
                     log.warning("ingress: TLS Secrets not readable yet: HTTPS with the "
                                 "fallback certificate until they are")
@@ -278,6 +279,7 @@ class IngressController:
             await asyncio.gather(*tasks, return_exceptions=True)
             if self.node_name and self.bound:
                 with contextlib.suppress(errors.StatusError, TimeoutError):
-                    await asyncio.wait_for(announce(self.client, self.node_name, None), 3)
+                    async with asyncio.timeout(3):
+                        await announce(self.client, self.node_name, None)
             await runner.cleanup()
             await self.proxy.close()

@@ -238,6 +238,7 @@ async def keep(overlay: Overlay, nodes_informer, own_name: str) -> None:
             await asyncio.sleep(2.0)
             continue
         try:
-            await asyncio.wait_for(changed.wait(), 30.0)
+            async with asyncio.timeout(30.0):
+                await changed.wait()
         except asyncio.TimeoutError:
             pass

@@ -108,7 +108,8 @@ class TableKeeper:
                 delay = min(delay * 2, 30.0)
                 continue
             try:
-                await asyncio.wait_for(self.stale.wait(), RESYNC)
+                async with asyncio.timeout(RESYNC):
+                    await self.stale.wait()
                 await asyncio.sleep(DEBOUNCE)
             except asyncio.TimeoutError:
                 pass

@@ -82,9 +82,10 @@ async def dial(url: str, method: str, headers: Iterable[tuple[str, str]], *,
     parts = urllib.parse.urlsplit(url)
     secure = parts.scheme == "https"
     port = parts.port or (443 if secure else 80)
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(
-        parts.hostname, port, ssl=ssl if secure else None, limit=HEAD_LIMIT,
-        server_hostname=parts.hostname if secure else None), timeout)
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(
+            parts.hostname, port, ssl=ssl if secure else None, limit=HEAD_LIMIT,
+            server_hostname=parts.hostname if secure else None)
     try:
         target = parts.path or "/"
         if parts.query:
@@ -94,7 +95,8 @@ async def dial(url: str, method: str, headers: Iterable[tuple[str, str]], *,
         if method in ("POST", "PUT"):
             lines.append("Content-Length: 0")
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        async with asyncio.timeout(timeout):
+            head = await reader.readuntil(b"\r\n\r\n")
     except BaseException:
         writer.close()
         raise
@@ -119,19 +121,20 @@ async def read_body(upstream: Upstream, timeout: float = 5.0) -> bytes:
     try:
         length = upstream.header("Content-Length")
         if length is not None:
-            return await asyncio.wait_for(
-                reader.readexactly(min(int(length), BODY_LIMIT)), timeout)
+            async with asyncio.timeout(timeout):
+                return await reader.readexactly(min(int(length), BODY_LIMIT))
         if (upstream.header("Transfer-Encoding") or "").lower() == "chunked":
             body = b""
             while len(body) < BODY_LIMIT:
-                size = int((await asyncio.wait_for(reader.readline(), timeout)).split(b";")[0],
-                           16)
-                if size == 0:
-                    break
-                body += await asyncio.wait_for(reader.readexactly(size + 2), timeout)
+                async with asyncio.timeout(timeout):
+                    size = int((await reader.readline()).split(b";")[0], 16)
+                    if size == 0:
+                        break
+                    body += await reader.readexactly(size + 2)
                 body = body[:-2]
             return body
-        return await asyncio.wait_for(reader.read(BODY_LIMIT), timeout)
+        async with asyncio.timeout(timeout):
+            return await reader.read(BODY_LIMIT)
     except (asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, OSError):
         return b""
     finally:

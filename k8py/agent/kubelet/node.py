@@ -348,6 +348,7 @@ class NodeStatusReporter:
             except errors.StatusError as exc:
                 log.warning("node %s heartbeat: %s", self.name, exc.message)
             try:
-                await asyncio.wait_for(self.changed.wait(), self.heartbeat)
+                async with asyncio.timeout(self.heartbeat):
+                    await self.changed.wait()
             except asyncio.TimeoutError:
                 pass

@@ -113,7 +113,8 @@ class PodWorker:
                 if self.next_wake is not None:
                     timeout = max(0.0, min(timeout, self.next_wake - time.monotonic()))
                 try:
-                    await asyncio.wait_for(self.wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self.wake.wait()
                 except asyncio.TimeoutError:
                     pass
                 self.wake.clear()
@@ -509,9 +510,9 @@ class PodWorker:
         hook = (container or {}).get("lifecycle", {}).get("preStop") if pre_stop else None
         if hook and grace > 0:
             try:
-                ok, message = await asyncio.wait_for(
-                    run_handler(self.cri, hook, container, container_id, self.pod_ip, grace),
-                    grace)
+                async with asyncio.timeout(grace):
+                    ok, message = await run_handler(self.cri, hook, container, container_id,
+                                                    self.pod_ip, grace)
             except asyncio.TimeoutError:
                 ok, message = False, f"preStop hook did not finish within {grace} s"
             if not ok and self.pod is not None:

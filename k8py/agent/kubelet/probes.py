@@ -82,7 +82,8 @@ async def tcp_socket(action: dict[str, Any], container: dict[str, Any], pod_ip: 
     host = action.get("host") or pod_ip
     port = resolve_port(action.get("port"), container)
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(host, port)
     except asyncio.TimeoutError:
         return False, f"dial tcp {host}:{port}: i/o timeout"
     except OSError as exc:

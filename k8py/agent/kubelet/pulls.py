@@ -57,7 +57,8 @@ async def ensure_image(cri, recorder: Recorder, backoff: Backoff, timeout: float
     await recorder.event(pod, "Normal", "Pulling", f'Pulling image "{image}"', name)
     started = time.monotonic()
     try:
-        await asyncio.wait_for(cri.pull_image(image, sandbox_config), timeout)
+        async with asyncio.timeout(timeout):
+            await cri.pull_image(image, sandbox_config)
     except (CriError, asyncio.TimeoutError) as exc:
         reason = exc.message if isinstance(exc, CriError) else \
             f"no answer within {timeout:.0f} s"

@@ -84,7 +84,8 @@ class Authorization:
             return
         self.start()
         try:
-            await asyncio.wait_for(self._ready.wait(), SYNC_TIMEOUT)
+            async with asyncio.timeout(SYNC_TIMEOUT):
+                await self._ready.wait()
         except asyncio.TimeoutError:
             raise errors.ServiceUnavailable("the authorization caches are not ready yet") \
                 from None

@@ -102,7 +102,8 @@ async def read_raw(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise errors.RequestEntityTooLarge("Request entity too large: limit is 3145728")
     try:
-        return await asyncio.wait_for(request.read(), BODY_TIMEOUT)
+        async with asyncio.timeout(BODY_TIMEOUT):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise errors.RequestEntityTooLarge("Request entity too large: limit is 3145728") from None
     except asyncio.TimeoutError:

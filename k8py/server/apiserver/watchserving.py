@@ -170,7 +170,8 @@ class _Stream:
 
     async def write(self, data: bytes) -> None:
         try:
-            await asyncio.wait_for(self.response.write(data), WRITE_TIMEOUT)
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                await self.response.write(data)
         except asyncio.TimeoutError:
             transport = self.request.transport
             if transport is not None:
@@ -250,7 +251,8 @@ async def _follow(stream: _Stream, watch, resource: Resource, objects: ObjectSto
         if remaining <= 0:
             return
         try:
-            events = await asyncio.wait_for(watch.next(), min(remaining, BOOKMARK_INTERVAL))
+            async with asyncio.timeout(min(remaining, BOOKMARK_INTERVAL)):
+                events = await watch.next()
         except asyncio.TimeoutError:
             if bookmarks and time.monotonic() < deadline:
                 marker = {"kind": resource.kind, "apiVersion": resource.api_version,

@@ -175,8 +175,8 @@ async def keep(client: Client, address: str, port: int, interval: float = INTERV
     except asyncio.CancelledError:
         if leases is not None:
             try:
-                await asyncio.wait_for(withdraw(client, leases, address, port),
-                                       WITHDRAW_TIMEOUT)
+                async with asyncio.timeout(WITHDRAW_TIMEOUT):
+                    await withdraw(client, leases, address, port)
             except Exception as exc:  # stopping anyway: the lease expires by itself
                 log.warning("could not take %s out of the kubernetes endpoints: %r",
                             address, exc)

@@ -163,7 +163,8 @@ class EtcdClient:
             index = self._current
             channel = self._channel(index)
             try:
-                await asyncio.wait_for(channel.__connect__(), CALL_TIMEOUT)
+                async with asyncio.timeout(CALL_TIMEOUT):
+                    await channel.__connect__()
                 return index, channel
             except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
                 log.debug("etcd endpoint %s unusable: %s", self.endpoints[index], exc)

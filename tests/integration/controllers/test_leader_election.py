@@ -231,3 +231,45 @@ async def test_wind_down_and_release_survive_repeated_cancellation(plane):
     lease = await plane.client.get(LEASES, "repeated", "default")
     assert lease["spec"]["holderIdentity"] == ""
     assert lease["spec"]["leaseDurationSeconds"] == 1
+
+
+class CancelOnRenewal:
+    """A transport that cancels `victim` in the very step a lease update is answered: the
+    cancellation and the renewal's answer arrive together (Python 3.11's `asyncio.wait_for`
+    returned the answer and dropped the cancellation, and the leader never stopped)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.victim: asyncio.Task | None = None
+
+    async def call(self, method, *args, **kwargs):
+        answer = await self.inner.call(method, *args, **kwargs)
+        if self.victim is not None and method == "PUT":
+            asyncio.get_running_loop().call_soon(self.victim.cancel)
+            self.victim = None
+        return answer
+
+    def watch(self, *args, **kwargs):
+        return self.inner.watch(*args, **kwargs)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_a_cancellation_that_meets_a_renewal_stops_the_leader(plane):
+    transport = CancelOnRenewal(plane.client.transport)
+    elector = LeaderElector(Client(transport), "default", "meeting", "me", **FAST)
+
+    async def lead():
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(elector.lead_forever(lead))
+    try:
+        await eventually(lambda: elector.leading, 10)
+        transport.victim = task
+        done, _ = await asyncio.wait([task], timeout=FAST["renew_deadline"] * 3)
+        assert done, "the leader went on leading after its cancellation"
+        assert task.cancelled()
+    finally:
+        task.cancel()
+        await asyncio.wait([task], timeout=5)
