@@ -14,7 +14,8 @@ ago gets its start (zero CPU) as the older point, so a fresh pod shows up after 
 A point is (start time, timestamp, cumulative CPU in core-nanoseconds, memory working set
 in bytes), with the kubelet's own sample timestamps (milliseconds). Usage between two points
 (`usage`) is the CPU rate in nano-cores over the window between their timestamps and the
-newer point's working set; a pod's timestamp and window are its containers' earliest.
+newer point's working set (the kubelet's seconds are whole nanoseconds: they are rounded back
+to them, not truncated); a pod's timestamp and window are its containers' earliest.
 Nothing is ever reported from a single point: until a node or pod has two, it is absent,
 and kubectl says "metrics not available yet".
 """
@@ -104,7 +105,7 @@ def decode(text: str, node_name: str, default_ms: int) -> Batch:
     for name, labels, value, stamp in samples(text):
         ns = (stamp if stamp is not None else default_ms) * 10**6
         if name == _NODE_CPU:
-            node.update(cpu=int(value * 1e9), timestamp=ns)
+            node.update(cpu=round(value * 1e9), timestamp=ns)
         elif name == _NODE_MEMORY:
             node.update(memory=int(value), timestamp=ns)
         elif name in (_CONTAINER_CPU, _CONTAINER_MEMORY, _CONTAINER_START):
@@ -112,11 +113,11 @@ def decode(text: str, node_name: str, default_ms: int) -> Batch:
                    labels.get("container", ""))
             entry = containers.setdefault(key, {})
             if name == _CONTAINER_CPU:
-                entry.update(cpu=int(value * 1e9), timestamp=ns)
+                entry.update(cpu=round(value * 1e9), timestamp=ns)
             elif name == _CONTAINER_MEMORY:
                 entry.update(memory=int(value), timestamp=ns)
             else:
-                entry["start"] = int(value * 1e9)
+                entry["start"] = round(value * 1e9)
     batch = Batch()
     if node.get("cpu") and node.get("memory"):
         batch.nodes[node_name] = Point(0, node["timestamp"], node["cpu"], node["memory"])
@@ -141,8 +142,9 @@ def usage(last: Point, prev: Point) -> Usage:
     window = last.timestamp - prev.timestamp
     if window <= 0:
         raise ValueError("points without a window between them")
-    return Usage(int((last.cpu - prev.cpu) / (window / 1e9)), last.memory, last.timestamp,
-                 window)
+    # whole nanoseconds in, exact integers through: a float rate could come out a nano-core
+    # above the truth, and kubectl rounds nano-cores up to the next millicore
+    return Usage((last.cpu - prev.cpu) * 10**9 // window, last.memory, last.timestamp, window)
 
 
 class Points:

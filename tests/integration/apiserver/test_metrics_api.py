@@ -37,7 +37,9 @@ from tests.integration.inloop import free_port, running_apiserver
 NODES = builtin("v1", "nodes")
 PODS = builtin("v1", "pods")
 NAMESPACES = builtin("v1", "namespaces")
-T0 = time.time_ns() - 3600 * 10**9  # the containers started an hour ago
+# the containers started an hour ago, on a whole millisecond like the samples' times, so
+# each container's cumulative CPU is a whole number of nanoseconds (no rounding to drift)
+T0 = (time.time_ns() - 3600 * 10**9) // 10**6 * 10**6
 
 # (namespace, pod, container) -> (millicores, working set bytes)
 BURN = {("default", "web", "main"): (250, 64 << 20), ("default", "web", "side"): (50, 16 << 20),
