@@ -114,6 +114,19 @@ class ServiceUnavailable(StatusError):
     code, reason = 503, "ServiceUnavailable"
 
 
+class Timeout(StatusError):
+    code, reason = 504, "Timeout"
+
+
+def too_large_resource_version(requested: int, current: int, retry_after: int = 1) -> Timeout:
+    """upstream's storage.NewTooLargeResourceVersionError: a read or watch asked for a
+    resourceVersion the store has not reached (within the wait allowed for it)."""
+    return Timeout(f"Timeout: Too large resource version: {requested}, current: {current}",
+                   causes=[{"reason": "ResourceVersionTooLarge",
+                            "message": "Too large resource version"}],
+                   retry_after=retry_after)
+
+
 def not_found(resource: str, name: str, group: str = "") -> NotFound:
     qualified = f"{resource}.{group}" if group else resource
     return NotFound(f'{qualified} "{name}" not found', name=name, group=group, kind=resource)
@@ -176,11 +189,11 @@ def invalid(kind: str, name: str, causes: list[tuple[str, str, str]], group: str
 _BY_REASON = {cls.reason: cls for cls in (
     BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, NotAcceptable,
     AlreadyExists, Conflict, Expired, RequestEntityTooLarge, UnsupportedMediaType, Invalid,
-    TooManyRequests, InternalError, ServiceUnavailable)}
+    TooManyRequests, InternalError, ServiceUnavailable, Timeout)}
 _BY_CODE = {400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound,
             405: MethodNotAllowed, 406: NotAcceptable, 409: Conflict, 410: Expired,
             413: RequestEntityTooLarge, 415: UnsupportedMediaType, 422: Invalid,
-            429: TooManyRequests, 503: ServiceUnavailable}
+            429: TooManyRequests, 503: ServiceUnavailable, 504: Timeout}
 
 
 def from_status(body: Any, code: int) -> StatusError:

@@ -7,7 +7,8 @@ server stopped or was marked failed: `ServiceUnavailable`; or 429, 500) it also 
 from the last version seen, with backoff, on whichever server the transport goes to next
 (several API servers share one store, so one resourceVersion means the same everywhere): as
 client-go's reflector, it lists again only when the version is too old (410 `Expired`) or
-the watch is refused otherwise (403, 404, ...). A failed list is retried with backoff.
+the watch is refused otherwise (403, 404, 504 "Too large resource version" after a restore
+from an older snapshot, ...). A failed list is retried with backoff.
 `synced` is set after the first list.
 
 Handlers are plain functions called inline for every change; they should only enqueue keys.

@@ -114,3 +114,18 @@ async def test_a_refused_watch_lists_again():
     transport = ScriptedTransport([LIST], [([], errors.Forbidden("forbidden"))])
     await _run_until(transport, lambda i: len(transport.watched_from) == 2)
     assert transport.listed == 2
+
+
+async def test_a_version_the_store_has_not_reached_lists_again():
+    """After a restore from an older snapshot, the version an informer holds is ahead of the
+    store's: the server answers 504 "Too large resource version" and the informer lists
+    (without a version) instead of waiting for the new history to pass its number."""
+    restored = {"metadata": {"resourceVersion": "7"}, "items": [configmap("a", "5")]}
+    too_large = errors.too_large_resource_version(12, 7)
+    transport = ScriptedTransport([LIST, restored], [
+        ([("ADDED", configmap("b", "11")), ("MODIFIED", configmap("a", "12"))], too_large),
+    ])
+    informer = await _run_until(transport, lambda i: len(transport.watched_from) == 2)
+    assert transport.listed == 2
+    assert transport.watched_from == ["10", "7"]
+    assert informer.keys() == ["default/a"]

@@ -257,8 +257,10 @@ class RestHandler:
                     request, target.resource, [obj],
                     {"resourceVersion": obj["metadata"]["resourceVersion"]})
             revision = parse_resource_version(request.query.get("resourceVersion"))
+            if revision:  # as `get`: not older than it, so the latest
+                await self.objects.not_older_than(revision)
             body = await self.objects.get_raw(target.resource, target.namespace,
-                                              target.name, revision=revision)
+                                              target.name)
             return web.Response(body=body + b"\n", content_type="application/json")
         body, status = await self.call(request, target)
         return responses.json_response(body, status=status)
@@ -365,10 +367,12 @@ class RestHandler:
     # --- reads ------------------------------------------------------------------------------
 
     async def get(self, request: web.Request, target: Target) -> dict[str, Any]:
-        # "0" means "any version", which the latest (revision 0 to the store) is.
+        # "0" means "any version" and N "not older than N": the latest is both (once the
+        # store has reached N), as upstream's watch cache answers
         revision = parse_resource_version(request.query.get("resourceVersion"))
-        return await self.objects.get(target.resource, target.namespace, target.name,
-                                      revision=revision)
+        if revision:
+            await self.objects.not_older_than(revision)
+        return await self.objects.get(target.resource, target.namespace, target.name)
 
     async def list_bytes(self, request: web.Request, target: Target) -> web.StreamResponse:
         """A JSON list assembled from stored bytes, without decoding the items. A list without
@@ -382,7 +386,7 @@ class RestHandler:
             return web.Response(body=_list_opening(target.resource, body["metadata"])
                                 + b",".join(body["items"]) + b"]}\n",
                                 content_type="application/json")
-        revision = self._list_revision(request)
+        revision = await self._list_revision(request)
         pages = self.objects.pages(target.resource, target.namespace,
                                    matches=queryparams.matcher(request.query), revision=revision)
         revision, first = await anext(pages)  # errors surface here, before the headers
@@ -401,8 +405,9 @@ class RestHandler:
         await response.write_eof()
         return response
 
-    def _list_revision(self, request: web.Request) -> int:
-        """The revision a list reads at: Exact asks for one; otherwise the latest."""
+    async def _list_revision(self, request: web.Request) -> int:
+        """The revision a list reads at: Exact asks for one; otherwise the latest, once the
+        store has reached the resourceVersion given (NotOlderThan)."""
         query = request.query
         revision = parse_resource_version(query.get("resourceVersion"))
         match = query.get("resourceVersionMatch", "")
@@ -410,14 +415,17 @@ class RestHandler:
             raise errors.BadRequest(f"invalid resourceVersionMatch: {match!r}")
         if match and not query.get("resourceVersion"):
             raise errors.BadRequest("resourceVersionMatch requires resourceVersion")
-        # NotOlderThan and "0" may read the latest, which is never older.
-        return revision if match == "Exact" else 0
+        if match == "Exact":
+            return revision
+        if revision:
+            await self.objects.not_older_than(revision)
+        return 0  # the latest
 
     async def list(self, request: web.Request, target: Target,
                    as_bytes: bool = False) -> dict[str, Any]:
         query = request.query
         limit = queryparams.int64(query, "limit", 0)
-        at = self._list_revision(request)
+        at = await self._list_revision(request)
         items, list_revision, token = await self.objects.list(
             target.resource, target.namespace, matches=queryparams.matcher(request.query),
             limit=max(limit, 0), continue_token=query.get("continue", ""), revision=at,

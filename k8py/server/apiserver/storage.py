@@ -60,6 +60,8 @@ from k8py.server.store.backend import Backend, EventType, KeyValue
 Matcher = Callable[[dict[str, Any]], bool]
 T = TypeVar("T")
 
+FRESHNESS_WAIT = 3.0  # seconds a read or watch at a future resourceVersion waits for it
+
 _EXPIRED_CONTINUE = (
     "The provided continue parameter is too old to display a consistent list result. You can "
     "start a new list without the continue parameter, or use the continue token in this "
@@ -419,6 +421,23 @@ class ObjectStore:
             if snapshot.revision >= now:  # a read already under way may predate `now`
                 return snapshot
 
+    async def not_older_than(self, revision: int, wait: float = FRESHNESS_WAIT) -> None:
+        """Return once the store has reached `revision`; after `wait` seconds without, 504
+        "Too large resource version" (upstream's watch cache waits 3 s the same way). A
+        resourceVersion a client holds is one the store gave: beyond the store's revision
+        only after a restore from an older snapshot, and the client must then list again,
+        not wait (a watch would silently skip the new history up to that number)."""
+        if revision <= self.backend.revision:
+            return
+        deadline = time.monotonic() + wait
+        while True:
+            now = await self._current_revision()
+            if revision <= now:
+                return
+            if time.monotonic() >= deadline:
+                raise errors.too_large_resource_version(revision, now)
+            await asyncio.sleep(0.05)
+
     async def _current_revision(self) -> int:
         try:
             return await self.backend.current_revision()
@@ -648,8 +667,5 @@ def _status(exc: store_errors.StoreError, resource: Resource, name: str) -> erro
         return errors.Expired(f"too old resource version: {exc.requested} "
                               f"({exc.compact_revision})")
     if isinstance(exc, store_errors.FutureRevision):
-        return errors.TooManyRequests(
-            f"Too large resource version: {exc.requested}, current: {exc.current}",
-            retry_after=1,
-        )
+        return errors.too_large_resource_version(exc.requested, exc.current)
     return errors.ServiceUnavailable(f"storage unavailable: {exc}")

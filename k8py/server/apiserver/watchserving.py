@@ -7,7 +7,10 @@
 These rules (`start`, `initial`, `transitions`) are the one set both transports follow: the
 HTTP watch here and the in-process one (`inprocess`).
 - A resourceVersion that is compacted, or a watcher that falls behind, gets one ERROR event
-  carrying a 410 `Expired` Status, then the stream ends; the client relists.
+  carrying a 410 `Expired` Status, then the stream ends; the client relists. One the store
+  has not reached after 3 s (only after a restore from an older snapshot) gets an ERROR
+  event with upstream's 504 "Too large resource version": the client lists again instead
+  of waiting while the new history passes under that number unseen.
 - `allowWatchBookmarks=true`: a BOOKMARK (an object of the watched kind holding only
   `metadata.resourceVersion`) after each idle minute, so a client can resume cheaply.
 - With a Table Accept header (`kubectl get -w`), each object is sent as a one-row Table;
@@ -111,11 +114,14 @@ async def start(objects: ObjectStore, resource: Resource, namespace: str | None,
     """Where a watch starts, by upstream's rules: without a resourceVersion (0), every
     object that exists now (a snapshot of stored bytes, shared by the watches that start at
     the same revision: keep it only while sending it) and then the changes after it; with
-    one, the changes after it. Raises Expired (410) when that revision is compacted."""
+    one, the changes after it. Raises Expired (410) when that revision is compacted, and
+    Timeout (504, too large) when the store has not reached it within a few seconds."""
     snapshot = None
     if revision == 0:
         snapshot = await objects.snapshot(resource, namespace)
         revision = snapshot.revision
+    else:
+        await objects.not_older_than(revision)
     return snapshot, objects.watch(resource, namespace, revision + 1)
 
 
@@ -195,7 +201,7 @@ async def serve_watch(request: web.Request, objects: ObjectStore, resource: Reso
         response.enable_chunked_encoding()
         try:  # before the headers go, so other errors are Statuses
             snapshot, watch = await start(objects, resource, namespace, revision)
-        except errors.Expired as exc:
+        except (errors.Expired, errors.Timeout) as exc:  # upstream: an ERROR event
             await response.prepare(request)
             await response.write(line("ERROR", exc.status()))
             return response

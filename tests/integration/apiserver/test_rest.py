@@ -271,6 +271,41 @@ async def test_watch_from_compacted_version_is_410_in_stream(client, server):
     assert events[0]["object"]["code"] == 410 and events[0]["object"]["reason"] == "Expired"
 
 
+async def test_a_resource_version_the_store_has_not_reached(client):
+    """upstream's watch cache: a read or watch at a resourceVersion beyond the store's waits
+    3 s for it, then gets 504 "Too large resource version" (a watch as an ERROR event), so a
+    client holding a version from before a restore lists again; a version the store has
+    reached reads the latest (not older than it), never history."""
+    _, created = await client.request("POST", CM, configmap("fresh"))
+    rv = int(created["metadata"]["resourceVersion"])
+    _, changed = await client.request("PATCH", f"{CM}/fresh", {"data": {"v": "2"}},
+                                      content_type="application/merge-patch+json")
+    status, got = await client.request("GET", f"{CM}/fresh?resourceVersion={rv}")
+    assert status == 200 and got["data"] == {"v": "2"}
+    status, listed = await client.request("GET", f"{CM}?resourceVersion={rv}")
+    assert status == 200 and int(listed["metadata"]["resourceVersion"]) >= \
+        int(changed["metadata"]["resourceVersion"])
+
+    ahead = int(changed["metadata"]["resourceVersion"]) + 1000
+    for path in (f"{CM}/fresh?resourceVersion={ahead}", f"{CM}?resourceVersion={ahead}",
+                 f"{CM}?resourceVersion={ahead}&resourceVersionMatch=NotOlderThan"):
+        status, body = await client.request("GET", path)
+        assert status == 504, (path, body)
+        assert body["reason"] == "Timeout"
+        assert body["message"].startswith(f"Timeout: Too large resource version: {ahead}, "
+                                          "current: ")
+        assert body["details"] == {"causes": [{"reason": "ResourceVersionTooLarge",
+                                               "message": "Too large resource version"}],
+                                   "retryAfterSeconds": 1}
+    params = {"watch": "true", "resourceVersion": str(ahead)}
+    async with client.session.get(client.server.url + CM, params=params) as r:
+        assert r.status == 200
+        events = await read_events(r, 1)
+    assert events[0]["type"] == "ERROR"
+    assert events[0]["object"]["code"] == 504
+    assert events[0]["object"]["details"]["causes"][0]["reason"] == "ResourceVersionTooLarge"
+
+
 async def list_version(client, path: str = CM) -> str:
     """A collection's resourceVersion now (on a shared etcd, "1" may be long compacted)."""
     status, body = await client.request("GET", path)
