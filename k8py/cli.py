@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import sys
+import time
 
 import click
 
@@ -307,6 +308,23 @@ def _check_embedded_etcd_flags(flags: dict) -> None:
                                    "(<data-dir>/server/token)")
 
 
+def _new_embedded_member(flags: dict):
+    """The snapshotter of the embedded etcd member a server with these flags runs, in a data
+    dir that has no etcd data yet; a SQLite database left there is moved aside (it would
+    otherwise be migrated over the restored objects at the next start)."""
+    from k8py.server import daemon
+    from k8py.server.store import DEFAULT_SQLITE_PATH, etcdsnapshot
+
+    member = daemon.etcd_member(daemon.ServerConfig(**flags), embedded=True)
+    sqlite = os.path.join(flags["data_dir"], DEFAULT_SQLITE_PATH)
+    if os.path.exists(sqlite):
+        aside = f"{os.path.splitext(sqlite)[0]}-old-{int(time.time())}.db"
+        os.replace(sqlite, aside)
+        log.info("The SQLite datastore was moved to %s", aside)
+    return etcdsnapshot.EtcdSnapshots(
+        [], member=etcdsnapshot.Member(member.data_dir, member.name, member.peer_url))
+
+
 def _at_least_a_second(seconds: float) -> float:
     if seconds < 1:
         raise click.BadParameter(f"{seconds:g}s is shorter than 1s")
@@ -320,7 +338,7 @@ def _cluster_reset(flags: dict, restore_path: str | None) -> None:
     has the datastore open."""
     from k8py.server import etcdsnapshot
     from k8py.server.store.backend import StoreError, StoreLocked
-    from k8py.server.store.etcdsnapshot import embedded_member, reset_member
+    from k8py.server.store.etcdsnapshot import embedded_member, is_snapshot_file, reset_member
     from k8py.server.store.snapshot import snapshotter
 
     def in_use() -> click.ClickException:
@@ -346,10 +364,14 @@ def _cluster_reset(flags: dict, restore_path: str | None) -> None:
     source = etcdsnapshot.restore_source(restore_path, directory)
 
     async def restore() -> None:
-        snapshots = snapshotter(flags["datastore_endpoint"], flags["data_dir"],
-                                cafile=flags["datastore_cafile"],
-                                certfile=flags["datastore_certfile"],
-                                keyfile=flags["datastore_keyfile"])
+        if embedded is None and not flags["datastore_endpoint"] and is_snapshot_file(source):
+            # the datastore is gone (wiped, a new host): the member this server will run
+            snapshots = _new_embedded_member(flags)
+        else:
+            snapshots = snapshotter(flags["datastore_endpoint"], flags["data_dir"],
+                                    cafile=flags["datastore_cafile"],
+                                    certfile=flags["datastore_certfile"],
+                                    keyfile=flags["datastore_keyfile"])
         try:
             await etcdsnapshot.restore(snapshots, source)
         except StoreLocked:

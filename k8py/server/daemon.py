@@ -499,14 +499,16 @@ def serving_names(config: ServerConfig) -> dict:
             "tls_san": config.tls_san + own_addresses}
 
 
-def etcd_member(config: ServerConfig):
-    """This server's embedded etcd member, or None when its datastore is another one."""
+def etcd_member(config: ServerConfig, *, embedded: bool = False):
+    """This server's embedded etcd member, or None when its datastore is another one
+    (`embedded`: the member it runs even without etcd data or flags saying so yet, for a
+    restore of an etcd snapshot into a data dir whose datastore is gone)."""
     from k8py.agent.config import detect_node_ip
     from k8py.server import embeddedetcd, etcdpki
 
     db_dir = os.path.join(config.data_dir, "server", "db")
     probe = embeddedetcd.Member("", db_dir, "", 0, 0, etcdpki.paths(config.data_dir))
-    if not (config.cluster_init or config.server or probe.has_data()):
+    if not (embedded or config.cluster_init or config.server or probe.has_data()):
         return None
     node_ip = str(config.node_ip) if config.node_ip else detect_node_ip()
     # the member is named as the node is (the agent's default: the hostname)

@@ -23,6 +23,10 @@ Reset (`reset_member`)
     until it answers as a healthy one-member cluster, then stopped. Its client and peer
     listeners are unix sockets in a private (0700) directory: nothing can reach it meanwhile.
 
+A data dir whose datastore is gone (wiped, or a new host with the cluster's CA files) restores
+an etcd snapshot into the member its flags describe (`--node-name`, `--node-ip`,
+`--etcd-peer-port`): the next start runs that member from the restored data.
+
 Both refuse a data dir a running etcd holds: bbolt keeps an exclusive flock on
 `member/snap/db` while etcd runs (`StoreLocked`).
 """
@@ -94,6 +98,18 @@ class EtcdSnapshots:
                               "(etcdctl snapshot restore); k8py restores only its embedded "
                               "etcd")
         return await asyncio.to_thread(restore_member, self.member, source)
+
+
+def is_snapshot_file(path: str) -> bool:
+    """Whether `path` has an etcd snapshot's shape (whole bolt pages and a sha256 trailer,
+    no SQLite header): what `--cluster-reset` restores as etcd when the data dir has none."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            header = f.read(16)
+    except OSError:
+        return False
+    return size > HASH_SIZE and size % 512 == HASH_SIZE and header != b"SQLite format 3\0"
 
 
 def check_hash(path: str) -> None:
