@@ -6,7 +6,8 @@ time and moves to the next one when the current one is unusable, the way etcd's 
 balances (clientv3 retries on another endpoint only when that cannot repeat a write):
 
 - A **read** (Range, Status, MemberList) is retried on the next endpoint after any transport
-  failure, deadline or `Unavailable` answer ("no leader", "leader changed", ...), with a short
+  failure, deadline, `Unavailable` answer ("no leader", "leader changed", ...) or etcd's own
+  "context deadline exceeded" (a linearizable read held through an election), with a short
   back-off, until `retry_for` seconds have passed.
 - A **write** is retried only when it certainly was not applied: the connection could not be
   opened, or etcd refused it before proposing it ("no leader", "not capable", "too many
@@ -55,6 +56,7 @@ RETRY_FOR = 15.0  # seconds a call keeps trying other endpoints (an election tak
 # etcd refuses these before proposing: a write that got one was not applied.
 NOT_APPLIED = ("etcdserver: no leader", "etcdserver: not capable", "etcdserver: too many requests",
                "etcdserver: unhealthy cluster")  # a member change refused before proposing
+TRANSIENT = (Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED)
 REQUIRE_LEADER = {"hasleader": "true"}  # etcd's rpctypes.MetadataRequireLeaderKey
 COMPACTED = "required revision has been compacted"
 FUTURE = "required revision is a future revision"
@@ -204,7 +206,9 @@ class EtcdClient:
                     message = exc.message or ""
                     if COMPACTED in message or FUTURE in message:
                         raise RevisionError(message, COMPACTED in message) from None
-                    if exc.status is not Status.UNAVAILABLE and not (
+                    # DEADLINE_EXCEEDED: the member held the call past our deadline (a
+                    # linearizable read waiting out an election): as transient as UNAVAILABLE
+                    if exc.status not in TRANSIENT and not (
                             exc.status is Status.RESOURCE_EXHAUSTED and "too many" in message):
                         raise Unavailable(f"etcd {what}: {message or exc.status.name}") from None
                     if write and not message.startswith(NOT_APPLIED):
