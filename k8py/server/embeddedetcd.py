@@ -59,7 +59,10 @@ log = logging.getLogger(__name__)
 ETCD = "/usr/bin/etcd"
 MEMBER_FILE = "config"  # etcd's --config-file YAML, k3s's name
 # etcd's refusals of a member change it did not apply (ErrUnhealthy, ErrNotEnoughStartedMembers)
-MEMBER_CHANGE_REFUSED = ("etcdserver: unhealthy cluster", "not enough started members")
+# etcd 3.4 takes one learner at a time ("too many learner members"): servers started together
+# join one after the other, each once the one before is promoted
+MEMBER_CHANGE_REFUSED = ("etcdserver: unhealthy cluster", "not enough started members",
+                         "too many learner members")
 
 
 class EtcdError(Exception):
@@ -182,9 +185,9 @@ async def add_learner(member: Member, join: list[str], timeout: float = 120.0
                 new, members = await client.member_add([member.peer_url], learner=True)
             except Unavailable as exc:
                 # etcd refuses a member change until every voting member has been connected
-                # for 5 s ("unhealthy cluster": e.g. right after another server joined) or
-                # while too few have started; a change whose outcome is unknown is looked for
-                # in the member list again
+                # for 5 s ("unhealthy cluster": e.g. right after another server joined),
+                # while too few have started, or while another learner is catching up; a
+                # change whose outcome is unknown is looked for in the member list again
                 if time.monotonic() > deadline or not (
                         isinstance(exc, OutcomeUnknown) or any(
                             refusal in str(exc) for refusal in MEMBER_CHANGE_REFUSED)):

@@ -273,3 +273,32 @@ def test_servers_joining_one_after_the_other(tmp_path):
     finally:
         for server in reversed(servers):
             server.stop()
+
+
+def test_servers_joining_at_the_same_time(tmp_path):
+    """Two servers started together (the others of a restored cluster, say): etcd 3.4 takes
+    one learner at a time and refuses the second MemberAdd ("too many learner members")
+    until the first is promoted; that join waits its turn instead of failing."""
+    servers = [Server(tmp_path / "s1", "s1", "--cluster-init")]
+    try:
+        servers[0].start()
+        with open(tmp_path / "s1" / "server" / "token") as f:
+            token = f.read().strip()
+        joining = [Server(tmp_path / name, name, "--server",
+                          f"https://127.0.0.1:{servers[0].api_port}", "--token", token)
+                   for name in ("s2", "s3")]
+        servers += joining
+        said: dict[str, str] = {}
+        threads = [threading.Thread(target=lambda s=s: said.update({s.name: "".join(s.start())}))
+                   for s in joining]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        assert all("promoted to a voting member" in said.get(s.name, "") for s in joining), said
+        listed = members(servers[0])
+        assert sorted(row[2] for row in listed) == ["s1", "s2", "s3"]
+        assert all(row[1] == "started" and row[-1] == "false" for row in listed), listed
+    finally:
+        for server in reversed(servers):
+            server.stop()
