@@ -82,9 +82,12 @@ class HALab(LabCluster):
         """Every server runs, answers /readyz, and sees every node Ready."""
         assert self.running_servers() == list(SERVERS)
         for server in SERVERS:
-            wait_for(lambda s=server: self.via(s, "get", "--raw", "/readyz", check=False,
-                                                timeout=20).returncode == 0,
-                     timeout=timeout, interval=1, what=f"{server} ready")
+            try:
+                wait_for(lambda s=server: self.via(s, "get", "--raw", "/readyz", check=False,
+                                                    timeout=20).returncode == 0,
+                         timeout=timeout, interval=1, what=f"{server} ready")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; its log ends:\n{self.log_tail(server)}") from None
         wait_for(lambda: self.ready_nodes(SERVERS[-1]) >= {*SERVERS, "agent-1"},
                  timeout=timeout, interval=1, what="every node Ready")
 
@@ -96,6 +99,11 @@ class HALab(LabCluster):
             return {}
         return {lease["metadata"]["name"]: (lease["spec"].get("holderIdentity") or "")
                 .split("_")[0] for lease in json.loads(done.stdout)["items"]}
+
+    def log_tail(self, node: str, lines: int = 40) -> str:
+        with open(os.path.join(os.path.dirname(self.kubeconfig), f"{node}.log"),
+                  errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
 
     def agent_server(self) -> str:
         """The server agent-1 uses now: the last move its log tells, else its --server."""
@@ -205,6 +213,7 @@ class Writer(threading.Thread):
         self.acknowledged: list[str] = []
         self.attempts = 0
         self.stopping = threading.Event()
+        self.last_error = ""
 
     def run(self) -> None:
         kubectl = [find_kubectl(), "--kubeconfig", self.ha.kubeconfig_of(self.server),
@@ -224,28 +233,36 @@ class Writer(threading.Thread):
                 continue
             if done.returncode == 0:
                 self.acknowledged.append(name)
+            else:
+                self.last_error = done.stderr.strip()
 
 
 def test_no_acknowledged_write_is_lost_across_a_cut_off_server(healthy):
     ha = healthy
     cut, through = SERVERS[1], SERVERS[2]
     writers = [Writer(ha, through, "ha-cut-out"), Writer(ha, cut, "ha-cut-in", netns_of=cut)]
-    for writer in writers:
-        writer.start()
-    wait_for(lambda: all(len(w.acknowledged) >= 3 for w in writers), timeout=60,
-             interval=0.5, what="writes before the cut")
-    ha.k8py("isolate", cut)
-    during = [len(w.acknowledged) for w in writers]
-    outside = writers[0]
-    wait_for(lambda: len(outside.acknowledged) >= during[0] + 5, timeout=60, interval=0.5,
-             what="writes through a connected server during the cut")
-    ha.k8py("rejoin", cut)
-    wait_for(lambda: all(len(w.acknowledged) >= n + 3 for w, n in zip(writers, during)),
-             timeout=90, interval=0.5, what="writes through both after the rejoin")
-    for writer in writers:
-        writer.stopping.set()
-    for writer in writers:
-        writer.join(timeout=30)
+    try:
+        for writer in writers:
+            writer.start()
+        wait_for(lambda: all(len(w.acknowledged) >= 3 for w in writers), timeout=60,
+                 interval=0.5, what="writes before the cut")
+        ha.k8py("isolate", cut)
+        during = [len(w.acknowledged) for w in writers]
+        outside = writers[0]
+        wait_for(lambda: len(outside.acknowledged) >= during[0] + 5, timeout=60, interval=0.5,
+                 what="writes through a connected server during the cut")
+        ha.k8py("rejoin", cut)
+        try:
+            wait_for(lambda: all(len(w.acknowledged) >= n + 3 for w, n in zip(writers, during)),
+                     timeout=90, interval=0.5, what="writes through both after the rejoin")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {[w.last_error for w in writers]}; {cut}'s log "
+                                 f"ends:\n{ha.log_tail(cut)}") from None
+    finally:  # no kubectl left running against the lab, whatever happened
+        for writer in writers:
+            writer.stopping.set()
+        for writer in writers:
+            writer.join(timeout=30)
     acknowledged = {name for w in writers for name in w.acknowledged}
     print(f"\nwrites acknowledged: {[len(w.acknowledged) for w in writers]} of "
           f"{[w.attempts for w in writers]} (outside, inside the cut-off server)")
