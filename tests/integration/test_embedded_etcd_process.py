@@ -253,6 +253,20 @@ def test_sqlite_migrates_then_snapshot_and_restore(tmp_path):
                  open(f"/proc/{pid}/stat").read().split()[2] == "Z", 30, f"etcd {pid} gone")
 
 
+def joiner(tmp_path, name: str, first: Server) -> Server:
+    """A server that joins `first` with its token."""
+    with open(first.data_dir / "server" / "token") as f:
+        token = f.read().strip()
+    return Server(tmp_path / name, name, "--server", f"https://127.0.0.1:{first.api_port}",
+                  "--token", token)
+
+
+def assert_three_voters(server: Server) -> None:
+    listed = members(server)
+    assert sorted(row[2] for row in listed) == ["s1", "s2", "s3"]
+    assert all(row[1] == "started" and row[-1] == "false" for row in listed), listed
+
+
 def test_servers_joining_one_after_the_other(tmp_path):
     """A third server joining right after the second: etcd refuses the MemberAdd as an
     "unhealthy cluster" until its leader has been connected to the new voter for 5 s; the
@@ -260,16 +274,11 @@ def test_servers_joining_one_after_the_other(tmp_path):
     servers = [Server(tmp_path / "s1", "s1", "--cluster-init")]
     try:
         servers[0].start()
-        with open(tmp_path / "s1" / "server" / "token") as f:
-            token = f.read().strip()
         for name in ("s2", "s3"):
-            servers.append(Server(tmp_path / name, name, "--server",
-                                  f"https://127.0.0.1:{servers[0].api_port}", "--token", token))
+            servers.append(joiner(tmp_path, name, servers[0]))
             said = "".join(servers[-1].start())
             assert "promoted to a voting member" in said
-        listed = members(servers[0])
-        assert sorted(row[2] for row in listed) == ["s1", "s2", "s3"]
-        assert all(row[1] == "started" and row[-1] == "false" for row in listed), listed
+        assert_three_voters(servers[0])
     finally:
         for server in reversed(servers):
             server.stop()
@@ -282,11 +291,7 @@ def test_servers_joining_at_the_same_time(tmp_path):
     servers = [Server(tmp_path / "s1", "s1", "--cluster-init")]
     try:
         servers[0].start()
-        with open(tmp_path / "s1" / "server" / "token") as f:
-            token = f.read().strip()
-        joining = [Server(tmp_path / name, name, "--server",
-                          f"https://127.0.0.1:{servers[0].api_port}", "--token", token)
-                   for name in ("s2", "s3")]
+        joining = [joiner(tmp_path, name, servers[0]) for name in ("s2", "s3")]
         servers += joining
         said: dict[str, str] = {}
         threads = [threading.Thread(target=lambda s=s: said.update({s.name: "".join(s.start())}))
@@ -296,9 +301,7 @@ def test_servers_joining_at_the_same_time(tmp_path):
         for thread in threads:
             thread.join(timeout=300)
         assert all("promoted to a voting member" in said.get(s.name, "") for s in joining), said
-        listed = members(servers[0])
-        assert sorted(row[2] for row in listed) == ["s1", "s2", "s3"]
-        assert all(row[1] == "started" and row[-1] == "false" for row in listed), listed
+        assert_three_voters(servers[0])
     finally:
         for server in reversed(servers):
             server.stop()

@@ -155,16 +155,13 @@ async def test_a_server_that_stops_renewing_is_replaced_within_the_lease(plane):
         await servers.close()
 
 
-class Partition:
-    """A transport that hangs every call while cut: a leader that cannot reach its API."""
+class Wrapped:
+    """A transport passing everything to `inner`; subclasses change `call`."""
 
     def __init__(self, inner):
         self.inner = inner
-        self.healed = asyncio.Event()
-        self.healed.set()
 
     async def call(self, *args, **kwargs):
-        await self.healed.wait()
         return await self.inner.call(*args, **kwargs)
 
     def watch(self, *args, **kwargs):
@@ -172,6 +169,19 @@ class Partition:
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+class Partition(Wrapped):
+    """A transport that hangs every call while cut: a leader that cannot reach its API."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.healed = asyncio.Event()
+        self.healed.set()
+
+    async def call(self, *args, **kwargs):
+        await self.healed.wait()
+        return await self.inner.call(*args, **kwargs)
 
 
 async def test_a_leader_that_cannot_renew_stops_at_the_deadline_and_follows(plane):
@@ -233,13 +243,13 @@ async def test_wind_down_and_release_survive_repeated_cancellation(plane):
     assert lease["spec"]["leaseDurationSeconds"] == 1
 
 
-class CancelOnRenewal:
+class CancelOnRenewal(Wrapped):
     """A transport that cancels `victim` in the very step a lease update is answered: the
     cancellation and the renewal's answer arrive together (Python 3.11's `asyncio.wait_for`
     returned the answer and dropped the cancellation, and the leader never stopped)."""
 
     def __init__(self, inner):
-        self.inner = inner
+        super().__init__(inner)
         self.victim: asyncio.Task | None = None
 
     async def call(self, method, *args, **kwargs):
@@ -248,12 +258,6 @@ class CancelOnRenewal:
             asyncio.get_running_loop().call_soon(self.victim.cancel)
             self.victim = None
         return answer
-
-    def watch(self, *args, **kwargs):
-        return self.inner.watch(*args, **kwargs)
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 async def test_a_cancellation_that_meets_a_renewal_stops_the_leader(plane):
