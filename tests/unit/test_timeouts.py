@@ -41,20 +41,24 @@ def test_no_asyncio_wait_for_in_k8py():
 
 
 async def cancelled_as_the_answer_arrives(wait) -> bool:
-    """Whether a task waiting with `wait` ends when cancelled in the step its answer comes."""
+    """Whether a task waiting with `wait` ends when cancelled in the step its answer comes.
+    The loop also ends when told to: a task that keeps dropping cancellations would otherwise
+    outlive the test and hang the event loop's shutdown (as it once hung this file in CI)."""
     answer = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
 
-    async def loop_forever():
-        while True:
+    async def wait_until_told():
+        while not stop.is_set():
             await wait(answer)
 
-    task = asyncio.create_task(loop_forever())
+    task = asyncio.create_task(wait_until_told())
     await asyncio.sleep(0)
     answer.set_result(1)
     task.cancel()
     done, _ = await asyncio.wait([task], timeout=0.5)
-    task.cancel()
-    await asyncio.wait([task], timeout=0.5)
+    stop.set()
+    await asyncio.wait([task], timeout=5)
+    assert task.done()
     return bool(done)
 
 
