@@ -198,10 +198,11 @@ async def test_bad_request_gets_right_status(client, case):
 
 
 async def test_server_survives_the_corpus_and_stores_nothing(client):
-    for _, method, path, raw, content_type, _, _ in CORPUS:
+    for _, method, path, raw, content_type, code, _ in CORPUS:
         kwargs = {"raw": raw, "content_type": content_type} if raw is not None else {}
         status, _ = await client.request(method, path, **kwargs)
-        assert 400 <= status < 500
+        # a client's error; or upstream's own 504 for a version the store has not reached
+        assert 400 <= status < 500 or status == code == 504, (path, status)
     status, body = await client.request("GET", "/api/v1/configmaps")
     assert status == 200 and body["items"] == []
     status, _ = await client.request("POST", CM, GOOD)
