@@ -52,6 +52,7 @@ class LeaderElector:
         self.leading = False
         self._observed: dict[str, Any] | None = None  # the lease as last read or written
         self._observed_time = 0.0  # when its spec last changed, on this loop's clock
+        self._released = asyncio.Event()  # the watch saw the lease given up, while waiting
 
     @property
     def holder(self) -> str:
@@ -108,17 +109,23 @@ class LeaderElector:
         as it happens (not up to a retry period late, as by polling alone) and the next try
         comes no later than the moment the lease, as last seen, expires. A crashed leader is
         so replaced `leaseDurationSeconds` after its last renewal, not up to two retry
-        periods more."""
+        periods more; a released lease (holder "") is tried the moment it is seen, so a
+        server stopping cleanly hands over at once, not up to a retry period later."""
         watcher = asyncio.create_task(self._watch_lease())
         try:
             while True:
+                self._released.clear()  # a release seen from here on wakes the wait below
                 try:
                     if await self._try_acquire_or_renew():
                         return
                 except errors.StatusError as exc:
                     log.warning("leader election %s/%s: %s", self.namespace, self.name,
                                 exc.message)
-                await asyncio.sleep(self._until_next_try())
+                try:
+                    async with asyncio.timeout(self._until_next_try()):
+                        await self._released.wait()
+                except TimeoutError:
+                    pass
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
@@ -145,6 +152,8 @@ class LeaderElector:
                     for kind, lease in batch:
                         if kind in ("ADDED", "MODIFIED"):
                             self._observe(lease)
+                            if not self.holder:
+                                self._released.set()
             except (errors.StatusError, OSError) as exc:
                 log.debug("watching %s/%s: %s", self.namespace, self.name, exc)
             await asyncio.sleep(self.retry_period)

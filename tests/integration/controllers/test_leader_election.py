@@ -105,11 +105,10 @@ async def test_one_server_acts_and_a_released_lease_is_taken_over_at_once(plane)
         assert servers.leading("b") == []
         before = await plane.client.get(LEASES, "kube-controller-manager", "kube-system")
 
-        await servers.stop("a")  # clean shutdown: both leases released
-        released = await plane.client.get(LEASES, "kube-controller-manager", "kube-system")
-        assert released["spec"]["holderIdentity"] == ""
-        assert released["spec"]["leaseDurationSeconds"] == 1
-        await scale(plane.client, 4)  # during the gap
+        # clean shutdown: both leases released (holder "", 1 s: the last test), and b, which
+        # watches them, takes them at once
+        await servers.stop("a")
+        await scale(plane.client, 4)  # during the gap, if any
         await eventually(lambda: servers.leading("b") == ["kube-controller-manager",
                                                           "kube-scheduler"], 3)
         await eventually(lambda: ready_pods(plane.client, 4), 20, 0.1)
@@ -277,3 +276,32 @@ async def test_a_cancellation_that_meets_a_renewal_stops_the_leader(plane):
     finally:
         task.cancel()
         await asyncio.wait([task], timeout=5)
+
+
+async def test_a_released_lease_is_taken_at_once_not_at_the_next_retry(plane):
+    """Upstream's 2 s retry period: a candidate watching the lease takes it as soon as the
+    leader releases it (a clean stop), not at its next periodic try."""
+    async def lead():
+        await asyncio.Event().wait()
+
+    first = LeaderElector(plane.client, "default", "handover", "first")
+    second = LeaderElector(plane.client, "default", "handover", "second")
+    one = asyncio.create_task(first.lead_forever(lead))
+    two = None
+    try:
+        await eventually(lambda: first.leading, 10)
+        two = asyncio.create_task(second.lead_forever(lead))
+        await eventually(lambda: second.holder == "first", 10)  # it is waiting, watching
+        await asyncio.sleep(second.retry_period / 2)  # mid-way between two of its tries
+        one.cancel()
+        await asyncio.gather(one, return_exceptions=True)  # released on the way out
+        released = asyncio.get_running_loop().time()
+        await eventually(lambda: second.leading, 5, 0.01)
+        waited = asyncio.get_running_loop().time() - released
+        print(f"taken over {waited:.2f} s after the release")
+        assert waited < second.retry_period / 2, waited
+    finally:
+        for task in (one, two):
+            if task:
+                task.cancel()
+        await asyncio.gather(*(t for t in (one, two) if t), return_exceptions=True)
