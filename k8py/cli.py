@@ -16,7 +16,6 @@ import os
 import re
 import socket
 import sys
-import time
 
 import click
 
@@ -314,13 +313,12 @@ def _new_embedded_member(flags: dict):
     otherwise be migrated over the restored objects at the next start)."""
     from k8py.server import daemon
     from k8py.server.store import DEFAULT_SQLITE_PATH, etcdsnapshot
+    from k8py.server.store.snapshot import set_aside
 
     member = daemon.etcd_member(daemon.ServerConfig(**flags), embedded=True)
     sqlite = os.path.join(flags["data_dir"], DEFAULT_SQLITE_PATH)
     if os.path.exists(sqlite):
-        aside = f"{os.path.splitext(sqlite)[0]}-old-{int(time.time())}.db"
-        os.replace(sqlite, aside)
-        log.info("The SQLite datastore was moved to %s", aside)
+        log.info("The SQLite datastore was moved to %s", set_aside(sqlite))
     return etcdsnapshot.EtcdSnapshots(
         [], member=etcdsnapshot.Member(member.data_dir, member.name, member.peer_url))
 

@@ -256,9 +256,9 @@ class RestHandler:
                 return responses.table_response(
                     request, target.resource, [obj],
                     {"resourceVersion": obj["metadata"]["resourceVersion"]})
-            revision = parse_resource_version(request.query.get("resourceVersion"))
-            if revision:  # as `get`: not older than it, so the latest
-                await self.objects.not_older_than(revision)
+            # as `get`: not older than the resourceVersion given, so the latest
+            await self.objects.not_older_than(
+                parse_resource_version(request.query.get("resourceVersion")))
             body = await self.objects.get_raw(target.resource, target.namespace,
                                               target.name)
             return web.Response(body=body + b"\n", content_type="application/json")
@@ -369,9 +369,8 @@ class RestHandler:
     async def get(self, request: web.Request, target: Target) -> dict[str, Any]:
         # "0" means "any version" and N "not older than N": the latest is both (once the
         # store has reached N), as upstream's watch cache answers
-        revision = parse_resource_version(request.query.get("resourceVersion"))
-        if revision:
-            await self.objects.not_older_than(revision)
+        await self.objects.not_older_than(
+            parse_resource_version(request.query.get("resourceVersion")))
         return await self.objects.get(target.resource, target.namespace, target.name)
 
     async def list_bytes(self, request: web.Request, target: Target) -> web.StreamResponse:
@@ -417,8 +416,7 @@ class RestHandler:
             raise errors.BadRequest("resourceVersionMatch requires resourceVersion")
         if match == "Exact":
             return revision
-        if revision:
-            await self.objects.not_older_than(revision)
+        await self.objects.not_older_than(revision)
         return 0  # the latest
 
     async def list(self, request: web.Request, target: Target,

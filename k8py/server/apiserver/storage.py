@@ -228,11 +228,11 @@ class ObjectStore:
         if self.observe is not None:
             self.observe(operation, resource, time.monotonic() - start)
 
-    async def _read(self, resource: Resource, namespace: str | None, name: str,
-                    revision: int) -> KeyValue:
+    async def _read(self, resource: Resource, namespace: str | None, name: str) -> KeyValue:
+        """The object now (a read at a resourceVersion is `not_older_than`, then this)."""
         start = time.monotonic()
         try:
-            kv = await self.backend.get(resource.key(namespace, name), revision=revision)
+            kv = await self.backend.get(resource.key(namespace, name))
         except store_errors.StoreError as exc:
             raise _status(exc, resource, name) from exc
         finally:
@@ -265,14 +265,13 @@ class ObjectStore:
         transformer = self._transformer(resource)
         return data if transformer is None else transformer.to_storage(data, key.encode())
 
-    async def get(self, resource: Resource, namespace: str | None, name: str,
-                  revision: int = 0) -> dict[str, Any]:
-        return decode_as(resource, await self._read(resource, namespace, name, revision))
+    async def get(self, resource: Resource, namespace: str | None, name: str
+                  ) -> dict[str, Any]:
+        return decode_as(resource, await self._read(resource, namespace, name))
 
-    async def get_raw(self, resource: Resource, namespace: str | None, name: str,
-                      revision: int = 0) -> bytes:
+    async def get_raw(self, resource: Resource, namespace: str | None, name: str) -> bytes:
         """The object as JSON bytes, never decoded (the fast path for plain GETs)."""
-        return raw_as(resource, await self._read(resource, namespace, name, revision))
+        return raw_as(resource, await self._read(resource, namespace, name))
 
     async def create(self, resource: Resource, obj: dict[str, Any],
                      ttl: float | None = None) -> dict[str, Any]:
@@ -426,7 +425,8 @@ class ObjectStore:
         "Too large resource version" (upstream's watch cache waits 3 s the same way). A
         resourceVersion a client holds is one the store gave: beyond the store's revision
         only after a restore from an older snapshot, and the client must then list again,
-        not wait (a watch would silently skip the new history up to that number)."""
+        not wait (a watch would silently skip the new history up to that number). Free for
+        0 ("any") and for a revision this server has already seen: callers need no guard."""
         if revision <= self.backend.revision:
             return
         deadline = time.monotonic() + wait

@@ -48,6 +48,7 @@ import time
 from k8py.server.store.backend import CorruptStore, StoreLocked, Unavailable
 from k8py.server.store.etcdclient import EtcdClient, Endpoint
 from k8py.server.store.snapshot import NoSnapshots, Restored, _fsync, _partial_path
+from k8py.server.store.sqlite import SQLITE_HEADER
 
 HASH_SIZE = 32  # sha256
 RESET_TIMEOUT = 60.0  # seconds for the --force-new-cluster run to become healthy
@@ -106,10 +107,10 @@ def is_snapshot_file(path: str) -> bool:
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
-            header = f.read(16)
+            header = f.read(len(SQLITE_HEADER))
     except OSError:
         return False
-    return size > HASH_SIZE and size % 512 == HASH_SIZE and header != b"SQLite format 3\0"
+    return size > HASH_SIZE and size % 512 == HASH_SIZE and header != SQLITE_HEADER
 
 
 def check_hash(path: str) -> None:

@@ -160,11 +160,7 @@ class SQLiteSnapshots:
             finally:
                 db.close()
             _fsync(restored)
-            replaced = None
-            if os.path.exists(self.path):
-                stem, ext = os.path.splitext(self.path)
-                replaced = f"{stem}-old-{int(time.time())}{ext}"
-                os.replace(self.path, replaced)
+            replaced = set_aside(self.path) if os.path.exists(self.path) else None
             for suffix in ("-wal", "-shm"):  # the replaced database's, checkpointed above
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.path + suffix)
@@ -181,6 +177,15 @@ def _partial_path(path: str) -> str:
     """Where a file is written before it is renamed to `path` (hidden: `ls` skips it)."""
     head, tail = os.path.split(path)
     return os.path.join(head, f".{tail}.part")
+
+
+def set_aside(path: str) -> str:
+    """Move a replaced SQLite database out of the way, as `state-old-<unix time>.db` beside
+    it; its new path."""
+    stem, ext = os.path.splitext(path)
+    aside = f"{stem}-old-{int(time.time())}{ext}"
+    os.replace(path, aside)
+    return aside
 
 
 def _check_header(path: str) -> None:
